@@ -1,0 +1,40 @@
+"""Fixtures for test.py and tests/: the bundled data set and one model trained once per test session."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from heart.data import load_dataset  # noqa: E402
+from heart.model import build_card, load_model, save_model, train  # noqa: E402
+
+DATA = ROOT / "data" / "data.csv"
+
+
+@pytest.fixture(scope="session")
+def dataset():
+    return load_dataset(DATA)
+
+
+@pytest.fixture(scope="session")
+def trained(dataset):
+    """TrainResult of the default pipeline without CV (CV is checked once, in test_model)."""
+    return train(dataset, cv=False)
+
+
+@pytest.fixture(scope="session")
+def model_path(tmp_path_factory, trained, dataset):
+    """A saved, verified model.joblib + card in a temp dir: tests never touch the user's model."""
+    path = tmp_path_factory.mktemp("model") / "model.joblib"
+    save_model(trained.pipeline, build_card(trained, dataset, 42, 0.2), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def loaded(model_path):
+    return load_model(model_path)

@@ -1,0 +1,205 @@
+"""Read a heart-disease CSV in every variant users bring, or fail with a clear reason.
+
+Variants accepted: target as yes/no or 1/0; gender as male/female in any case or 1/0;
+`sno` present or absent; `sex` for `gender`; columns in any order; blank cells in any
+feature; the legacy sentinels ca = 4 and thal = 0 for "unknown". Labels are taken as given:
+a copy with an inverted target (see readme.md) trains an inverted model.
+
+Every problem names the file, the line, the column and the rule (DataError), and is found
+before anything is written. No pandas traceback reaches a user.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .schema import BY_NAME, FEATURE_NAMES, FEATURES, ID_COLUMN, TARGET, Feature
+
+MISSING_TOKENS = frozenset({"", "na", "nan", "n/a", "null", "none", "?"})
+MAX_LISTED = 10
+
+
+@dataclass(frozen=True)
+class Problem:
+    line: int | None
+    column: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = []
+        if self.line is not None:
+            where.append(f"line {self.line}")
+        if self.column is not None:
+            where.append(f"column '{self.column}'")
+        return (", ".join(where) + ": " if where else "") + self.message
+
+
+class DataError(ValueError):
+    """A data file that cannot be used; str() is the whole user-facing message."""
+
+    def __init__(self, source: str, problems: list[Problem] | str):
+        if isinstance(problems, str):
+            problems = [Problem(None, None, problems)]
+        self.source = source
+        self.problems = problems
+        shown = [f"{source}: {p}" for p in problems[:MAX_LISTED]]
+        if len(problems) > MAX_LISTED:
+            shown.append(f"... and {len(problems) - MAX_LISTED} more problems")
+        super().__init__("\n".join(shown))
+
+
+@dataclass
+class Dataset:
+    """Validated features (schema order, float, NaN = missing) and the 0/1 target."""
+
+    X: pd.DataFrame
+    y: np.ndarray | None
+    source: str
+    sha256: str
+    missing: dict[str, int] = field(default_factory=dict)
+    sentinels: dict[str, int] = field(default_factory=dict)
+    ignored_columns: list[str] = field(default_factory=list)
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.X)
+
+    def class_balance(self) -> dict[str, int]:
+        if self.y is None:
+            return {}
+        return {TARGET.labels[k]: int((self.y == k).sum()) for k in (1, 0)}
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_dataset(path: str | Path, require_target: bool = True) -> Dataset:
+    """Load and validate a CSV file; raise DataError naming every problem found."""
+    source = str(path)
+    raw = _read_csv(source)
+    frame, ignored = _normalise_columns(raw, source, require_target)
+    lines = frame.index.to_numpy()
+    problems: list[Problem] = []
+    columns, missing, sentinels = {}, {}, {}
+    for feature in FEATURES:
+        values, col_problems, n_sentinel = parse_column(feature, frame[feature.name], lines)
+        problems += col_problems
+        columns[feature.name] = values
+        missing[feature.name] = int(np.isnan(values).sum())
+        if n_sentinel:
+            sentinels[feature.name] = n_sentinel
+    y = None
+    if TARGET.name in frame.columns and (require_target or frame[TARGET.name].str.strip().ne("").any()):
+        y, target_problems = _parse_target(frame[TARGET.name], lines)
+        problems += target_problems
+    if problems:
+        raise DataError(source, problems)
+    if require_target:
+        classes = np.unique(y)
+        if len(classes) < 2:
+            only = TARGET.labels[int(classes[0])]
+            raise DataError(source, f"column '{TARGET.name}' has a single class (every row is "
+                                    f"'{only}'): a classifier needs examples of both classes")
+    X = pd.DataFrame(columns, columns=list(FEATURE_NAMES)).reset_index(drop=True)
+    return Dataset(X=X, y=y, source=source, sha256=sha256_file(source), missing=missing,
+                   sentinels=sentinels, ignored_columns=ignored)
+
+
+def _read_csv(source: str) -> pd.DataFrame:
+    """Strings by column, indexed by file line number, so every later error can name its line."""
+    try:
+        with open(source, encoding="utf-8-sig", newline="") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            rows, lines, ragged = [], [], []
+            for row in reader:
+                if not any(cell.strip() for cell in row):
+                    continue
+                if len(row) != len(header):
+                    ragged.append(Problem(reader.line_num, None,
+                                          f"has {len(row)} fields, the header has {len(header)}"))
+                    continue
+                rows.append(row)
+                lines.append(reader.line_num)
+    except FileNotFoundError:
+        raise DataError(source, "file not found") from None
+    except IsADirectoryError:
+        raise DataError(source, "is a directory, not a CSV file") from None
+    except UnicodeDecodeError:
+        raise DataError(source, "not a UTF-8 text CSV file") from None
+    except csv.Error as e:
+        raise DataError(source, f"not a well-formed CSV file: {e}") from None
+    if header is None or not any(h.strip() for h in header):
+        raise DataError(source, "the file is empty (expected a CSV header and data rows)")
+    if ragged:
+        raise DataError(source, ragged)
+    if not rows:
+        raise DataError(source, "no data rows below the header")
+    return pd.DataFrame(rows, columns=header, index=lines, dtype=str)
+
+
+def _normalise_columns(raw: pd.DataFrame, source: str, require_target: bool) -> tuple[pd.DataFrame, list[str]]:
+    aliases = {a: f.name for f in FEATURES for a in f.aliases}
+    renamed, ignored, seen = {}, [], {}
+    known = set(FEATURE_NAMES) | {TARGET.name, ID_COLUMN}
+    for col in raw.columns:
+        name = aliases.get(str(col).strip().lower(), str(col).strip().lower())
+        if name in seen:
+            raise DataError(source, [Problem(1, str(col), f"duplicate column (also given as '{seen[name]}')")])
+        seen[name] = col
+        if name in known:
+            renamed[col] = name
+        else:
+            ignored.append(str(col))
+    frame = raw[list(renamed)].rename(columns=renamed)
+    needed = list(FEATURE_NAMES) + ([TARGET.name] if require_target else [])
+    absent = [c for c in needed if c not in frame.columns]
+    if absent:
+        raise DataError(source, [Problem(1, c, "required column is missing from the header") for c in absent])
+    return frame, ignored
+
+
+def parse_column(feature: Feature, text: pd.Series, lines: np.ndarray) -> tuple[np.ndarray, list[Problem], int]:
+    """Turn one column of strings into floats (NaN = missing), checking the schema's rule."""
+    clean = text.str.strip()
+    lowered = clean.str.lower()
+    is_missing = lowered.isin(MISSING_TOKENS).to_numpy()
+    values = pd.to_numeric(clean.where(~is_missing), errors="coerce").to_numpy(dtype=float, copy=True)
+    if feature.text_codes:
+        coded = lowered.map(feature.text_codes).to_numpy(dtype=float)
+        values = np.where(np.isnan(coded), values, coded)
+    problems = []
+    not_number = ~is_missing & np.isnan(values)
+    for i in np.flatnonzero(not_number):
+        problems.append(Problem(int(lines[i]), feature.name, f"'{clean.iloc[i]}' is not valid: must be {feature.rule()}"))
+    n_sentinel = 0
+    if feature.missing_codes:
+        sentinel = np.isin(values, feature.missing_codes)
+        n_sentinel = int(sentinel.sum())
+        values[sentinel] = np.nan
+    present = ~np.isnan(values)
+    for i in np.flatnonzero(present):
+        why = feature.check(values[i])
+        if why:
+            problems.append(Problem(int(lines[i]), feature.name, why))
+    return values, problems, n_sentinel
+
+
+def _parse_target(text: pd.Series, lines: np.ndarray) -> tuple[np.ndarray, list[Problem]]:
+    clean = text.str.strip()
+    codes = clean.str.lower().map(TARGET.text_codes)
+    problems = [Problem(int(lines[i]), TARGET.name,
+                        f"'{clean.iloc[i]}' is not a known label: must be yes/no or 1/0" if clean.iloc[i]
+                        else "blank label: every training row needs yes/no or 1/0")
+                for i in np.flatnonzero(codes.isna().to_numpy())]
+    return codes.fillna(-1).to_numpy(dtype=int), problems

@@ -1,0 +1,162 @@
+"""The loader: every variant users bring loads the same; every bad file fails clearly."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from heart.data import DataError, load_dataset
+from heart.schema import FEATURE_NAMES
+
+from conftest import DATA
+
+
+@pytest.fixture
+def frame():
+    return pd.read_csv(DATA, dtype=str, keep_default_na=False)
+
+
+def write(tmp_path, frame: pd.DataFrame, name="data.csv"):
+    path = tmp_path / name
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_bundled_file_matches_its_data_card(dataset):
+    assert dataset.n_rows == 303
+    assert dataset.class_balance() == {"heart disease": 139, "no heart disease": 164}
+    assert {k: v for k, v in dataset.missing.items() if v} == {"ca": 4, "thal": 2}
+    assert list(dataset.X.columns) == list(FEATURE_NAMES)
+    assert set(np.unique(dataset.X["gender"])) == {0.0, 1.0}
+
+
+def test_target_as_numbers_gender_as_codes_no_sno_any_order_any_case(tmp_path, frame, dataset):
+    variant = frame.drop(columns="sno")
+    variant["target"] = variant["target"].map({"yes": "1", "no": "0"})
+    variant["gender"] = variant["gender"].map({"male": "1", "female": "0"})
+    variant = variant[list(reversed(variant.columns))]
+    got = load_dataset(write(tmp_path, variant))
+    pd.testing.assert_frame_equal(got.X, dataset.X)
+    np.testing.assert_array_equal(got.y, dataset.y)
+
+
+def test_gender_in_any_case_and_sex_alias(tmp_path, frame, dataset):
+    variant = frame.rename(columns={"gender": "Sex"})
+    variant["Sex"] = variant["Sex"].str.upper()
+    variant.loc[::2, "Sex"] = variant.loc[::2, "Sex"].str.title()
+    got = load_dataset(write(tmp_path, variant))
+    np.testing.assert_array_equal(got.X["gender"], dataset.X["gender"])
+
+
+def test_blank_cells_in_any_feature_are_missing(tmp_path, frame):
+    for i, col in enumerate(FEATURE_NAMES):
+        frame.loc[i, col] = ""
+    frame.loc[20, "chol"] = "NA"
+    got = load_dataset(write(tmp_path, frame))
+    for i, col in enumerate(FEATURE_NAMES):
+        assert np.isnan(got.X.loc[i, col]), col
+    assert np.isnan(got.X.loc[20, "chol"])
+
+
+def test_legacy_sentinels_are_missing_not_categories(tmp_path, frame):
+    frame.loc[0, "ca"] = "4"
+    frame.loc[1, "thal"] = "0"
+    got = load_dataset(write(tmp_path, frame))
+    assert np.isnan(got.X.loc[0, "ca"]) and np.isnan(got.X.loc[1, "thal"])
+    assert got.sentinels == {"ca": 1, "thal": 1}
+
+
+def test_extra_columns_are_ignored_and_reported(tmp_path, frame):
+    frame["hospital"] = "cleveland"
+    got = load_dataset(write(tmp_path, frame))
+    assert got.ignored_columns == ["hospital"]
+
+
+def test_features_only_file_loads_without_target_when_not_required(tmp_path, frame):
+    got = load_dataset(write(tmp_path, frame.drop(columns="target")), require_target=False)
+    assert got.y is None and got.n_rows == 303
+
+
+def error_for(tmp_path, content: str | pd.DataFrame, **kw) -> str:
+    if isinstance(content, pd.DataFrame):
+        path = write(tmp_path, content)
+    else:
+        path = tmp_path / "data.csv"
+        path.write_text(content)
+    with pytest.raises(DataError) as info:
+        load_dataset(path, **kw)
+    message = str(info.value)
+    assert str(path) in message, "the error names the file"
+    assert "Traceback" not in message
+    return message
+
+
+def test_missing_required_column(tmp_path, frame):
+    msg = error_for(tmp_path, frame.drop(columns="chol"))
+    assert "column 'chol'" in msg and "missing" in msg
+
+
+def test_unknown_gender_value_names_line_and_column(tmp_path, frame):
+    frame.loc[6, "gender"] = "unknown"
+    msg = error_for(tmp_path, frame)
+    assert "line 8, column 'gender'" in msg and "'unknown'" in msg and "male" in msg
+
+
+def test_text_in_a_numeric_column(tmp_path, frame):
+    frame.loc[0, "chol"] = "high"
+    msg = error_for(tmp_path, frame)
+    assert "line 2, column 'chol'" in msg and "'high' is not valid" in msg and "50 to 800" in msg
+
+
+@pytest.mark.parametrize("column,value,rule", [
+    ("age", "250", "1 to 120"), ("trestbps", "20", "50 to 250"), ("cp", "7", "one of 0, 1, 2, 3"),
+    ("oldpeak", "inf", "finite"), ("age", "50.5", "an integer"), ("ca", "1.5", "one of"),
+])
+def test_value_outside_the_schema_rule(tmp_path, frame, column, value, rule):
+    frame.loc[9, column] = value
+    msg = error_for(tmp_path, frame)
+    assert f"line 11, column '{column}'" in msg and rule in msg
+
+
+def test_every_problem_is_listed_not_just_the_first(tmp_path, frame):
+    frame.loc[0, "age"] = "old"
+    frame.loc[5, "thal"] = "9"
+    msg = error_for(tmp_path, frame)
+    assert "line 2, column 'age'" in msg and "line 7, column 'thal'" in msg
+
+
+def test_empty_file(tmp_path):
+    assert "empty" in error_for(tmp_path, "")
+
+
+def test_header_only(tmp_path, frame):
+    assert "no data rows" in error_for(tmp_path, ",".join(frame.columns) + "\n")
+
+
+def test_target_with_a_single_class(tmp_path, frame):
+    frame["target"] = "yes"
+    assert "single class" in error_for(tmp_path, frame)
+
+
+def test_unknown_target_value(tmp_path, frame):
+    frame.loc[2, "target"] = "maybe"
+    msg = error_for(tmp_path, frame)
+    assert "line 4, column 'target'" in msg and "'maybe'" in msg
+
+
+def test_blank_target(tmp_path, frame):
+    frame.loc[2, "target"] = ""
+    assert "line 4, column 'target': blank label" in error_for(tmp_path, frame)
+
+
+def test_missing_file_and_ragged_csv(tmp_path):
+    with pytest.raises(DataError, match="file not found"):
+        load_dataset(tmp_path / "nope.csv")
+    assert "line 3: has 3 fields, the header has 2" in error_for(tmp_path, "age,gender\n1,2\n1,2,3\n")
+    assert "line 2: has 1 fields" in error_for(tmp_path, "age,gender\n1\n")
+
+
+def test_duplicate_column(tmp_path, frame):
+    text = DATA.read_text().splitlines()
+    text[0] = text[0].replace("chol", "age")
+    assert "duplicate column" in error_for(tmp_path, "\n".join(text) + "\n")

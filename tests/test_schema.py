@@ -1,0 +1,83 @@
+"""The schema and the random patients derived from it."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from heart.data import load_dataset
+from heart.samples import sample, to_records
+from heart.schema import BY_NAME, FEATURE_NAMES, FEATURES, REQUIRED, describe, markdown_table
+
+
+def test_thirteen_features_with_a_rule_each():
+    assert len(FEATURES) == 13 and len(set(FEATURE_NAMES)) == 13
+    assert REQUIRED == ("age", "gender")
+    for f in FEATURES:
+        if f.kind == "continuous":
+            assert f.low < f.high and f.low <= f.typical[0] < f.typical[1] <= f.high
+        else:
+            assert f.codes and not set(f.missing_codes) & set(f.codes)
+    assert [r["name"] for r in describe()] == list(FEATURE_NAMES)
+
+
+def test_check_rejects_and_accepts():
+    assert BY_NAME["age"].check(63) is None
+    assert "1 to 120" in BY_NAME["age"].check(130)
+    assert BY_NAME["thal"].check(2) is None and BY_NAME["thal"].check(0)
+    assert BY_NAME["oldpeak"].check(float("nan"))
+
+
+def test_docs_table_lists_every_feature():
+    table = markdown_table()
+    for name in FEATURE_NAMES:
+        assert f"| {name} |" in table
+
+
+@pytest.mark.parametrize("mode", ["uniform", "marginal"])
+def test_samples_are_valid_by_the_loader_itself(tmp_path, dataset, mode):
+    """Written to CSV and read back through the validating loader: no sample breaks a rule."""
+    X = sample(2000, seed=11, mode=mode, reference=dataset.X)
+    path = tmp_path / "samples.csv"
+    X.to_csv(path, index=False)
+    got = load_dataset(path, require_target=False)
+    pd.testing.assert_frame_equal(got.X, X)
+    assert not X.isna().any().any()
+
+
+def test_uniform_samples_cover_the_typical_range_and_every_code():
+    X = sample(5000, seed=1)
+    for f in FEATURES:
+        if f.discrete:
+            assert set(np.unique(X[f.name])) == set(f.codes), f.name
+        else:
+            assert X[f.name].min() >= f.typical[0] and X[f.name].max() <= f.typical[1]
+            assert X[f.name].max() - X[f.name].min() > 0.9 * (f.typical[1] - f.typical[0])
+
+
+def test_marginal_samples_follow_the_training_distribution(dataset):
+    X = sample(20000, seed=2, mode="marginal", reference=dataset.X)
+    assert abs(X["gender"].mean() - np.nanmean(dataset.X["gender"])) < 0.02
+    assert abs(X["chol"].median() - np.nanmedian(dataset.X["chol"])) < 6
+    assert set(np.unique(X["thal"])) <= {1.0, 2.0, 3.0}
+
+
+def test_samples_are_seeded():
+    pd.testing.assert_frame_equal(sample(50, seed=5), sample(50, seed=5))
+    assert not sample(50, seed=5).equals(sample(50, seed=6))
+
+
+def test_bad_mode_and_missing_reference():
+    with pytest.raises(ValueError, match="unknown sampling mode"):
+        sample(3, mode="gaussian")
+    with pytest.raises(ValueError, match="needs the reference"):
+        sample(3, mode="marginal")
+
+
+def test_records_are_json_ready_and_round_trip(dataset):
+    X = dataset.X.iloc[:3].copy()
+    X.loc[0, "chol"] = np.nan
+    recs = to_records(X)
+    assert "chol" not in recs[0]
+    assert recs[1]["gender"] in ("male", "female") and isinstance(recs[1]["cp"], int)
+    assert isinstance(recs[1]["oldpeak"], float)
