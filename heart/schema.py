@@ -101,7 +101,7 @@ FEATURES: tuple[Feature, ...] = (
     Feature("slope", "categorical", "Slope of the peak exercise ST segment",
             codes={0: "downsloping", 1: "flat", 2: "upsloping"}),
     Feature("ca", "categorical", "Major vessels coloured by fluoroscopy",
-            codes={0: "0 vessels", 1: "1 vessel", 2: "2 vessels", 3: "3 vessels"}, ordered=True,
+            codes={0: "none", 1: "one vessel", 2: "two vessels", 3: "three vessels"}, ordered=True,
             missing_codes=(4,)),
     Feature("thal", "categorical", "Thallium stress test",
             codes={1: "fixed defect", 2: "normal", 3: "reversible defect"}, missing_codes=(0,)),

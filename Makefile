@@ -1,0 +1,34 @@
+# One target per task. `make run` and `make test` are the two commands in readme.md.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-12)
+MODEL  ?= model.joblib
+DATA   ?= data/data.csv
+
+.PHONY: help install run train test clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP)  ## create .venv and install the pinned requirements
+
+$(MODEL): $(STAMP) $(DATA)
+	$(PY) train.py --data $(DATA) --out $(MODEL)
+
+train: $(STAMP)  ## train on data/data.csv and write model.joblib + model.card.json
+	$(PY) train.py --data $(DATA) --out $(MODEL)
+
+run: $(MODEL)  ## set everything up, train, and show the model card
+	$(PY) -c "import json; c = json.load(open('$(basename $(MODEL)).card.json')); print(json.dumps({k: c[k] for k in ('model_version', 'data', 'metrics')}, indent=2))"
+
+test: $(STAMP)  ## install and run the whole test suite
+	$(PY) -m pytest
+
+clean:  ## remove the virtual environment, model and reports
+	rm -rf $(VENV) $(MODEL) $(basename $(MODEL)).card.json reports .pytest_cache
