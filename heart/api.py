@@ -10,6 +10,7 @@ has passed, and the prediction routes refuse to serve until then.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import os
@@ -37,7 +38,7 @@ from . import __version__
 from .fast import Parity, build_predictor, parity_rows
 from .model import LoadedModel, ModelError, load_model
 from .schema import BY_NAME, FEATURE_NAMES, FEATURES, TARGET, Feature
-from .telemetry import (SERVICE_NAME, Metrics, ObservabilityMiddleware, PredictionLog, current_ids, now_iso,
+from .telemetry import (SERVICE_NAME, Metrics, ObservabilityMiddleware, PredictionLines, PredictionLog, current_ids, now_iso,
                         setup_logging, tracer_provider)
 
 log = logging.getLogger("heart.api")
@@ -336,6 +337,8 @@ def create_app(model_path: str | Path | None = None, settings: Settings | None =
     state = ServingState(settings=settings, metrics=metrics)
     prediction_log = PredictionLog(settings.prediction_log) if settings.prediction_log else None
     log_inputs = settings.log_inputs
+    prediction_lines = PredictionLines()
+    dumps = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=False).encode
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -416,10 +419,10 @@ def create_app(model_path: str | Path | None = None, settings: Settings | None =
         metrics.count_classes(ones, len(classes))
         results = [{"predicted_class": c, "label": LABELS[c], "probability": p, "imputed": miss}
                    for c, p, miss in zip(classes, proba, imputed)]
-        emit = log.isEnabledFor(logging.INFO)
+        emit = prediction_lines.enabled()
         if emit or prediction_log is not None:
             timestamp = now_iso()
-            records = []
+            records, lines = [], []
             for result, coded in zip(results, inputs):
                 record = {"event": "prediction", "timestamp": timestamp, "trace_id": trace_id, "span_id": span_id,
                           "model_version": version}
@@ -428,11 +431,11 @@ def create_app(model_path: str | Path | None = None, settings: Settings | None =
                 record.update(imputed=result["imputed"], predicted_class=result["predicted_class"],
                               probability=result["probability"], latency_ms=latency_ms)
                 records.append(record)
+                lines.append(dumps(record))
             if prediction_log is not None:
-                prediction_log.write(records)
+                prediction_log.write(lines)
             if emit:
-                for record in records:
-                    log.info("prediction", extra={k: v for k, v in record.items() if k not in ("event", "timestamp")})
+                prediction_lines.write(lines, records)
         return results, seconds
 
     async def serve(patients: list[BaseModel], endpoint: str) -> tuple[str, list[dict]]:

@@ -9,6 +9,7 @@ schema samples (with missing values). Otherwise serving falls back to sklearn an
 """
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -43,7 +44,7 @@ class SklearnPredictor:
 
 
 class OnnxPredictor:
-    """The whole Pipeline (imputers, one-hot, forest) as one ONNX graph, one input per feature."""
+    """The whole Pipeline (imputers, one-hot, forest) as one ONNX graph over one (n, 13) float input."""
 
     engine = "onnxruntime"
     inline = True  # tens of microseconds: cheaper to run on the event loop than to hop threads
@@ -53,9 +54,10 @@ class OnnxPredictor:
         from skl2onnx import convert_sklearn
         from skl2onnx.common.data_types import FloatTensorType
 
-        forest = pipeline.steps[-1][1]
-        types = [(name, FloatTensorType([None, 1])) for name in FEATURE_NAMES]
-        onx = convert_sklearn(pipeline, initial_types=types, options={id(forest): {"zipmap": False}})
+        graph = _positional(pipeline)
+        forest = graph.steps[-1][1]
+        onx = convert_sklearn(graph, initial_types=[("X", FloatTensorType([None, len(FEATURE_NAMES)]))],
+                              options={id(forest): {"zipmap": False}})
         options = ort.SessionOptions()
         # One thread: a request is one row; intra-op threads only add hand-off latency and
         # fight uvicorn workers for the cores.
@@ -65,17 +67,38 @@ class OnnxPredictor:
         options.log_severity_level = 3
         self.session = ort.InferenceSession(onx.SerializeToString(), options, providers=["CPUExecutionProvider"])
         outputs = [o.name for o in self.session.get_outputs()]
-        self.proba_output = "probabilities" if "probabilities" in outputs else outputs[-1]
+        self.outputs = ["probabilities" if "probabilities" in outputs else outputs[-1]]
         self.classes = np.asarray(pipeline.classes_).astype(int)
         self.positive = list(pipeline.classes_).index(1)
         self.onnx_bytes = len(onx.SerializeToString())
 
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        X = np.asarray(X, dtype=np.float32)
-        feeds = {name: X[:, i:i + 1] for i, name in enumerate(FEATURE_NAMES)}
-        proba = self.session.run([self.proba_output], feeds)[0]
+        proba = self.session.run(self.outputs, {"X": np.asarray(X, dtype=np.float32)})[0]
         # argmax over both columns, as sklearn's predict does (a tie goes to the first class)
         return self.classes[proba.argmax(axis=1)], proba[:, self.positive].astype(float)
+
+
+def _positional(pipeline: Pipeline) -> Pipeline:
+    """A copy of the fitted Pipeline whose ColumnTransformers select columns by position, not name.
+
+    skl2onnx then builds a graph with one (n, 13) input instead of 13 one-column inputs, which
+    halves the per-call overhead of ONNX Runtime. The fitted parameters are untouched; the
+    parity check compares the result with the original Pipeline anyway.
+    """
+    from sklearn.compose import ColumnTransformer
+
+    graph = copy.deepcopy(pipeline)
+    index = {name: i for i, name in enumerate(FEATURE_NAMES)}
+
+    def positions(columns):
+        return [index[c] for c in columns] if not isinstance(columns, str) else columns
+    for _, step in graph.steps:
+        if isinstance(step, ColumnTransformer):
+            step.transformers = [(n, t, positions(c)) for n, t, c in step.transformers]
+            step.transformers_ = [(n, t, c if n == "remainder" else positions(c)) for n, t, c in step.transformers_]
+            if hasattr(step, "feature_names_in_"):
+                del step.feature_names_in_
+    return graph
 
 
 @dataclass
