@@ -48,7 +48,8 @@ log = logging.getLogger("heart.api")
 ROOT = Path(__file__).resolve().parent.parent
 MAX_BATCH = 1000
 INLINE_ROWS = 64  # up to this many rows, ONNX inference (~tens of µs) runs on the event loop
-THREADED_BODY_BYTES = 32_000  # larger bodies are validated in a worker thread
+THREADED_BODY_BYTES = 32_000
+TRACE_FLUSH_SECONDS = 5.0  # larger bodies are validated in a worker thread
 LABELS = {int(k): v for k, v in TARGET.labels.items()}
 
 
@@ -418,8 +419,12 @@ def create_app(model_path: str | Path | None = None, settings: Settings | None =
                 await asyncio.wait([task], timeout=30)
             if prediction_log is not None:
                 prediction_log.close()
-            if own_provider:
-                provider.shutdown()
+            if own_provider:  # flush the spans, but never hold up shutdown for an unreachable collector
+                flusher = threading.Thread(target=provider.shutdown, name="otel-shutdown", daemon=True)
+                flusher.start()
+                flusher.join(TRACE_FLUSH_SECONDS)
+                if flusher.is_alive():
+                    log.warning("trace_flush_timeout", extra={"seconds": TRACE_FLUSH_SECONDS})
 
     app = FastAPI(title="Heart-disease prediction API", version=__version__, lifespan=lifespan,
                   description="Predicts angiographic heart disease from 13 clinical features "

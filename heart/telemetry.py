@@ -108,12 +108,18 @@ _HANDLER.setFormatter(json_formatter())
 
 def setup_logging(level: str = "info") -> None:
     """Send the package's (and uvicorn's) logs to stdout as JSON lines; idempotent."""
-    for name in ("heart", "uvicorn", "uvicorn.error"):
+    for name in ("heart", "uvicorn", "uvicorn.error", "opentelemetry"):
         logger = logging.getLogger(name)
         if _HANDLER not in logger.handlers:
             logger.addHandler(_HANDLER)
-        logger.setLevel(level.upper())
+        # the SDK's own messages (e.g. an unreachable collector) only from warnings up
+        logger.setLevel(level.upper() if name != "opentelemetry" else max(logging.WARNING, _level(level)))
         logger.propagate = False
+
+
+def _level(name: str) -> int:
+    value = logging.getLevelName(name.upper())
+    return value if isinstance(value, int) else logging.INFO
 
 
 class PredictionLines:
