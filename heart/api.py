@@ -478,7 +478,7 @@ def create_app(model_path: str | Path | None = None, settings: Settings | None =
         classes, proba = predictor.predict(rows)
         seconds = time.perf_counter() - t0
         latency_ms = round(seconds * 1000, 4)
-        metrics.inference.labels(endpoint=endpoint, engine=predictor.engine).observe(seconds)
+        metrics.observe_inference(endpoint, predictor.engine, seconds)
         classes, proba = classes.tolist(), proba.tolist()
         ones = classes.count(1)
         metrics.count_classes(ones, len(classes))

@@ -244,6 +244,13 @@ class Metrics:
         children[0].inc()
         children[1].observe(seconds)
 
+    def observe_inference(self, endpoint: str, engine: str, seconds: float) -> None:
+        key = ("inference", endpoint, engine)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.inference.labels(endpoint=endpoint, engine=engine)
+        child.observe(seconds)
+
     def count_classes(self, ones: int, total: int) -> None:
         if ones:
             self._by_class[1].inc(ones)
