@@ -10,6 +10,8 @@ reports the median round's requests/s and p50/p95/p99 latency side by side:
   predict_batch    the same server, POST /predict/batch with 1,000 patients (rows/s)
   bare             FastAPI with the same request model and a constant answer (bench/servers.py)
   original_style   a pandas DataFrame per request + sklearn predict on the event loop
+  predict_sampled  (informational) /predict with OTEL_TRACES_SAMPLER=parentbased_traceidratio
+                   at 0.1: what trace sampling buys when tracing is the cost
 
 Installs wrk with apt-get if it is missing. Writes a table to stdout and the figures with
 the machine's description to --out (JSON). The machine is shared: run it more than once.
@@ -144,7 +146,7 @@ def parse_args(argv):
     p.add_argument("--threads", type=int, default=1, help="wrk threads (1 leaves the other core to the server)")
     p.add_argument("--batch-size", type=int, default=1000, help="patients per /predict/batch request")
     p.add_argument("--out", default="bench/results.json", help="JSON file for the figures")
-    p.add_argument("--only", nargs="*", choices=["predict", "predict_batch", "bare", "original_style"],
+    p.add_argument("--only", nargs="*", choices=["predict", "predict_batch", "bare", "original_style", "predict_sampled"],
                    help="run only these (default: all)")
     return p.parse_args(argv)
 
@@ -165,13 +167,15 @@ def main(argv=None) -> int:
     uvicorn = [py, "-m", "uvicorn", "--factory", "--host", "127.0.0.1", "--port", "{port}", "--workers", "1",
                "--no-access-log", "--log-level", "warning"]
     full = [py, "heart_fastapi.py", "--host", "127.0.0.1", "--port", "{port}", "--workers", "1"]
-    servers = {"full": full, "bare": uvicorn + ["bench.servers:bare_app"],
+    servers = {"full": full, "sampled": full, "bare": uvicorn + ["bench.servers:bare_app"],
                "original": uvicorn + ["bench.servers:original_app"]}
+    envs = {"sampled": {**env, "OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}}
     plan = [  # (name, server, path, body, rows per request)
         ("predict", "full", "/predict", one, 1),
         ("predict_batch", "full", "/predict/batch", batch, args.batch_size),
         ("bare", "bare", "/predict", one, 1),
         ("original_style", "original", "/predict/", one, 1),
+        ("predict_sampled", "sampled", "/predict", one, 1),  # informational: 10% of traces kept
     ]
     plan = [p for p in plan if not args.only or p[0] in args.only]
     started = time.time()
@@ -179,7 +183,7 @@ def main(argv=None) -> int:
         up = {}
         for key in dict.fromkeys(p[1] for p in plan):
             print(f"starting {key} server ...", file=sys.stderr, flush=True)
-            up[key] = stack.enter_context(Server(key, servers[key], env, tmp / f"{key}.log"))
+            up[key] = stack.enter_context(Server(key, servers[key], envs.get(key, env), tmp / f"{key}.log"))
         for name, key, path, body, rows in plan:
             url = up[key].url + path
             check = requests.post(url, data=body, headers={"content-type": "application/json"}, timeout=30)
