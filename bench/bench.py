@@ -153,6 +153,7 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    machine_info = machine()  # the load average before our own load
     if not Path(args.model_path).is_file():
         raise FileNotFoundError(f"{args.model_path}: no model to serve (run `make train` first)")
     wrk = ensure_wrk()
@@ -227,7 +228,7 @@ def main(argv=None) -> int:
         met = v >= target if op == ">=" else v < target
         print(f"{k:24s} {v:10.2f}   goal {op} {target}: {'met' if met else 'MISSED'}")
     report = {"command": "python bench/bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "machine": machine(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+              "machine": machine_info, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
               "wrk": {"connections": args.connections, "threads": args.threads, "duration_s": args.duration,
                       "warmup_s": args.warmup, "rounds": args.rounds},
               "results": results, "goals": goals}
