@@ -78,7 +78,7 @@ class Settings:
     parity_samples: int = 2000             # schema samples checked at load, besides data/data.csv
     parity_data: Path | None = ROOT / "data" / "data.csv"  # rows checked at load if the file exists
     background_load: bool = True           # load after start-up, so probes answer while loading
-    max_body_bytes: int = 4_000_000        # larger bodies get 413 before parsing
+    max_body_bytes: int = 4_000_000        # larger bodies get 413 (FastAPI's max_body_size)
     configure_logging: bool = True
 
     @classmethod
@@ -426,13 +426,15 @@ def create_app(model_path: str | Path | None = None, settings: Settings | None =
                 if flusher.is_alive():
                     log.warning("trace_flush_timeout", extra={"seconds": TRACE_FLUSH_SECONDS})
 
+    # max_body_size also stops chunked bodies (no content-length) that grow past the limit
     app = FastAPI(title="Heart-disease prediction API", version=__version__, lifespan=lifespan,
+                  max_body_size=settings.max_body_bytes,
                   description="Predicts angiographic heart disease from 13 clinical features "
                               "(UCI Cleveland data). Not a medical device.")
     app.state.serving = state
     app.state.metrics = metrics
     app.state.tracer_provider = provider
-    app.add_middleware(ObservabilityMiddleware, metrics=metrics, max_body=settings.max_body_bytes)
+    app.add_middleware(ObservabilityMiddleware, metrics=metrics)
 
     # ------------------------------------------------------------------ error handlers
     @app.exception_handler(RequestValidationError)

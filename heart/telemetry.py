@@ -8,7 +8,6 @@ Each app gets its own TracerProvider and metrics registry, so tests can build ma
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -259,13 +258,12 @@ class Metrics:
 
 
 class ObservabilityMiddleware:
-    """Pure ASGI (no BaseHTTPMiddleware overhead): per-request metrics by route template, an
-    x-trace-id response header, and a 413 for bodies over max_body bytes before any parsing."""
+    """Pure ASGI (no BaseHTTPMiddleware overhead): per-request metrics by route template and an
+    x-trace-id response header."""
 
-    def __init__(self, app, metrics: Metrics, max_body: int):
+    def __init__(self, app, metrics: Metrics):
         self.app = app
         self.metrics = metrics
-        self.max_body = max_body
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -284,27 +282,8 @@ class ObservabilityMiddleware:
             await send(message)
 
         try:
-            length = _content_length(scope)
-            if length is not None and length > self.max_body:
-                body = json.dumps({"detail": f"request body of {length} bytes is over the limit of {self.max_body} "
-                                             "bytes; send at most 1000 instances per batch"}).encode()
-                await send_with_trace({"type": "http.response.start", "status": 413,
-                                       "headers": [(b"content-type", b"application/json"),
-                                                   (b"content-length", str(len(body)).encode())]})
-                await send_with_trace({"type": "http.response.body", "body": body})
-                return
             await self.app(scope, receive, send_with_trace)
         finally:
             route = scope.get("route")
             path = getattr(route, "path", None) or "<unmatched>"
             self.metrics.observe_request(path, scope.get("method", ""), status, time.perf_counter() - start)
-
-
-def _content_length(scope) -> int | None:
-    for name, value in scope.get("headers", ()):
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None

@@ -172,7 +172,7 @@ def test_huge_body_is_413_before_parsing(model_path):
     app = make_app(model_path, max_body_bytes=10_000)
     with TestClient(app) as c:
         r = c.post("/predict/batch", json={"instances": [EXAMPLE] * 200})
-        assert r.status_code == 413 and "1000 instances" in r.json()["detail"]
+        assert r.status_code == 413
 
 
 def test_batch_unknown_top_level_field(client):
@@ -451,3 +451,14 @@ def test_otlp_exporter_sends_the_responses_trace_to_the_collector(model_path, mo
     assert received and all(path == "/v1/traces" for path, _ in received)
     assert any(bytes.fromhex(trace_id) in body for _, body in received)
     assert any(b"heart-disease-api" in body and b"inference" in body for _, body in received)
+
+
+def test_chunked_body_over_the_limit_is_413(model_path):
+    app = make_app(model_path, max_body_bytes=10_000)
+
+    def chunks():
+        for _ in range(50):
+            yield json.dumps(EXAMPLE).encode() * 2
+    with TestClient(app) as c:
+        r = c.post("/predict/batch", content=chunks(), headers={"content-type": "application/json"})
+        assert r.status_code == 413
