@@ -299,7 +299,8 @@ class PredictionFailed(Exception):
 
 @dataclass
 class ServingState:
-    """What the app serves; replaced as a whole by load(), so readers never see half a model."""
+    """What the app serves. load() fills every field before status turns "ready", and requests
+    check status first, so none ever sees half a model."""
 
     settings: Settings
     metrics: Metrics
