@@ -120,3 +120,6 @@ def test_cli_help_and_missing_model(tmp_path):
     missing = subprocess.run([sys.executable, "heart_fastapi.py", "--model-path", str(tmp_path / "none.joblib")],
                              cwd=ROOT, capture_output=True, text=True)
     assert missing.returncode == 2 and missing.stderr.startswith("error:") and "Traceback" not in missing.stderr
+    bad_env = subprocess.run([sys.executable, "heart_fastapi.py"], cwd=ROOT, capture_output=True, text=True,
+                             env={**os.environ, "PORT": "eighty"})
+    assert bad_env.returncode == 2 and "--port" in bad_env.stderr and "Traceback" not in bad_env.stderr
