@@ -49,8 +49,12 @@ def flip_labels(y: np.ndarray, rate: float, rng: np.random.Generator, targeted: 
 
 
 def _score(pipeline: Pipeline, X_tr, y_tr, X_te, y_te) -> dict:
-    fitted = clone(pipeline).fit(X_tr, y_tr)
-    m = compute_metrics(y_te, predict_proba(fitted, X_te))
+    classes = np.unique(y_tr)
+    if len(classes) < 2:  # every positive flipped: the only possible model predicts that one class
+        proba = np.full(len(X_te), float(classes[0]))
+    else:
+        proba = predict_proba(clone(pipeline).fit(X_tr, y_tr), X_te)
+    m = compute_metrics(y_te, proba)
     return {k: m[k] for k in REPORTED}
 
 
@@ -58,6 +62,8 @@ def find_label_issues(pipeline: Pipeline, X: pd.DataFrame, y: np.ndarray, seed: 
     """Row positions whose given label disagrees confidently with out-of-fold predictions;
     also returns the out-of-fold P(class 1)."""
     y = np.asarray(y).astype(int)
+    if np.bincount(y, minlength=2).min() < CV_FOLDS:  # too few of a class left to cross-validate
+        return np.array([], dtype=int), np.full(len(y), np.nan)
     cv = StratifiedKFold(n_splits=CV_FOLDS, shuffle=True, random_state=seed)
     proba = cross_val_predict(clone(pipeline), X, y, cv=cv, method="predict_proba", n_jobs=1)
     thresholds = np.array([proba[y == j, j].mean() for j in (0, 1)])
