@@ -83,16 +83,19 @@ def _group_metrics(y: np.ndarray, pred: np.ndarray, groups: np.ndarray, order: l
     return out
 
 
-def _gap(per_group: np.ndarray) -> float:
-    """Two groups: signed (second - first); more: max - min (Fairlearn's between_groups)."""
-    if len(per_group) == 2:
-        return float(per_group[1] - per_group[0])
-    return float(np.nanmax(per_group) - np.nanmin(per_group))
+def comparisons(order: list[str], counts: dict[str, int]) -> list[tuple[int, int]]:
+    """Which group gaps get an interval: two groups, second minus first; more, each group
+    minus the largest one. (A max - min gap is >= 0 by construction and biased upwards on
+    resamples, so its interval cannot tell a real gap from noise.)"""
+    if len(order) == 2:
+        return [(1, 0)]
+    ref = max(range(len(order)), key=lambda i: counts[order[i]])
+    return [(i, ref) for i in range(len(order)) if i != ref]
 
 
 def group_report(y: np.ndarray, pred: np.ndarray, groups: pd.Series, seed: int = 0,
                  n_boot: int = N_BOOT) -> dict:
-    """MetricFrame by group plus bootstrap 95% CIs for each metric's gap between groups."""
+    """MetricFrame by group plus bootstrap 95% CIs for each metric's signed gap between groups."""
     y, pred = np.asarray(y).astype(int), np.asarray(pred).astype(int)
     g = groups.to_numpy(dtype=object)
     frame = MetricFrame(metrics={**METRICS, "count": count}, y_true=y, y_pred=pred, sensitive_features=g)
@@ -101,26 +104,29 @@ def group_report(y: np.ndarray, pred: np.ndarray, groups: pd.Series, seed: int =
     for k in by_group:
         by_group[k]["count"] = int(by_group[k]["count"])
         by_group[k]["positives"] = int(((g == k) & (y == 1)).sum())
+    pairs = comparisons(order, {k: v["count"] for k, v in by_group.items()}) if len(order) > 1 else []
     point = _group_metrics(y, pred, g, order)
     rng = np.random.default_rng(seed)
-    boot = {m: [] for m in METRICS}
+    boot = np.full((n_boot, len(pairs), len(METRICS)), np.nan)
     n = len(y)
-    for _ in range(n_boot):
+    for b in range(n_boot):
         idx = rng.integers(0, n, n)
         gm = _group_metrics(y[idx], pred[idx], g[idx], order)
-        for m in METRICS:
-            boot[m].append(_gap(gm[m]) if not np.isnan(gm[m]).any() else np.nan)
+        for j, (a, r) in enumerate(pairs):
+            boot[b, j] = [gm[m][a] - gm[m][r] for m in METRICS]
     gaps = {}
-    for m in METRICS:
-        b = np.asarray(boot[m], dtype=float)
-        b = b[~np.isnan(b)]
-        lo, hi = (np.percentile(b, [2.5, 97.5]) if b.size else (np.nan, np.nan))
-        gaps[m] = {"gap": _gap(point[m]), "ci95": [float(lo), float(hi)], "boot_samples": int(b.size),
-                   "excludes_zero": bool(b.size and (lo > 0 or hi < 0))}
+    for j, (a, r) in enumerate(pairs):
+        entry = {}
+        for k, m in enumerate(METRICS):
+            v = boot[:, j, k]
+            v = v[~np.isnan(v)]
+            lo, hi = (np.percentile(v, [2.5, 97.5]) if v.size else (np.nan, np.nan))
+            entry[m] = {"gap": float(point[m][a] - point[m][r]), "ci95": [float(lo), float(hi)],
+                        "boot_samples": int(v.size), "excludes_zero": bool(v.size and (lo > 0 or hi < 0))}
+        gaps[f"{order[a]} - {order[r]}"] = entry
     return {
         "n": int(n),
         "groups": order,
-        "gap_definition": (f"{order[1]} - {order[0]}" if len(order) == 2 else "max - min over groups"),
         "overall": {m: float(v) for m, v in frame.overall.items() if m != "count"},
         "by_group": by_group,
         "difference": {m: float(v) for m, v in frame.difference().items() if m != "count"},

@@ -88,6 +88,7 @@ def plot_fairness(result: dict, path: str | Path) -> Path:
     """Per-group metrics as grouped bars, held-out and out-of-fold side by side."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True)
+    title_lines = 1
     for ax, key, title in ((axes[0], "held_out", "held-out split"), (axes[1], "out_of_fold", "out-of-fold, all rows")):
         part = result[key]
         groups = part["groups"]
@@ -98,14 +99,15 @@ def plot_fairness(result: dict, path: str | Path) -> Path:
             ax.bar(x + (i - (len(groups) - 1) / 2) * width, vals, width,
                    label=f"{g} (n={part['by_group'][g]['count']})")
         ax.set_xticks(x, [m.replace("_", " ") for m in FAIRNESS_PLOTTED], rotation=25, ha="right")
-        gap = part["gaps"]["true_positive_rate"]
-        ax.set_title(f"{title} (n={part['n']})\nTPR gap {part['gap_definition']}: {gap['gap']:+.2f} "
-                     f"[{gap['ci95'][0]:+.2f}, {gap['ci95'][1]:+.2f}]", fontsize=10)
+        lines = [f"TPR {pair}: {g['true_positive_rate']['gap']:+.2f} [{g['true_positive_rate']['ci95'][0]:+.2f}, "
+                 f"{g['true_positive_rate']['ci95'][1]:+.2f}]" for pair, g in list(part["gaps"].items())[:3]]
+        ax.set_title("\n".join([f"{title} (n={part['n']})", *lines]), fontsize=9)
+        title_lines = max(title_lines, 1 + len(lines))
         ax.set_ylim(0, 1.05)
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=8, title=result["sensitive_feature"], title_fontsize=8, loc="upper center",
                   bbox_to_anchor=(0.5, -0.3), ncol=min(len(groups), 4))
-    fig.suptitle(f"Model metrics by {result['sensitive_feature']} ({result['grouping']})")
+    fig.suptitle(f"Model metrics by {result['sensitive_feature']} ({result['grouping']})", y=0.97 + 0.045 * title_lines)
     return save_figure(fig, path)
 
 

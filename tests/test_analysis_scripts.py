@@ -39,6 +39,7 @@ def test_fairness_check_end_to_end(model_path, tmp_path):
     assert "held-out split (n=61), by age" in proc.stdout and "ThresholdOptimizer" in proc.stdout
     report = json.loads((tmp_path / "fairness_age.json").read_text())
     assert report["held_out"]["groups"] == ["20-39", "40-59", "60-79"]
+    assert list(report["out_of_fold"]["gaps"]) == ["20-39 - 40-59", "60-79 - 40-59"]
     assert report["bootstrap"]["resamples"] == 100
     assert_pngs(tmp_path, "fairness_age.png")
 

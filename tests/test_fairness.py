@@ -17,10 +17,13 @@ def test_group_metrics_match_a_hand_computation():
             a["false_positive_rate"], a["precision"], a["count"]) == (0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 4)
     assert b["accuracy"] == 0.75 and b["selection_rate"] == 0.5 and b["true_positive_rate"] == 1.0
     assert b["false_negative_rate"] == 0.0 and b["false_positive_rate"] == pytest.approx(1 / 3) and b["precision"] == 0.5
-    assert r["gap_definition"] == "B - A"
-    assert r["gaps"]["accuracy"]["gap"] == pytest.approx(0.25)
-    assert r["gaps"]["true_positive_rate"]["gap"] == pytest.approx(0.5)
-    assert r["gaps"]["false_positive_rate"]["gap"] == pytest.approx(-1 / 6)
+    assert list(r["gaps"]) == ["B - A"]
+    gaps = r["gaps"]["B - A"]
+    assert gaps["accuracy"]["gap"] == pytest.approx(0.25)
+    assert gaps["true_positive_rate"]["gap"] == pytest.approx(0.5)
+    assert gaps["false_positive_rate"]["gap"] == pytest.approx(-1 / 6)
+    for m, gap in gaps.items():
+        assert gap["ci95"][0] <= gap["gap"] <= gap["ci95"][1], m
     assert r["demographic_parity_difference"] == pytest.approx(0.0)
     assert r["equalized_odds_difference"] == pytest.approx(0.5)  # max(|TPR gap|, |FPR gap|)
     assert r["difference"]["accuracy"] == pytest.approx(0.25)  # Fairlearn's unsigned between-groups difference
@@ -53,14 +56,26 @@ def test_real_model_both_views_and_intervals_contain_the_estimate(result):
     assert result["held_out"]["n"] == 61 and result["out_of_fold"]["n"] == 303
     assert sum(g["count"] for g in result["out_of_fold"]["by_group"].values()) == 303
     for view in ("held_out", "out_of_fold"):
-        for metric, gap in result[view]["gaps"].items():
+        assert list(result[view]["gaps"]) == ["male - female"]
+        for metric, gap in result[view]["gaps"]["male - female"].items():
             low, high = gap["ci95"]
             assert low <= gap["gap"] <= high, (view, metric, gap)
             assert gap["excludes_zero"] == (low > 0 or high < 0)
     # more rows, narrower intervals: the out-of-fold view is the one that can tell gaps from noise
-    width = {v: np.mean([g["ci95"][1] - g["ci95"][0] for g in result[v]["gaps"].values()])
+    width = {v: np.mean([g["ci95"][1] - g["ci95"][0] for g in result[v]["gaps"]["male - female"].values()])
              for v in ("held_out", "out_of_fold")}
     assert width["out_of_fold"] < width["held_out"]
+
+
+def test_more_than_two_groups_are_compared_with_the_largest():
+    y = np.array([1, 0] * 30)
+    pred = np.array([1, 0] * 20 + [0, 0] * 10)
+    groups = pd.Series(["a"] * 10 + ["b"] * 30 + ["c"] * 20)
+    r = fairness.group_report(y, pred, groups, seed=0, n_boot=200)
+    assert list(r["gaps"]) == ["a - b", "c - b"]
+    assert r["gaps"]["c - b"]["true_positive_rate"]["gap"] == pytest.approx(-1.0)
+    assert r["gaps"]["a - b"]["true_positive_rate"]["gap"] == pytest.approx(0.0)
+    assert r["difference"]["true_positive_rate"] == pytest.approx(1.0)
 
 
 def test_threshold_optimizer_reduces_the_gap_it_was_fitted_on(result):
