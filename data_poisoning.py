@@ -28,6 +28,13 @@ def rate(value: str) -> float:
     return v
 
 
+def step(value: str) -> float:
+    v = float(value)
+    if not 0 < v <= 0.5:
+        raise cli.argparse.ArgumentTypeError(f"must be above 0 and at most 0.5, got {value}")
+    return v
+
+
 def positive(value: str) -> int:
     n = int(value)
     if n < 1:
@@ -43,7 +50,7 @@ def parse_args(argv):
     p.add_argument("--rate", type=rate, default=poisoning.DEFAULT_RATE, help="share of training labels flipped in the main attack")
     p.add_argument("--seeds", type=positive, default=5, help="attack seeds per flip rate (seed, seed+1, ...)")
     p.add_argument("--seed", type=int, default=0, help="first attack seed")
-    p.add_argument("--step", type=rate, default=0.05, help="flip-rate step of the sweep from 0 to 0.5")
+    p.add_argument("--step", type=step, default=0.05, help="flip-rate step of the sweep from 0 to 0.5")
     p.add_argument("--defense", default="drop", choices=("drop", "relabel"), help="what to do with suspicious labels")
     p.add_argument("--jobs", type=int, default=2, help="parallel fits")
     return p.parse_args(argv)
@@ -55,13 +62,11 @@ def _ms(s: dict) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.step <= 0:
-        raise cli.argparse.ArgumentTypeError("--step must be above 0")
     model = load_model(args.model)
     data = load_dataset(args.data)
     check_training_data(model.card, data)
     train_idx, test_idx = card_split(model.card, data.y)
-    n_steps = int(round(0.5 / args.step))
+    n_steps = int(0.5 / args.step + 1e-9)  # rates from 0 up to at most 50%
     sweep = tuple(round(i * args.step, 4) for i in range(n_steps + 1))
     seeds = tuple(range(args.seed, args.seed + args.seeds))
     result = poisoning.run(forest_from_card(model.card), data.X, data.y, train_idx, test_idx, rate=args.rate,

@@ -27,6 +27,13 @@ def at_least_2(value: str) -> int:
     return n
 
 
+def fraction(value: str) -> float:
+    v = float(value)
+    if not 0 < v <= 1:
+        raise cli.argparse.ArgumentTypeError(f"must be above 0 and at most 1, got {value}")
+    return v
+
+
 def _p(p: float) -> str:
     return "n/a" if p != p else f"{p:.2g}"
 
@@ -42,10 +49,10 @@ def parse_args(argv):
                    help="random patients: uniform over the schema's typical ranges (drifts by design), or "
                         "drawn from the training marginals")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed for the random patients")
-    p.add_argument("--alpha", type=float, default=drift.ALPHA, help="significance level for the adjusted p-values")
+    p.add_argument("--alpha", type=fraction, default=drift.ALPHA, help="significance level for the adjusted p-values")
     p.add_argument("--correction", default="bh", choices=drift.CORRECTIONS,
                    help="multiple-testing correction: Benjamini-Hochberg (false discovery rate) or Bonferroni")
-    p.add_argument("--share-threshold", type=float, default=drift.SHARE_THRESHOLD,
+    p.add_argument("--share-threshold", type=fraction, default=drift.SHARE_THRESHOLD,
                    help="data-set drift when at least this share of features drifted")
     p.add_argument("--out-dir", default="reports", help="where drift.json and drift.png go")
     p.add_argument("--fail-on-drift", action="store_true", help="exit 1 when the data set drifted (for CI / cron)")

@@ -24,6 +24,13 @@ from heart.schema import TARGET
 ADDITIVITY_TOLERANCE = 1e-6
 
 
+def positive(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise cli.argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return n
+
+
 def parse_args(argv):
     p = cli.parser(__doc__)
     p.add_argument("--model", default="model.joblib", help="model trained by train.py (sha256-verified against its card)")
@@ -34,7 +41,7 @@ def parse_args(argv):
     p.add_argument("--patient", type=int, default=None,
                    help="row number in the data file (0-based, excluding the header) for the waterfall; "
                         "default: the first false negative, else the first explained row")
-    p.add_argument("--top", type=int, default=3, help="features named in each plain-English summary")
+    p.add_argument("--top", type=positive, default=3, help="features named in each plain-English summary")
     return p.parse_args(argv)
 
 
@@ -45,6 +52,11 @@ def main(argv=None) -> int:
     check_training_data(model.card, data)
     _, test_idx = card_split(model.card, data.y)
     rows = np.arange(data.n_rows) if args.all_rows else test_idx
+    scope = "all rows (training rows in-sample)" if args.all_rows else "held-out split"
+    position = np.flatnonzero(rows == args.patient) if args.patient is not None else np.array([], dtype=int)
+    if args.patient is not None and position.size == 0:
+        raise DataError(data.source, f"--patient {args.patient} is not among the explained rows "
+                                     f"({scope}); use --all-rows or pick a held-out row")
     explainer = PipelineExplainer(model.pipeline)
     ex = explain_dataset(explainer, model.pipeline, data.X.iloc[rows])
     error = ex.additivity_error()
@@ -55,7 +67,6 @@ def main(argv=None) -> int:
     importance = global_importance(ex.values)
     summaries = {"false_negatives": summarize(ex.values, ex.X, fn, "down", data.X, args.top),
                  "true_positives": summarize(ex.values, ex.X, tp, "up", data.X, args.top)}
-    scope = "all rows (training rows in-sample)" if args.all_rows else "held-out split"
     print(f"SHAP for {len(rows)} rows ({scope}); base value (mean P(disease) of the forest) {ex.base_value:.3f}")
     print(format_table(["rank", "feature", "mean |SHAP|", "mean SHAP"],
                        [[i + 1, r["feature"], r["mean_abs_shap"], r["mean_shap"]] for i, r in enumerate(importance)], 4))
@@ -70,14 +81,7 @@ def main(argv=None) -> int:
             print(format_table(["feature", "mean push", "patients pushed", "what they had"],
                                [[d["feature"], d["mean_push"], d["rows_pushed"], d["phrase"]] for d in s["drivers"]]))
         print(s["text"])
-    if args.patient is not None:
-        position = np.flatnonzero(rows == args.patient)
-        if position.size == 0:
-            raise DataError(data.source, f"--patient {args.patient} is not among the explained rows "
-                                             f"({scope}); use --all-rows or pick a held-out row")
-        chosen = int(position[0])
-    else:
-        chosen = int(fn[0]) if fn.size else 0
+    chosen = int(position[0]) if args.patient is not None else int(fn[0]) if fn.size else 0
     patient_row = int(rows[chosen])
     out = Path(args.out_dir)
     report = {

@@ -20,6 +20,13 @@ from heart.schema import FEATURE_NAMES
 SHOWN = ("accuracy", "selection_rate", "true_positive_rate", "false_negative_rate", "false_positive_rate", "precision")
 
 
+def resamples(value: str) -> int:
+    n = int(value)
+    if n < 10:
+        raise cli.argparse.ArgumentTypeError(f"must be at least 10, got {value}")
+    return n
+
+
 def parse_args(argv):
     p = cli.parser(__doc__)
     p.add_argument("--model", default="model.joblib", help="model trained by train.py (sha256-verified against its card)")
@@ -28,7 +35,7 @@ def parse_args(argv):
     p.add_argument("--sensitive", default="gender", choices=FEATURE_NAMES,
                    help="feature defining the groups: codes for discrete features, 20-year bins for age, "
                         "tertiles for other continuous features")
-    p.add_argument("--bootstrap", type=int, default=fairness.N_BOOT, help="bootstrap resamples for the 95%% intervals")
+    p.add_argument("--bootstrap", type=resamples, default=fairness.N_BOOT, help="bootstrap resamples for the 95%% intervals")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed for CV folds, bootstrap and randomised thresholds")
     p.add_argument("--jobs", type=int, default=2, help="parallel CV fits")
     return p.parse_args(argv)

@@ -58,7 +58,8 @@ def sensitive_groups(X: pd.DataFrame, name: str) -> pd.Series:
         cuts = np.unique(np.quantile(values[present], [1 / 3, 2 / 3]))
         bins = np.digitize(values[present], cuts, right=True)
         edges = [values[present].min(), *cuts, values[present].max()]
-        names = [f"{edges[i]:g}-{edges[i + 1]:g} {f.unit}".strip() for i in range(len(edges) - 1)]
+        names = [f"{i + 1}: {edges[i]:.4g}-{edges[i + 1]:.4g} {f.unit}".strip()  # numbered: sorts in order
+                 for i in range(len(edges) - 1)]
         labels[present] = [names[b] for b in bins]
     return pd.Series(labels, index=X.index, name=name)
 

@@ -128,3 +128,9 @@ def test_drift_bad_inputs_are_one_line_errors(bad_data, tmp_path):
 def test_help_lists_the_options(script):
     proc = run(script, "--help")
     assert proc.returncode == 0 and "--out-dir" in proc.stdout
+
+
+def test_explainability_patient_outside_the_explained_rows(model_path, tmp_path):
+    proc = run("explainability.py", "--model", model_path, "--patient", 0, "--out-dir", tmp_path / "out")
+    assert_one_line_error(proc, "--patient 0 is not among the explained rows")
+    assert not (tmp_path / "out").exists()
