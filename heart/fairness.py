@@ -29,7 +29,7 @@ def _precision(y, p):
     return precision_score(y, p, zero_division=0)
 
 
-# name -> (fairlearn/sklearn callable for MetricFrame, numpy version for the bootstrap)
+# For MetricFrame; _group_metrics computes the same numbers vectorised for the bootstrap.
 METRICS = {
     "accuracy": accuracy_score,
     "selection_rate": selection_rate,
