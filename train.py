@@ -6,6 +6,7 @@ with its model card (model.card.json) atomically.
 """
 from __future__ import annotations
 
+import argparse
 import sys
 
 from heart import cli
@@ -25,13 +26,13 @@ def max_features(value: str):
         try:
             return float(value)
         except ValueError:
-            raise cli.argparse.ArgumentTypeError(f"expected an int, a fraction, 'sqrt' or 'log2', got {value!r}")
+            raise argparse.ArgumentTypeError(f"expected an int, a fraction, 'sqrt' or 'log2', got {value!r}")
 
 
 def test_size(value: str) -> float:
     v = float(value)
     if not 0.05 <= v <= 0.5:
-        raise cli.argparse.ArgumentTypeError(f"must be between 0.05 and 0.5, got {value}")
+        raise argparse.ArgumentTypeError(f"must be between 0.05 and 0.5, got {value}")
     return v
 
 

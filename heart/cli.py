@@ -1,7 +1,7 @@
 """What every top-level script shares: one-line errors and exit codes instead of tracebacks."""
 from __future__ import annotations
 
-import argparse  # noqa: F401  (scripts use cli.argparse.ArgumentTypeError)
+import argparse
 import sys
 from typing import Callable
 

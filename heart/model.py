@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import tempfile
+from itertools import product
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -121,7 +122,6 @@ def _fold(pipeline: Pipeline, X: pd.DataFrame, y: np.ndarray, tr: np.ndarray, te
 def tune(X: pd.DataFrame, y: np.ndarray, seed: int = DEFAULT_SEED, grid: dict | None = None,
          n_jobs: int = 2) -> tuple[dict, list[dict]]:
     """Grid search of the forest on CV folds of the data given (the training part only)."""
-    from itertools import product
     grid = grid or TUNING_GRID
     keys = list(grid)
     results = []
