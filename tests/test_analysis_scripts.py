@@ -65,6 +65,20 @@ def test_drift_end_to_end_and_fail_on_drift(tmp_path):
     assert json.loads((tmp_path / "drift.json").read_text())["drifted_features"] == []
 
 
+def test_drift_from_the_api_prediction_log(dataset, tmp_path):
+    log = tmp_path / "predictions.jsonl"
+    with log.open("w") as fh:
+        for _, row in dataset.X.sample(100, random_state=0).iterrows():
+            inputs = {k: (None if v != v else (int(v) if float(v).is_integer() else float(v))) for k, v in row.items()}
+            fh.write(json.dumps({"event": "prediction", "trace_id": "0" * 32, "inputs": inputs, "imputed": [],
+                                 "predicted_class": 0, "probability": 0.2}) + "\n")
+    proc = run("drift_analysis_ks.py", "--from-log", log, "--out-dir", tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "out" / "drift.json").read_text())
+    assert report["current"]["kind"] == "prediction_log" and report["n_current"] == 100
+    assert not report["dataset_drift"]
+
+
 def test_poisoning_end_to_end(model_path, tmp_path):
     proc = run("data_poisoning.py", "--model", model_path, "--out-dir", tmp_path, "--seeds", 2, "--step", 0.25)
     assert proc.returncode == 0, proc.stderr
