@@ -32,6 +32,15 @@ def test_a_sample_of_the_training_data_flags_nothing_in_95_percent_of_seeds(data
     assert quiet >= 0.95 * len(seeds)
 
 
+def test_disjoint_halves_of_the_data_do_not_cry_wolf(dataset):
+    """Stricter than resampling the reference itself: the 100 rows are not in the reference."""
+    quiet = 0
+    for s in range(60):
+        cur = dataset.X.sample(100, random_state=s)
+        quiet += not drift.compare(dataset.X.drop(cur.index), cur).drifted_features
+    assert quiet >= 57
+
+
 @pytest.mark.parametrize("feature, shift", [
     ("age", lambda X: X.assign(age=X["age"] + 10)),
     ("chol", lambda X: X.assign(chol=X["chol"] * 1.3)),
