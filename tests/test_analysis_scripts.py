@@ -80,11 +80,11 @@ def test_drift_from_the_api_prediction_log(dataset, tmp_path):
 
 
 def test_poisoning_end_to_end(model_path, tmp_path):
-    proc = run("data_poisoning.py", "--model", model_path, "--out-dir", tmp_path, "--seeds", 2, "--step", 0.25)
+    proc = run("data_poisoning.py", "--model", model_path, "--out-dir", tmp_path, "--seeds", 1, "--step", 0.25)
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "poisoning.json").read_text())
     assert [c["rate"] for c in report["sweep"]["random"]] == [0, 0.25, 0.5]
-    assert report["seeds"] == [0, 1]
+    assert report["seeds"] == [0]
     assert_pngs(tmp_path, "poisoning.png")
 
 
