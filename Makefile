@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt |
 MODEL  ?= model.joblib
 DATA   ?= data/data.csv
 
-.PHONY: help install run train test clean serve bench
+.PHONY: help install run train test clean serve bench fairness explain drift poisoning analyses
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -39,3 +39,19 @@ bench: $(MODEL)  ## benchmark /predict, /predict/batch, a bare endpoint and the 
 
 clean:  ## remove the virtual environment, model and reports
 	rm -rf $(VENV) $(MODEL) $(basename $(MODEL)).card.json reports .pytest_cache
+
+REPORTS ?= reports
+
+fairness: $(MODEL)  ## fairness by gender (Fairlearn, bootstrap CIs, ThresholdOptimizer) -> reports/
+	$(PY) fairness_check.py --model $(MODEL) --data $(DATA) --out-dir $(REPORTS)
+
+explain: $(MODEL)  ## SHAP ranking, additivity check, plain-English summary and plots -> reports/
+	$(PY) explainability.py --model $(MODEL) --data $(DATA) --out-dir $(REPORTS)
+
+drift: $(STAMP) $(DATA)  ## drift of 100 random patients vs the training data (KS / chi-squared) -> reports/
+	$(PY) drift_analysis_ks.py --data $(DATA) --out-dir $(REPORTS)
+
+poisoning: $(MODEL)  ## label-flip attacks, 0-50% sweep and confident-learning defense -> reports/
+	$(PY) data_poisoning.py --model $(MODEL) --data $(DATA) --out-dir $(REPORTS)
+
+analyses: fairness explain drift poisoning  ## run all four analyses

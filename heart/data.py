@@ -203,3 +203,62 @@ def _parse_target(text: pd.Series, lines: np.ndarray) -> tuple[np.ndarray, list[
                         else "blank label: every training row needs yes/no or 1/0")
                 for i in np.flatnonzero(codes.isna().to_numpy())]
     return codes.fillna(-1).to_numpy(dtype=int), problems
+
+
+def load_prediction_log(path: str | Path) -> Dataset:
+    """The served patients from the API's PREDICTION_LOG (JSON lines; see readme.md).
+
+    Each record's "inputs" (schema codes, null = not given) goes through the same
+    parse_column checks as a CSV cell, so a bad log line is named like a bad CSV line. Other
+    events are skipped. A log written with LOG_INPUTS=false has no inputs: that is an error here.
+    """
+    import json
+
+    source = str(path)
+    try:
+        with open(source, encoding="utf-8") as fh:
+            text_lines = fh.read().splitlines()
+    except FileNotFoundError:
+        raise DataError(source, "file not found") from None
+    except IsADirectoryError:
+        raise DataError(source, "is a directory, not a JSON-lines log") from None
+    except UnicodeDecodeError:
+        raise DataError(source, "not a UTF-8 text file") from None
+    rows, lines, problems, without_inputs = [], [], [], 0
+    for number, line in enumerate(text_lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as e:
+            problems.append(Problem(number, None, f"not valid JSON ({e.msg})"))
+            continue
+        if not isinstance(record, dict) or record.get("event", "prediction") != "prediction":
+            continue
+        inputs = record.get("inputs")
+        if inputs is None:
+            without_inputs += 1
+            continue
+        if not isinstance(inputs, dict):
+            problems.append(Problem(number, "inputs", "must be a JSON object of feature: value"))
+            continue
+        rows.append({name: "" if inputs.get(name) is None else str(inputs[name]) for name in FEATURE_NAMES})
+        lines.append(number)
+    if problems:
+        raise DataError(source, problems)
+    if not rows:
+        why = (f"none of its {without_inputs} prediction records has \"inputs\" (the API was run with "
+               "LOG_INPUTS=false), so there is nothing to compare" if without_inputs
+               else "no prediction records (expected JSON lines with \"event\": \"prediction\" and \"inputs\")")
+        raise DataError(source, why)
+    frame = pd.DataFrame(rows, index=lines, dtype=str)
+    columns, missing = {}, {}
+    for feature in FEATURES:
+        values, col_problems, _ = parse_column(feature, frame[feature.name], frame.index.to_numpy())
+        problems += col_problems
+        columns[feature.name] = values
+        missing[feature.name] = int(np.isnan(values).sum())
+    if problems:
+        raise DataError(source, problems)
+    X = pd.DataFrame(columns, columns=list(FEATURE_NAMES)).reset_index(drop=True)
+    return Dataset(X=X, y=None, source=source, sha256=sha256_file(source), missing=missing)

@@ -13,7 +13,7 @@ import pandas as pd
 import shap
 from sklearn.pipeline import Pipeline
 
-from .schema import FEATURE_NAMES
+from .schema import BY_NAME, FEATURE_NAMES
 
 
 @dataclass
@@ -65,3 +65,110 @@ def _fold_matrix(preprocess) -> np.ndarray:
     fold = np.zeros((len(sources), len(FEATURE_NAMES)))
     fold[np.arange(len(sources)), [FEATURE_NAMES.index(s) for s in sources]] = 1
     return fold
+
+
+# --- data-set level: what explainability.py reports -------------------------------------
+
+@dataclass
+class DatasetExplanation:
+    """SHAP for a set of rows: values (rows, 13) in schema order, their inputs and predictions."""
+
+    X: pd.DataFrame
+    values: np.ndarray
+    base_value: float
+    probability: np.ndarray  # the model's own P(disease) per row
+
+    def additivity_error(self) -> float:
+        """max |base value + sum of contributions - model probability| over the rows."""
+        return float(np.max(np.abs(self.base_value + self.values.sum(axis=1) - self.probability)))
+
+
+def explain_dataset(explainer: PipelineExplainer, pipeline: Pipeline, X: pd.DataFrame) -> DatasetExplanation:
+    X = X[list(FEATURE_NAMES)]
+    return DatasetExplanation(X=X.reset_index(drop=True), values=explainer.shap_values(X),
+                              base_value=explainer.base_value,
+                              probability=pipeline.predict_proba(X)[:, 1])
+
+
+def global_importance(values: np.ndarray) -> list[dict]:
+    """Mean |SHAP| per original feature, largest first (all 13, one-hot columns summed back)."""
+    mean_abs = np.abs(values).mean(axis=0)
+    mean = values.mean(axis=0)
+    order = np.argsort(-mean_abs, kind="stable")
+    return [{"feature": FEATURE_NAMES[i], "mean_abs_shap": float(mean_abs[i]), "mean_shap": float(mean[i])}
+            for i in order]
+
+
+def describe_value(name: str, values: np.ndarray, reference: np.ndarray | None = None) -> tuple[str, int]:
+    """Plain words for what a group of patients had on one feature, from the schema.
+
+    Discrete: the most common code's meaning ("no exercise-induced angina", "thallium stress
+    test: normal"). Continuous: higher/lower than the reference median, with the unit.
+    Returns (phrase, number of rows the phrase is true for).
+    """
+    f = BY_NAME[name]
+    present = values[~np.isnan(values)]
+    if present.size == 0:
+        return f"a missing {_lower_first(f.description)}", int(values.size)
+    if f.discrete:
+        codes, counts = np.unique(present, return_counts=True)
+        order = np.argsort(-counts, kind="stable")
+        chosen, covered = [], 0
+        for k in order[:3]:  # the commonest codes until they cover 60% of the rows
+            chosen.append(int(codes[k]))
+            covered += int(counts[k])
+            if covered >= 0.6 * present.size:
+                break
+        meanings = [f.codes.get(c, str(c)) for c in chosen]
+        if set(f.codes.values()) == {"no", "yes"} and len(chosen) == 1:
+            phrase = _lower_first(f.description)
+            phrase = phrase if meanings[0] == "yes" else "no " + phrase
+        else:
+            phrase = _lower_first(f.description) + " " + " or ".join(f'"{m}"' for m in meanings)
+        return phrase, covered
+    median = float(np.median(present))
+    unit = f" {f.unit}" if f.unit else ""
+    if reference is None or reference[~np.isnan(reference)].size == 0:
+        return f"{_lower_first(f.description)} around {median:g}{unit}", int(present.size)
+    ref = float(np.nanmedian(reference))
+    direction = "higher" if median > ref else "lower" if median < ref else "typical"
+    n = int(np.sum(present > ref) if direction == "higher" else np.sum(present < ref) if direction == "lower"
+            else present.size)
+    return (f"a {direction} {_lower_first(f.description)} (median {median:g}{unit} "
+            f"vs {ref:g}{unit} overall)"), n
+
+
+def summarize(values: np.ndarray, X: pd.DataFrame, rows: np.ndarray, direction: str,
+              reference: pd.DataFrame | None = None, top: int = 3) -> dict:
+    """Which features pushed these rows' predicted risk down (or up), how much, and what values.
+
+    For each feature the rows where it pushed in `direction` are described (e.g. the
+    false negatives whose thal lowered their risk mostly had a normal thal result).
+    """
+    if direction not in ("down", "up"):
+        raise ValueError("direction must be 'down' or 'up'")
+    sign = -1 if direction == "down" else 1
+    rows = np.asarray(rows)
+    if rows.size == 0:
+        return {"rows": 0, "drivers": [], "text": "no patients in this group"}
+    sub = values[rows]
+    push = (sub * sign).clip(min=0).mean(axis=0)  # average push in the asked direction
+    drivers = []
+    for i in np.argsort(-push, kind="stable")[:top]:
+        if push[i] <= 0:
+            break
+        name = FEATURE_NAMES[i]
+        pushing = rows[sub[:, i] * sign > 0]
+        ref = reference[name].to_numpy(dtype=float) if reference is not None else None
+        phrase, n = describe_value(name, X[name].to_numpy(dtype=float)[pushing], ref)
+        drivers.append({"feature": name, "mean_push": float(sign * push[i]), "rows_pushed": int(len(pushing)),
+                        "phrase": phrase, "rows_with_that_value": n})
+    verb = "lowered" if direction == "down" else "raised"
+    parts = [f'{d["phrase"]} ({d["rows_with_that_value"]} of {rows.size})' for d in drivers]
+    said = ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1] if parts else "nothing"
+    return {"rows": int(rows.size), "drivers": drivers, "text": f"{said[0].upper() + said[1:]} {verb} the predicted risk."}
+
+
+def _lower_first(text: str) -> str:
+    """'Slope of the peak exercise ST segment' -> 'slope of ...', keeping ST as it is."""
+    return text[:1].lower() + text[1:]

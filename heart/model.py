@@ -300,3 +300,30 @@ def load_model(path: str | Path) -> LoadedModel:
     if names != list(FEATURE_NAMES):
         raise ModelError(f"{path}: the model expects columns {names}, not this schema's {list(FEATURE_NAMES)}")
     return LoadedModel(pipeline=pipeline, card=card, path=path)
+
+
+# --- what the analyses need from a saved model (fairness, poisoning, explainability) ---
+
+def forest_from_card(card: dict) -> Pipeline:
+    """A fresh, unfitted Pipeline with the card's hyperparameters, for refits (CV, poisoning)."""
+    params = dict(card["model"]["hyperparameters"])
+    seed = params.pop("random_state", None)
+    params.pop("n_jobs", None)
+    if seed is None:
+        seed = card["split"]["seed"]
+    return build_forest(int(seed), **params)
+
+
+def card_split(card: dict, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The held-out split the model was scored on (seed and test size from its card)."""
+    return split(y, card["split"]["test_size"], card["split"]["seed"])
+
+
+def check_training_data(card: dict, data: Dataset) -> None:
+    """The held-out split is only held out for the file the model was trained on."""
+    expected = card.get("data", {}).get("sha256")
+    if expected and expected != data.sha256:
+        raise ModelError(f"{data.source} is not the file this model was trained on (sha256 "
+                         f"{data.sha256[:12]}... vs {expected[:12]}... in the model card): its "
+                         "'held-out' rows would include training rows; pass the training data "
+                         "with --data, or retrain on this file")

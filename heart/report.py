@@ -1,7 +1,9 @@
-"""Output at the edge: readable text tables and JSON reports (PNG plots join with the analyses).
+"""Output at the edge: readable text tables, JSON reports and PNG plots.
 
 Analysis functions return plain data; only the scripts and this module turn it into text
-or files, so tests check numbers rather than formatting.
+or files, so tests check numbers rather than formatting. Plots use matplotlib's Agg backend
+(no display needed) and are imported lazily, so importing this module stays cheap; every
+file is written atomically (rendered to memory, then temp file + rename).
 """
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ import json
 import math
 from pathlib import Path
 from typing import Any, Sequence
+
+import numpy as np
 
 from .model import atomic_write
 
@@ -50,3 +54,176 @@ def _clean(v: Any) -> Any:
     if hasattr(v, "item") and not isinstance(v, (str, bytes)):  # numpy scalars
         return _clean(v.item())
     return v
+
+
+# --- PNG plots -----------------------------------------------------------------------------
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
+    """Render to memory, then write atomically; closes the figure."""
+    import io
+    plt = _pyplot()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    atomic_write(path, buf.getvalue())
+    return path
+
+
+FAIRNESS_PLOTTED = ("accuracy", "selection_rate", "true_positive_rate", "false_negative_rate",
+                    "false_positive_rate", "precision")
+
+
+def plot_fairness(result: dict, path: str | Path) -> Path:
+    """Per-group metrics as grouped bars, held-out and out-of-fold side by side."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True)
+    title_lines = 1
+    for ax, key, title in ((axes[0], "held_out", "held-out split"), (axes[1], "out_of_fold", "out-of-fold, all rows")):
+        part = result[key]
+        groups = part["groups"]
+        width = 0.8 / len(groups)
+        x = np.arange(len(FAIRNESS_PLOTTED))
+        for i, g in enumerate(groups):
+            vals = [part["by_group"][g][m] for m in FAIRNESS_PLOTTED]
+            ax.bar(x + (i - (len(groups) - 1) / 2) * width, vals, width,
+                   label=f"{g} (n={part['by_group'][g]['count']})")
+        ax.set_xticks(x, [m.replace("_", " ") for m in FAIRNESS_PLOTTED], rotation=25, ha="right")
+        lines = [f"TPR {pair}: {g['true_positive_rate']['gap']:+.2f} [{g['true_positive_rate']['ci95'][0]:+.2f}, "
+                 f"{g['true_positive_rate']['ci95'][1]:+.2f}]" for pair, g in list(part["gaps"].items())[:3]]
+        ax.set_title("\n".join([f"{title} (n={part['n']})", *lines]), fontsize=9)
+        title_lines = max(title_lines, 1 + len(lines))
+        ax.set_ylim(0, 1.05)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8, title=result["sensitive_feature"], title_fontsize=8, loc="upper center",
+                  bbox_to_anchor=(0.5, -0.3), ncol=min(len(groups), 4))
+    fig.suptitle(f"Model metrics by {result['sensitive_feature']} ({result['grouping']})", y=0.97 + 0.045 * title_lines)
+    return save_figure(fig, path)
+
+
+def plot_importance(importance: list[dict], path: str | Path, title: str = "") -> Path:
+    """Global mean |SHAP| per original feature, largest on top."""
+    plt = _pyplot()
+    names = [r["feature"] for r in importance][::-1]
+    vals = [r["mean_abs_shap"] for r in importance][::-1]
+    fig, ax = plt.subplots(figsize=(7, 5))
+    ax.barh(names, vals, color="#1f77b4")
+    for y, v in enumerate(vals):
+        ax.text(v, y, f" {v:.3f}", va="center", fontsize=8)
+    ax.set_xlabel("mean |SHAP value| (change in P(heart disease))")
+    ax.set_title(title or "Global feature importance")
+    ax.set_xlim(0, max(vals) * 1.18 if vals else 1)
+    return save_figure(fig, path)
+
+
+def _shap_explanation(values, base_value, X):
+    import shap
+    return shap.Explanation(values=np.asarray(values), base_values=np.full(len(values), base_value),
+                            data=X.to_numpy(dtype=float), feature_names=list(X.columns))
+
+
+def plot_beeswarm(values: np.ndarray, base_value: float, X, path: str | Path, title: str = "") -> Path:
+    """Every row's SHAP value per feature, coloured by the feature's value."""
+    import shap
+    plt = _pyplot()
+    fig = plt.figure(figsize=(8, 6))
+    shap.plots.beeswarm(_shap_explanation(values, base_value, X), max_display=13, show=False)
+    fig = plt.gcf()
+    if title:
+        fig.axes[0].set_title(title)
+    return save_figure(fig, path)
+
+
+def plot_waterfall(values: np.ndarray, base_value: float, row, path: str | Path, title: str = "") -> Path:
+    """One patient: from the base rate to their probability, feature by feature."""
+    import shap
+    plt = _pyplot()
+    plt.figure(figsize=(8, 6))
+    shap.plots.waterfall(_shap_explanation(np.asarray(values).reshape(1, -1), base_value, row)[0],
+                         max_display=13, show=False)
+    fig = plt.gcf()
+    if title:
+        fig.axes[0].set_title(title)
+    return save_figure(fig, path)
+
+
+def plot_drift(reference, current, result: dict, path: str | Path, title: str = "") -> Path:
+    """Reference vs current per feature: densities for continuous, code shares for discrete."""
+    from .schema import BY_NAME
+    plt = _pyplot()
+    feats = result["features"]
+    cols = 4
+    rows = -(-len(feats) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.1 * rows))
+    axes = np.ravel(axes)
+    for ax, fr in zip(axes, feats):
+        f = BY_NAME[fr["feature"]]
+        ref = reference[f.name].to_numpy(dtype=float)
+        cur = current[f.name].to_numpy(dtype=float)
+        ref, cur = ref[~np.isnan(ref)], cur[~np.isnan(cur)]
+        if f.discrete:
+            codes = sorted(f.codes)
+            x = np.arange(len(codes))
+            ax.bar(x - 0.2, [np.mean(ref == c) if ref.size else 0 for c in codes], 0.4, label="reference")
+            ax.bar(x + 0.2, [np.mean(cur == c) if cur.size else 0 for c in codes], 0.4, label="current")
+            ax.set_xticks(x, [_short(f.codes[c]) for c in codes], rotation=15 if len(codes) > 2 else 0)
+            ax.set_ylabel("share", fontsize=8)
+        else:
+            both = np.concatenate([ref, cur]) if cur.size else ref
+            bins = np.linspace(both.min(), both.max(), 21) if both.size else 10
+            ax.hist(ref, bins=bins, density=True, alpha=0.5, label="reference")
+            if cur.size:
+                ax.hist(cur, bins=bins, density=True, alpha=0.5, label="current")
+            ax.set_xlabel(f.unit, fontsize=8)
+        p = fr["p_adjusted"]
+        verdict = "DRIFT" if fr["drifted"] else "ok"
+        ptxt = "n/a" if p is None or p != p else f"{p:.2g}"
+        ax.set_title(f"{f.name} [{fr['test']}] p_adj={ptxt} {verdict}", fontsize=9,
+                     color="#c0392b" if fr["drifted"] else "black")
+        ax.tick_params(labelsize=8)
+    for ax in axes[len(feats):]:
+        ax.axis("off")
+    handles, labels = axes[0].get_legend_handles_labels()
+    if len(axes) > len(feats):
+        axes[len(feats)].legend(handles, labels, loc="center", fontsize=11)
+    else:
+        axes[0].legend(fontsize=8)
+    fig.suptitle(title or "Reference vs current distributions")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def _short(text: str, width: int = 13) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def plot_poisoning(result: dict, path: str | Path) -> Path:
+    """Test metrics against the share of flipped training labels, mean ± sd over seeds."""
+    plt = _pyplot()
+    curves = result["sweep"]
+    fig, axes = plt.subplots(1, len(curves), figsize=(6 * len(curves), 4.5), sharey=True)
+    axes = np.ravel(axes)
+    titles = {"random": "random label flips", "targeted_positive_to_negative": "targeted: disease -> no disease"}
+    for ax, (name, curve) in zip(axes, curves.items()):
+        rates = [100 * c["rate"] for c in curve]
+        for metric in ("accuracy", "roc_auc", "recall"):
+            ax.errorbar(rates, [c[metric]["mean"] for c in curve], yerr=[c[metric]["sd"] for c in curve],
+                        marker="o", capsize=3, label=metric.replace("_", " "))
+            ax.axhline(result["clean"][metric], ls=":", lw=0.8, color=ax.lines[-1].get_color())
+        ax.set_title(f"{titles.get(name, name)} ({len(result['seeds'])} seeds, mean ± sd)", fontsize=10)
+        ax.set_xlabel("training labels flipped (% of training rows)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("held-out metric (dotted: clean model)")
+    axes[0].legend()
+    return save_figure(fig, path)

@@ -1,0 +1,92 @@
+"""Drift: the test follows the schema's kind, catches real shifts, and does not cry wolf."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from heart import drift
+from heart.data import DataError, load_prediction_log
+from heart.samples import sample
+from heart.schema import FEATURES
+
+
+def test_the_test_follows_the_feature_kind(dataset):
+    r = drift.compare(dataset.X, dataset.X.sample(100, random_state=0))
+    for f, res in zip(FEATURES, r.features):
+        assert res.test == ("ks" if f.kind == "continuous" else "chi2"), f.name
+        assert (res.wasserstein is not None) == (f.kind == "continuous")
+
+
+def test_benjamini_hochberg_and_bonferroni_by_hand():
+    p = np.array([0.01, 0.04, 0.03, 0.5])
+    np.testing.assert_allclose(drift.adjust(p, "bh"), [0.04, 0.04 * 4 / 3, 0.04 * 4 / 3, 0.5])
+    np.testing.assert_allclose(drift.adjust(p, "bh"), stats.false_discovery_control(p, method="bh"))
+    np.testing.assert_allclose(drift.adjust(p, "bonferroni"), [0.04, 0.16, 0.12, 1.0])
+
+
+def test_a_sample_of_the_training_data_flags_nothing_in_95_percent_of_seeds(dataset):
+    seeds = range(60)
+    quiet = sum(not drift.compare(dataset.X, dataset.X.sample(100, random_state=s)).drifted_features for s in seeds)
+    assert quiet >= 0.95 * len(seeds)
+
+
+def test_disjoint_halves_of_the_data_do_not_cry_wolf(dataset):
+    """Stricter than resampling the reference itself: the 100 rows are not in the reference."""
+    quiet = 0
+    for s in range(60):
+        cur = dataset.X.sample(100, random_state=s)
+        quiet += not drift.compare(dataset.X.drop(cur.index), cur).drifted_features
+    assert quiet >= 57
+
+
+@pytest.mark.parametrize("feature, shift", [
+    ("age", lambda X: X.assign(age=X["age"] + 10)),
+    ("chol", lambda X: X.assign(chol=X["chol"] * 1.3)),
+])
+def test_shifted_continuous_feature_is_flagged(dataset, feature, shift):
+    for s in range(10):
+        r = drift.compare(dataset.X, shift(dataset.X.sample(100, random_state=s)))
+        flagged = {f.feature: f for f in r.features}
+        assert flagged[feature].drifted and flagged[feature].test == "ks", s
+
+
+def test_flipped_gender_ratio_is_flagged_by_chi_squared(dataset):
+    X = dataset.X
+    men, women = X[X["gender"] == 1], X[X["gender"] == 0]
+    share_men = len(men) / len(X)  # about 0.68: the flipped sample has 68% women
+    n_men = int(round(100 * (1 - share_men)))
+    for s in range(10):
+        cur = pd.concat([men.sample(n_men, random_state=s), women.sample(100 - n_men, random_state=s)])
+        assert (cur["gender"] == 0).mean() > 0.6
+        g = {f.feature: f for f in drift.compare(X, cur).features}["gender"]
+        assert g.drifted and g.test == "chi2", s
+
+
+def test_uniform_samples_drift_as_a_data_set(dataset):
+    r = drift.compare(dataset.X, sample(100, seed=42))
+    assert r.dataset_drift and r.share_drifted >= 0.5
+
+
+def test_prediction_log_goes_through_the_schema(tmp_path, dataset):
+    rows = dataset.X.iloc[:5]
+    lines = [json.dumps({"event": "startup"})]
+    for _, row in rows.iterrows():
+        inputs = {k: (None if v != v else (int(v) if float(v).is_integer() else float(v))) for k, v in row.items()}
+        lines.append(json.dumps({"event": "prediction", "inputs": inputs, "probability": 0.5}))
+    log = tmp_path / "pred.jsonl"
+    log.write_text("\n".join(lines) + "\n")
+    got = load_prediction_log(log)
+    np.testing.assert_array_equal(got.X.to_numpy(), rows.to_numpy())
+    assert got.y is None
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(lines[1] + "\n" + lines[2].replace('"gender": 1', '"gender": 7').replace('"gender": 0', '"gender": 7') + "\n")
+    with pytest.raises(DataError, match="line 2, column 'gender'"):
+        load_prediction_log(bad)
+
+    private = tmp_path / "private.jsonl"
+    private.write_text(json.dumps({"event": "prediction", "probability": 0.3}) + "\n")
+    with pytest.raises(DataError, match="LOG_INPUTS=false"):
+        load_prediction_log(private)
