@@ -21,7 +21,7 @@ if str(ROOT) not in sys.path:  # locust imports this file by path; make the pack
     sys.path.insert(0, str(ROOT))
 
 from heart.client import batch_problem, prediction_problem, ready_problem  # noqa: E402
-from heart.loadtest import locust_summary  # noqa: E402
+from heart.loadtest import cpu_seconds, locust_summary  # noqa: E402
 from heart.report import write_json  # noqa: E402
 from heart.samples import MODES, sample, to_records  # noqa: E402
 
@@ -51,12 +51,21 @@ def _options(parser):
                         help="write the run's final figures (p50/p95/p99, failures, timeouts) to this JSON file")
 
 
+_cpu_at_start: list[float] = []
+
+
+@events.test_start.add_listener
+def _note_cpu(environment, **_):
+    _cpu_at_start[:] = [cpu_seconds()]
+
+
 @events.quitting.add_listener
 def _write_summary(environment, **_):
     """Locust's CSV lags up to a second behind; this is the final state, read at quit."""
     path = getattr(environment.parsed_options, "summary_json", "") if environment.parsed_options else ""
     if path:
-        write_json(path, locust_summary(environment.stats))
+        cpu = cpu_seconds() - _cpu_at_start[0] if _cpu_at_start else float("nan")
+        write_json(path, locust_summary(environment.stats, client_cpu_s=cpu))
 
 
 _pools: dict[tuple, list[dict]] = {}

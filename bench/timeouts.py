@@ -8,8 +8,9 @@ with the queue, and requests start to time out.
 """
 from __future__ import annotations
 
-import platform
+import math
 import os
+import platform
 import sys
 from pathlib import Path
 
@@ -42,16 +43,19 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def run_steps(host: str, args, out: Path) -> list[dict]:
+def run_steps(host: str, args, out: Path, server: ApiServer | None = None) -> list[dict]:
     steps = []
     extra = ["--request-timeout", str(args.request_timeout), "--wait-min", str(args.wait_min),
              "--wait-max", str(args.wait_max)]
     for users in args.users:
         prefix = out / f"timeouts_{users}u"
         print(f"{users} users for {args.run_time} ...", file=sys.stderr, flush=True)
+        before = server.cpu_seconds() if server else math.nan
         _, s, _ = run_locust(host, users, max(users / 2, 1), args.run_time, prefix, None,
                              f"{prefix}.summary.json", extra)
-        steps.append({"users": users, **s})
+        server_cpu = (server.cpu_seconds() - before) if server else math.nan
+        steps.append({"users": users, **s, "server_cpu_s": server_cpu,
+                      "server_cpu_pct": 100 * server_cpu / s["duration_s"] if s["duration_s"] > 0 else math.nan})
     return steps
 
 
@@ -66,14 +70,15 @@ def main(argv=None) -> int:
             if not Path(args.model).exists():
                 raise FileNotFoundError(f"{args.model} not found: train one first (make train)")
             with ApiServer(Path(args.model).resolve(), log=out / "timeouts_server.log", workers=args.workers) as api:
-                steps = run_steps(api.url, args, out)
+                steps = run_steps(api.url, args, out, api)
     except LoadTestError as e:
         print(f"error: {e}", file=sys.stderr)
         return cli.EXIT_FAILED
     rows = [[s["users"], s["requests"], s["throughput_per_s"], s["successful_per_s"], s["latency_ms"]["p50"],
-             s["latency_ms"]["p95"], s["latency_ms"]["p99"], s["failures"], s["timeouts"]] for s in steps]
-    print(format_table(["users", "requests", "req/s", "ok/s", "p50 ms", "p95 ms", "p99 ms", "failures", "timeouts"],
-                       rows, digits=0))
+             s["latency_ms"]["p95"], s["latency_ms"]["p99"], s["failures"], s["timeouts"], s["server_cpu_pct"],
+             s["client_cpu_pct"]] for s in steps]
+    print(format_table(["users", "requests", "req/s", "ok/s", "p50 ms", "p95 ms", "p99 ms", "failures", "timeouts",
+                        "server CPU %", "Locust CPU %"], rows, digits=0))
     machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()}
     settings = {k: getattr(args, k) for k in ("run_time", "request_timeout", "wait_min", "wait_max", "workers")}
     path = write_json(out / "timeouts.json", {"machine": machine, "settings": settings, "steps": steps})

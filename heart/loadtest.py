@@ -27,6 +27,19 @@ class LoadTestError(RuntimeError):
     """The load test could not run (server never became ready, Locust crashed); str() says why."""
 
 
+def cpu_seconds(pid: int | None = None) -> float:
+    """CPU time (user + system) of a process and its reaped children, from /proc; NaN off Linux."""
+    if pid is None:
+        import resource
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return math.nan
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     """A port that was free a moment ago on 127.0.0.1 (the OS picks it)."""
     with socket.socket() as s:
@@ -88,6 +101,10 @@ class ApiServer:
             time.sleep(0.2)
         raise LoadTestError(f"the API at {self.url} was not ready within {self.ready_timeout:g} s ({last})")
 
+    def cpu_seconds(self) -> float:
+        """The server's CPU time so far (one worker: the process itself)."""
+        return cpu_seconds(self.proc.pid) if self.proc else math.nan
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -105,7 +122,7 @@ class ApiServer:
 
 # --- Locust: run headless, summarise -------------------------------------------------------
 
-def locust_summary(stats) -> dict:
+def locust_summary(stats, client_cpu_s: float = math.nan) -> dict:
     """Figures of a finished run from Locust's RequestStats (called by the locustfile at quit).
 
     Percentiles are Locust's (response times bucketed to ~2 significant digits), in ms.
@@ -135,6 +152,10 @@ def locust_summary(stats) -> dict:
                                                  "p95_ms": pct(e, 0.95), "p99_ms": pct(e, 0.99)}
                         for e in stats.entries.values() if e.num_requests},
         "errors": dict(sorted(errors.items(), key=lambda kv: -kv[1])),
+        # Locust's own CPU during the load: near 1 s per second means the client, not the
+        # server, may be what limits throughput (Locust runs on one core).
+        "client_cpu_s": client_cpu_s,
+        "client_cpu_pct": 100 * client_cpu_s / duration if duration > 0 else math.nan,
     }
 
 
