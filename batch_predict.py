@@ -14,7 +14,7 @@ import time
 
 from heart import cli
 from heart.client import (DEFAULT_BACKOFF, DEFAULT_CONCURRENCY, DEFAULT_RETRIES, DEFAULT_TIMEOUT,
-                          DEFAULT_URL, MAX_BATCH, Progress, Unreachable, predict_batches, predict_each,
+                          DEFAULT_URL, MAX_BATCH, Progress, Unreachable, check_url, predict_batches, predict_each,
                           records_json, summarize, summary_rows)
 from heart.data import load_dataset
 from heart.report import format_table, write_json
@@ -35,6 +35,13 @@ def batch_size(value: str) -> int:
     return v
 
 
+def api_url(value: str) -> str:
+    why = check_url(value)
+    if why:
+        raise cli.argparse.ArgumentTypeError(why)
+    return value
+
+
 def positive_float(value: str) -> float:
     v = float(value)
     if not v > 0:
@@ -44,7 +51,7 @@ def positive_float(value: str) -> float:
 
 def parse_args(argv):
     p = cli.parser(__doc__)
-    p.add_argument("--url", default=os.environ.get("API_URL", DEFAULT_URL),
+    p.add_argument("--url", type=api_url, default=os.environ.get("API_URL", DEFAULT_URL),
                    help="the API's /predict URL (environment: API_URL); --batch derives /predict/batch from it")
     p.add_argument("-n", "--n", type=positive_int, default=100, help="number of random patients")
     p.add_argument("--seed", type=int, default=0, help="seed of the random patients")

@@ -95,6 +95,14 @@ def ready_problem(body: Any) -> str | None:
     return None
 
 
+def check_url(url: str) -> str | None:
+    """Why url cannot be an API address (scheme, host), or None."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return f"expected an http(s) URL like {DEFAULT_URL}, got {url!r}"
+    return None
+
+
 def endpoints(url: str) -> dict[str, str]:
     """/predict, /predict/batch and /ready_check URLs from a /predict URL (or the server root)."""
     parts = urlsplit(url if "://" in url else "http://" + url)
@@ -121,7 +129,7 @@ class Record:
     latency_ms: float | None = None
     error: str | None = None
     attempts: int = 0
-    kind: str = "ok"  # ok | http | bad_response | timeout | connection
+    kind: str = "ok"  # ok | http | bad_response | timeout | connection | error
 
     @property
     def ok(self) -> bool:
@@ -158,6 +166,8 @@ def _post(session: requests.Session, url: str, payload: Any, timeout: float, ret
                             latency_ms=(time.perf_counter() - start) * 1000)
         except requests.exceptions.ConnectionError as e:
             error, kind = f"connection error: {_reason(e)}", "connection"
+        except requests.exceptions.RequestException as e:  # e.g. a broken chunked body: not retried
+            return _Outcome(error=f"request failed: {type(e).__name__}: {e}", kind="error", attempts=attempt)
         else:
             latency = (time.perf_counter() - start) * 1000
             try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 LABELS = {0: "no heart disease", 1: "heart disease"}
@@ -21,11 +22,11 @@ class StubAPI:
     """Serve /predict, /predict/batch, /ready_check on 127.0.0.1:<free port> in a thread.
 
     fail(patient) -> True makes /predict answer 500 for that patient; `bad_shape` makes every
-    200 answer lack its label.
+    200 answer lack its label; `delay` seconds pass before each /predict answer.
     """
 
-    def __init__(self, fail=lambda patient: False, bad_shape: bool = False):
-        self.fail, self.bad_shape = fail, bad_shape
+    def __init__(self, fail=lambda patient: False, bad_shape: bool = False, delay: float = 0.0):
+        self.fail, self.bad_shape, self.delay = fail, bad_shape, delay
         self.requests: list[tuple[str, object]] = []
         self._lock = threading.Lock()
         stub = self
@@ -58,6 +59,7 @@ class StubAPI:
                     stub.requests.append((self.path, body))
                 envelope = {"model_version": "stub-1", "trace_id": "0123456789abcdef0123456789abcdef"}
                 if self.path.rstrip("/") == "/predict":
+                    time.sleep(stub.delay)
                     if stub.fail(body):
                         return self._send(500, {"detail": "internal error", "trace_id": envelope["trace_id"]})
                     row = predict_row(body)

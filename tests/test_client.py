@@ -158,6 +158,17 @@ def test_a_wrong_response_shape_is_a_failure(tmp_path):
     assert "10  bad response: missing field(s): label" in proc.stderr
 
 
+def test_timeouts_are_counted_and_not_retried(tmp_path):
+    out = tmp_path / "r.json"
+    with StubAPI(delay=0.5) as stub:
+        proc = batch_predict("-n", 4, "--timeout", 0.1, "--url", stub.url + "/predict", "--out", out)
+        posted = stub.posts("/predict")
+    assert proc.returncode == 1 and len(posted) == 4
+    summary = json.loads(out.read_text())["summary"]
+    assert (summary["timeouts"], summary["failures"], summary["retried"]) == (4, 4, 0)
+    assert "4  timeout after 0.1 s" in proc.stderr
+
+
 def test_batch_mode_chunks_to_predict_batch(tmp_path):
     out = tmp_path / "r.json"
     with StubAPI() as stub:
@@ -171,7 +182,8 @@ def test_batch_mode_chunks_to_predict_batch(tmp_path):
 
 
 @pytest.mark.parametrize("args", [["-n", "0"], ["--concurrency", "0"], ["--batch-size", "1001"], ["--retries", "-1"],
-                                  ["--sampling", "gaussian"], ["--timeout", "0"]])
+                                  ["--sampling", "gaussian"], ["--timeout", "0"], ["--url", "localhost:8000"],
+                                  ["--url", "ftp://h/predict"]])
 def test_bad_flags_are_usage_errors(args, capsys):
     import batch_predict as script  # in-process: argparse exits 2 with a usage message
     with pytest.raises(SystemExit) as exit_:
