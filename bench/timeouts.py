@@ -50,11 +50,12 @@ def run_steps(host: str, args, out: Path, server: ApiServer | None = None) -> li
     for users in args.users:
         prefix = out / f"timeouts_{users}u"
         print(f"{users} users for {args.run_time} ...", file=sys.stderr, flush=True)
+        load = os.getloadavg()[0]  # other work on the machine skews every figure: keep it beside them
         before = server.cpu_seconds() if server else math.nan
         _, s, _ = run_locust(host, users, max(users / 2, 1), args.run_time, prefix, None,
                              f"{prefix}.summary.json", extra)
         server_cpu = (server.cpu_seconds() - before) if server else math.nan
-        steps.append({"users": users, **s, "server_cpu_s": server_cpu,
+        steps.append({"users": users, **s, "load_avg_1m": load, "server_cpu_s": server_cpu,
                       "server_cpu_pct": 100 * server_cpu / s["duration_s"] if s["duration_s"] > 0 else math.nan})
     return steps
 
@@ -76,9 +77,9 @@ def main(argv=None) -> int:
         return cli.EXIT_FAILED
     rows = [[s["users"], s["requests"], s["throughput_per_s"], s["successful_per_s"], s["latency_ms"]["p50"],
              s["latency_ms"]["p95"], s["latency_ms"]["p99"], s["failures"], s["timeouts"], s["server_cpu_pct"],
-             s["client_cpu_pct"]] for s in steps]
+             s["client_cpu_pct"], f"{s['load_avg_1m']:.1f}"] for s in steps]
     print(format_table(["users", "requests", "req/s", "ok/s", "p50 ms", "p95 ms", "p99 ms", "failures", "timeouts",
-                        "server CPU %", "Locust CPU %"], rows, digits=0))
+                        "server CPU %", "Locust CPU %", "load avg"], rows, digits=0))
     machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()}
     settings = {k: getattr(args, k) for k in ("run_time", "request_timeout", "wait_min", "wait_max", "workers")}
     path = write_json(out / "timeouts.json", {"machine": machine, "settings": settings, "steps": steps})
