@@ -243,16 +243,38 @@ def test_per_sample_and_batch_modes_agree_on_the_real_api(api, tmp_path):
 
 
 @needs_api
-def test_short_headless_locust_run_against_the_real_api(api, tmp_path):
-    prefix = tmp_path / "load"
-    rc, summary, output = run_locust(api.url, users=10, spawn_rate=10, run_time="6s", csv_prefix=prefix,
-                                     html=f"{prefix}.html")
-    assert rc == 0, output[-2000:]
-    assert gate(summary, max_p95_ms=None) == []
-    assert summary["requests"] > 50 and summary["failures"] == 0
+def test_make_load_path_starts_the_api_runs_locust_and_passes(model_path, tmp_path):
+    """bench.load_test as `make load` runs it, shortened: own server, reports written, gate passed."""
+    args = ["--model", model_path, "--users", 10, "--spawn-rate", 10, "--run-time", "6s", "--max-p95-ms", 5000,
+            "--out-dir", tmp_path]
+    proc = subprocess.run([sys.executable, "-m", "bench.load_test", *map(str, args)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "passed: no failed request" in proc.stdout
+    summary = json.loads((tmp_path / "load.summary.json").read_text())
+    assert summary["requests"] > 50 and summary["failures"] == 0 and gate(summary, None) == []
     assert {"POST /predict", "POST /predict/batch", "GET /ready_check"} <= set(summary["by_endpoint"])
     assert summary["by_endpoint"]["POST /predict"]["requests"] > summary["by_endpoint"]["POST /predict/batch"]["requests"]
     assert (tmp_path / "load_stats.csv").exists() and (tmp_path / "load.html").stat().st_size > 1000
+    assert (tmp_path / "load_server.log").stat().st_size > 0
+
+
+def test_a_p95_over_the_limit_fails_the_gate():
+    summary = {"requests": 10, "failures": 0, "errors": {}, "latency_ms": {"p95": 300.0}}
+    assert gate(summary, 250) == ["p95 300 ms is over the limit of 250 ms"]
+    assert gate(summary, 400) == [] and gate(summary, None) == []
+
+
+def test_timeout_analysis_counts_client_timeouts(tmp_path):
+    with StubAPI(delay=0.5) as stub:
+        proc = subprocess.run([sys.executable, "-m", "bench.timeouts", "--host", stub.url, "--users", "2",
+                               "--run-time", "2s", "--request-timeout", "0.2", "--out-dir", tmp_path],
+                              cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    step = json.loads((tmp_path / "timeouts.json").read_text())["steps"][0]
+    assert step["users"] == 2 and step["timeouts"] > 0
+    assert step["timeouts"] == step["by_endpoint"]["POST /predict"]["failures"]
+    assert "timeouts" in proc.stdout.splitlines()[0]
 
 
 def test_locust_marks_wrong_shapes_as_failures(tmp_path):
