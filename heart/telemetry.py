@@ -127,19 +127,19 @@ class PredictionLines:
 
     def __init__(self, logger_name: str = "heart.predictions"):
         self.logger = logging.getLogger(logger_name)
-        self.prefix = '{"level":"INFO","logger":"%s",' % logger_name
+        self.prefix = b'{"level":"INFO","logger":"%s",' % logger_name.encode()
 
     def enabled(self) -> bool:
         return self.logger.isEnabledFor(logging.INFO)
 
-    def write(self, lines: list[str], records: list[dict]) -> None:
-        """`lines` are the records already serialised (json.dumps of each, without newline)."""
+    def write(self, lines: list[bytes], records: list[dict]) -> None:
+        """`lines` are the records already serialised (JSON bytes of each, without newline)."""
         if _HANDLER not in self.logger.handlers and _HANDLER not in logging.getLogger("heart").handlers:
             for record in records:
                 self.logger.info(record.get("event", "prediction"),
                                  extra={k: v for k, v in record.items() if k not in ("event", "timestamp")})
             return
-        blob = "".join(self.prefix + line[1:] + "\n" for line in lines)
+        blob = b"".join(self.prefix + line[1:] + b"\n" for line in lines).decode()
         _HANDLER.acquire()
         try:
             stream = sys.stdout
@@ -187,9 +187,9 @@ class PredictionLog:
         self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self.lock = threading.Lock()
 
-    def write(self, lines: Iterable[str]) -> None:
-        """Append serialised records (json.dumps of each, without the newline) in one write."""
-        blob = "".join(line + "\n" for line in lines).encode()
+    def write(self, lines: Iterable[bytes]) -> None:
+        """Append serialised records (JSON bytes of each, without the newline) in one write."""
+        blob = b"".join(line + b"\n" for line in lines)
         with self.lock:
             view = memoryview(blob)
             while view:
