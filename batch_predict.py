@@ -97,7 +97,7 @@ def main(argv=None) -> int:
                 "sampling": args.sampling, "concurrency": args.concurrency, "timeout_s": args.timeout,
                 "retries": args.retries}
     write_json(args.out, {"settings": settings, "summary": summary, "records": records_json(records)})
-    print(format_table(["figure", "value"], summary_rows(summary), digits=1))
+    print(format_table(["figure", "value"], summary_rows(summary), digits=2))
     print(f"\nwrote {args.out} ({len(records)} records)")
     if summary["failures"]:
         print(f"error: {summary['failures']} of {summary['requests']} requests failed:", file=sys.stderr)

@@ -285,3 +285,21 @@ def test_locust_marks_wrong_shapes_as_failures(tmp_path):
     assert summary["by_endpoint"]["GET /ready_check"]["failures"] == 0 if "GET /ready_check" in summary["by_endpoint"] else True
     assert any("bad response: missing field(s): label" in k for k in summary["errors"])
     assert any("failed" in r for r in gate(summary, max_p95_ms=None))
+
+
+def test_progress_bar_draws_on_a_terminal_only():
+    import io
+
+    from heart.client import Progress
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+    tty, pipe = Tty(), io.StringIO()
+    for stream in (tty, pipe):
+        bar = Progress(10, stream=stream)
+        for _ in range(10):
+            bar(1)
+        bar.close()
+    assert "10/10" in tty.getvalue() and tty.getvalue().endswith("\n")
+    assert pipe.getvalue() == ""
