@@ -347,7 +347,7 @@ def summary_rows(summary: dict) -> list[list]:
 
 
 def records_json(records: Sequence[Record]) -> list[dict]:
-    return [{k: v for k, v in asdict(r).items()} for r in records]
+    return [asdict(r) for r in records]
 
 
 # --- a small progress bar (stderr, only on a terminal) --------------------------------------
