@@ -48,7 +48,8 @@ log = logging.getLogger("heart.api")
 ROOT = Path(__file__).resolve().parent.parent
 MAX_BATCH = 1000
 INLINE_ROWS = 64  # up to this many rows, ONNX inference (~tens of µs) runs on the event loop
-THREADED_BODY_BYTES = 32_000  # larger bodies are validated in a worker thread
+THREADED_BODY_BYTES = 32_000
+TRACE_FLUSH_SECONDS = 5.0  # larger bodies are validated in a worker thread
 LABELS = {int(k): v for k, v in TARGET.labels.items()}
 
 
@@ -77,7 +78,7 @@ class Settings:
     parity_samples: int = 2000             # schema samples checked at load, besides data/data.csv
     parity_data: Path | None = ROOT / "data" / "data.csv"  # rows checked at load if the file exists
     background_load: bool = True           # load after start-up, so probes answer while loading
-    max_body_bytes: int = 4_000_000        # larger bodies get 413 before parsing
+    max_body_bytes: int = 4_000_000        # larger bodies get 413 (FastAPI's max_body_size)
     configure_logging: bool = True
 
     @classmethod
@@ -298,7 +299,8 @@ class PredictionFailed(Exception):
 
 @dataclass
 class ServingState:
-    """What the app serves; replaced as a whole by load(), so readers never see half a model."""
+    """What the app serves. load() fills every field before status turns "ready", and requests
+    check status first, so none ever sees half a model."""
 
     settings: Settings
     metrics: Metrics
@@ -418,16 +420,22 @@ def create_app(model_path: str | Path | None = None, settings: Settings | None =
                 await asyncio.wait([task], timeout=30)
             if prediction_log is not None:
                 prediction_log.close()
-            if own_provider:
-                provider.shutdown()
+            if own_provider:  # flush the spans, but never hold up shutdown for an unreachable collector
+                flusher = threading.Thread(target=provider.shutdown, name="otel-shutdown", daemon=True)
+                flusher.start()
+                flusher.join(TRACE_FLUSH_SECONDS)
+                if flusher.is_alive():
+                    log.warning("trace_flush_timeout", extra={"seconds": TRACE_FLUSH_SECONDS})
 
+    # max_body_size also stops chunked bodies (no content-length) that grow past the limit
     app = FastAPI(title="Heart-disease prediction API", version=__version__, lifespan=lifespan,
+                  max_body_size=settings.max_body_bytes,
                   description="Predicts angiographic heart disease from 13 clinical features "
                               "(UCI Cleveland data). Not a medical device.")
     app.state.serving = state
     app.state.metrics = metrics
     app.state.tracer_provider = provider
-    app.add_middleware(ObservabilityMiddleware, metrics=metrics, max_body=settings.max_body_bytes)
+    app.add_middleware(ObservabilityMiddleware, metrics=metrics)
 
     # ------------------------------------------------------------------ error handlers
     @app.exception_handler(RequestValidationError)
@@ -473,7 +481,7 @@ def create_app(model_path: str | Path | None = None, settings: Settings | None =
         classes, proba = predictor.predict(rows)
         seconds = time.perf_counter() - t0
         latency_ms = round(seconds * 1000, 4)
-        metrics.inference.labels(endpoint=endpoint, engine=predictor.engine).observe(seconds)
+        metrics.observe_inference(endpoint, predictor.engine, seconds)
         classes, proba = classes.tolist(), proba.tolist()
         ones = classes.count(1)
         metrics.count_classes(ones, len(classes))
