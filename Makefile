@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt |
 MODEL  ?= model.joblib
 DATA   ?= data/data.csv
 
-.PHONY: help install run train test clean serve bench fairness explain drift poisoning analyses
+.PHONY: help install run train test clean serve bench batch load timeouts fairness explain drift poisoning analyses
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -39,6 +39,18 @@ bench: $(MODEL)  ## benchmark /predict, /predict/batch, a bare endpoint and the 
 
 clean:  ## remove the virtual environment, model and reports
 	rm -rf $(VENV) $(MODEL) $(basename $(MODEL)).card.json reports .pytest_cache
+
+API_URL ?= http://localhost:8000/predict
+MAX_P95_MS ?= 250
+
+batch: $(STAMP)  ## send 100 random patients to a running API (API_URL) and write batch_prediction_results.json
+	API_URL=$(API_URL) $(PY) batch_predict.py
+
+load: $(MODEL)  ## start the API, run Locust headless for 20 s, reports/ CSV + HTML; fail on errors or p95 > MAX_P95_MS
+	$(PY) -m bench.load_test --model $(MODEL) --max-p95-ms $(MAX_P95_MS)
+
+timeouts: $(MODEL)  ## request-timeout analysis: 10, 50, 200 users with a 1 s client timeout; table + reports/timeouts.json
+	$(PY) -m bench.timeouts --model $(MODEL)
 
 REPORTS ?= reports
 

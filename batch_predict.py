@@ -1,0 +1,111 @@
+"""Send random patients to the prediction API and measure it: python batch_predict.py [-n 100]
+
+Draws N seeded patients from the feature schema (uniformly over each feature's typical range,
+or from the training data's marginals), posts each as its own request to /predict with a
+few requests in flight (or in chunks to /predict/batch with --batch), keeps one record per
+patient (prediction, trace_id, HTTP status, latency, error) and writes them with a summary
+to a JSON file. Exits 1 if any request failed (the reasons are grouped on stderr).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from heart import cli
+from heart.client import (DEFAULT_BACKOFF, DEFAULT_CONCURRENCY, DEFAULT_RETRIES, DEFAULT_TIMEOUT,
+                          DEFAULT_URL, MAX_BATCH, Progress, Unreachable, check_url, predict_batches, predict_each,
+                          records_json, summarize, summary_rows)
+from heart.data import load_dataset
+from heart.report import format_table, write_json
+from heart.samples import MODES, sample, to_records
+
+
+def positive_int(value: str) -> int:
+    v = int(value)
+    if v < 1:
+        raise cli.argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return v
+
+
+def batch_size(value: str) -> int:
+    v = positive_int(value)
+    if v > MAX_BATCH:
+        raise cli.argparse.ArgumentTypeError(f"the API takes at most {MAX_BATCH} rows per batch, got {value}")
+    return v
+
+
+def api_url(value: str) -> str:
+    why = check_url(value)
+    if why:
+        raise cli.argparse.ArgumentTypeError(why)
+    return value
+
+
+def positive_float(value: str) -> float:
+    v = float(value)
+    if not v > 0:
+        raise cli.argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return v
+
+
+def parse_args(argv):
+    p = cli.parser(__doc__)
+    p.add_argument("--url", type=api_url, default=os.environ.get("API_URL", DEFAULT_URL),
+                   help="the API's /predict URL (environment: API_URL); --batch derives /predict/batch from it")
+    p.add_argument("-n", "--n", type=positive_int, default=100, help="number of random patients")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random patients")
+    p.add_argument("--sampling", choices=MODES, default="uniform",
+                   help="uniform over each feature's typical range, or the training data's marginals")
+    p.add_argument("--data", default="data/data.csv", help="training CSV that --sampling marginal draws from")
+    p.add_argument("--concurrency", type=positive_int, default=DEFAULT_CONCURRENCY, help="requests in flight at once")
+    p.add_argument("--timeout", type=positive_float, default=DEFAULT_TIMEOUT,
+                   help="seconds to wait for each response (a timeout is a failure, never retried)")
+    p.add_argument("--retries", type=int, default=DEFAULT_RETRIES,
+                   help=f"retries after a connection error only, with exponential backoff from {DEFAULT_BACKOFF} s")
+    p.add_argument("--batch", action="store_true", help="post the patients to /predict/batch instead, in chunks")
+    p.add_argument("--batch-size", type=batch_size, default=MAX_BATCH, help="rows per /predict/batch request")
+    p.add_argument("--out", default="batch_prediction_results.json", help="JSON report: summary and per-patient records")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+    if args.retries < 0:
+        p.error(f"argument --retries: must be >= 0, got {args.retries}")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    reference = load_dataset(args.data).X if args.sampling == "marginal" else None
+    patients = to_records(sample(args.n, seed=args.seed, mode=args.sampling, reference=reference))
+    progress = Progress(len(patients), "patients", enabled=False if args.quiet else None)
+    start = time.perf_counter()
+    try:
+        if args.batch:
+            records = predict_batches(args.url, patients, batch_size=args.batch_size, concurrency=args.concurrency,
+                                      timeout=args.timeout, retries=args.retries, progress=progress)
+        else:
+            records = predict_each(args.url, patients, concurrency=args.concurrency, timeout=args.timeout,
+                                   retries=args.retries, progress=progress)
+    except Unreachable as e:
+        progress.close()
+        print(f"error: {e}", file=sys.stderr)
+        return cli.EXIT_FAILED
+    wall = time.perf_counter() - start
+    progress.close()
+    summary = summarize(records, wall)
+    settings = {"url": args.url, "mode": "batch" if args.batch else "per-sample", "n": args.n, "seed": args.seed,
+                "sampling": args.sampling, "concurrency": args.concurrency, "timeout_s": args.timeout,
+                "retries": args.retries}
+    write_json(args.out, {"settings": settings, "summary": summary, "records": records_json(records)})
+    print(format_table(["figure", "value"], summary_rows(summary), digits=2))
+    print(f"\nwrote {args.out} ({len(records)} records)")
+    if summary["failures"]:
+        print(f"error: {summary['failures']} of {summary['requests']} requests failed:", file=sys.stderr)
+        for reason, count in summary["failure_reasons"].items():
+            print(f"  {count:5d}  {reason}", file=sys.stderr)
+        return cli.EXIT_FAILED
+    return cli.EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

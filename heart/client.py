@@ -1,0 +1,392 @@
+"""Client side of the prediction API: what a valid answer looks like, and concurrent callers.
+
+One definition of a valid /predict, /predict/batch and /ready_check response lives here, so
+batch_predict.py and the locustfile judge the server by the same rules. The callers keep one
+record per patient (status, latency, error) and every summary figure is computed from those
+records, so the report can be checked against its own rows.
+
+Only connection failures are retried (the request never reached the server): an HTTP error
+or a read timeout is the server's answer and is reported, never hidden by a retry.
+"""
+from __future__ import annotations
+
+import math
+import re
+import sys
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+import requests
+
+from .schema import FEATURE_NAMES, TARGET
+
+DEFAULT_URL = "http://localhost:8000/predict"
+DEFAULT_CONCURRENCY = 8
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_RETRIES = 3
+DEFAULT_BACKOFF = 0.2
+MAX_BATCH = 1000  # the API's limit per /predict/batch request
+TRACE_ID = re.compile(r"[0-9a-f]{32}")
+
+
+# --- what a valid response is -------------------------------------------------------------
+
+def _row_problem(body: Any) -> str | None:
+    """The fields every prediction carries, alone or as a row of a batch."""
+    if not isinstance(body, dict):
+        return f"expected a JSON object, got {type(body).__name__}"
+    missing = [k for k in ("predicted_class", "label", "probability", "imputed") if k not in body]
+    if missing:
+        return "missing field(s): " + ", ".join(missing)
+    cls, label, prob, imputed = body["predicted_class"], body["label"], body["probability"], body["imputed"]
+    if isinstance(cls, bool) or cls not in TARGET.labels:
+        return f"predicted_class must be 0 or 1, got {cls!r}"
+    if label != TARGET.labels[cls]:
+        return f"label {label!r} does not match predicted_class {cls} ({TARGET.labels[cls]!r})"
+    if isinstance(prob, bool) or not isinstance(prob, (int, float)) or not 0.0 <= prob <= 1.0:
+        return f"probability must be a number from 0 to 1, got {prob!r}"
+    if not isinstance(imputed, list) or any(f not in FEATURE_NAMES for f in imputed):
+        return f"imputed must be a list of feature names, got {imputed!r}"
+    return None
+
+
+def _envelope_problem(body: dict) -> str | None:
+    version, trace_id = body.get("model_version"), body.get("trace_id")
+    if not isinstance(version, str) or not version:
+        return f"model_version must be a non-empty string, got {version!r}"
+    if not isinstance(trace_id, str) or not TRACE_ID.fullmatch(trace_id):
+        return f"trace_id must be 32 lowercase hex digits, got {trace_id!r}"
+    return None
+
+
+def prediction_problem(body: Any) -> str | None:
+    """Why a POST /predict response body is not a valid prediction, or None if it is."""
+    return _row_problem(body) or _envelope_problem(body)
+
+
+def batch_problem(body: Any, n_rows: int) -> str | None:
+    """Why a POST /predict/batch response body is invalid for n_rows patients, or None."""
+    if not isinstance(body, dict):
+        return f"expected a JSON object, got {type(body).__name__}"
+    why = _envelope_problem(body)
+    if why:
+        return why
+    rows = body.get("predictions")
+    if not isinstance(rows, list) or len(rows) != n_rows:
+        got = len(rows) if isinstance(rows, list) else repr(rows)
+        return f"predictions must be a list of {n_rows} rows, got {got}"
+    for i, row in enumerate(rows):
+        why = _row_problem(row)
+        if why:
+            return f"predictions[{i}]: {why}"
+    return None
+
+
+def ready_problem(body: Any) -> str | None:
+    """Why a GET /ready_check 200 body does not say ready, or None."""
+    if not isinstance(body, dict) or body.get("status") != "ready":
+        return f"expected {{'status': 'ready', ...}}, got {body!r}"
+    return None
+
+
+def check_url(url: str) -> str | None:
+    """Why url cannot be an API address (scheme, host), or None."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return f"expected an http(s) URL like {DEFAULT_URL}, got {url!r}"
+    return None
+
+
+def endpoints(url: str) -> dict[str, str]:
+    """/predict, /predict/batch and /ready_check URLs from a /predict URL (or the server root)."""
+    parts = urlsplit(url if "://" in url else "http://" + url)
+    path = parts.path.rstrip("/")
+    if path.endswith("/predict"):
+        path = path[: -len("/predict")]
+    root = urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+    return {"predict": url if parts.path.rstrip("/").endswith("/predict") else root + "/predict",
+            "batch": root + "/predict/batch", "ready": root + "/ready_check", "root": root}
+
+
+# --- per-sample records ---------------------------------------------------------------------
+
+@dataclass
+class Record:
+    """One patient's request and its outcome; error is None exactly when it succeeded."""
+
+    index: int
+    input: dict
+    predicted_class: int | None = None
+    probability: float | None = None
+    trace_id: str | None = None
+    status: int | None = None
+    latency_ms: float | None = None
+    error: str | None = None
+    attempts: int = 0
+    kind: str = "ok"  # ok | http | bad_response | timeout | connection | error
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Unreachable(ConnectionError):
+    """Nothing answers at the URL: the whole run is pointless, say so in one line."""
+
+
+@dataclass
+class _Outcome:
+    status: int | None = None
+    body: Any = None
+    latency_ms: float | None = None
+    error: str | None = None
+    kind: str = "ok"
+    attempts: int = 0
+
+
+def _post(session: requests.Session, url: str, payload: Any, timeout: float, retries: int,
+          backoff: float, sleep: Callable[[float], None] = time.sleep) -> _Outcome:
+    """POST with retries on connection errors only; latency is that of the last attempt."""
+    attempt = 0
+    while True:
+        attempt += 1
+        start = time.perf_counter()
+        try:
+            resp = session.post(url, json=payload, timeout=timeout)
+        except requests.exceptions.ConnectTimeout as e:  # never connected: safe to retry
+            error, kind = f"connection timed out: {_reason(e)}", "connection"
+        except requests.exceptions.Timeout:
+            return _Outcome(error=f"timeout after {timeout:g} s", kind="timeout", attempts=attempt,
+                            latency_ms=(time.perf_counter() - start) * 1000)
+        except requests.exceptions.ConnectionError as e:
+            error, kind = f"connection error: {_reason(e)}", "connection"
+        except requests.exceptions.RequestException as e:  # e.g. a broken chunked body: not retried
+            return _Outcome(error=f"request failed: {type(e).__name__}: {e}", kind="error", attempts=attempt)
+        else:
+            latency = (time.perf_counter() - start) * 1000
+            try:
+                body = resp.json()
+            except ValueError:
+                body = None
+            return _Outcome(status=resp.status_code, body=body, latency_ms=latency, attempts=attempt)
+        if attempt > retries:
+            return _Outcome(error=error, kind=kind, attempts=attempt)
+        sleep(backoff * 2 ** (attempt - 1))
+
+
+def _reason(e: Exception) -> str:
+    """The innermost cause of a requests error (e.g. 'Connection refused'), not urllib3's repr."""
+    text = str(e)
+    m = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
+    if m:
+        return m.group(1).strip()
+    for marker in ("Failed to resolve", "Connection refused", "Connection reset", "Max retries"):
+        if marker in text:
+            return marker.lower()
+    return type(e).__name__
+
+
+def _http_error(status: int, body: Any) -> str:
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if isinstance(detail, list) and detail and isinstance(detail[0], dict):
+        first = detail[0]
+        detail = f"{'.'.join(map(str, first.get('loc', [])))}: {first.get('msg')}"
+    return f"HTTP {status}" + (f": {detail}" if isinstance(detail, str) and detail else "")
+
+
+def _fill(rec: Record, out: _Outcome, row: Any, problem: Callable[[Any], str | None], envelope: Any) -> Record:
+    rec.status, rec.latency_ms, rec.attempts = out.status, out.latency_ms, out.attempts
+    if out.error:
+        rec.error, rec.kind = out.error, out.kind
+        return rec
+    if not 200 <= out.status < 300:
+        rec.error, rec.kind = _http_error(out.status, out.body), "http"
+        return rec
+    why = problem(row)
+    if why:
+        rec.error, rec.kind = f"bad response: {why}", "bad_response"
+        return rec
+    rec.predicted_class, rec.probability = row["predicted_class"], float(row["probability"])
+    rec.trace_id = envelope.get("trace_id")
+    return rec
+
+
+class _Sessions(threading.local):
+    """One requests.Session (keep-alive pool) per worker thread: Session is not thread-safe."""
+
+    def get(self) -> requests.Session:
+        if not hasattr(self, "session"):
+            self.session = requests.Session()
+        return self.session
+
+
+def predict_each(url: str, patients: Sequence[dict], concurrency: int = DEFAULT_CONCURRENCY,
+                 timeout: float = DEFAULT_TIMEOUT, retries: int = DEFAULT_RETRIES,
+                 backoff: float = DEFAULT_BACKOFF, progress: Callable[[int], None] | None = None
+                 ) -> list[Record]:
+    """POST each patient on its own to /predict, `concurrency` at a time; records in input order.
+
+    The first patient goes alone: if nothing answers, Unreachable is raised at once instead
+    of every request failing after its retries.
+    """
+    sessions = _Sessions()
+
+    def one(i: int) -> Record:
+        out = _post(sessions.get(), url, patients[i], timeout, retries, backoff)
+        rec = _fill(Record(i, patients[i]), out, out.body, prediction_problem, out.body or {})
+        if progress:
+            progress(1)
+        return rec
+
+    return _run(one, len(patients), concurrency, url, retries)
+
+
+def predict_batches(url: str, patients: Sequence[dict], batch_size: int = MAX_BATCH,
+                    concurrency: int = DEFAULT_CONCURRENCY, timeout: float = DEFAULT_TIMEOUT,
+                    retries: int = DEFAULT_RETRIES, backoff: float = DEFAULT_BACKOFF,
+                    progress: Callable[[int], None] | None = None) -> list[Record]:
+    """POST the patients in chunks of batch_size to /predict/batch; one record per patient.
+
+    A row's latency_ms is its whole request's; a failed request fails each of its rows.
+    """
+    if not 1 <= batch_size <= MAX_BATCH:
+        raise ValueError(f"batch_size must be from 1 to {MAX_BATCH}, got {batch_size}")
+    batch_url = endpoints(url)["batch"]
+    chunks = [range(s, min(s + batch_size, len(patients))) for s in range(0, len(patients), batch_size)]
+    sessions = _Sessions()
+
+    def one(c: int) -> list[Record]:
+        rows = chunks[c]
+        out = _post(sessions.get(), batch_url, {"instances": [patients[i] for i in rows]}, timeout, retries, backoff)
+        records = [Record(i, patients[i]) for i in rows]
+        why = None
+        if not out.error and 200 <= out.status < 300:
+            why = batch_problem(out.body, len(rows))
+        for k, rec in enumerate(records):
+            if why:
+                _fill(rec, out, None, lambda _: why, {})
+            else:
+                row = out.body["predictions"][k] if not out.error and 200 <= out.status < 300 else None
+                _fill(rec, out, row, _row_problem, out.body if isinstance(out.body, dict) else {})
+        if progress:
+            progress(len(rows))
+        return records
+
+    nested = _run(one, len(chunks), concurrency, batch_url, retries)
+    return [rec for chunk in nested for rec in chunk]
+
+
+def _run(one: Callable[[int], Any], n: int, concurrency: int, url: str, retries: int) -> list:
+    if n == 0:
+        return []
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+    first = one(0)
+    head = first[0] if isinstance(first, list) else first
+    if head.kind == "connection":
+        tries = f" (tried {head.attempts} times)" if head.attempts > 1 else ""
+        raise Unreachable(f"cannot reach the API at {url}: {head.error}{tries}")
+    results = [first] + [None] * (n - 1)
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        futures = {pool.submit(one, i): i for i in range(1, n)}
+        for fut in as_completed(futures):
+            results[futures[fut]] = fut.result()
+    return results
+
+
+# --- summary, computed from the records only ----------------------------------------------
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolation percentile (numpy's default); NaN for no values."""
+    return float(np.percentile(np.asarray(values, dtype=float), q)) if len(values) else math.nan
+
+
+def summarize(records: Sequence[Record], wall_s: float) -> dict:
+    """Counts, throughput and latency figures; latency is over successful requests only."""
+    ok = [r for r in records if r.ok]
+    lat = [r.latency_ms for r in ok]
+    return {
+        "requests": len(records),
+        "successes": len(ok),
+        "failures": len(records) - len(ok),
+        "timeouts": sum(r.kind == "timeout" for r in records),
+        "connection_errors": sum(r.kind == "connection" for r in records),
+        "http_errors": sum(r.kind == "http" for r in records),
+        "bad_responses": sum(r.kind == "bad_response" for r in records),
+        "retried": sum(r.attempts > 1 for r in records),
+        "wall_s": wall_s,
+        "throughput_per_s": len(ok) / wall_s if wall_s > 0 else math.nan,
+        "latency_ms": {"min": min(lat) if lat else math.nan, "p50": percentile(lat, 50),
+                       "p95": percentile(lat, 95), "p99": percentile(lat, 99),
+                       "max": max(lat) if lat else math.nan},
+        "predicted_class": {str(k): sum(r.predicted_class == k for r in ok) for k in sorted(TARGET.labels)},
+        "failure_reasons": failure_reasons(records),
+    }
+
+
+def failure_reasons(records: Iterable[Record]) -> dict[str, int]:
+    """Failed records grouped by error text, most frequent first."""
+    return dict(Counter(r.error for r in records if not r.ok).most_common())
+
+
+def summary_rows(summary: dict) -> list[list]:
+    """The summary as (figure, value) rows for heart.report.format_table."""
+    lat = summary["latency_ms"]
+    return [["requests", summary["requests"]], ["successes", summary["successes"]],
+            ["failures", summary["failures"]], ["timeouts", summary["timeouts"]],
+            ["retried (connection errors)", summary["retried"]],
+            ["wall time (s)", float(summary["wall_s"])],
+            ["throughput (successful/s)", float(summary["throughput_per_s"])],
+            *[[f"latency {k} (ms)", float(lat[k])] for k in ("min", "p50", "p95", "p99", "max")]]
+
+
+def records_json(records: Sequence[Record]) -> list[dict]:
+    return [asdict(r) for r in records]
+
+
+# --- a small progress bar (stderr, only on a terminal) --------------------------------------
+
+@dataclass
+class Progress:
+    """A thread-safe one-line bar on stderr; silent when stderr is not a terminal."""
+
+    total: int
+    label: str = "requests"
+    enabled: bool | None = None
+    stream: Any = None
+    done: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _last: float = 0.0
+    _start: float = field(default_factory=time.perf_counter)
+
+    def __post_init__(self):
+        self.stream = self.stream or sys.stderr
+        if self.enabled is None:
+            self.enabled = hasattr(self.stream, "isatty") and self.stream.isatty()
+
+    def __call__(self, n: int = 1) -> None:
+        with self._lock:
+            self.done += n
+            now = time.perf_counter()
+            if self.enabled and (now - self._last > 0.1 or self.done >= self.total):
+                self._last = now
+                self._draw(now)
+
+    def _draw(self, now: float) -> None:
+        width = 30
+        frac = self.done / self.total if self.total else 1.0
+        rate = self.done / (now - self._start) if now > self._start else 0.0
+        bar = "#" * int(frac * width) + "." * (width - int(frac * width))
+        self.stream.write(f"\r[{bar}] {self.done}/{self.total} {self.label} {rate:7.1f}/s")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\n")
+            self.stream.flush()
