@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt |
 MODEL  ?= model.joblib
 DATA   ?= data/data.csv
 
-.PHONY: help install run train test clean
+.PHONY: help install run train test clean docker-build docker-run container-check
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -32,3 +32,16 @@ test: $(STAMP)  ## install and run the whole test suite
 
 clean:  ## remove the virtual environment, model and reports
 	rm -rf $(VENV) $(MODEL) $(basename $(MODEL)).card.json reports .pytest_cache
+
+# Container. BASE_IMAGE overrides the Dockerfile's python:3.11-slim (e.g. a local base without a registry).
+DOCKER_IMAGE ?= heart-disease-mlops
+BASE_IMAGE   ?=
+
+docker-build:  ## build the service's image (docker build -t heart-disease-mlops .)
+	docker build $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) -t $(DOCKER_IMAGE) .
+
+docker-run:  ## serve the image on port 8000 (docker run -p 8000:8000 heart-disease-mlops)
+	docker run --rm -p 8000:8000 $(DOCKER_IMAGE)
+
+container-check:  ## build, run and check the container without a registry (dockerd + a debootstrapped base)
+	bash deploy/container_check.sh

@@ -128,9 +128,16 @@ else
 fi
 
 # --- 3. local base image ----------------------------------------------------------------------
-if [ "$REBUILD_BASE" -eq 0 ] && docker image inspect "$LOCAL_BASE" >/dev/null 2>&1; then
+base_works() {  # python3 with venv, usable by a non-root user (as the image's server runs)
+    docker run --rm --network host --user 10001:10001 "$LOCAL_BASE" \
+        python3 -c 'import venv, ensurepip, ssl' >/dev/null 2>&1
+}
+if [ "$REBUILD_BASE" -eq 0 ] && docker image inspect "$LOCAL_BASE" >/dev/null 2>&1 && base_works; then
     log "reusing the local base image $LOCAL_BASE"
 else
+    if docker image inspect "$LOCAL_BASE" >/dev/null 2>&1; then
+        log "replacing the local base image $LOCAL_BASE (--rebuild-base, or it failed its check)"
+    fi
     command -v debootstrap >/dev/null || apt_install debootstrap
     ROOTFS=$(mktemp -d "${TMPDIR:-/var/tmp}/heart-rootfs.XXXXXX")
     log "debootstrapping Debian bookworm into $ROOTFS (a few minutes)"
@@ -145,6 +152,7 @@ else
     else
         printf '[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n' >"$ROOTFS/etc/pip.conf"
     fi
+    chmod 755 "$ROOTFS"   # mktemp made it 0700: as the image's /, no other user could enter it
     rm -rf "$ROOTFS"/var/cache/apt/archives/*.deb "$ROOTFS"/var/lib/apt/lists/* \
            "$ROOTFS"/usr/share/doc/* "$ROOTFS"/usr/share/man/* "$ROOTFS"/usr/share/locale/*
     log "importing the root filesystem as $LOCAL_BASE"
@@ -153,8 +161,7 @@ else
         --change 'ENV LANG=C.UTF-8' \
         --change 'CMD ["/bin/bash"]' - "$LOCAL_BASE" >/dev/null || fail "docker import failed"
     rm -rf "$ROOTFS"; ROOTFS=""
-    docker run --rm --network host "$LOCAL_BASE" python3 -c 'import venv, ensurepip, sys; print(sys.version)' \
-        >/dev/null || fail "the local base image has no working python3 with venv"
+    base_works || fail "the local base image has no python3 with venv usable by a non-root user"
     log "local base image $LOCAL_BASE ready"
 fi
 [ "$BASE_ONLY" -eq 1 ] && exit 0
@@ -162,7 +169,13 @@ fi
 # --- 4. build ---------------------------------------------------------------------------------
 log "building $IMAGE from ./Dockerfile on $LOCAL_BASE"
 BUILD_LOG=${TMPDIR:-/tmp}/heart-build-$$.log
-if ! docker build --network host --build-arg BASE_IMAGE="$LOCAL_BASE" -t "$IMAGE" . >"$BUILD_LOG" 2>&1; then
+# The full log goes to a file; its "Step" lines are echoed with the time, to show progress.
+set +e
+docker build --network host --build-arg BASE_IMAGE="$LOCAL_BASE" -t "$IMAGE" . 2>&1 | tee "$BUILD_LOG" \
+    | while IFS= read -r line; do case $line in Step*) log "  ${line:0:100}" ;; esac; done
+BUILD_RC=${PIPESTATUS[0]}
+set -e
+if [ "$BUILD_RC" -ne 0 ]; then
     tail -40 "$BUILD_LOG" >&2
     fail "docker build failed (full log: $BUILD_LOG)"
 fi
