@@ -1,0 +1,219 @@
+"""Benchmark the API with wrk: python bench/bench.py [--duration 10] [--connections 16]
+
+Starts each server in turn on a free port on 127.0.0.1 (one uvicorn worker each), waits for
+it to be ready, warms it up, drives it with wrk, stops it, and reports requests/s and the
+p50/p95/p99 latency side by side:
+
+  predict          heart_fastapi.py POST /predict with everything on (validation, tracing,
+                   JSON logs to a file, Prometheus metrics, the prediction log)
+  predict_batch    the same server, POST /predict/batch with 1,000 patients (rows/s)
+  bare             FastAPI with the same request model and a constant answer (bench/servers.py)
+  original_style   a pandas DataFrame per request + sklearn predict on the event loop
+
+Installs wrk with apt-get if it is missing. Writes a table to stdout and the figures with
+the machine's description to --out (JSON). The machine is shared: run it more than once.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import requests  # noqa: E402
+
+from heart import cli  # noqa: E402
+from heart.api import EXAMPLE  # noqa: E402
+from heart.report import format_table, write_json  # noqa: E402
+from heart.samples import sample, to_records  # noqa: E402
+
+LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = io.open("%(body)s"):read("*a")
+done = function(summary, latency, requests)
+  local errors = summary.errors.connect + summary.errors.read + summary.errors.write
+                 + summary.errors.status + summary.errors.timeout
+  io.write(string.format("RESULT {\\"requests\\": %%d, \\"seconds\\": %%f, \\"errors\\": %%d, "
+    .. "\\"non2xx\\": %%d, \\"p50\\": %%f, \\"p95\\": %%f, \\"p99\\": %%f, \\"mean\\": %%f}\\n",
+    summary.requests, summary.duration / 1e6, errors, summary.errors.status,
+    latency:percentile(50) / 1000, latency:percentile(95) / 1000, latency:percentile(99) / 1000,
+    latency.mean / 1000))
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ensure_wrk() -> str:
+    path = shutil.which("wrk")
+    if path:
+        return path
+    print("wrk not found: installing it with apt-get", file=sys.stderr)
+    subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True, stdout=subprocess.DEVNULL)
+    return shutil.which("wrk") or sys.exit("error: could not install wrk")
+
+
+class Server:
+    """One uvicorn process on a free port; stopped with SIGTERM (graceful) on exit."""
+
+    def __init__(self, name: str, argv: list[str], env: dict, log_path: Path):
+        self.name, self.port = name, free_port()
+        self.argv = [a.replace("{port}", str(self.port)) for a in argv]
+        self.env, self.log_path = env, log_path
+
+    def __enter__(self):
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self.log_path}")
+            try:
+                if requests.get(f"{self.url}/ready_check", timeout=1).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"{self.name} was not ready within 120 s; see {self.log_path}")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *exc):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+def run_wrk(wrk: str, url: str, body: bytes, seconds: float, connections: int, threads: int, tmp: Path) -> dict:
+    body_path = tmp / f"body-{abs(hash(body))}.json"
+    body_path.write_bytes(body)
+    script = tmp / f"post-{abs(hash(body))}.lua"
+    script.write_text(LUA % {"body": body_path})
+    out = subprocess.run([wrk, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
+                          "-s", str(script), url], capture_output=True, text=True, check=True).stdout
+    match = re.search(r"^RESULT (\{.*\})$", out, re.M)
+    if not match:
+        raise RuntimeError(f"could not parse wrk's output:\n{out}")
+    r = json.loads(match.group(1))
+    r["rps"] = r["requests"] / r["seconds"]
+    return r
+
+
+def machine() -> dict:
+    cpu = ""
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {"cpus": os.cpu_count(), "cpu": cpu, "platform": platform.platform(), "python": platform.python_version(),
+            "load_average_at_start": [round(x, 2) for x in load] if load else None}
+
+
+def parse_args(argv):
+    p = cli.parser(__doc__)
+    p.add_argument("--model-path", default="model.joblib", help="the model to serve (train it first: make train)")
+    p.add_argument("--duration", type=float, default=10, help="seconds of load per server")
+    p.add_argument("--warmup", type=float, default=2, help="seconds of unmeasured load before each run")
+    p.add_argument("--connections", type=int, default=16, help="concurrent connections (wrk -c)")
+    p.add_argument("--threads", type=int, default=1, help="wrk threads (1 leaves the other core to the server)")
+    p.add_argument("--batch-size", type=int, default=1000, help="patients per /predict/batch request")
+    p.add_argument("--out", default="bench/results.json", help="JSON file for the figures")
+    p.add_argument("--only", nargs="*", choices=["predict", "predict_batch", "bare", "original_style"],
+                   help="run only these (default: all)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if not Path(args.model_path).is_file():
+        raise FileNotFoundError(f"{args.model_path}: no model to serve (run `make train` first)")
+    wrk = ensure_wrk()
+    py = sys.executable
+    tmp = Path(tempfile.mkdtemp(prefix="heart-bench-"))
+    env = {**os.environ, "MODEL_PATH": str(Path(args.model_path).resolve()), "PYTHONPATH": str(ROOT),
+           "LOG_LEVEL": "info", "PREDICTION_LOG": str(tmp / "predictions.jsonl"), "LOG_INPUTS": "true"}
+    env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+    env.pop("OTEL_TRACES_EXPORTER", None)
+    one = json.dumps(EXAMPLE).encode()
+    batch = json.dumps({"instances": to_records(sample(args.batch_size, seed=1))}).encode()
+    uvicorn = [py, "-m", "uvicorn", "--factory", "--host", "127.0.0.1", "--port", "{port}", "--workers", "1",
+               "--no-access-log", "--log-level", "warning"]
+    full = [py, "heart_fastapi.py", "--host", "127.0.0.1", "--port", "{port}", "--workers", "1"]
+    plan = [  # (name, server argv, path, body, rows per request)
+        ("predict", full, "/predict", one, 1),
+        ("predict_batch", full, "/predict/batch", batch, args.batch_size),
+        ("bare", uvicorn + ["bench.servers:bare_app"], "/predict", one, 1),
+        ("original_style", uvicorn + ["bench.servers:original_app"], "/predict/", one, 1),
+    ]
+    results, started = {}, time.time()
+    for name, argv_, path, body, rows in plan:
+        if args.only and name not in args.only:
+            continue
+        print(f"{name}: starting the server ...", file=sys.stderr, flush=True)
+        with Server(name, argv_, env, tmp / f"{name}.log") as server:
+            check = requests.post(server.url + path, data=body, headers={"content-type": "application/json"}, timeout=30)
+            if check.status_code != 200:
+                raise RuntimeError(f"{name}: {path} answered {check.status_code}: {check.text[:300]}")
+            if args.warmup > 0:
+                run_wrk(wrk, server.url + path, body, args.warmup, args.connections, args.threads, tmp)
+            r = run_wrk(wrk, server.url + path, body, args.duration, args.connections, args.threads, tmp)
+        r.update(path=path, rows_per_request=rows, rows_per_s=r["rps"] * rows)
+        results[name] = r
+        print(f"{name}: {r['rps']:.0f} req/s, p99 {r['p99']:.2f} ms", file=sys.stderr, flush=True)
+
+    rows = [[n, r["path"], round(r["rps"]), round(r["rows_per_s"]), r["p50"], r["p95"], r["p99"],
+             r["errors"] + r["non2xx"]] for n, r in results.items()]
+    print(format_table(["server", "path", "req/s", "rows/s", "p50 ms", "p95 ms", "p99 ms", "errors"], rows, digits=2))
+    goals = {}
+    if "predict" in results:
+        p = results["predict"]
+        if "original_style" in results:
+            goals["predict_vs_original_x"] = p["rps"] / results["original_style"]["rps"]
+        if "bare" in results:
+            goals["predict_vs_bare"] = p["rps"] / results["bare"]["rps"]
+        goals["predict_p99_ms"] = p["p99"]
+    if "predict_batch" in results:
+        goals["batch_rows_per_s"] = results["predict_batch"]["rows_per_s"]
+    targets = {"predict_vs_original_x": (">=", 15), "predict_vs_bare": (">=", 0.5), "predict_p99_ms": ("<", 25),
+               "batch_rows_per_s": (">=", 20000)}
+    print()
+    for k, v in goals.items():
+        op, target = targets[k]
+        met = v >= target if op == ">=" else v < target
+        print(f"{k:24s} {v:10.2f}   goal {op} {target}: {'met' if met else 'MISSED'}")
+    report = {"command": "python bench/bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "machine": machine(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+              "wrk": {"connections": args.connections, "threads": args.threads, "duration_s": args.duration,
+                      "warmup_s": args.warmup},
+              "results": results, "goals": goals}
+    write_json(args.out, report)
+    print(f"\nwrote {args.out}", file=sys.stderr)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli.run(main))

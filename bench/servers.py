@@ -1,0 +1,67 @@
+"""The two comparison servers of the benchmark (bench/bench.py starts them with uvicorn --factory).
+
+bare_app: FastAPI with the API's own request model and a constant answer, nothing else: the
+ceiling for a Python endpoint that validates the same input. original_app: the course
+project's style: a pandas DataFrame per request and sklearn's predict, called on the event
+loop (blocking it). Neither is meant to serve anything but the benchmark.
+"""
+
+import os
+
+from fastapi import FastAPI
+
+
+def bare_app() -> FastAPI:
+    from heart.api import Patient
+
+    app = FastAPI()
+
+    @app.post("/predict")
+    async def predict(patient: Patient):  # type: ignore[valid-type]
+        return {"predicted_class": 0, "label": "no heart disease", "probability": 0.5}
+
+    @app.get("/ready_check")
+    async def ready():
+        return {"status": "ready"}
+
+    return app
+
+
+def original_app() -> FastAPI:
+    import pandas as pd
+    from pydantic import BaseModel
+
+    from heart.model import load_model
+
+    pipeline = load_model(os.environ.get("MODEL_PATH", "model.joblib")).pipeline
+
+    class Heart(BaseModel):  # the original: every feature a plain number, gender as text
+        age: float
+        gender: str
+        cp: float
+        trestbps: float
+        chol: float
+        fbs: float
+        restecg: float
+        thalach: float
+        exang: float
+        oldpeak: float
+        slope: float
+        ca: float
+        thal: float
+
+    app = FastAPI()
+
+    @app.post("/predict/")
+    async def predict(data: Heart):
+        row = data.model_dump()
+        row["gender"] = 1 if row["gender"].lower() == "male" else 0
+        df = pd.DataFrame([row])
+        prediction = pipeline.predict(df)
+        return {"predicted_class": int(prediction[0])}
+
+    @app.get("/ready_check")
+    async def ready():
+        return {"status": "ready"}
+
+    return app

@@ -1,0 +1,297 @@
+"""Observability for the API: OpenTelemetry traces, JSON logs, the prediction log, Prometheus metrics.
+
+Everything is configured from the standard environment, never from code edits, and nothing
+ties the service to one vendor: traces go to any OTLP collector when
+OTEL_EXPORTER_OTLP_ENDPOINT is set, to the console when OTEL_TRACES_EXPORTER=console, and
+nowhere otherwise (spans still exist, so every response and log line carries a trace_id).
+Each app gets its own TracerProvider and metrics registry, so tests can build many apps.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from pythonjsonlogger.json import JsonFormatter
+
+SERVICE_NAME = "heart-disease-api"
+log = logging.getLogger("heart.telemetry")
+
+# ---------------------------------------------------------------------------------------- tracing
+
+
+def span_exporters(environ: Mapping[str, str] = os.environ) -> list[SpanExporter]:
+    """The exporters the standard OTEL_* variables ask for (OTEL_TRACES_EXPORTER, OTLP endpoints)."""
+    endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    default = "otlp" if endpoint else "none"
+    names = [n.strip().lower() for n in environ.get("OTEL_TRACES_EXPORTER", default).split(",") if n.strip()]
+    exporters: list[SpanExporter] = []
+    for name in names:
+        if name == "none":
+            continue
+        if name == "console":
+            exporters.append(ConsoleSpanExporter())
+        elif name == "otlp":
+            protocol = environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+            if protocol and protocol != "http/protobuf":
+                log.warning("otel_protocol_unsupported", extra={"protocol": protocol, "using": "http/protobuf"})
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+            exporters.append(OTLPSpanExporter())  # reads the endpoint, headers and timeout from the env
+        else:
+            log.warning("otel_exporter_unknown", extra={"exporter": name, "known": "otlp, console, none"})
+    return exporters
+
+
+def tracer_provider(service_version: str, exporters: Iterable[SpanExporter] | None = None,
+                    environ: Mapping[str, str] = os.environ) -> TracerProvider:
+    """A TracerProvider with service.name/service.version; exporters default to the env's choice.
+
+    OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES still apply; the sampler follows
+    OTEL_TRACES_SAMPLER as the SDK reads it.
+    """
+    resource = Resource.create({"service.name": environ.get("OTEL_SERVICE_NAME", SERVICE_NAME),
+                                "service.version": service_version})
+    provider = TracerProvider(resource=resource)
+    for exporter in (span_exporters(environ) if exporters is None else exporters):
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider
+
+
+def current_ids() -> tuple[str, str]:
+    """(trace_id, span_id) of the active span as lowercase hex, or fresh random ids if there is none."""
+    ctx = trace.get_current_span().get_span_context()
+    if ctx.is_valid:
+        return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
+    return os.urandom(16).hex(), os.urandom(8).hex()
+
+
+# ---------------------------------------------------------------------------------------- logging
+
+LOG_FIELDS = "%(levelname)s %(name)s %(message)s"
+
+
+def json_formatter() -> JsonFormatter:
+    """One JSON object per line: timestamp, level, logger, event, then the record's extra fields."""
+    return JsonFormatter(LOG_FIELDS, rename_fields={"levelname": "level", "message": "event", "name": "logger"},
+                         timestamp=True, json_ensure_ascii=False)
+
+
+class StdoutHandler(logging.StreamHandler):
+    """A StreamHandler on whatever sys.stdout is now (test capture and redirections keep working)."""
+
+    def __init__(self):
+        super().__init__(sys.stdout)
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+_HANDLER = StdoutHandler()
+_HANDLER.setFormatter(json_formatter())
+
+
+def setup_logging(level: str = "info") -> None:
+    """Send the package's (and uvicorn's) logs to stdout as JSON lines; idempotent."""
+    for name in ("heart", "uvicorn", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        if _HANDLER not in logger.handlers:
+            logger.addHandler(_HANDLER)
+        logger.setLevel(level.upper())
+        logger.propagate = False
+
+
+class PredictionLines:
+    """One JSON log line per served patient, written in one go per request.
+
+    A batch of 1,000 patients through logging.Logger would cost a LogRecord and a formatter
+    pass each (tens of ms); these lines carry the same fields as the other JSON log records
+    (timestamp, level, logger, event, ...) and go through the same handler's lock to stdout.
+    Falls back to ordinary logging when the package's handler is not installed.
+    """
+
+    def __init__(self, logger_name: str = "heart.predictions"):
+        self.logger = logging.getLogger(logger_name)
+        self.prefix = '{"level":"INFO","logger":"%s",' % logger_name
+
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)
+
+    def write(self, lines: list[str], records: list[dict]) -> None:
+        """`lines` are the records already serialised (json.dumps of each, without newline)."""
+        if _HANDLER not in self.logger.handlers and _HANDLER not in logging.getLogger("heart").handlers:
+            for record in records:
+                self.logger.info(record.get("event", "prediction"),
+                                 extra={k: v for k, v in record.items() if k not in ("event", "timestamp")})
+            return
+        blob = "".join(self.prefix + line[1:] + "\n" for line in lines)
+        _HANDLER.acquire()
+        try:
+            stream = sys.stdout
+            stream.write(blob)
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a closed stdout must not fail the request
+            pass
+        finally:
+            _HANDLER.release()
+
+
+def uvicorn_log_config(level: str = "info", access_log: bool = False) -> dict:
+    """uvicorn's dictConfig, with its own records as JSON lines on stdout like ours."""
+    fmt = {"()": "pythonjsonlogger.json.JsonFormatter", "fmt": LOG_FIELDS, "timestamp": True,
+           "rename_fields": {"levelname": "level", "message": "event", "name": "logger"}}
+    handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"}
+    return {
+        "version": 1, "disable_existing_loggers": False,
+        "formatters": {"json": fmt},
+        "handlers": {"json": handler},
+        "loggers": {
+            "uvicorn": {"handlers": ["json"], "level": level.upper(), "propagate": False},
+            "uvicorn.error": {"level": level.upper()},
+            "uvicorn.access": {"handlers": ["json"] if access_log else [], "level": level.upper(),
+                               "propagate": False},
+        },
+    }
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+class PredictionLog:
+    """Append-only JSON-lines file of served predictions (the drift analysis reads it as live traffic).
+
+    One os.write per request on an O_APPEND descriptor: lines from several requests, threads
+    or worker processes never interleave or overwrite each other, and a crash loses whole
+    lines, never half of one.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self.lock = threading.Lock()
+
+    def write(self, lines: Iterable[str]) -> None:
+        """Append serialised records (json.dumps of each, without the newline) in one write."""
+        blob = "".join(line + "\n" for line in lines).encode()
+        with self.lock:
+            view = memoryview(blob)
+            while view:
+                view = view[os.write(self.fd, view):]
+
+    def close(self) -> None:
+        with self.lock:
+            if self.fd >= 0:
+                os.close(self.fd)
+                self.fd = -1
+
+
+# ---------------------------------------------------------------------------------------- metrics
+
+REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+INFERENCE_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                     0.05, 0.1, 0.25, 1.0)
+
+
+class Metrics:
+    """The service's Prometheus metrics, in a registry of their own (one per app)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = r = registry or CollectorRegistry(auto_describe=True)
+        self.requests = Counter("heart_http_requests_total", "HTTP requests by route template, method and status",
+                                ["route", "method", "status"], registry=r)
+        self.latency = Histogram("heart_http_request_duration_seconds", "HTTP request latency (server side)",
+                                 ["route", "method", "status"], buckets=REQUEST_BUCKETS, registry=r)
+        self.predictions = Counter("heart_predictions_total", "Patients predicted, by predicted class",
+                                   ["predicted_class"], registry=r)
+        self.inference = Histogram("heart_inference_duration_seconds", "Model inference time per call",
+                                   ["endpoint", "engine"], buckets=INFERENCE_BUCKETS, registry=r)
+        self.errors = Counter("heart_prediction_errors_total", "Failures inside the model", ["endpoint"], registry=r)
+        self.model_info = Gauge("heart_model_info", "The model being served (value 1)",
+                                ["model_version", "engine"], registry=r)
+        self.ready = Gauge("heart_ready", "1 once the model is loaded, verified and parity-checked", registry=r)
+        self._by_class = {c: self.predictions.labels(predicted_class=str(c)) for c in (0, 1)}
+        self._children: dict[tuple, tuple] = {}
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:  # cache the labelled children: .labels() costs more than .inc()
+            labels = dict(route=route, method=method, status=str(status))
+            children = self._children[key] = (self.requests.labels(**labels), self.latency.labels(**labels))
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def count_classes(self, ones: int, total: int) -> None:
+        if ones:
+            self._by_class[1].inc(ones)
+        if total - ones:
+            self._by_class[0].inc(total - ones)
+
+
+class ObservabilityMiddleware:
+    """Pure ASGI (no BaseHTTPMiddleware overhead): per-request metrics by route template, an
+    x-trace-id response header, and a 413 for bodies over max_body bytes before any parsing."""
+
+    def __init__(self, app, metrics: Metrics, max_body: int):
+        self.app = app
+        self.metrics = metrics
+        self.max_body = max_body
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        status = 500
+
+        async def send_with_trace(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                ctx = trace.get_current_span().get_span_context()
+                if ctx.is_valid:
+                    message.setdefault("headers", [])
+                    message["headers"] = [*message["headers"], (b"x-trace-id", format(ctx.trace_id, "032x").encode())]
+            await send(message)
+
+        try:
+            length = _content_length(scope)
+            if length is not None and length > self.max_body:
+                body = json.dumps({"detail": f"request body of {length} bytes is over the limit of {self.max_body} "
+                                             "bytes; send at most 1000 instances per batch"}).encode()
+                await send_with_trace({"type": "http.response.start", "status": 413,
+                                       "headers": [(b"content-type", b"application/json"),
+                                                   (b"content-length", str(len(body)).encode())]})
+                await send_with_trace({"type": "http.response.body", "body": body})
+                return
+            await self.app(scope, receive, send_with_trace)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "<unmatched>"
+            self.metrics.observe_request(path, scope.get("method", ""), status, time.perf_counter() - start)
+
+
+def _content_length(scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
