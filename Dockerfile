@@ -53,9 +53,9 @@ EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
     CMD ["/opt/venv/bin/python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/ready_check' % os.environ.get('PORT', '8000'), timeout=2)"]
 USER 10001:10001
-# Code and model are owned by root: read-only to the server's user.
-COPY --from=builder /opt/venv /opt/venv
-COPY --from=builder /app /app
 # Exec form: python is PID 1 and receives SIGTERM itself, so uvicorn drains and exits cleanly.
 # HOST, PORT, WEB_CONCURRENCY, LOG_LEVEL and MODEL_PATH come from the environment above.
 CMD ["/opt/venv/bin/python", "heart_fastapi.py"]
+# Last, the big layers. Code and model are owned by root: read-only to the server's user.
+COPY --from=builder /opt/venv /opt/venv
+COPY --from=builder /app /app

@@ -135,7 +135,8 @@ base_works() {  # python3 with venv, usable by a non-root user (as the image's s
 if [ "$REBUILD_BASE" -eq 0 ] && docker image inspect "$LOCAL_BASE" >/dev/null 2>&1 && base_works; then
     log "reusing the local base image $LOCAL_BASE"
 else
-    if docker image inspect "$LOCAL_BASE" >/dev/null 2>&1; then
+    OLD_BASE_ID=$(docker image inspect -f '{{.Id}}' "$LOCAL_BASE" 2>/dev/null || true)
+    if [ -n "$OLD_BASE_ID" ]; then
         log "replacing the local base image $LOCAL_BASE (--rebuild-base, or it failed its check)"
     fi
     command -v debootstrap >/dev/null || apt_install debootstrap
@@ -162,6 +163,7 @@ else
         --change 'CMD ["/bin/bash"]' - "$LOCAL_BASE" >/dev/null || fail "docker import failed"
     rm -rf "$ROOTFS"; ROOTFS=""
     base_works || fail "the local base image has no python3 with venv usable by a non-root user"
+    if [ -n "$OLD_BASE_ID" ]; then docker rmi "$OLD_BASE_ID" >/dev/null 2>&1 || true; fi
     log "local base image $LOCAL_BASE ready"
 fi
 [ "$BASE_ONLY" -eq 1 ] && exit 0
@@ -170,6 +172,7 @@ fi
 log "building $IMAGE from ./Dockerfile on $LOCAL_BASE"
 BUILD_LOG=${TMPDIR:-/tmp}/heart-build-$$.log
 # The full log goes to a file; its "Step" lines are echoed with the time, to show progress.
+OLD_IMAGE_ID=$(docker image inspect -f '{{.Id}}' "$IMAGE" 2>/dev/null || true)
 set +e
 docker build --network host --build-arg BASE_IMAGE="$LOCAL_BASE" -t "$IMAGE" . 2>&1 | tee "$BUILD_LOG" \
     | while IFS= read -r line; do case $line in Step*) log "  ${line:0:100}" ;; esac; done
@@ -180,6 +183,11 @@ if [ "$BUILD_RC" -ne 0 ]; then
     fail "docker build failed (full log: $BUILD_LOG)"
 fi
 rm -f "$BUILD_LOG"
+# The image this build replaced would linger untagged (a full copy per layer on vfs): drop it.
+NEW_IMAGE_ID=$(docker image inspect -f '{{.Id}}' "$IMAGE")
+if [ -n "$OLD_IMAGE_ID" ] && [ "$OLD_IMAGE_ID" != "$NEW_IMAGE_ID" ]; then
+    docker rmi "$OLD_IMAGE_ID" >/dev/null 2>&1 || true
+fi
 SIZE_BYTES=$(docker image inspect -f '{{.Size}}' "$IMAGE")
 SIZE_MB=$(( SIZE_BYTES / 1000000 ))
 log "built $IMAGE: ${SIZE_MB} MB"
@@ -201,8 +209,17 @@ while [ $(( ($(date +%s%N) - START_NS) / 1000000000 )) -lt "$READY_TIMEOUT" ]; d
     sleep 0.2
 done
 [ -n "$READY" ] || { docker logs "$NAME" 2>&1 | tail -30 >&2; fail "/ready_check not 200 within ${READY_TIMEOUT}s"; }
-READY_MS=$(( ($(date +%s%N) - START_NS) / 1000000 ))
-log "ready ${READY_MS} ms after docker run"
+READY_NS=$(date +%s%N)
+READY_MS=$(( (READY_NS - START_NS) / 1000000 ))
+# Split: until the container's process started (Docker creating the container: with the vfs
+# storage driver that copies the whole image), then the server's own start (imports, model load).
+STARTED_NS=$(python3 -c 'import sys, datetime as d
+t = sys.argv[1].rstrip("Z"); whole, _, frac = t.partition(".")
+s = d.datetime.fromisoformat(whole).replace(tzinfo=d.timezone.utc).timestamp()
+print(int(s) * 10**9 + int((frac + "000000000")[:9]))' "$(docker inspect -f '{{.State.StartedAt}}' "$NAME")")
+CREATE_MS=$(( (STARTED_NS - START_NS) / 1000000 ))
+SERVER_MS=$(( (READY_NS - STARTED_NS) / 1000000 ))
+log "ready ${READY_MS} ms after docker run (container created and started in ${CREATE_MS} ms, server ready ${SERVER_MS} ms after its start)"
 
 GOOD='{"age": 63, "gender": "male", "cp": 3, "trestbps": 145, "chol": 233, "fbs": 1, "restecg": 0, "thalach": 150, "exang": 0, "oldpeak": 2.3, "slope": 0, "ca": 0, "thal": 1}'
 http POST "$BASE_URL/predict" "$GOOD" | python3 -c '
@@ -245,6 +262,9 @@ done
 [ "$HEALTH" = "healthy" ] || fail "HEALTHCHECK not healthy within 60 s (status: $HEALTH)"
 log "Docker HEALTHCHECK: healthy"
 
+MEM=$(docker stats --no-stream --format '{{.MemUsage}}' "$NAME" 2>/dev/null | cut -d/ -f1 | tr -d ' ') || MEM=""
+log "memory in use: ${MEM:-unknown}"
+
 # --- 6. graceful shutdown ---------------------------------------------------------------------
 STOP_NS=$(date +%s%N)
 docker stop -t "$GRACE" "$NAME" >/dev/null || fail "docker stop"
@@ -257,11 +277,14 @@ log "SIGTERM: clean exit 0 in ${STOP_MS} ms (grace ${GRACE}s), shutdown logged"
 docker rm "$NAME" >/dev/null
 
 mkdir -p "$(dirname "$METRICS_OUT")"
-python3 - "$METRICS_OUT" "$IMAGE" "$SIZE_BYTES" "$READY_MS" "$STOP_MS" "$LOCAL_BASE" <<'PY'
+python3 - "$METRICS_OUT" "$IMAGE" "$SIZE_BYTES" "$READY_MS" "$STOP_MS" "$LOCAL_BASE" "$CREATE_MS" "$SERVER_MS" \
+    "$MEM" <<'PY'
 import json, os, platform, sys, time
-out, image, size, ready, stop, base = sys.argv[1:]
+out, image, size, ready, stop, base, create, server, mem = sys.argv[1:]
 figures = {"image": image, "base_image": base, "image_size_bytes": int(size),
-           "time_to_ready_ms": int(ready), "sigterm_to_exit_ms": int(stop),
+           "time_to_ready_ms": int(ready), "container_start_ms": int(create),
+           "server_start_to_ready_ms": int(server), "memory_after_requests": mem,
+           "sigterm_to_exit_ms": int(stop),
            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "machine": f"{os.cpu_count()} cores, {platform.machine()}, docker vfs storage"}
 tmp = out + ".tmp"
