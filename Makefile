@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt |
 MODEL  ?= model.joblib
 DATA   ?= data/data.csv
 
-.PHONY: help install run train test clean docker-build docker-run container-check
+.PHONY: help install run train test clean serve bench docker-build docker-run container-check
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -24,11 +24,18 @@ $(MODEL): $(STAMP) $(DATA)
 train: $(STAMP)  ## train on data/data.csv and write model.joblib + model.card.json
 	$(PY) train.py --data $(DATA) --out $(MODEL)
 
-run: $(MODEL)  ## set everything up, train, and show the model card
+run: $(MODEL)  ## set everything up, train if there is no model, show the model card, serve on :8000
 	$(PY) -c "import json; c = json.load(open('$(basename $(MODEL)).card.json')); print(json.dumps({k: c[k] for k in ('model_version', 'data', 'metrics')}, indent=2))"
+	$(PY) heart_fastapi.py --model-path $(MODEL)
 
 test: $(STAMP)  ## install and run the whole test suite
 	$(PY) -m pytest
+
+serve: $(MODEL)  ## serve the API (HOST, PORT, WEB_CONCURRENCY, LOG_LEVEL, PREDICTION_LOG, LOG_INPUTS from the env)
+	$(PY) heart_fastapi.py --model-path $(MODEL)
+
+bench: $(MODEL)  ## benchmark /predict, /predict/batch, a bare endpoint and the original style with wrk
+	$(PY) bench/bench.py --model-path $(MODEL)
 
 clean:  ## remove the virtual environment, model and reports
 	rm -rf $(VENV) $(MODEL) $(basename $(MODEL)).card.json reports .pytest_cache

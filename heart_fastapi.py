@@ -23,19 +23,20 @@ def parse_args(argv):
     env = os.environ
     p = cli.parser(__doc__)
     p.add_argument("--host", default=env.get("HOST", "0.0.0.0"), help="interface to bind (env HOST)")
-    p.add_argument("--port", type=int, default=int(env.get("PORT", 8000)), help="TCP port (env PORT)")
+    # string defaults go through `type` too, so a bad PORT or WEB_CONCURRENCY is a usage error
+    p.add_argument("--port", type=int, default=env.get("PORT", "8000"), help="TCP port (env PORT)")
     p.add_argument("--model-path", default=env.get("MODEL_PATH", "model.joblib"),
                    help="model.joblib with its model.card.json beside it (env MODEL_PATH)")
-    p.add_argument("--workers", type=int, default=int(env.get("WEB_CONCURRENCY", 1)),
+    p.add_argument("--workers", type=int, default=env.get("WEB_CONCURRENCY", "1"),
                    help="worker processes (env WEB_CONCURRENCY); /metrics is per worker")
     p.add_argument("--log-level", default=env.get("LOG_LEVEL", "info").lower(),
                    choices=["critical", "error", "warning", "info", "debug"], help="log level (env LOG_LEVEL)")
     p.add_argument("--prediction-log", default=env.get("PREDICTION_LOG") or None,
                    help="append one JSON line per served patient to this file (env PREDICTION_LOG; unset = off)")
-    p.add_argument("--log-inputs", default=env.get("LOG_INPUTS", "true"), choices=["true", "false"],
+    p.add_argument("--log-inputs", default=env.get("LOG_INPUTS", "true").lower(), choices=["true", "false"],
                    help="include the patients' inputs in logs and the prediction log (env LOG_INPUTS); "
                         "false keeps health data out of the logs")
-    p.add_argument("--engine", default=env.get("INFERENCE_ENGINE", "onnx"), choices=["onnx", "sklearn"],
+    p.add_argument("--engine", default=env.get("INFERENCE_ENGINE", "onnx").lower(), choices=["onnx", "sklearn"],
                    help="onnx: the parity-checked ONNX Runtime fast path (falls back to sklearn if the check "
                         "fails); sklearn: the Pipeline itself (env INFERENCE_ENGINE)")
     p.add_argument("--graceful-timeout", type=float, default=30.0,

@@ -1,14 +1,17 @@
 """Benchmark the API with wrk: python bench/bench.py [--duration 10] [--connections 16]
 
-Starts each server in turn on a free port on 127.0.0.1 (one uvicorn worker each), waits for
-it to be ready, warms it up, drives it with wrk, stops it, and reports requests/s and the
-p50/p95/p99 latency side by side:
+Starts the servers on free ports on 127.0.0.1 (one uvicorn worker each), waits for them to be
+ready, warms them up, then drives each target with wrk in turn, for several rounds (other
+work on a shared machine then weighs on all targets alike), stops them with SIGTERM, and
+reports the median round's requests/s and p50/p95/p99 latency side by side:
 
   predict          heart_fastapi.py POST /predict with everything on (validation, tracing,
                    JSON logs to a file, Prometheus metrics, the prediction log)
   predict_batch    the same server, POST /predict/batch with 1,000 patients (rows/s)
   bare             FastAPI with the same request model and a constant answer (bench/servers.py)
   original_style   a pandas DataFrame per request + sklearn predict on the event loop
+  predict_sampled  (informational) /predict with OTEL_TRACES_SAMPLER=parentbased_traceidratio
+                   at 0.1: what trace sampling buys when tracing is the cost
 
 Installs wrk with apt-get if it is missing. Writes a table to stdout and the figures with
 the machine's description to --out (JSON). The machine is shared: run it more than once.
@@ -26,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,19 +139,21 @@ def machine() -> dict:
 def parse_args(argv):
     p = cli.parser(__doc__)
     p.add_argument("--model-path", default="model.joblib", help="the model to serve (train it first: make train)")
-    p.add_argument("--duration", type=float, default=10, help="seconds of load per server")
+    p.add_argument("--duration", type=float, default=5, help="seconds of load per target and round")
+    p.add_argument("--rounds", type=int, default=3, help="rounds over all targets; the median round is reported")
     p.add_argument("--warmup", type=float, default=2, help="seconds of unmeasured load before each run")
     p.add_argument("--connections", type=int, default=16, help="concurrent connections (wrk -c)")
     p.add_argument("--threads", type=int, default=1, help="wrk threads (1 leaves the other core to the server)")
     p.add_argument("--batch-size", type=int, default=1000, help="patients per /predict/batch request")
     p.add_argument("--out", default="bench/results.json", help="JSON file for the figures")
-    p.add_argument("--only", nargs="*", choices=["predict", "predict_batch", "bare", "original_style"],
+    p.add_argument("--only", nargs="*", choices=["predict", "predict_batch", "bare", "original_style", "predict_sampled"],
                    help="run only these (default: all)")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    machine_info = machine()  # the load average before our own load
     if not Path(args.model_path).is_file():
         raise FileNotFoundError(f"{args.model_path}: no model to serve (run `make train` first)")
     wrk = ensure_wrk()
@@ -162,27 +168,44 @@ def main(argv=None) -> int:
     uvicorn = [py, "-m", "uvicorn", "--factory", "--host", "127.0.0.1", "--port", "{port}", "--workers", "1",
                "--no-access-log", "--log-level", "warning"]
     full = [py, "heart_fastapi.py", "--host", "127.0.0.1", "--port", "{port}", "--workers", "1"]
-    plan = [  # (name, server argv, path, body, rows per request)
-        ("predict", full, "/predict", one, 1),
-        ("predict_batch", full, "/predict/batch", batch, args.batch_size),
-        ("bare", uvicorn + ["bench.servers:bare_app"], "/predict", one, 1),
-        ("original_style", uvicorn + ["bench.servers:original_app"], "/predict/", one, 1),
+    servers = {"full": full, "sampled": full, "bare": uvicorn + ["bench.servers:bare_app"],
+               "original": uvicorn + ["bench.servers:original_app"]}
+    envs = {"sampled": {**env, "OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}}
+    plan = [  # (name, server, path, body, rows per request)
+        ("predict", "full", "/predict", one, 1),
+        ("predict_batch", "full", "/predict/batch", batch, args.batch_size),
+        ("bare", "bare", "/predict", one, 1),
+        ("original_style", "original", "/predict/", one, 1),
+        ("predict_sampled", "sampled", "/predict", one, 1),  # informational: 10% of traces kept
     ]
-    results, started = {}, time.time()
-    for name, argv_, path, body, rows in plan:
-        if args.only and name not in args.only:
-            continue
-        print(f"{name}: starting the server ...", file=sys.stderr, flush=True)
-        with Server(name, argv_, env, tmp / f"{name}.log") as server:
-            check = requests.post(server.url + path, data=body, headers={"content-type": "application/json"}, timeout=30)
+    plan = [p for p in plan if not args.only or p[0] in args.only]
+    started = time.time()
+    with ExitStack() as stack:
+        up = {}
+        for key in dict.fromkeys(p[1] for p in plan):
+            print(f"starting {key} server ...", file=sys.stderr, flush=True)
+            up[key] = stack.enter_context(Server(key, servers[key], envs.get(key, env), tmp / f"{key}.log"))
+        for name, key, path, body, rows in plan:
+            url = up[key].url + path
+            check = requests.post(url, data=body, headers={"content-type": "application/json"}, timeout=30)
             if check.status_code != 200:
                 raise RuntimeError(f"{name}: {path} answered {check.status_code}: {check.text[:300]}")
             if args.warmup > 0:
-                run_wrk(wrk, server.url + path, body, args.warmup, args.connections, args.threads, tmp)
-            r = run_wrk(wrk, server.url + path, body, args.duration, args.connections, args.threads, tmp)
-        r.update(path=path, rows_per_request=rows, rows_per_s=r["rps"] * rows)
-        results[name] = r
-        print(f"{name}: {r['rps']:.0f} req/s, p99 {r['p99']:.2f} ms", file=sys.stderr, flush=True)
+                run_wrk(wrk, url, body, args.warmup, args.connections, args.threads, tmp)
+        # Other work shares this machine: interleave the targets in rounds, so that each sees
+        # the same background load, and report the median round of each.
+        rounds: dict[str, list[dict]] = {p[0]: [] for p in plan}
+        for i in range(args.rounds):
+            for name, key, path, body, rows in plan:
+                r = run_wrk(wrk, up[key].url + path, body, args.duration, args.connections, args.threads, tmp)
+                r.update(path=path, rows_per_request=rows, rows_per_s=r["rps"] * rows, load=os.getloadavg()[0])
+                rounds[name].append(r)
+                print(f"round {i + 1}/{args.rounds} {name}: {r['rps']:.0f} req/s, p99 {r['p99']:.2f} ms "
+                      f"(load average {r['load']:.1f})", file=sys.stderr, flush=True)
+    results = {}
+    for name, runs in rounds.items():
+        median = sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
+        results[name] = {**median, "rounds": runs}
 
     rows = [[n, r["path"], round(r["rps"]), round(r["rows_per_s"]), r["p50"], r["p95"], r["p99"],
              r["errors"] + r["non2xx"]] for n, r in results.items()]
@@ -205,9 +228,9 @@ def main(argv=None) -> int:
         met = v >= target if op == ">=" else v < target
         print(f"{k:24s} {v:10.2f}   goal {op} {target}: {'met' if met else 'MISSED'}")
     report = {"command": "python bench/bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "machine": machine(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+              "machine": machine_info, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
               "wrk": {"connections": args.connections, "threads": args.threads, "duration_s": args.duration,
-                      "warmup_s": args.warmup},
+                      "warmup_s": args.warmup, "rounds": args.rounds},
               "results": results, "goals": goals}
     write_json(args.out, report)
     print(f"\nwrote {args.out}", file=sys.stderr)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
@@ -113,7 +113,6 @@ class Parity:
     seconds: float = 0.0
     reason: str = ""
     fallback: bool = False
-    details: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

@@ -8,7 +8,6 @@ Each app gets its own TracerProvider and metrics registry, so tests can build ma
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -108,12 +107,18 @@ _HANDLER.setFormatter(json_formatter())
 
 def setup_logging(level: str = "info") -> None:
     """Send the package's (and uvicorn's) logs to stdout as JSON lines; idempotent."""
-    for name in ("heart", "uvicorn", "uvicorn.error"):
+    for name in ("heart", "uvicorn", "uvicorn.error", "opentelemetry"):
         logger = logging.getLogger(name)
         if _HANDLER not in logger.handlers:
             logger.addHandler(_HANDLER)
-        logger.setLevel(level.upper())
+        # the SDK's own messages (e.g. an unreachable collector) only from warnings up
+        logger.setLevel(level.upper() if name != "opentelemetry" else max(logging.WARNING, _level(level)))
         logger.propagate = False
+
+
+def _level(name: str) -> int:
+    value = logging.getLevelName(name.upper())
+    return value if isinstance(value, int) else logging.INFO
 
 
 class PredictionLines:
@@ -127,19 +132,19 @@ class PredictionLines:
 
     def __init__(self, logger_name: str = "heart.predictions"):
         self.logger = logging.getLogger(logger_name)
-        self.prefix = '{"level":"INFO","logger":"%s",' % logger_name
+        self.prefix = b'{"level":"INFO","logger":"%s",' % logger_name.encode()
 
     def enabled(self) -> bool:
         return self.logger.isEnabledFor(logging.INFO)
 
-    def write(self, lines: list[str], records: list[dict]) -> None:
-        """`lines` are the records already serialised (json.dumps of each, without newline)."""
+    def write(self, lines: list[bytes], records: list[dict]) -> None:
+        """`lines` are the records already serialised (JSON bytes of each, without newline)."""
         if _HANDLER not in self.logger.handlers and _HANDLER not in logging.getLogger("heart").handlers:
             for record in records:
                 self.logger.info(record.get("event", "prediction"),
                                  extra={k: v for k, v in record.items() if k not in ("event", "timestamp")})
             return
-        blob = "".join(self.prefix + line[1:] + "\n" for line in lines)
+        blob = b"".join(self.prefix + line[1:] + b"\n" for line in lines).decode()
         _HANDLER.acquire()
         try:
             stream = sys.stdout
@@ -187,9 +192,9 @@ class PredictionLog:
         self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self.lock = threading.Lock()
 
-    def write(self, lines: Iterable[str]) -> None:
-        """Append serialised records (json.dumps of each, without the newline) in one write."""
-        blob = "".join(line + "\n" for line in lines).encode()
+    def write(self, lines: Iterable[bytes]) -> None:
+        """Append serialised records (JSON bytes of each, without the newline) in one write."""
+        blob = b"".join(line + b"\n" for line in lines)
         with self.lock:
             view = memoryview(blob)
             while view:
@@ -238,6 +243,13 @@ class Metrics:
         children[0].inc()
         children[1].observe(seconds)
 
+    def observe_inference(self, endpoint: str, engine: str, seconds: float) -> None:
+        key = ("inference", endpoint, engine)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.inference.labels(endpoint=endpoint, engine=engine)
+        child.observe(seconds)
+
     def count_classes(self, ones: int, total: int) -> None:
         if ones:
             self._by_class[1].inc(ones)
@@ -246,13 +258,12 @@ class Metrics:
 
 
 class ObservabilityMiddleware:
-    """Pure ASGI (no BaseHTTPMiddleware overhead): per-request metrics by route template, an
-    x-trace-id response header, and a 413 for bodies over max_body bytes before any parsing."""
+    """Pure ASGI (no BaseHTTPMiddleware overhead): per-request metrics by route template and an
+    x-trace-id response header."""
 
-    def __init__(self, app, metrics: Metrics, max_body: int):
+    def __init__(self, app, metrics: Metrics):
         self.app = app
         self.metrics = metrics
-        self.max_body = max_body
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -271,27 +282,8 @@ class ObservabilityMiddleware:
             await send(message)
 
         try:
-            length = _content_length(scope)
-            if length is not None and length > self.max_body:
-                body = json.dumps({"detail": f"request body of {length} bytes is over the limit of {self.max_body} "
-                                             "bytes; send at most 1000 instances per batch"}).encode()
-                await send_with_trace({"type": "http.response.start", "status": 413,
-                                       "headers": [(b"content-type", b"application/json"),
-                                                   (b"content-length", str(len(body)).encode())]})
-                await send_with_trace({"type": "http.response.body", "body": body})
-                return
             await self.app(scope, receive, send_with_trace)
         finally:
             route = scope.get("route")
             path = getattr(route, "path", None) or "<unmatched>"
             self.metrics.observe_request(path, scope.get("method", ""), status, time.perf_counter() - start)
-
-
-def _content_length(scope) -> int | None:
-    for name, value in scope.get("headers", ()):
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
