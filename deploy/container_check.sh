@@ -271,8 +271,11 @@ docker stop -t "$GRACE" "$NAME" >/dev/null || fail "docker stop"
 STOP_MS=$(( ($(date +%s%N) - STOP_NS) / 1000000 ))
 EXIT_CODE=$(docker inspect -f '{{.State.ExitCode}}' "$NAME")
 [ "$EXIT_CODE" = "0" ] || { docker logs "$NAME" 2>&1 | tail -20 >&2; fail "exit code $EXIT_CODE after SIGTERM (137 = killed after the ${GRACE}s grace period)"; }
-docker logs "$NAME" 2>&1 | grep -qiE 'shutdown|shutting down' \
-    || { docker logs "$NAME" 2>&1 | tail -20 >&2; fail "no shutdown line in the server's log"; }
+# Read the log whole first: `grep -q` in a pipe would close it early, and pipefail would count
+# docker's SIGPIPE as a failure.
+SERVER_LOG=$(docker logs "$NAME" 2>&1)
+grep -qiE 'shutdown|shutting down' <<<"$SERVER_LOG" \
+    || { tail -20 <<<"$SERVER_LOG" >&2; fail "no shutdown line in the server's log"; }
 log "SIGTERM: clean exit 0 in ${STOP_MS} ms (grace ${GRACE}s), shutdown logged"
 docker rm "$NAME" >/dev/null
 
