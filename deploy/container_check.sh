@@ -2,6 +2,8 @@
 # Build, run and check the service's container on a machine without a container registry.
 #
 # Usage: deploy/container_check.sh [--base-only] [--rebuild-base]
+#   --base-only     stop after step 3 (make or check the local base image)
+#   --rebuild-base  make the local base image again even if it exists and works
 #
 # 1. installs docker.io (and debootstrap, when the base must be made) with apt if missing;
 # 2. starts dockerd (vfs storage, no iptables, no bridge) if no daemon answers, and stops it
@@ -250,6 +252,8 @@ USER_ID=$(docker exec "$NAME" id -u) || fail "docker exec id -u"
 PID1=$(docker exec "$NAME" sh -c 'tr "\0" " " </proc/1/cmdline') || fail "reading /proc/1/cmdline"
 case "$PID1" in *python*) ;; *) fail "PID 1 is not the server: $PID1" ;; esac
 log "runs as uid $USER_ID; PID 1 is: $PID1"
+# k8s/deployment.yaml's preStop hook runs `sleep` inside the container.
+docker exec "$NAME" sleep 0 || fail "the image has no sleep command (k8s preStop needs it)"
 
 HEALTH=""
 for _ in $(seq 60); do
