@@ -259,11 +259,13 @@ class Metrics:
 
 class ObservabilityMiddleware:
     """Pure ASGI (no BaseHTTPMiddleware overhead): per-request metrics by route template and an
-    x-trace-id response header."""
+    x-trace-id response header. `static_paths` are routes without parameters that the router
+    does not name in the scope (plain Starlette routes): their path is their template."""
 
-    def __init__(self, app, metrics: Metrics):
+    def __init__(self, app, metrics: Metrics, static_paths: Iterable[str] = ()):
         self.app = app
         self.metrics = metrics
+        self.static_paths = frozenset(static_paths)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -284,6 +286,7 @@ class ObservabilityMiddleware:
         try:
             await self.app(scope, receive, send_with_trace)
         finally:
-            route = scope.get("route")
-            path = getattr(route, "path", None) or "<unmatched>"
+            path = getattr(scope.get("route"), "path", None)
+            if path is None:  # unmatched paths share one label: no unbounded label values
+                path = scope["path"] if scope.get("path") in self.static_paths else "<unmatched>"
             self.metrics.observe_request(path, scope.get("method", ""), status, time.perf_counter() - start)

@@ -226,7 +226,10 @@ def test_openapi_documents_the_request_bodies(client):
 def test_metrics(client):
     client.post("/predict", json=EXAMPLE)
     client.post("/predict", json={**EXAMPLE, "age": 500})
+    assert client.get("/no/such/page/123").status_code == 404
+    assert client.get("/predict").status_code == 405
     text = client.get("/metrics").text
+    assert 'route="<unmatched>",status="404"' in text and "/no/such" not in text
     assert 'heart_http_requests_total{method="POST",route="/predict",status="200"}' in text
     assert 'heart_http_requests_total{method="POST",route="/predict",status="422"}' in text
     assert 'heart_http_request_duration_seconds_bucket{le="0.005",method="POST",route="/predict",status="200"}' in text

@@ -6,7 +6,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from heart.api import Settings, create_app
 
-MAX_EXAMPLES = 40  # per operation and mode; keeps the whole file well under a minute
+MAX_EXAMPLES = 100  # per operation and mode; keeps the whole file well under a minute
 MODES = [schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE]
 
 
