@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt |
 MODEL  ?= model.joblib
 DATA   ?= data/data.csv
 
-.PHONY: help install run train test clean serve bench batch load timeouts fairness explain drift poisoning analyses
+.PHONY: help install run train test clean serve bench batch load timeouts fairness explain drift poisoning analyses docker-build docker-run container-check
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -67,3 +67,16 @@ poisoning: $(MODEL)  ## label-flip attacks, 0-50% sweep and confident-learning d
 	$(PY) data_poisoning.py --model $(MODEL) --data $(DATA) --out-dir $(REPORTS)
 
 analyses: fairness explain drift poisoning  ## run all four analyses
+
+# Container. BASE_IMAGE overrides the Dockerfile's python:3.11-slim (e.g. a local base without a registry).
+DOCKER_IMAGE ?= heart-disease-mlops
+BASE_IMAGE   ?=
+
+docker-build:  ## build the service's image (docker build -t heart-disease-mlops .)
+	docker build $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) -t $(DOCKER_IMAGE) .
+
+docker-run:  ## serve the image on port 8000 (docker run -p 8000:8000 heart-disease-mlops)
+	docker run --rm -p 8000:8000 $(DOCKER_IMAGE)
+
+container-check:  ## build, run and check the container without a registry (dockerd + a debootstrapped base)
+	bash deploy/container_check.sh
