@@ -21,20 +21,6 @@ from heart.report import format_table, write_json
 from heart.samples import MODES, sample, to_records
 
 
-def positive_int(value: str) -> int:
-    v = int(value)
-    if v < 1:
-        raise cli.argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return v
-
-
-def batch_size(value: str) -> int:
-    v = positive_int(value)
-    if v > MAX_BATCH:
-        raise cli.argparse.ArgumentTypeError(f"the API takes at most {MAX_BATCH} rows per batch, got {value}")
-    return v
-
-
 def api_url(value: str) -> str:
     why = check_url(value)
     if why:
@@ -42,35 +28,25 @@ def api_url(value: str) -> str:
     return value
 
 
-def positive_float(value: str) -> float:
-    v = float(value)
-    if not v > 0:
-        raise cli.argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return v
-
-
 def parse_args(argv):
     p = cli.parser(__doc__)
     p.add_argument("--url", type=api_url, default=os.environ.get("API_URL", DEFAULT_URL),
                    help="the API's /predict URL (environment: API_URL); --batch derives /predict/batch from it")
-    p.add_argument("-n", "--n", type=positive_int, default=100, help="number of random patients")
+    p.add_argument("-n", "--n", type=cli.integer(1), default=100, help="number of random patients")
     p.add_argument("--seed", type=int, default=0, help="seed of the random patients")
     p.add_argument("--sampling", choices=MODES, default="uniform",
                    help="uniform over each feature's typical range, or the training data's marginals")
     p.add_argument("--data", default="data/data.csv", help="training CSV that --sampling marginal draws from")
-    p.add_argument("--concurrency", type=positive_int, default=DEFAULT_CONCURRENCY, help="requests in flight at once")
-    p.add_argument("--timeout", type=positive_float, default=DEFAULT_TIMEOUT,
+    p.add_argument("--concurrency", type=cli.integer(1), default=DEFAULT_CONCURRENCY, help="requests in flight at once")
+    p.add_argument("--timeout", type=cli.number(0, low_open=True), default=DEFAULT_TIMEOUT,
                    help="seconds to wait for each response (a timeout is a failure, never retried)")
-    p.add_argument("--retries", type=int, default=DEFAULT_RETRIES,
+    p.add_argument("--retries", type=cli.integer(0), default=DEFAULT_RETRIES,
                    help=f"retries after a connection error only, with exponential backoff from {DEFAULT_BACKOFF} s")
     p.add_argument("--batch", action="store_true", help="post the patients to /predict/batch instead, in chunks")
-    p.add_argument("--batch-size", type=batch_size, default=MAX_BATCH, help="rows per /predict/batch request")
+    p.add_argument("--batch-size", type=cli.integer(1, MAX_BATCH), default=MAX_BATCH, help="rows per /predict/batch request")
     p.add_argument("--out", default="batch_prediction_results.json", help="JSON report: summary and per-patient records")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = p.parse_args(argv)
-    if args.retries < 0:
-        p.error(f"argument --retries: must be >= 0, got {args.retries}")
-    return args
+    return p.parse_args(argv)
 
 
 def main(argv=None) -> int:

@@ -14,43 +14,19 @@ import sys
 from pathlib import Path
 
 from heart import cli, poisoning
-from heart.data import load_dataset
-from heart.model import card_split, check_training_data, forest_from_card, load_model
+from heart.model import card_split, forest_from_card
 from heart.report import format_table, plot_poisoning, write_json
 
 METRICS = poisoning.REPORTED
 
 
-def rate(value: str) -> float:
-    v = float(value)
-    if not 0 <= v <= 0.5:
-        raise cli.argparse.ArgumentTypeError(f"must be between 0 and 0.5, got {value}")
-    return v
-
-
-def step(value: str) -> float:
-    v = float(value)
-    if not 0 < v <= 0.5:
-        raise cli.argparse.ArgumentTypeError(f"must be above 0 and at most 0.5, got {value}")
-    return v
-
-
-def positive(value: str) -> int:
-    n = int(value)
-    if n < 1:
-        raise cli.argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return n
-
-
 def parse_args(argv):
     p = cli.parser(__doc__)
-    p.add_argument("--model", default="model.joblib", help="model trained by train.py (sha256-verified against its card)")
-    p.add_argument("--data", default="data/data.csv", help="the CSV the model was trained on")
-    p.add_argument("--out-dir", default="reports", help="where poisoning.json and poisoning.png go")
-    p.add_argument("--rate", type=rate, default=poisoning.DEFAULT_RATE, help="share of training labels flipped in the main attack")
-    p.add_argument("--seeds", type=positive, default=5, help="attack seeds per flip rate (seed, seed+1, ...)")
+    cli.add_analysis_args(p, "poisoning.json and poisoning.png")
+    p.add_argument("--rate", type=cli.number(0, 0.5), default=poisoning.DEFAULT_RATE, help="share of training labels flipped in the main attack")
+    p.add_argument("--seeds", type=cli.integer(1), default=5, help="attack seeds per flip rate (seed, seed+1, ...)")
     p.add_argument("--seed", type=int, default=0, help="first attack seed")
-    p.add_argument("--step", type=step, default=0.05, help="flip-rate step of the sweep from 0 to 0.5")
+    p.add_argument("--step", type=cli.number(0, 0.5, low_open=True), default=0.05, help="flip-rate step of the sweep from 0 to 0.5")
     p.add_argument("--defense", default="drop", choices=("drop", "relabel"), help="what to do with suspicious labels")
     p.add_argument("--jobs", type=int, default=2, help="parallel fits")
     return p.parse_args(argv)
@@ -62,9 +38,7 @@ def _ms(s: dict) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    model = load_model(args.model)
-    data = load_dataset(args.data)
-    check_training_data(model.card, data)
+    model, data = cli.load_analysis_inputs(args)
     train_idx, test_idx = card_split(model.card, data.y)
     n_steps = int(0.5 / args.step + 1e-9)  # rates from 0 up to at most 50%
     sweep = tuple(round(i * args.step, 4) for i in range(n_steps + 1))

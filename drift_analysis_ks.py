@@ -20,20 +20,6 @@ from heart.report import format_table, plot_drift, write_json
 from heart.samples import MODES, sample
 
 
-def at_least_2(value: str) -> int:
-    n = int(value)
-    if n < 2:
-        raise cli.argparse.ArgumentTypeError(f"must be at least 2, got {value}")
-    return n
-
-
-def fraction(value: str) -> float:
-    v = float(value)
-    if not 0 < v <= 1:
-        raise cli.argparse.ArgumentTypeError(f"must be above 0 and at most 1, got {value}")
-    return v
-
-
 def _p(p: float) -> str:
     return "n/a" if p != p else f"{p:.2g}"
 
@@ -44,15 +30,15 @@ def parse_args(argv):
     src = p.add_mutually_exclusive_group()
     src.add_argument("--current", help="current data as a CSV (the target column is optional)")
     src.add_argument("--from-log", help="current data from the API's PREDICTION_LOG (JSON lines with \"inputs\")")
-    p.add_argument("--samples", type=at_least_2, default=100, help="random patients when neither --current nor --from-log is given")
+    p.add_argument("--samples", type=cli.integer(2), default=100, help="random patients when neither --current nor --from-log is given")
     p.add_argument("--mode", default="uniform", choices=MODES,
                    help="random patients: uniform over the schema's typical ranges (drifts by design), or "
                         "drawn from the training marginals")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed for the random patients")
-    p.add_argument("--alpha", type=fraction, default=drift.ALPHA, help="significance level for the adjusted p-values")
+    p.add_argument("--alpha", type=cli.number(0, 1, low_open=True), default=drift.ALPHA, help="significance level for the adjusted p-values")
     p.add_argument("--correction", default="bh", choices=drift.CORRECTIONS,
                    help="multiple-testing correction: Benjamini-Hochberg (false discovery rate) or Bonferroni")
-    p.add_argument("--share-threshold", type=fraction, default=drift.SHARE_THRESHOLD,
+    p.add_argument("--share-threshold", type=cli.number(0, 1, low_open=True), default=drift.SHARE_THRESHOLD,
                    help="data-set drift when at least this share of features drifted")
     p.add_argument("--out-dir", default="reports", help="where drift.json and drift.png go")
     p.add_argument("--fail-on-drift", action="store_true", help="exit 1 when the data set drifted (for CI / cron)")

@@ -15,41 +15,30 @@ from pathlib import Path
 import numpy as np
 
 from heart import cli
-from heart.data import DataError, load_dataset
+from heart.data import DataError
 from heart.explain import PipelineExplainer, explain_dataset, global_importance, summarize
-from heart.model import card_split, check_training_data, load_model
+from heart.model import card_split
 from heart.report import format_table, plot_beeswarm, plot_importance, plot_waterfall, write_json
 from heart.schema import TARGET
 
 ADDITIVITY_TOLERANCE = 1e-6
 
 
-def positive(value: str) -> int:
-    n = int(value)
-    if n < 1:
-        raise cli.argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return n
-
-
 def parse_args(argv):
     p = cli.parser(__doc__)
-    p.add_argument("--model", default="model.joblib", help="model trained by train.py (sha256-verified against its card)")
-    p.add_argument("--data", default="data/data.csv", help="the CSV the model was trained on")
-    p.add_argument("--out-dir", default="reports", help="where the JSON report and PNGs go")
+    cli.add_analysis_args(p, "explainability.json and the SHAP plots")
     p.add_argument("--all-rows", action="store_true",
                    help="explain every row, not only the held-out split (training rows are in-sample)")
     p.add_argument("--patient", type=int, default=None,
                    help="row number in the data file (0-based, excluding the header) for the waterfall; "
                         "default: the first false negative, else the first explained row")
-    p.add_argument("--top", type=positive, default=3, help="features named in each plain-English summary")
+    p.add_argument("--top", type=cli.integer(1), default=3, help="features named in each plain-English summary")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    model = load_model(args.model)
-    data = load_dataset(args.data)
-    check_training_data(model.card, data)
+    model, data = cli.load_analysis_inputs(args)
     _, test_idx = card_split(model.card, data.y)
     rows = np.arange(data.n_rows) if args.all_rows else test_idx
     scope = "all rows (training rows in-sample)" if args.all_rows else "held-out split"

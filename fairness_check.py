@@ -12,30 +12,20 @@ import sys
 from pathlib import Path
 
 from heart import cli, fairness
-from heart.data import load_dataset
-from heart.model import DEFAULT_SEED, card_split, check_training_data, forest_from_card, load_model
+from heart.model import DEFAULT_SEED, card_split, forest_from_card
 from heart.report import format_table, plot_fairness, write_json
 from heart.schema import FEATURE_NAMES
 
 SHOWN = ("accuracy", "selection_rate", "true_positive_rate", "false_negative_rate", "false_positive_rate", "precision")
 
 
-def resamples(value: str) -> int:
-    n = int(value)
-    if n < 10:
-        raise cli.argparse.ArgumentTypeError(f"must be at least 10, got {value}")
-    return n
-
-
 def parse_args(argv):
     p = cli.parser(__doc__)
-    p.add_argument("--model", default="model.joblib", help="model trained by train.py (sha256-verified against its card)")
-    p.add_argument("--data", default="data/data.csv", help="the CSV the model was trained on")
-    p.add_argument("--out-dir", default="reports", help="where the JSON report and PNG go")
+    cli.add_analysis_args(p, "fairness.json and fairness.png")
     p.add_argument("--sensitive", default="gender", choices=FEATURE_NAMES,
                    help="feature defining the groups: codes for discrete features, 20-year bins for age, "
                         "tertiles for other continuous features")
-    p.add_argument("--bootstrap", type=resamples, default=fairness.N_BOOT, help="bootstrap resamples for the 95%% intervals")
+    p.add_argument("--bootstrap", type=cli.integer(10), default=fairness.N_BOOT, help="bootstrap resamples for the 95%% intervals")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed for CV folds, bootstrap and randomised thresholds")
     p.add_argument("--jobs", type=int, default=2, help="parallel CV fits")
     return p.parse_args(argv)
@@ -43,9 +33,7 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    model = load_model(args.model)
-    data = load_dataset(args.data)
-    check_training_data(model.card, data)
+    model, data = cli.load_analysis_inputs(args)
     train_idx, test_idx = card_split(model.card, data.y)
     result = fairness.analyze(model.pipeline, forest_from_card(model.card), data.X, data.y, train_idx, test_idx,
                               sensitive=args.sensitive, seed=args.seed, n_boot=args.bootstrap, n_jobs=args.jobs)

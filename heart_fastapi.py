@@ -24,10 +24,10 @@ def parse_args(argv):
     p = cli.parser(__doc__)
     p.add_argument("--host", default=env.get("HOST", "0.0.0.0"), help="interface to bind (env HOST)")
     # string defaults go through `type` too, so a bad PORT or WEB_CONCURRENCY is a usage error
-    p.add_argument("--port", type=int, default=env.get("PORT", "8000"), help="TCP port (env PORT)")
-    p.add_argument("--model-path", default=env.get("MODEL_PATH", "model.joblib"),
+    p.add_argument("--port", type=cli.integer(1, 65535), default=env.get("PORT", "8000"), help="TCP port (env PORT)")
+    p.add_argument("--model-path", "--model", default=env.get("MODEL_PATH", "model.joblib"),
                    help="model.joblib with its model.card.json beside it (env MODEL_PATH)")
-    p.add_argument("--workers", type=int, default=env.get("WEB_CONCURRENCY", "1"),
+    p.add_argument("--workers", type=cli.integer(1), default=env.get("WEB_CONCURRENCY", "1"),
                    help="worker processes (env WEB_CONCURRENCY); /metrics is per worker")
     p.add_argument("--log-level", default=env.get("LOG_LEVEL", "info").lower(),
                    choices=["critical", "error", "warning", "info", "debug"], help="log level (env LOG_LEVEL)")
@@ -39,7 +39,7 @@ def parse_args(argv):
     p.add_argument("--engine", default=env.get("INFERENCE_ENGINE", "onnx").lower(), choices=["onnx", "sklearn"],
                    help="onnx: the parity-checked ONNX Runtime fast path (falls back to sklearn if the check "
                         "fails); sklearn: the Pipeline itself (env INFERENCE_ENGINE)")
-    p.add_argument("--graceful-timeout", type=float, default=30.0,
+    p.add_argument("--graceful-timeout", type=cli.number(0), default=30.0,
                    help="seconds in-flight requests get to finish after SIGTERM")
     p.add_argument("--access-log", action="store_true", help="also log every HTTP request (costs throughput)")
     args = p.parse_args(argv)

@@ -29,22 +29,15 @@ def max_features(value: str):
             raise argparse.ArgumentTypeError(f"expected an int, a fraction, 'sqrt' or 'log2', got {value!r}")
 
 
-def test_size(value: str) -> float:
-    v = float(value)
-    if not 0.05 <= v <= 0.5:
-        raise argparse.ArgumentTypeError(f"must be between 0.05 and 0.5, got {value}")
-    return v
-
-
 def parse_args(argv):
     p = cli.parser(__doc__)
     p.add_argument("--data", default="data/data.csv", help="training CSV (see readme.md, 'Data card')")
     p.add_argument("--out", default="model.joblib", help="model path; the card goes beside it as <name>.card.json")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed for the split, the CV folds and the forest")
-    p.add_argument("--test-size", type=test_size, default=DEFAULT_TEST_SIZE, help="held-out fraction")
-    p.add_argument("--n-estimators", type=int, default=FOREST_DEFAULTS["n_estimators"], help="trees in the forest")
-    p.add_argument("--max-depth", type=int, default=FOREST_DEFAULTS["max_depth"], help="tree depth limit (0 = none)")
-    p.add_argument("--min-samples-leaf", type=int, default=FOREST_DEFAULTS["min_samples_leaf"],
+    p.add_argument("--test-size", type=cli.number(0.05, 0.5), default=DEFAULT_TEST_SIZE, help="held-out fraction")
+    p.add_argument("--n-estimators", type=cli.integer(1), default=FOREST_DEFAULTS["n_estimators"], help="trees in the forest")
+    p.add_argument("--max-depth", type=cli.integer(0), default=FOREST_DEFAULTS["max_depth"], help="tree depth limit (0 = none)")
+    p.add_argument("--min-samples-leaf", type=cli.integer(1), default=FOREST_DEFAULTS["min_samples_leaf"],
                    help="fewest training rows in a leaf")
     p.add_argument("--max-features", type=max_features, default=FOREST_DEFAULTS["max_features"],
                    help="columns tried per split: int, fraction, sqrt or log2")

@@ -24,7 +24,7 @@ from typing import Annotated, Any, Mapping
 import numpy as np
 import orjson
 import pandas as pd
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
@@ -58,6 +58,37 @@ LABELS = {int(k): v for k, v in TARGET.labels.items()}
 
 # ------------------------------------------------------------------------------------ settings
 
+class BodyLimit:
+    """A 413 in JSON, like every other error, for a body over the limit: FastAPI's own
+    max_body_size answers plain text when Content-Length is over. A declared length is checked
+    once, before anything is read; only chunked bodies pay for counting."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+        self.detail = f"request body over the limit of {max_bytes:,} bytes"
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if int(value) > self.max_bytes:  # the HTTP server has refused a non-numeric length already
+                    return await JSONResponse({"detail": self.detail}, status_code=413)(scope, receive, send)
+                return await self.app(scope, receive, send)
+        received = 0
+
+        async def counted():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:  # raised inside the route's body read: a JSON 413 response
+                raise HTTPException(status_code=413, detail=self.detail)
+            return message
+
+        await self.app(scope, counted, send)
+
+
 def _env_bool(value: str | None, default: bool) -> bool:
     if value is None or value.strip() == "":
         return default
@@ -81,7 +112,7 @@ class Settings:
     parity_samples: int = 2000             # schema samples checked at load, besides data/data.csv
     parity_data: Path | None = ROOT / "data" / "data.csv"  # rows checked at load if the file exists
     background_load: bool = True           # load after start-up, so probes answer while loading
-    max_body_bytes: int = 4_000_000        # larger bodies get 413 (FastAPI's max_body_size)
+    max_body_bytes: int = 4_000_000        # larger bodies get a JSON 413 (BodyLimit)
     configure_logging: bool = True
 
     @classmethod
@@ -430,14 +461,13 @@ def create_app(model_path: str | Path | None = None, settings: Settings | None =
                 if flusher.is_alive():
                     log.warning("trace_flush_timeout", extra={"seconds": TRACE_FLUSH_SECONDS})
 
-    # max_body_size also stops chunked bodies (no content-length) that grow past the limit
     app = FastAPI(title="Heart-disease prediction API", version=__version__, lifespan=lifespan,
-                  max_body_size=settings.max_body_bytes,
                   description="Predicts angiographic heart disease from 13 clinical features "
                               "(UCI Cleveland data). Not a medical device.")
     app.state.serving = state
     app.state.metrics = metrics
     app.state.tracer_provider = provider
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(ObservabilityMiddleware, metrics=metrics, static_paths=HOT_PATHS)
 
     # ------------------------------------------------------------------ error handlers

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import csv
 import hashlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .schema import BY_NAME, FEATURE_NAMES, FEATURES, ID_COLUMN, TARGET, Feature
+from .schema import FEATURE_NAMES, FEATURES, ID_COLUMN, TARGET, Feature
 
 MISSING_TOKENS = frozenset({"", "na", "nan", "n/a", "null", "none", "?"})
 MAX_LISTED = 10
@@ -115,10 +116,24 @@ def load_dataset(path: str | Path, require_target: bool = True) -> Dataset:
                    sentinels=sentinels, ignored_columns=ignored)
 
 
+@contextmanager
+def _opened(source: str, kind: str, **open_args):
+    """open() whose failures, reading included, are DataErrors naming the file and what it should be."""
+    try:
+        with open(source, **open_args) as fh:
+            yield fh
+    except FileNotFoundError:
+        raise DataError(source, "file not found") from None
+    except IsADirectoryError:
+        raise DataError(source, f"is a directory, not {kind}") from None
+    except UnicodeDecodeError:
+        raise DataError(source, f"not UTF-8 text: expected {kind}") from None
+
+
 def _read_csv(source: str) -> pd.DataFrame:
     """Strings by column, indexed by file line number, so every later error can name its line."""
     try:
-        with open(source, encoding="utf-8-sig", newline="") as fh:
+        with _opened(source, "a CSV file", encoding="utf-8-sig", newline="") as fh:
             reader = csv.reader(fh)
             header = next(reader, None)
             rows, lines, ragged = [], [], []
@@ -131,12 +146,6 @@ def _read_csv(source: str) -> pd.DataFrame:
                     continue
                 rows.append(row)
                 lines.append(reader.line_num)
-    except FileNotFoundError:
-        raise DataError(source, "file not found") from None
-    except IsADirectoryError:
-        raise DataError(source, "is a directory, not a CSV file") from None
-    except UnicodeDecodeError:
-        raise DataError(source, "not a UTF-8 text CSV file") from None
     except csv.Error as e:
         raise DataError(source, f"not a well-formed CSV file: {e}") from None
     if header is None or not any(h.strip() for h in header):
@@ -215,15 +224,8 @@ def load_prediction_log(path: str | Path) -> Dataset:
     import json
 
     source = str(path)
-    try:
-        with open(source, encoding="utf-8") as fh:
-            text_lines = fh.read().splitlines()
-    except FileNotFoundError:
-        raise DataError(source, "file not found") from None
-    except IsADirectoryError:
-        raise DataError(source, "is a directory, not a JSON-lines log") from None
-    except UnicodeDecodeError:
-        raise DataError(source, "not a UTF-8 text file") from None
+    with _opened(source, "a JSON-lines log", encoding="utf-8") as fh:
+        text_lines = fh.read().splitlines()
     rows, lines, problems, without_inputs = [], [], [], 0
     for number, line in enumerate(text_lines, start=1):
         if not line.strip():

@@ -173,6 +173,7 @@ def test_huge_body_is_413_before_parsing(model_path):
     with TestClient(app) as c:
         r = c.post("/predict/batch", json={"instances": [EXAMPLE] * 200})
         assert r.status_code == 413
+        assert r.json() == {"detail": "request body over the limit of 10,000 bytes"}
 
 
 def test_batch_unknown_top_level_field(client):
@@ -463,5 +464,7 @@ def test_chunked_body_over_the_limit_is_413(model_path):
         for _ in range(50):
             yield json.dumps(EXAMPLE).encode() * 2
     with TestClient(app) as c:
-        r = c.post("/predict/batch", content=chunks(), headers={"content-type": "application/json"})
-        assert r.status_code == 413
+        for path in ("/predict/batch", "/predict", "/explain"):
+            r = c.post(path, content=chunks(), headers={"content-type": "application/json"})
+            assert r.status_code == 413 and r.json()["detail"].startswith("request body over the limit")
+        assert c.post("/predict", json=EXAMPLE).status_code == 200  # the server keeps serving

@@ -49,3 +49,29 @@ def test_help_explains_every_option():
 def test_bad_flag_value_is_a_usage_error():
     proc = run("--test-size", "0.9")
     assert proc.returncode == 2 and "must be between" in proc.stderr
+
+
+def test_flag_types_name_the_rule_and_refuse_non_finite_numbers():
+    import argparse
+
+    import pytest
+
+    from heart import cli
+
+    assert cli.integer(1)("3") == 3 and cli.number(0, 1, low_open=True)("1") == 1.0
+    for parse, value, rule in ((cli.integer(1), "0", "must be at least 1, got 0"),
+                               (cli.integer(1, 1000), "5000", "must be between 1 and 1000"),
+                               (cli.number(0, 0.5), "0.6", "must be between 0 and 0.5"),
+                               (cli.number(0, 1, low_open=True), "0", "must be above 0 and at most 1"),
+                               (cli.number(0, low_open=True), "-1", "must be above 0, got -1"),
+                               (cli.number(0), "nan", "finite"), (cli.number(), "inf", "finite")):
+        with pytest.raises(argparse.ArgumentTypeError, match=rule):
+            parse(value)
+    with pytest.raises(ValueError):  # argparse turns this into "invalid integer value: 'x'"
+        cli.integer()("x")
+
+
+def test_a_nonsensical_forest_setting_is_a_usage_error_not_a_traceback():
+    proc = run("--n-estimators", "0")
+    assert proc.returncode == 2 and "--n-estimators: must be at least 1" in proc.stderr
+    assert "Traceback" not in proc.stderr

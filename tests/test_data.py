@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from heart.data import DataError, load_dataset
+from heart.data import DataError, load_dataset, load_prediction_log
 from heart.schema import FEATURE_NAMES
 
 from conftest import DATA
@@ -160,3 +160,14 @@ def test_duplicate_column(tmp_path, frame):
     text = DATA.read_text().splitlines()
     text[0] = text[0].replace("chol", "age")
     assert "duplicate column" in error_for(tmp_path, "\n".join(text) + "\n")
+
+
+@pytest.mark.parametrize("loader, kind", [(load_dataset, "a CSV file"), (load_prediction_log, "a JSON-lines log")])
+def test_unreadable_files_are_named_with_what_they_should_be(tmp_path, loader, kind):
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"age,gender\n\xff\xfe\x00,1\n")
+    for path, reason in ((tmp_path / "absent", "file not found"), (tmp_path, f"is a directory, not {kind}"),
+                         (binary, f"not UTF-8 text: expected {kind}")):
+        with pytest.raises(DataError) as e:
+            loader(path)
+        assert str(e.value) == f"{path}: {reason}"
