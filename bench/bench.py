@@ -23,8 +23,6 @@ import os
 import platform
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +37,7 @@ import requests  # noqa: E402
 
 from heart import cli  # noqa: E402
 from heart.api import EXAMPLE  # noqa: E402
+from heart.loadtest import ApiServer  # noqa: E402
 from heart.report import format_table, write_json  # noqa: E402
 from heart.samples import sample, to_records  # noqa: E402
 
@@ -58,12 +57,6 @@ end
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def ensure_wrk() -> str:
     path = shutil.which("wrk")
     if path:
@@ -71,43 +64,6 @@ def ensure_wrk() -> str:
     print("wrk not found: installing it with apt-get", file=sys.stderr)
     subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True, stdout=subprocess.DEVNULL)
     return shutil.which("wrk") or sys.exit("error: could not install wrk")
-
-
-class Server:
-    """One uvicorn process on a free port; stopped with SIGTERM (graceful) on exit."""
-
-    def __init__(self, name: str, argv: list[str], env: dict, log_path: Path):
-        self.name, self.port = name, free_port()
-        self.argv = [a.replace("{port}", str(self.port)) for a in argv]
-        self.env, self.log_path = env, log_path
-
-    def __enter__(self):
-        self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self.log_path}")
-            try:
-                if requests.get(f"{self.url}/ready_check", timeout=1).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"{self.name} was not ready within 120 s; see {self.log_path}")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __exit__(self, *exc):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
 
 
 def run_wrk(wrk: str, url: str, body: bytes, seconds: float, connections: int, threads: int, tmp: Path) -> dict:
@@ -159,10 +115,8 @@ def main(argv=None) -> int:
     wrk = ensure_wrk()
     py = sys.executable
     tmp = Path(tempfile.mkdtemp(prefix="heart-bench-"))
-    env = {**os.environ, "MODEL_PATH": str(Path(args.model_path).resolve()), "PYTHONPATH": str(ROOT),
-           "LOG_LEVEL": "info", "PREDICTION_LOG": str(tmp / "predictions.jsonl"), "LOG_INPUTS": "true"}
-    env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
-    env.pop("OTEL_TRACES_EXPORTER", None)
+    env = {"PYTHONPATH": str(ROOT), "PREDICTION_LOG": str(tmp / "predictions.jsonl"), "LOG_INPUTS": "true",
+           "OTEL_EXPORTER_OTLP_ENDPOINT": None, "OTEL_TRACES_EXPORTER": None}
     one = json.dumps(EXAMPLE).encode()
     batch = json.dumps({"instances": to_records(sample(args.batch_size, seed=1))}).encode()
     uvicorn = [py, "-m", "uvicorn", "--factory", "--host", "127.0.0.1", "--port", "{port}", "--workers", "1",
@@ -184,7 +138,9 @@ def main(argv=None) -> int:
         up = {}
         for key in dict.fromkeys(p[1] for p in plan):
             print(f"starting {key} server ...", file=sys.stderr, flush=True)
-            up[key] = stack.enter_context(Server(key, servers[key], envs.get(key, env), tmp / f"{key}.log"))
+            up[key] = stack.enter_context(ApiServer(Path(args.model_path).resolve(), log=tmp / f"{key}.log",
+                                                    command=servers[key], extra_env=envs.get(key, env),
+                                                    ready_timeout=120))
         for name, key, path, body, rows in plan:
             url = up[key].url + path
             check = requests.post(url, data=body, headers={"content-type": "application/json"}, timeout=30)

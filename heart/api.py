@@ -58,37 +58,6 @@ LABELS = {int(k): v for k, v in TARGET.labels.items()}
 
 # ------------------------------------------------------------------------------------ settings
 
-class BodyLimit:
-    """A 413 in JSON, like every other error, for a body over the limit: FastAPI's own
-    max_body_size answers plain text when Content-Length is over. A declared length is checked
-    once, before anything is read; only chunked bodies pay for counting."""
-
-    def __init__(self, app, max_bytes: int):
-        self.app = app
-        self.max_bytes = max_bytes
-        self.detail = f"request body over the limit of {max_bytes:,} bytes"
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                if int(value) > self.max_bytes:  # the HTTP server has refused a non-numeric length already
-                    return await JSONResponse({"detail": self.detail}, status_code=413)(scope, receive, send)
-                return await self.app(scope, receive, send)
-        received = 0
-
-        async def counted():
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.max_bytes:  # raised inside the route's body read: a JSON 413 response
-                raise HTTPException(status_code=413, detail=self.detail)
-            return message
-
-        await self.app(scope, counted, send)
-
-
 def _env_bool(value: str | None, default: bool) -> bool:
     if value is None or value.strip() == "":
         return default
@@ -319,6 +288,38 @@ class ValidationErrorResponse(BaseModel):
 
 def _json(payload: dict, status_code: int = 200) -> Response:
     return Response(orjson.dumps(payload), status_code=status_code, media_type="application/json")
+
+
+class BodyLimit:
+    """A 413 in JSON, like every other error, for a body over the limit: FastAPI's own
+    max_body_size answers plain text when Content-Length is over. A declared length is checked
+    once, before anything is read; only chunked bodies pay for counting."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+        self.detail = (f"request body over the limit of {max_bytes:,} bytes; "
+                       f"send at most {MAX_BATCH:,} patients per batch")
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit():  # else: counted as it arrives
+                if int(value) > self.max_bytes:
+                    return await JSONResponse({"detail": self.detail}, status_code=413)(scope, receive, send)
+                return await self.app(scope, receive, send)
+        received = 0
+
+        async def counted():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:  # raised inside the route's body read: a JSON 413 response
+                raise HTTPException(status_code=413, detail=self.detail)
+            return message
+
+        await self.app(scope, counted, send)
 
 
 class NotReady(Exception):

@@ -90,15 +90,7 @@ def load_dataset(path: str | Path, require_target: bool = True) -> Dataset:
     raw = _read_csv(source)
     frame, ignored = _normalise_columns(raw, source, require_target)
     lines = frame.index.to_numpy()
-    problems: list[Problem] = []
-    columns, missing, sentinels = {}, {}, {}
-    for feature in FEATURES:
-        values, col_problems, n_sentinel = parse_column(feature, frame[feature.name], lines)
-        problems += col_problems
-        columns[feature.name] = values
-        missing[feature.name] = int(np.isnan(values).sum())
-        if n_sentinel:
-            sentinels[feature.name] = n_sentinel
+    X, missing, sentinels, problems = _parse_features(frame)
     y = None
     if TARGET.name in frame.columns and (require_target or frame[TARGET.name].str.strip().ne("").any()):
         y, target_problems = _parse_target(frame[TARGET.name], lines)
@@ -111,9 +103,22 @@ def load_dataset(path: str | Path, require_target: bool = True) -> Dataset:
             only = TARGET.labels[int(classes[0])]
             raise DataError(source, f"column '{TARGET.name}' has a single class (every row is "
                                     f"'{only}'): a classifier needs examples of both classes")
-    X = pd.DataFrame(columns, columns=list(FEATURE_NAMES)).reset_index(drop=True)
     return Dataset(X=X, y=y, source=source, sha256=sha256_file(source), missing=missing,
                    sentinels=sentinels, ignored_columns=ignored)
+
+
+def _parse_features(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int], dict[str, int], list[Problem]]:
+    """The 13 feature columns of strings (indexed by file line) -> floats, with every problem found."""
+    lines = frame.index.to_numpy()
+    columns, missing, sentinels, problems = {}, {}, {}, []
+    for feature in FEATURES:
+        values, col_problems, n_sentinel = parse_column(feature, frame[feature.name], lines)
+        problems += col_problems
+        columns[feature.name] = values
+        missing[feature.name] = int(np.isnan(values).sum())
+        if n_sentinel:
+            sentinels[feature.name] = n_sentinel
+    return pd.DataFrame(columns, columns=list(FEATURE_NAMES)), missing, sentinels, problems
 
 
 @contextmanager
@@ -253,14 +258,7 @@ def load_prediction_log(path: str | Path) -> Dataset:
                "LOG_INPUTS=false), so there is nothing to compare" if without_inputs
                else "no prediction records (expected JSON lines with \"event\": \"prediction\" and \"inputs\")")
         raise DataError(source, why)
-    frame = pd.DataFrame(rows, index=lines, dtype=str)
-    columns, missing = {}, {}
-    for feature in FEATURES:
-        values, col_problems, _ = parse_column(feature, frame[feature.name], frame.index.to_numpy())
-        problems += col_problems
-        columns[feature.name] = values
-        missing[feature.name] = int(np.isnan(values).sum())
+    X, missing, sentinels, problems = _parse_features(pd.DataFrame(rows, index=lines, dtype=str))
     if problems:
         raise DataError(source, problems)
-    X = pd.DataFrame(columns, columns=list(FEATURE_NAMES)).reset_index(drop=True)
-    return Dataset(X=X, y=None, source=source, sha256=sha256_file(source), missing=missing)
+    return Dataset(X=X, y=None, source=source, sha256=sha256_file(source), missing=missing, sentinels=sentinels)

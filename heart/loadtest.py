@@ -52,7 +52,10 @@ class ApiServer:
     """`python heart_fastapi.py` on 127.0.0.1:<free port>, awaited until /ready_check says 200.
 
     Use as a context manager; on exit the server gets SIGTERM (graceful) and, if it lingers,
-    SIGKILL. Its output goes to `log` (a file), never to the caller's terminal.
+    SIGKILL. Its output goes to `log` (a file), never to the caller's terminal. `command`
+    runs another server the same way (the benchmark's comparison servers, `uvicorn
+    heart_fastapi:app`): its argv, with "{port}" standing for the port. In `extra_env`, None
+    removes a variable.
     """
 
     model_path: str | Path
@@ -63,6 +66,7 @@ class ApiServer:
     ready_timeout: float = 60.0
     script: str | Path = ROOT / "heart_fastapi.py"
     extra_env: dict | None = None
+    command: list[str] | None = None
 
     def __post_init__(self):
         self.port = self.port or free_port()
@@ -70,12 +74,14 @@ class ApiServer:
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> "ApiServer":
-        if not Path(self.script).exists():
+        if self.command is None and not Path(self.script).exists():
             raise LoadTestError(f"{self.script} not found: the API is not in this checkout")
         env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(self.port), "MODEL_PATH": str(self.model_path),
                "WEB_CONCURRENCY": str(self.workers), "LOG_LEVEL": self.log_level, **(self.extra_env or {})}
+        env = {k: v for k, v in env.items() if v is not None}
+        argv = [a.replace("{port}", str(self.port)) for a in self.command or [sys.executable, str(self.script)]]
         self._logfile = open(self.log, "wb") if self.log else subprocess.DEVNULL
-        self.proc = subprocess.Popen([sys.executable, str(self.script)], cwd=ROOT, env=env,
+        self.proc = subprocess.Popen(argv, cwd=ROOT, env=env,
                                      stdout=self._logfile, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             self._await_ready()

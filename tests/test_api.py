@@ -173,7 +173,7 @@ def test_huge_body_is_413_before_parsing(model_path):
     with TestClient(app) as c:
         r = c.post("/predict/batch", json={"instances": [EXAMPLE] * 200})
         assert r.status_code == 413
-        assert r.json() == {"detail": "request body over the limit of 10,000 bytes"}
+        assert r.json() == {"detail": "request body over the limit of 10,000 bytes; send at most 1,000 patients per batch"}
 
 
 def test_batch_unknown_top_level_field(client):

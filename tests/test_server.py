@@ -12,50 +12,16 @@ import requests
 
 from conftest import ROOT
 from heart.api import EXAMPLE
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(proc, url, timeout=90):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        assert proc.poll() is None, f"server exited with {proc.returncode}"
-        try:
-            if requests.get(url + "/ready_check", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("server never became ready")
-
-
-def stop(proc):
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait(10)
+from heart.loadtest import ApiServer
 
 
 @pytest.fixture
 def server(model_path, tmp_path):
-    port = free_port()
-    log = open(tmp_path / "stdout.log", "wb")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    for var in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_TRACES_EXPORTER", "MODEL_PATH", "PORT", "HOST"):
-        env.pop(var, None)
-    proc = subprocess.Popen([sys.executable, "heart_fastapi.py", "--host", "127.0.0.1", "--port", str(port),
-                             "--model-path", str(model_path), "--prediction-log", str(tmp_path / "p.jsonl")],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(proc, url)
-        yield proc, url, port, tmp_path
-    finally:
-        stop(proc)
-        log.close()
+    api = ApiServer(model_path, log=tmp_path / "stdout.log", ready_timeout=90,
+                    extra_env={"PREDICTION_LOG": str(tmp_path / "p.jsonl"),
+                               "OTEL_EXPORTER_OTLP_ENDPOINT": None, "OTEL_TRACES_EXPORTER": None})
+    with api:
+        yield api.proc, api.url, api.port, tmp_path
 
 
 def test_real_server_predicts_and_shuts_down_gracefully(server):
@@ -96,20 +62,10 @@ def test_real_server_predicts_and_shuts_down_gracefully(server):
 
 
 def test_uvicorn_import_string_serves_app(model_path):
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MODEL_PATH": str(model_path), "LOG_LEVEL": "warning"}
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "heart_fastapi:app", "--host", "127.0.0.1",
-                             "--port", str(port)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        wait_ready(proc, f"http://127.0.0.1:{port}")
-        assert requests.post(f"http://127.0.0.1:{port}/predict", json=EXAMPLE, timeout=10).status_code == 200
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        finally:
-            stop(proc)
+    command = [sys.executable, "-m", "uvicorn", "heart_fastapi:app", "--host", "127.0.0.1", "--port", "{port}"]
+    with ApiServer(model_path, log_level="warning", command=command, ready_timeout=90,
+                   extra_env={"PYTHONPATH": str(ROOT)}) as api:
+        assert requests.post(api.url + "/predict", json=EXAMPLE, timeout=10).status_code == 200
 
 
 def test_cli_help_and_missing_model(tmp_path):
