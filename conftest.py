@@ -11,7 +11,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from heart.data import load_dataset  # noqa: E402
-from heart.model import build_card, load_model, save_model, train  # noqa: E402
+from heart.artifact import load_model, save_model  # noqa: E402
+from heart.model import build_card, train  # noqa: E402
 
 DATA = ROOT / "data" / "data.csv"
 

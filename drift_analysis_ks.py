@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     else:
         X_cur = sample(args.samples, seed=args.seed, mode=args.mode, reference=reference.X)
         source = {"kind": f"random samples ({args.mode})", "n": args.samples, "seed": args.seed}
-    result = drift.compare(reference.X, X_cur, alpha=args.alpha, correction=args.correction,
+    result = drift.drift_report(reference.X, X_cur, alpha=args.alpha, correction=args.correction,
                            share_threshold=args.share_threshold)
     rep = result.to_dict()
     rows = [[f["feature"], f["kind"], f["test"], f["statistic"], _p(f["p_value"]), _p(f["p_adjusted"]), f["psi"],
@@ -83,4 +83,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run(main))
+    sys.exit(cli.run_main(main))

@@ -16,7 +16,7 @@ import numpy as np
 
 from heart import cli
 from heart.data import DataError
-from heart.explain import PipelineExplainer, explain_dataset, global_importance, summarize
+from heart.attribution import PipelineExplainer, describe_rows, explain_dataset, global_importance
 from heart.model import card_split
 from heart.report import format_table, plot_beeswarm, plot_importance, plot_waterfall, write_json
 from heart.schema import TARGET
@@ -54,8 +54,8 @@ def main(argv=None) -> int:
     fn = np.flatnonzero((y == 1) & (predicted == 0))
     tp = np.flatnonzero((y == 1) & (predicted == 1))
     importance = global_importance(ex.values)
-    summaries = {"false_negatives": summarize(ex.values, ex.X, fn, "down", data.X, args.top),
-                 "true_positives": summarize(ex.values, ex.X, tp, "up", data.X, args.top)}
+    summaries = {"false_negatives": describe_rows(ex.values, ex.X, fn, "down", data.X, args.top),
+                 "true_positives": describe_rows(ex.values, ex.X, tp, "up", data.X, args.top)}
     print(f"SHAP for {len(rows)} rows ({scope}); base value (mean P(disease) of the forest) {ex.base_value:.3f}")
     print(format_table(["rank", "feature", "mean |SHAP|", "mean SHAP"],
                        [[i + 1, r["feature"], r["mean_abs_shap"], r["mean_shap"]] for i, r in enumerate(importance)], 4))
@@ -96,4 +96,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run(main))
+    sys.exit(cli.run_main(main))

@@ -16,7 +16,7 @@ import os
 
 from heart import cli
 from heart.api import Settings, create_app
-from heart.model import ModelError
+from heart.artifact import ModelError
 
 
 def parse_args(argv):
@@ -76,4 +76,4 @@ def main(argv=None) -> int:
 app = create_app(settings=Settings.from_env()) if __name__ != "__main__" else None
 
 if __name__ == "__main__":
-    raise SystemExit(cli.run(main))
+    raise SystemExit(cli.run_main(main))

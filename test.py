@@ -5,7 +5,7 @@ pytest collects this file (see pytest.ini); the rest of the suite lives in tests
 import numpy as np
 import pytest
 
-from heart.model import predict_proba, split
+from heart.model import predict_proba, split_by_labels
 from heart.samples import sample
 from heart.schema import FEATURE_NAMES
 
@@ -23,7 +23,7 @@ def test_prediction_shape_matches_input(loaded, dataset):
 
 
 def test_accuracy_on_held_out_split_above_threshold(loaded, dataset):
-    _, test_idx = split(dataset.y, loaded.card["split"]["test_size"], loaded.card["split"]["seed"])
+    _, test_idx = split_by_labels(dataset.y, loaded.card["split"]["test_size"], loaded.card["split"]["seed"])
     pred = loaded.pipeline.predict(dataset.X.iloc[test_idx])
     accuracy = float(np.mean(pred == dataset.y[test_idx]))
     assert len(test_idx) == 61

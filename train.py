@@ -11,8 +11,8 @@ import sys
 
 from heart import cli
 from heart.data import load_dataset
-from heart.model import (DEFAULT_SEED, DEFAULT_TEST_SIZE, FOREST_DEFAULTS, METRICS, TUNING_GRID,
-                         build_card, card_path_for, save_model, train)
+from heart.artifact import card_path_for, save_model
+from heart.model import DEFAULT_SEED, DEFAULT_TEST_SIZE, FOREST_DEFAULTS, METRICS, TUNING_GRID, build_card, train
 from heart.report import format_table, mean_sd
 
 
@@ -92,4 +92,4 @@ def metrics_table(metrics: dict) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run(main))
+    sys.exit(cli.run_main(main))

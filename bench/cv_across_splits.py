@@ -12,7 +12,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from heart.data import load_dataset  # noqa: E402
-from heart.model import build_baseline, build_forest, cross_validate, split  # noqa: E402
+from heart.model import build_baseline, build_forest, cross_validate, split_by_labels  # noqa: E402
 from heart.report import format_table  # noqa: E402
 
 
@@ -24,7 +24,7 @@ def main() -> None:
     d = load_dataset(args.data)
     rows = []
     for seed in range(args.seeds):
-        tr, _ = split(d.y, seed=seed)
+        tr, _ = split_by_labels(d.y, seed=seed)
         X, y = d.X.iloc[tr], d.y[tr]
         rows.append([seed, cross_validate(build_forest(seed), X, y, seed)["roc_auc"]["mean"],
                      cross_validate(build_baseline(seed), X, y, seed)["roc_auc"]["mean"]])

@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from heart.data import load_dataset  # noqa: E402
-from heart.model import split, tune  # noqa: E402
+from heart.model import split_by_labels, tune  # noqa: E402
 from heart.report import format_table  # noqa: E402
 
 GRID = dict(max_samples=[None, 0.5, 0.7], class_weight=[None, "balanced_subsample"], max_features=[1, 2],
@@ -24,7 +24,7 @@ def main() -> None:
     p.add_argument("--top", type=int, default=10, help="settings shown, best first")
     args = p.parse_args()
     d = load_dataset(args.data)
-    train_idx, _ = split(d.y)
+    train_idx, _ = split_by_labels(d.y)
     _, results = tune(d.X.iloc[train_idx], d.y[train_idx], grid=GRID)
     keys = list(GRID)
     print(format_table([*keys, "CV ROC AUC", "sd"],

@@ -31,7 +31,7 @@ def original_app() -> FastAPI:
     import pandas as pd
     from pydantic import BaseModel
 
-    from heart.model import load_model
+    from heart.artifact import load_model
 
     pipeline = load_model(os.environ.get("MODEL_PATH", "model.joblib")).pipeline
 

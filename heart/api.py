@@ -41,7 +41,7 @@ from starlette.routing import Route
 
 from . import __version__
 from .fast import Parity, build_predictor, parity_rows
-from .model import LoadedModel, ModelError, load_model
+from .artifact import LoadedModel, ModelError, load_model
 from .schema import BY_NAME, FEATURE_NAMES, FEATURES, TARGET, Feature
 from .telemetry import (SERVICE_NAME, Metrics, ObservabilityMiddleware, PredictionLines, PredictionLog, current_ids, now_iso,
                         setup_logging, tracer_provider)
@@ -353,7 +353,7 @@ class ServingState:
 
     def load(self) -> None:
         """Verify and load the model, build the fast path and the explainer; ready only if all pass."""
-        from .explain import PipelineExplainer  # shap is slow to import: only when a model loads
+        from .attribution import PipelineExplainer  # shap is slow to import: only when a model loads
 
         path = self.settings.model_path
         t0 = time.perf_counter()

@@ -6,12 +6,12 @@ import sys
 from typing import Callable
 
 from .data import DataError, load_dataset
-from .model import ModelError, check_training_data, load_model
+from .artifact import ModelError, check_training_data, load_model
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
-def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
+def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
     """Call a script's main; turn a known failure into 'error: ...' on stderr and exit code 2."""
     try:
         return int(main(argv) or EXIT_OK)

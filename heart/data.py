@@ -11,7 +11,6 @@ before anything is written. No pandas traceback reaches a user.
 from __future__ import annotations
 
 import csv
-import hashlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .artifact import sha256_file
 from .schema import FEATURE_NAMES, FEATURES, ID_COLUMN, TARGET, Feature
 
 MISSING_TOKENS = frozenset({"", "na", "nan", "n/a", "null", "none", "?"})
@@ -74,14 +74,6 @@ class Dataset:
         if self.y is None:
             return {}
         return {TARGET.labels[k]: int((self.y == k).sum()) for k in (1, 0)}
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_dataset(path: str | Path, require_target: bool = True) -> Dataset:

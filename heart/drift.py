@@ -77,19 +77,13 @@ class DriftReport:
 
 
 def adjust(p: np.ndarray, method: str = "bh") -> np.ndarray:
-    """Benjamini-Hochberg (step-up, monotone) or Bonferroni adjusted p-values, capped at 1."""
+    """Benjamini-Hochberg (step-up, monotone; scipy's) or Bonferroni adjusted p-values, capped at 1."""
     p = np.asarray(p, dtype=float)
     if method == "bonferroni":
         return np.minimum(p * len(p), 1.0)
     if method != "bh":
         raise ValueError(f"unknown correction {method!r}: choose one of {', '.join(CORRECTIONS)}")
-    n = len(p)
-    order = np.argsort(p)
-    ranked = p[order] * n / np.arange(1, n + 1)
-    ranked = np.minimum.accumulate(ranked[::-1])[::-1]
-    out = np.empty(n)
-    out[order] = np.minimum(ranked, 1.0)
-    return out
+    return stats.false_discovery_control(p, method="bh")
 
 
 def psi(ref: np.ndarray, cur: np.ndarray, edges: np.ndarray | None = None, codes=None) -> float:
@@ -138,7 +132,7 @@ def feature_drift(f: Feature, ref: np.ndarray, cur: np.ndarray) -> FeatureDrift:
                         wasserstein=None, **shares, **base)
 
 
-def compare(reference: pd.DataFrame, current: pd.DataFrame, alpha: float = ALPHA, correction: str = "bh",
+def drift_report(reference: pd.DataFrame, current: pd.DataFrame, alpha: float = ALPHA, correction: str = "bh",
             share_threshold: float = SHARE_THRESHOLD) -> DriftReport:
     """Test every schema feature of `current` against `reference`; adjust; give the verdict."""
     if correction not in CORRECTIONS:

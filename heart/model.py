@@ -1,22 +1,16 @@
-"""Build, evaluate, save and load the one model Pipeline.
+"""Build, cross-validate and train the one model Pipeline, and describe the result in a card.
 
 The saved artifact is the whole sklearn Pipeline (imputation and encoding inside), so any
-code that loads model.joblib preprocesses exactly as training did. Beside it lies a JSON
-model card carrying the artifact's sha256; loading checks that hash *before* unpickling,
-because a joblib file is a pickle and loading a tampered one runs its code.
+code that loads model.joblib preprocesses exactly as training did. Saving, hashing and the
+verified load live in heart.artifact.
 """
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import os
 import platform
-import tempfile
 from itertools import product
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 
 import joblib
 import numpy as np
@@ -47,10 +41,6 @@ TUNING_GRID = dict(max_features=[1, 2, "sqrt"], min_samples_leaf=[2, 3, 5, 8], m
 METRICS = ("accuracy", "roc_auc", "recall", "specificity", "f1", "brier")
 
 
-class ModelError(RuntimeError):
-    """A model artifact that cannot be used; str() is the user-facing message."""
-
-
 def build_preprocessor(scale: bool = False) -> ColumnTransformer:
     """Median-impute ordered columns; mode-impute and one-hot the nominal categories.
 
@@ -77,10 +67,10 @@ def build_baseline(seed: int = DEFAULT_SEED) -> Pipeline:
                      ("model", LogisticRegression(max_iter=1000, random_state=seed))])
 
 
-def split(n_rows_or_y: np.ndarray, test_size: float = DEFAULT_TEST_SIZE, seed: int = DEFAULT_SEED
-          ) -> tuple[np.ndarray, np.ndarray]:
+def split_by_labels(y: np.ndarray, test_size: float = DEFAULT_TEST_SIZE, seed: int = DEFAULT_SEED
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """Stratified train/test row indices; every script that needs 'the held-out split' calls this."""
-    y = np.asarray(n_rows_or_y)
+    y = np.asarray(y)
     idx = np.arange(len(y))
     train_idx, test_idx = train_test_split(idx, test_size=test_size, stratify=y, random_state=seed)
     return np.sort(train_idx), np.sort(test_idx)
@@ -149,7 +139,7 @@ def train(data: Dataset, seed: int = DEFAULT_SEED, test_size: float = DEFAULT_TE
           n_jobs: int = 2) -> TrainResult:
     """Split, (optionally tune and) cross-validate on the training part, fit, score on the test part."""
     X, y = data.X, data.y
-    train_idx, test_idx = split(y, test_size, seed)
+    train_idx, test_idx = split_by_labels(y, test_size, seed)
     X_tr, y_tr, X_te, y_te = X.iloc[train_idx], y[train_idx], X.iloc[test_idx], y[test_idx]
     params = dict(params or {})
     tuning = []
@@ -215,93 +205,6 @@ def _jsonable(v):
     return v if isinstance(v, (int, float, str, bool, type(None))) else str(v)
 
 
-def card_path_for(model_path: str | Path) -> Path:
-    """model.joblib -> model.card.json, beside it."""
-    p = Path(model_path)
-    return p.with_name(p.stem + ".card.json")
-
-
-def sha256_bytes(blob: bytes) -> str:
-    return hashlib.sha256(blob).hexdigest()
-
-
-def save_model(pipeline: Pipeline, card: dict, path: str | Path) -> dict:
-    """Write model + card atomically (temp file, fsync, rename); return the final card."""
-    path = Path(path)
-    buf = io.BytesIO()
-    joblib.dump(pipeline, buf)
-    blob = buf.getvalue()
-    digest = sha256_bytes(blob)
-    card = {**card, "model_version": f"{__version__}-{digest[:12]}",
-            "artifact": {"file": path.name, "sha256": digest, "bytes": len(blob)}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, blob)
-    atomic_write(card_path_for(path), (json.dumps(card, indent=2, allow_nan=False) + "\n").encode())
-    return card
-
-
-def atomic_write(path: str | Path, blob: bytes) -> None:
-    """Readers see the old file or the new one, never half of one."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(blob)
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file ordinary permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-@dataclass
-class LoadedModel:
-    pipeline: Pipeline
-    card: dict
-    path: Path
-
-    @property
-    def version(self) -> str:
-        return self.card["model_version"]
-
-
-def load_model(path: str | Path) -> LoadedModel:
-    """Verify the artifact's sha256 against its card, then unpickle; ModelError otherwise."""
-    path = Path(path)
-    card_path = card_path_for(path)
-    if not path.is_file():
-        raise ModelError(f"{path}: model file not found (run `python train.py` to create it)")
-    if not card_path.is_file():
-        raise ModelError(f"{path}: no model card at {card_path}, so the artifact cannot be verified; "
-                         "refusing to load it (retrain with `python train.py`)")
-    try:
-        card = json.loads(card_path.read_text())
-        expected = card["artifact"]["sha256"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise ModelError(f"{card_path}: not a valid model card ({type(e).__name__}: {e})") from None
-    blob = path.read_bytes()
-    actual = sha256_bytes(blob)
-    if actual != expected:
-        raise ModelError(f"{path}: sha256 {actual[:16]}... does not match {expected[:16]}... in {card_path.name}: "
-                         "the file changed after training; refusing to load it (a joblib file is a pickle, "
-                         "and unpickling a tampered one runs its code)")
-    try:
-        pipeline = joblib.load(io.BytesIO(blob))
-    except Exception as e:  # a verified file that still fails: incompatible library versions
-        raise ModelError(f"{path}: verified but could not be loaded ({type(e).__name__}: {e}); "
-                         f"it was saved with scikit-learn {card.get('libraries', {}).get('scikit-learn')}, "
-                         f"this is {sklearn.__version__}") from None
-    names = list(getattr(pipeline, "feature_names_in_", []))
-    if names != list(FEATURE_NAMES):
-        raise ModelError(f"{path}: the model expects columns {names}, not this schema's {list(FEATURE_NAMES)}")
-    return LoadedModel(pipeline=pipeline, card=card, path=path)
-
-
 # --- what the analyses need from a saved model (fairness, poisoning, explainability) ---
 
 def forest_from_card(card: dict) -> Pipeline:
@@ -316,14 +219,4 @@ def forest_from_card(card: dict) -> Pipeline:
 
 def card_split(card: dict, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The held-out split the model was scored on (seed and test size from its card)."""
-    return split(y, card["split"]["test_size"], card["split"]["seed"])
-
-
-def check_training_data(card: dict, data: Dataset) -> None:
-    """The held-out split is only held out for the file the model was trained on."""
-    expected = card.get("data", {}).get("sha256")
-    if expected and expected != data.sha256:
-        raise ModelError(f"{data.source} is not the file this model was trained on (sha256 "
-                         f"{data.sha256[:12]}... vs {expected[:12]}... in the model card): its "
-                         "'held-out' rows would include training rows; pass the training data "
-                         "with --data, or retrain on this file")
+    return split_by_labels(y, card["split"]["test_size"], card["split"]["seed"])

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .model import atomic_write
+from .artifact import atomic_write
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], digits: int = 3) -> str:

@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import heart.api as api
 from heart.api import EXAMPLE, Settings, create_app
-from heart.model import card_path_for
+from heart.artifact import card_path_for
 from heart.samples import sample, to_records
 from heart.schema import BY_NAME, FEATURE_NAMES
 from heart.telemetry import span_exporters, tracer_provider

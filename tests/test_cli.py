@@ -4,7 +4,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from heart.model import load_model
+from heart.artifact import load_model
 
 from conftest import DATA, ROOT
 

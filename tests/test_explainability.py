@@ -2,7 +2,7 @@
 import numpy as np
 import pandas as pd
 
-from heart.explain import PipelineExplainer, describe_value, explain_dataset, global_importance, summarize
+from heart.attribution import PipelineExplainer, describe_rows, describe_value, explain_dataset, global_importance
 from heart.model import card_split
 from heart.schema import FEATURE_NAMES
 
@@ -35,10 +35,10 @@ def test_summary_names_the_features_that_pushed_down():
     values[:, FEATURE_NAMES.index("thal")] = -0.10
     values[:, FEATURE_NAMES.index("exang")] = -0.05
     values[:, FEATURE_NAMES.index("age")] = 0.2  # pushes up: not a reason the risk went down
-    s = summarize(values, X, np.arange(4), "down")
+    s = describe_rows(values, X, np.arange(4), "down")
     assert [d["feature"] for d in s["drivers"]] == ["thal", "exang"]
     assert s["drivers"][0]["mean_push"] == -0.10
     assert s["text"] == ('Thallium stress test "normal" (4 of 4) and no exercise-induced angina (4 of 4) '
                          "lowered the predicted risk.")
-    up = summarize(values, X, np.arange(4), "up")
+    up = describe_rows(values, X, np.arange(4), "up")
     assert [d["feature"] for d in up["drivers"]] == ["age"]

@@ -1,7 +1,7 @@
 """SHAP explanations keep additivity after one-hot columns are added back up."""
 import numpy as np
 
-from heart.explain import PipelineExplainer
+from heart.attribution import PipelineExplainer
 from heart.model import predict_proba
 from heart.schema import FEATURE_NAMES
 

@@ -138,7 +138,7 @@ def describe_value(name: str, values: np.ndarray, reference: np.ndarray | None =
             f"vs {ref:g}{unit} overall)"), n
 
 
-def summarize(values: np.ndarray, X: pd.DataFrame, rows: np.ndarray, direction: str,
+def describe_rows(values: np.ndarray, X: pd.DataFrame, rows: np.ndarray, direction: str,
               reference: pd.DataFrame | None = None, top: int = 3) -> dict:
     """Which features pushed these rows' predicted risk down (or up), how much, and what values.
 
