@@ -61,25 +61,24 @@ def main(argv=None) -> int:
         source = {"kind": f"random samples ({args.mode})", "n": args.samples, "seed": args.seed}
     result = drift.drift_report(reference.X, X_cur, alpha=args.alpha, correction=args.correction,
                            share_threshold=args.share_threshold)
-    rep = result.to_dict()
-    rows = [[f["feature"], f["kind"], f["test"], f["statistic"], _p(f["p_value"]), _p(f["p_adjusted"]), f["psi"],
-             f["wasserstein"] if f["wasserstein"] is not None else "", "DRIFT" if f["drifted"] else "ok"]
-            for f in rep["features"]]
+    rows = [[f.feature, f.kind, f.test, f.statistic, _p(f.p_value), _p(f.p_adjusted), f.psi,
+             f.wasserstein if f.wasserstein is not None else "", "DRIFT" if f.drifted else "ok"]
+            for f in result.features]
     print(f"reference: {reference.source} ({reference.n_rows} rows); current: "
           f"{source.get('file', source['kind'])} ({len(X_cur)} rows)")
     print(format_table(["feature", "kind", "test", "statistic", "p", "p adjusted", "PSI", "Wasserstein", "verdict"], rows))
     method = "Benjamini-Hochberg" if args.correction == "bh" else "Bonferroni"
-    print(f"\n{len(rep['drifted_features'])} of {len(rep['features'])} features drifted ({method}-adjusted p < "
-          f"{args.alpha}): share {rep['share_drifted']:.2f} vs threshold {args.share_threshold} -> "
-          f"{'DATA SET DRIFT' if rep['dataset_drift'] else 'no data-set drift'}")
+    print(f"\n{len(result.drifted_features)} of {len(result.features)} features drifted ({method}-adjusted p < "
+          f"{args.alpha}): share {result.share_drifted:.2f} vs threshold {args.share_threshold} -> "
+          f"{'DATA SET DRIFT' if result.dataset_drift else 'no data-set drift'}")
     out = Path(args.out_dir)
     json_path = write_json(out / "drift.json", {"reference": {"file": reference.source, "sha256": reference.sha256},
-                                                "current": source, **rep})
-    png = plot_drift(reference.X, X_cur, rep, out / "drift.png",
+                                                "current": source, **result.to_dict()})
+    png = plot_drift(reference.X, X_cur, result, out / "drift.png",
                      title=f"Training data vs {source.get('file', source['kind'])}: "
-                           f"{len(rep['drifted_features'])}/{len(rep['features'])} features drifted")
+                           f"{len(result.drifted_features)}/{len(result.features)} features drifted")
     print(f"wrote {json_path} and {png}")
-    return cli.EXIT_FAILED if args.fail_on_drift and rep["dataset_drift"] else 0
+    return cli.EXIT_FAILED if args.fail_on_drift and result.dataset_drift else 0
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ an interval that straddles 0 means "no evidence of a gap", not "fair".
 """
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import numpy as np
 import pandas as pd
 from fairlearn.metrics import (MetricFrame, count, demographic_parity_difference, equalized_odds_difference,
@@ -23,6 +25,90 @@ from .schema import BY_NAME
 AGE_BIN_YEARS = 20
 N_BOOT = 1000
 CV_FOLDS = 5
+
+
+@dataclass
+class GapInterval:
+    """One metric's signed gap between two groups, with its bootstrap percentile interval."""
+
+    gap: float
+    ci95: list[float]
+    boot_samples: int
+    excludes_zero: bool
+
+
+@dataclass
+class GroupReport:
+    """Metrics by group on one set of predictions. Metric names stay dict keys (the scripts
+    iterate over them); gaps are keyed "<group> - <reference group>", then by metric."""
+
+    n: int
+    groups: list[str]
+    overall: dict[str, float]
+    by_group: dict[str, dict[str, float]]  # group -> metric -> value, plus "count" and "positives"
+    difference: dict[str, float]
+    ratio: dict[str, float]
+    gaps: dict[str, dict[str, GapInterval]]
+    demographic_parity_difference: float
+    equalized_odds_difference: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Disparities:
+    accuracy: float
+    selection_rate: float
+    demographic_parity_difference: float
+    equalized_odds_difference: float
+
+
+@dataclass
+class BeforeAfter:
+    before: Disparities
+    after: Disparities
+
+
+@dataclass
+class Mitigation:
+    """ThresholdOptimizer before/after, or why it was skipped (then only `skipped` is set)."""
+
+    method: str = ""
+    train_out_of_fold: BeforeAfter | None = None
+    held_out: BeforeAfter | None = None
+    skipped: str = ""
+
+    def to_dict(self) -> dict:
+        if self.skipped:
+            return {"skipped": self.skipped}
+        return {"method": self.method, "train_out_of_fold": asdict(self.train_out_of_fold),
+                "held_out": asdict(self.held_out)}
+
+
+@dataclass
+class Bootstrap:
+    resamples: int
+    seed: int
+    interval: str = "percentile 95%"
+
+
+@dataclass
+class FairnessReport:
+    """Everything fairness_check.py reports; to_dict() is its JSON."""
+
+    sensitive_feature: str
+    grouping: str
+    threshold: float
+    bootstrap: Bootstrap
+    held_out: GroupReport
+    out_of_fold: GroupReport
+    mitigation: Mitigation
+
+    def to_dict(self) -> dict:
+        return {"sensitive_feature": self.sensitive_feature, "grouping": self.grouping, "threshold": self.threshold,
+                "bootstrap": asdict(self.bootstrap), "held_out": self.held_out.to_dict(),
+                "out_of_fold": self.out_of_fold.to_dict(), "mitigation": self.mitigation.to_dict()}
 
 
 def _precision(y, p):
@@ -95,7 +181,7 @@ def comparisons(order: list[str], counts: dict[str, int]) -> list[tuple[int, int
 
 
 def group_report(y: np.ndarray, pred: np.ndarray, groups: pd.Series, seed: int = 0,
-                 n_boot: int = N_BOOT) -> dict:
+                 n_boot: int = N_BOOT) -> GroupReport:
     """MetricFrame by group plus bootstrap 95% CIs for each metric's signed gap between groups."""
     y, pred = np.asarray(y).astype(int), np.asarray(pred).astype(int)
     g = groups.to_numpy(dtype=object)
@@ -122,20 +208,20 @@ def group_report(y: np.ndarray, pred: np.ndarray, groups: pd.Series, seed: int =
             v = boot[:, j, k]
             v = v[~np.isnan(v)]
             lo, hi = (np.percentile(v, [2.5, 97.5]) if v.size else (np.nan, np.nan))
-            entry[m] = {"gap": float(point[m][a] - point[m][r]), "ci95": [float(lo), float(hi)],
-                        "boot_samples": int(v.size), "excludes_zero": bool(v.size and (lo > 0 or hi < 0))}
+            entry[m] = GapInterval(gap=float(point[m][a] - point[m][r]), ci95=[float(lo), float(hi)],
+                                   boot_samples=int(v.size), excludes_zero=bool(v.size and (lo > 0 or hi < 0)))
         gaps[f"{order[a]} - {order[r]}"] = entry
-    return {
-        "n": int(n),
-        "groups": order,
-        "overall": {m: float(v) for m, v in frame.overall.items() if m != "count"},
-        "by_group": by_group,
-        "difference": {m: float(v) for m, v in frame.difference().items() if m != "count"},
-        "ratio": {m: float(v) for m, v in frame.ratio().items() if m != "count"},
-        "gaps": gaps,
-        "demographic_parity_difference": float(demographic_parity_difference(y, pred, sensitive_features=g)),
-        "equalized_odds_difference": float(equalized_odds_difference(y, pred, sensitive_features=g)),
-    }
+    return GroupReport(
+        n=int(n),
+        groups=order,
+        overall={m: float(v) for m, v in frame.overall.items() if m != "count"},
+        by_group=by_group,
+        difference={m: float(v) for m, v in frame.difference().items() if m != "count"},
+        ratio={m: float(v) for m, v in frame.ratio().items() if m != "count"},
+        gaps=gaps,
+        demographic_parity_difference=float(demographic_parity_difference(y, pred, sensitive_features=g)),
+        equalized_odds_difference=float(equalized_odds_difference(y, pred, sensitive_features=g)),
+    )
 
 
 class _GivenScores(ClassifierMixin, BaseEstimator):
@@ -154,34 +240,34 @@ class _GivenScores(ClassifierMixin, BaseEstimator):
         return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
 
 
-def _disparities(y, pred, g) -> dict:
-    return {"accuracy": float(accuracy_score(y, pred)),
-            "selection_rate": float(np.mean(pred)),
-            "demographic_parity_difference": float(demographic_parity_difference(y, pred, sensitive_features=g)),
-            "equalized_odds_difference": float(equalized_odds_difference(y, pred, sensitive_features=g))}
+def _disparities(y, pred, g) -> Disparities:
+    return Disparities(accuracy=float(accuracy_score(y, pred)),
+                       selection_rate=float(np.mean(pred)),
+                       demographic_parity_difference=float(demographic_parity_difference(y, pred, sensitive_features=g)),
+                       equalized_odds_difference=float(equalized_odds_difference(y, pred, sensitive_features=g)))
 
 
 def mitigate(oof_scores: np.ndarray, y_fit: np.ndarray, g_fit: pd.Series, test_scores: np.ndarray,
-             y_test: np.ndarray, g_test: pd.Series, seed: int = 0) -> dict:
+             y_test: np.ndarray, g_test: pd.Series, seed: int = 0) -> Mitigation:
     """ThresholdOptimizer(equalized_odds) fitted on out-of-fold training scores; before/after
     on those rows (where thresholds were fitted) and on the untouched held-out rows."""
     for where, y_, g_ in (("training", y_fit, g_fit), ("held-out", y_test, g_test)):
         for grp in np.unique(g_):
             if len(np.unique(y_[g_.to_numpy() == grp])) < 2:
-                return {"skipped": f"group '{grp}' has only one class in the {where} rows: "
-                                   "equalized odds thresholds cannot be fitted or checked"}
+                return Mitigation(skipped=f"group '{grp}' has only one class in the {where} rows: "
+                                          "equalized odds thresholds cannot be fitted or checked")
     opt = ThresholdOptimizer(estimator=_GivenScores().fit(None), constraints="equalized_odds",
                              objective="balanced_accuracy_score", prefit=True, predict_method="predict_proba")
     opt.fit(oof_scores.reshape(-1, 1), y_fit, sensitive_features=g_fit.to_numpy())
-    out = {"method": "fairlearn ThresholdOptimizer(constraints='equalized_odds', "
-                     "objective='balanced_accuracy_score'), randomised thresholds per group, "
-                     "fitted on out-of-fold scores of the training rows"}
+    views = {}
     for name, s, y_, g_ in (("train_out_of_fold", oof_scores, y_fit, g_fit), ("held_out", test_scores, y_test, g_test)):
         before = (s >= 0.5).astype(int)
         after = opt.predict(s.reshape(-1, 1), sensitive_features=g_.to_numpy(), random_state=seed)
-        out[name] = {"before": _disparities(y_, before, g_.to_numpy()),
-                     "after": _disparities(y_, np.asarray(after).astype(int), g_.to_numpy())}
-    return out
+        views[name] = BeforeAfter(before=_disparities(y_, before, g_.to_numpy()),
+                                  after=_disparities(y_, np.asarray(after).astype(int), g_.to_numpy()))
+    return Mitigation(method="fairlearn ThresholdOptimizer(constraints='equalized_odds', "
+                             "objective='balanced_accuracy_score'), randomised thresholds per group, "
+                             "fitted on out-of-fold scores of the training rows", **views)
 
 
 def out_of_fold_scores(pipeline: Pipeline, X: pd.DataFrame, y: np.ndarray, seed: int, n_jobs: int = 2) -> np.ndarray:
@@ -192,8 +278,8 @@ def out_of_fold_scores(pipeline: Pipeline, X: pd.DataFrame, y: np.ndarray, seed:
 
 def analyze(fitted: Pipeline, fresh: Pipeline, X: pd.DataFrame, y: np.ndarray, train_idx: np.ndarray,
             test_idx: np.ndarray, sensitive: str = "gender", seed: int = 0, n_boot: int = N_BOOT,
-            threshold: float = 0.5, n_jobs: int = 2) -> dict:
-    """Everything fairness_check.py reports, as plain data.
+            threshold: float = 0.5, n_jobs: int = 2) -> FairnessReport:
+    """Everything fairness_check.py reports.
 
     `fitted` is the saved model (trained on train_idx); `fresh` an unfitted copy of its Pipeline.
     """
@@ -202,14 +288,14 @@ def analyze(fitted: Pipeline, fresh: Pipeline, X: pd.DataFrame, y: np.ndarray, t
     test_pred = (proba[test_idx] >= threshold).astype(int)
     oof_all = out_of_fold_scores(fresh, X, y, seed, n_jobs)
     oof_train = out_of_fold_scores(fresh, X.iloc[train_idx], y[train_idx], seed, n_jobs)
-    return {
-        "sensitive_feature": sensitive,
-        "grouping": ("20-year bins" if sensitive == "age" else
-                     "schema codes" if BY_NAME[sensitive].discrete else "tertiles"),
-        "threshold": threshold,
-        "bootstrap": {"resamples": n_boot, "seed": seed, "interval": "percentile 95%"},
-        "held_out": group_report(y[test_idx], test_pred, groups.iloc[test_idx], seed, n_boot),
-        "out_of_fold": group_report(y, (oof_all >= threshold).astype(int), groups, seed, n_boot),
-        "mitigation": mitigate(oof_train, y[train_idx], groups.iloc[train_idx], proba[test_idx],
-                               y[test_idx], groups.iloc[test_idx], seed),
-    }
+    return FairnessReport(
+        sensitive_feature=sensitive,
+        grouping=("20-year bins" if sensitive == "age" else
+                  "schema codes" if BY_NAME[sensitive].discrete else "tertiles"),
+        threshold=threshold,
+        bootstrap=Bootstrap(resamples=n_boot, seed=seed),
+        held_out=group_report(y[test_idx], test_pred, groups.iloc[test_idx], seed, n_boot),
+        out_of_fold=group_report(y, (oof_all >= threshold).astype(int), groups, seed, n_boot),
+        mitigation=mitigate(oof_train, y[train_idx], groups.iloc[train_idx], proba[test_idx],
+                            y[test_idx], groups.iloc[test_idx], seed),
+    )

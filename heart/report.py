@@ -10,11 +10,16 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from .artifact import atomic_write
+
+if TYPE_CHECKING:  # annotations only: importing the analyses would pull in fairlearn and sklearn
+    from .drift import DriftReport
+    from .fairness import FairnessReport
+    from .poisoning import PoisoningReport
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], digits: int = 3) -> str:
@@ -84,30 +89,30 @@ FAIRNESS_PLOTTED = ("accuracy", "selection_rate", "true_positive_rate", "false_n
                     "false_positive_rate", "precision")
 
 
-def plot_fairness(result: dict, path: str | Path) -> Path:
+def plot_fairness(result: FairnessReport, path: str | Path) -> Path:
     """Per-group metrics as grouped bars, held-out and out-of-fold side by side."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True)
     title_lines = 1
-    for ax, key, title in ((axes[0], "held_out", "held-out split"), (axes[1], "out_of_fold", "out-of-fold, all rows")):
-        part = result[key]
-        groups = part["groups"]
+    for ax, part, title in ((axes[0], result.held_out, "held-out split"),
+                            (axes[1], result.out_of_fold, "out-of-fold, all rows")):
+        groups = part.groups
         width = 0.8 / len(groups)
         x = np.arange(len(FAIRNESS_PLOTTED))
         for i, g in enumerate(groups):
-            vals = [part["by_group"][g][m] for m in FAIRNESS_PLOTTED]
+            vals = [part.by_group[g][m] for m in FAIRNESS_PLOTTED]
             ax.bar(x + (i - (len(groups) - 1) / 2) * width, vals, width,
-                   label=f"{g} (n={part['by_group'][g]['count']})")
+                   label=f"{g} (n={part.by_group[g]['count']})")
         ax.set_xticks(x, [m.replace("_", " ") for m in FAIRNESS_PLOTTED], rotation=25, ha="right")
-        lines = [f"TPR {pair}: {g['true_positive_rate']['gap']:+.2f} [{g['true_positive_rate']['ci95'][0]:+.2f}, "
-                 f"{g['true_positive_rate']['ci95'][1]:+.2f}]" for pair, g in list(part["gaps"].items())[:3]]
-        ax.set_title("\n".join([f"{title} (n={part['n']})", *lines]), fontsize=9)
+        tpr = [(pair, g["true_positive_rate"]) for pair, g in list(part.gaps.items())[:3]]
+        lines = [f"TPR {pair}: {g.gap:+.2f} [{g.ci95[0]:+.2f}, {g.ci95[1]:+.2f}]" for pair, g in tpr]
+        ax.set_title("\n".join([f"{title} (n={part.n})", *lines]), fontsize=9)
         title_lines = max(title_lines, 1 + len(lines))
         ax.set_ylim(0, 1.05)
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=8, title=result["sensitive_feature"], title_fontsize=8, loc="upper center",
+        ax.legend(fontsize=8, title=result.sensitive_feature, title_fontsize=8, loc="upper center",
                   bbox_to_anchor=(0.5, -0.3), ncol=min(len(groups), 4))
-    fig.suptitle(f"Model metrics by {result['sensitive_feature']} ({result['grouping']})", y=0.97 + 0.045 * title_lines)
+    fig.suptitle(f"Model metrics by {result.sensitive_feature} ({result.grouping})", y=0.97 + 0.045 * title_lines)
     return save_figure(fig, path)
 
 
@@ -157,17 +162,17 @@ def plot_waterfall(values: np.ndarray, base_value: float, row, path: str | Path,
     return save_figure(fig, path)
 
 
-def plot_drift(reference, current, result: dict, path: str | Path, title: str = "") -> Path:
+def plot_drift(reference, current, result: DriftReport, path: str | Path, title: str = "") -> Path:
     """Reference vs current per feature: densities for continuous, code shares for discrete."""
     from .schema import BY_NAME
     plt = _pyplot()
-    feats = result["features"]
+    feats = result.features
     cols = 4
     rows = -(-len(feats) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.1 * rows))
     axes = np.ravel(axes)
     for ax, fr in zip(axes, feats):
-        f = BY_NAME[fr["feature"]]
+        f = BY_NAME[fr.feature]
         ref = reference[f.name].to_numpy(dtype=float)
         cur = current[f.name].to_numpy(dtype=float)
         ref, cur = ref[~np.isnan(ref)], cur[~np.isnan(cur)]
@@ -185,11 +190,11 @@ def plot_drift(reference, current, result: dict, path: str | Path, title: str = 
             if cur.size:
                 ax.hist(cur, bins=bins, density=True, alpha=0.5, label="current")
             ax.set_xlabel(f.unit, fontsize=8)
-        p = fr["p_adjusted"]
-        verdict = "DRIFT" if fr["drifted"] else "ok"
+        p = fr.p_adjusted
+        verdict = "DRIFT" if fr.drifted else "ok"
         ptxt = "n/a" if p is None or p != p else f"{p:.2g}"
-        ax.set_title(f"{f.name} [{fr['test']}] p_adj={ptxt} {verdict}", fontsize=9,
-                     color="#c0392b" if fr["drifted"] else "black")
+        ax.set_title(f"{f.name} [{fr.test}] p_adj={ptxt} {verdict}", fontsize=9,
+                     color="#c0392b" if fr.drifted else "black")
         ax.tick_params(labelsize=8)
     for ax in axes[len(feats):]:
         ax.axis("off")
@@ -207,20 +212,21 @@ def _short(text: str, width: int = 13) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def plot_poisoning(result: dict, path: str | Path) -> Path:
+def plot_poisoning(result: PoisoningReport, path: str | Path) -> Path:
     """Test metrics against the share of flipped training labels, mean ± sd over seeds."""
     plt = _pyplot()
-    curves = result["sweep"]
+    curves = result.sweep
     fig, axes = plt.subplots(1, len(curves), figsize=(6 * len(curves), 4.5), sharey=True)
     axes = np.ravel(axes)
     titles = {"random": "random label flips", "targeted_positive_to_negative": "targeted: disease -> no disease"}
     for ax, (name, curve) in zip(axes, curves.items()):
-        rates = [100 * c["rate"] for c in curve]
+        rates = [100 * c.rate for c in curve]
         for metric in ("accuracy", "roc_auc", "recall"):
-            ax.errorbar(rates, [c[metric]["mean"] for c in curve], yerr=[c[metric]["sd"] for c in curve],
+            ax.errorbar(rates, [c.summary.metrics[metric].mean for c in curve],
+                        yerr=[c.summary.metrics[metric].sd for c in curve],
                         marker="o", capsize=3, label=metric.replace("_", " "))
-            ax.axhline(result["clean"][metric], ls=":", lw=0.8, color=ax.lines[-1].get_color())
-        ax.set_title(f"{titles.get(name, name)} ({len(result['seeds'])} seeds, mean ± sd)", fontsize=10)
+            ax.axhline(result.clean[metric], ls=":", lw=0.8, color=ax.lines[-1].get_color())
+        ax.set_title(f"{titles.get(name, name)} ({len(result.seeds)} seeds, mean ± sd)", fontsize=10)
         ax.set_xlabel("training labels flipped (% of training rows)")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
