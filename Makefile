@@ -2,21 +2,30 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-12)
+STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt pyproject.toml | sha256sum | cut -c1-12)
 MODEL  ?= model.joblib
 DATA   ?= data/data.csv
 
-.PHONY: help install run train test clean serve bench batch load timeouts fairness explain drift poisoning analyses docker-build docker-run container-check
+.PHONY: help install lint format run train test clean serve bench batch load timeouts fairness explain drift poisoning analyses docker-build docker-run container-check
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
 
-$(STAMP): requirements.txt requirements-dev.txt
+# The pinned requirements first, then the package itself (editable, --no-deps: the pins rule).
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	rm -f $(VENV)/.installed-* && touch $@
 
-install: $(STAMP)  ## create .venv and install the pinned requirements
+install: $(STAMP)  ## create .venv, install the pinned requirements and the package (editable)
+
+lint: $(STAMP)  ## ruff check (configuration in pyproject.toml)
+	$(VENV)/bin/ruff check .
+
+format: $(STAMP)  ## ruff format the tree and apply ruff's safe fixes (import order)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
 
 $(MODEL): $(STAMP) $(DATA)
 	$(PY) train.py --data $(DATA) --out $(MODEL)
@@ -34,8 +43,9 @@ test: $(STAMP)  ## install and run the whole test suite
 serve: $(MODEL)  ## serve the API (HOST, PORT, WEB_CONCURRENCY, LOG_LEVEL, PREDICTION_LOG, LOG_INPUTS from the env)
 	$(PY) heart_fastapi.py --model-path $(MODEL)
 
-bench: $(MODEL)  ## benchmark /predict, /predict/batch, a bare endpoint and the original style with wrk
-	$(PY) bench/bench.py --model-path $(MODEL)
+bench: $(MODEL)  ## benchmark /predict, /predict/batch, a bare endpoint and the original style with wrk (installed if missing)
+	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	$(PY) -m bench.bench --model-path $(MODEL)
 
 clean:  ## remove the virtual environment, model and reports
 	rm -rf $(VENV) $(MODEL) $(basename $(MODEL)).card.json reports .pytest_cache

@@ -1,19 +1,15 @@
 """Fixtures for test.py and tests/: the bundled data set and one model trained once per test session."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
+from heart.data import load_dataset
+from heart.artifact import load_model, save_model
+from heart.model import build_card, train
+
 ROOT = Path(__file__).resolve().parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from heart.data import load_dataset  # noqa: E402
-from heart.artifact import load_model, save_model  # noqa: E402
-from heart.model import build_card, train  # noqa: E402
-
 DATA = ROOT / "data" / "data.csv"
 
 

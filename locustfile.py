@@ -10,20 +10,17 @@ failure. Host defaults to http://localhost:8000 (--host overrides). Extra option
 from __future__ import annotations
 
 import random
-import sys
 from pathlib import Path
 
 import gevent
 from locust import HttpUser, events, task
 
-ROOT = Path(__file__).resolve().parent
-if str(ROOT) not in sys.path:  # locust imports this file by path; make the package importable
-    sys.path.insert(0, str(ROOT))
+from heart.client import batch_problem, prediction_problem, ready_problem
+from heart.loadtest import cpu_seconds, locust_summary
+from heart.report import write_json
+from heart.samples import MODES, sample, to_records
 
-from heart.client import batch_problem, prediction_problem, ready_problem  # noqa: E402
-from heart.loadtest import cpu_seconds, locust_summary  # noqa: E402
-from heart.report import write_json  # noqa: E402
-from heart.samples import MODES, sample, to_records  # noqa: E402
+ROOT = Path(__file__).resolve().parent
 
 DEFAULTS = dict(request_timeout=10.0, wait_min=0.1, wait_max=0.5, batch_rows=20, sampling="uniform",
                 pool_size=2000, seed=0, data=str(ROOT / "data" / "data.csv"))

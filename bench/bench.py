@@ -1,4 +1,4 @@
-"""Benchmark the API with wrk: python bench/bench.py [--duration 10] [--connections 16]
+"""Benchmark the API with wrk: python -m bench.bench [--duration 10] [--connections 16]
 
 Starts the servers on free ports on 127.0.0.1 (one uvicorn worker each), waits for them to be
 ready, warms them up, then drives each target with wrk in turn, for several rounds (other
@@ -13,7 +13,7 @@ reports the median round's requests/s and p50/p95/p99 latency side by side:
   predict_sampled  (informational) /predict with OTEL_TRACES_SAMPLER=parentbased_traceidratio
                    at 0.1: what trace sampling buys when tracing is the cost
 
-Installs wrk with apt-get if it is missing. Writes a table to stdout and the figures with
+Needs wrk on PATH (`make bench` installs it if missing). Writes a table to stdout and the figures with
 the machine's description to --out (JSON). The machine is shared: run it more than once.
 """
 from __future__ import annotations
@@ -30,16 +30,13 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import requests
 
-import requests  # noqa: E402
-
-from heart import cli  # noqa: E402
-from heart.api import EXAMPLE  # noqa: E402
-from heart.loadtest import ApiServer  # noqa: E402
-from heart.report import format_table, write_json  # noqa: E402
-from heart.samples import sample, to_records  # noqa: E402
+from heart import cli
+from heart.api import EXAMPLE
+from heart.loadtest import ApiServer
+from heart.report import format_table, write_json
+from heart.samples import sample, to_records
 
 LUA = """
 wrk.method = "POST"
@@ -61,9 +58,7 @@ def ensure_wrk() -> str:
     path = shutil.which("wrk")
     if path:
         return path
-    print("wrk not found: installing it with apt-get", file=sys.stderr)
-    subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True, stdout=subprocess.DEVNULL)
-    return shutil.which("wrk") or sys.exit("error: could not install wrk")
+    sys.exit("error: wrk is not on PATH: `make bench` installs it (apt-get install wrk)")
 
 
 def run_wrk(wrk: str, url: str, body: bytes, seconds: float, connections: int, threads: int, tmp: Path) -> dict:
@@ -115,7 +110,7 @@ def main(argv=None) -> int:
     wrk = ensure_wrk()
     py = sys.executable
     tmp = Path(tempfile.mkdtemp(prefix="heart-bench-"))
-    env = {"PYTHONPATH": str(ROOT), "PREDICTION_LOG": str(tmp / "predictions.jsonl"), "LOG_INPUTS": "true",
+    env = {"PREDICTION_LOG": str(tmp / "predictions.jsonl"), "LOG_INPUTS": "true",
            "OTEL_EXPORTER_OTLP_ENDPOINT": None, "OTEL_TRACES_EXPORTER": None}
     one = json.dumps(EXAMPLE).encode()
     batch = json.dumps({"instances": to_records(sample(args.batch_size, seed=1))}).encode()
@@ -183,7 +178,7 @@ def main(argv=None) -> int:
         op, target = targets[k]
         met = v >= target if op == ">=" else v < target
         print(f"{k:24s} {v:10.2f}   goal {op} {target}: {'met' if met else 'MISSED'}")
-    report = {"command": "python bench/bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    report = {"command": "python -m bench.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
               "machine": machine_info, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
               "wrk": {"connections": args.connections, "threads": args.threads, "duration_s": args.duration,
                       "warmup_s": args.warmup, "rounds": args.rounds},

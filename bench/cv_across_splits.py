@@ -1,19 +1,16 @@
-"""How much does the CV estimate depend on the split seed? (readme.md, "Model")
+"""How much does the CV estimate depend on the split seed? (docs/model.md)
 
 With 303 rows, the 5x5 CV ROC AUC on the training part moves by +-0.02 with the split seed
 alone; this prints the forest and the baseline over several seeds, and a 5x5 CV over all rows.
-Usage: .venv/bin/python bench/cv_across_splits.py [--seeds 10]
+Usage: .venv/bin/python -m bench.cv_across_splits [--seeds 10]
 """
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from heart.data import load_dataset  # noqa: E402
-from heart.model import build_baseline, build_forest, cross_validate, split_by_labels  # noqa: E402
-from heart.report import format_table  # noqa: E402
+from heart.data import load_dataset
+from heart.model import build_baseline, build_forest, cross_validate, split_by_labels
+from heart.report import format_table
 
 
 def main() -> None:

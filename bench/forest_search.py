@@ -1,18 +1,15 @@
-"""Can honest tuning lift the forest's CV ROC AUC to the 0.905 bar? (readme.md, "Model")
+"""Can honest tuning lift the forest's CV ROC AUC to the 0.905 bar? (docs/model.md)
 
 A wider grid than `train.py --tune` (which searches max_features, min_samples_leaf and
 max_depth): also bootstrap sample size and class weights, 108 settings, each scored by the
 same 5x5 CV on the seed-42 training part (never the test split). About 8 minutes on 2 cores.
-Usage: .venv/bin/python bench/forest_search.py [--top 10]
+Usage: .venv/bin/python -m bench.forest_search [--top 10]
 """
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from heart.data import load_dataset  # noqa: E402
-from heart.model import split_by_labels, tune  # noqa: E402
-from heart.report import format_table  # noqa: E402
+from heart.data import load_dataset
+from heart.model import split_by_labels, tune
+from heart.report import format_table
 
 GRID = dict(max_samples=[None, 0.5, 0.7], class_weight=[None, "balanced_subsample"], max_features=[1, 2],
             min_samples_leaf=[3, 5, 8], max_depth=[4, 5, None])
