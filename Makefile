@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt p
 MODEL  ?= model.joblib
 DATA   ?= data/data.csv
 
-.PHONY: help install lint format run train test clean serve bench batch load timeouts fairness explain drift poisoning analyses docker-build docker-run container-check
+.PHONY: help install install-tools lint format run train test clean serve bench batch load timeouts fairness explain drift poisoning analyses docker-build docker-run container-check
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -37,8 +37,15 @@ run: $(MODEL)  ## set everything up, train if there is no model, show the model 
 	$(PY) -c "import json; c = json.load(open('$(basename $(MODEL)).card.json')); print(json.dumps({k: c[k] for k in ('model_version', 'data', 'metrics')}, indent=2))"
 	$(PY) heart_fastapi.py --model-path $(MODEL)
 
-test: $(STAMP)  ## install and run the whole test suite
+test: $(STAMP) install-tools  ## install and run the whole test suite
 	$(PY) -m pytest
+
+# promtool (tests/test_monitoring.py) ships in Debian's prometheus package; sudo when not root.
+install-tools:  ## install the non-Python test tools: promtool (apt-get install prometheus)
+	@command -v promtool >/dev/null || { \
+	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo -E) apt-get install -y -qq --no-install-recommends prometheus; }
+	@promtool --version | head -1
 
 serve: $(MODEL)  ## serve the API (HOST, PORT, WEB_CONCURRENCY, LOG_LEVEL, PREDICTION_LOG, LOG_INPUTS from the env)
 	$(PY) heart_fastapi.py --model-path $(MODEL)

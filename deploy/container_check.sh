@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Build, run and check the service's container on a machine without a container registry.
 #
-# Usage: deploy/container_check.sh [--base-only] [--rebuild-base]
+# Usage: deploy/container_check.sh [--base-only] [--rebuild-base] [--print-image]
 #   --base-only     stop after step 3 (make or check the local base image)
 #   --rebuild-base  make the local base image again even if it exists and works
+#   --print-image   print the image tag it builds (IMAGE, below) and exit
 #
 # 1. installs docker.io (and debootstrap, when the base must be made) with apt if missing;
 # 2. starts dockerd (vfs storage, no iptables, no bridge) if no daemon answers, and stops it
@@ -20,7 +21,8 @@
 # base and the image are reused from Docker's cache.
 #
 # Environment (defaults in brackets):
-#   IMAGE [heart-disease-mlops:ci]    tag for the project's image
+#   IMAGE [heart-disease-mlops:<__version__ of heart/__init__.py>]  tag for the project's image:
+#                                     the tag k8s/deployment.yaml runs (--print-image prints it)
 #   LOCAL_BASE [heart-base:bookworm]  tag of the local base image
 #   DEBIAN_MIRROR [http://deb.debian.org/debian]
 #   GRACE [20]                        seconds between SIGTERM and SIGKILL (docker stop -t)
@@ -29,7 +31,8 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-IMAGE=${IMAGE:-heart-disease-mlops:ci}
+VERSION=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' heart/__init__.py)
+IMAGE=${IMAGE:-heart-disease-mlops:${VERSION:?no __version__ in heart/__init__.py}}
 LOCAL_BASE=${LOCAL_BASE:-heart-base:bookworm}
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 GRACE=${GRACE:-20}
@@ -45,6 +48,7 @@ for arg in "$@"; do
     case $arg in
         --base-only) BASE_ONLY=1 ;;
         --rebuild-base) REBUILD_BASE=1 ;;
+        --print-image) echo "$IMAGE"; exit 0 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "container-check: unknown argument: $arg (see --help)" >&2; exit 2 ;;
     esac

@@ -1,16 +1,20 @@
 """The container and Kubernetes files, offline: schema-valid manifests that agree with each other,
-with the Dockerfile and with the app they deploy (issue 6). Building and running the image is
+with the Dockerfile and with the app they deploy (issues 6 and 14). Building and running the image is
 deploy/container_check.sh's job (`make container-check`, run by .ci/run)."""
 from __future__ import annotations
 
 import json
 import re
 import shlex
+import subprocess
 from pathlib import Path
 
 import kubernetes_validate
 import pytest
+import requests
 import yaml
+
+from heart import __version__
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "k8s"
@@ -37,6 +41,16 @@ def by_kind(kind: str) -> dict:
 def container() -> dict:
     (c,) = by_kind("Deployment")["spec"]["template"]["spec"]["containers"]
     return c
+
+
+def container_ports() -> dict[str, int]:
+    return {p["name"]: p["containerPort"] for p in container()["ports"]}
+
+
+def mebibytes(quantity: str) -> float:
+    """A Kubernetes memory/storage quantity (Ki, Mi, Gi or plain bytes) in MiB."""
+    number, unit = re.fullmatch(r"(\d+)(Ki|Mi|Gi)?", quantity).groups()
+    return int(number) * {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, None: 1 / 2**20}[unit]
 
 
 def dockerfile() -> list[tuple[str, str]]:
@@ -81,7 +95,8 @@ def app_port():
 
 def test_the_expected_manifests_are_there():
     kinds = sorted(d["kind"] for d in manifests().values())
-    assert kinds == ["Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Service"]
+    assert kinds == ["ConfigMap", "Deployment", "HorizontalPodAutoscaler", "NetworkPolicy",
+                     "PodDisruptionBudget", "Service"]
 
 
 @pytest.mark.parametrize("key", sorted(manifests()))
@@ -116,7 +131,7 @@ def test_selectors_match_the_pod_labels():
 
 
 def test_ports_agree_service_container_app_and_dockerfile(app_port):
-    (port,) = container()["ports"]
+    port = container()["ports"][0]
     (service_port,) = by_kind("Service")["spec"]["ports"]
     target = service_port["targetPort"]
     target = port["containerPort"] if target == port.get("name") else target
@@ -124,8 +139,43 @@ def test_ports_agree_service_container_app_and_dockerfile(app_port):
     env = {e["name"]: e.get("value") for e in container().get("env", [])}
     assert service_port["port"] == 80
     assert target == port["containerPort"] == app_port == 8000
-    assert exposed == {app_port}
+    assert app_port in exposed
     assert int(env.get("PORT", app_port)) == app_port
+
+
+def test_metrics_port_is_scraped_in_cluster_but_not_on_the_public_service():
+    """Issue 12, "Access": METRICS_PORT 9464, port name `metrics`; the Service carries only `http`."""
+    env = {e["name"]: e.get("value") for e in container()["env"]}
+    assert container_ports() == {"http": 8000, "metrics": 9464}
+    assert int(env["METRICS_PORT"]) == container_ports()["metrics"]
+    service_ports = by_kind("Service")["spec"]["ports"]
+    assert [p["targetPort"] for p in service_ports] == ["http"]
+    annotations = by_kind("Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert int(annotations["prometheus.io/port"]) == container_ports()["metrics"]
+    assert annotations["prometheus.io/path"] == "/metrics"
+
+
+def test_network_policy_admits_the_api_port_and_prometheus_on_the_metrics_port_only():
+    policy = by_kind("NetworkPolicy")["spec"]
+    pod_labels = by_kind("Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["policyTypes"] == ["Ingress"]
+    admitted = {}
+    for rule in policy["ingress"]:
+        for port in rule["ports"]:
+            admitted[port["port"]] = rule.get("from")
+    assert set(admitted) == {"http", "metrics"} <= set(container_ports())
+    assert admitted["http"] is None  # the API: any source (the LoadBalancer's traffic)
+    (peer,) = admitted["metrics"]     # the metrics: Prometheus's pods in its namespace, nobody else
+    assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "monitoring"}
+    assert peer["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
+
+
+def test_the_rules_configmap_carries_monitoring_alerts_yaml_verbatim():
+    (rules_file,) = by_kind("ConfigMap")["data"].values()
+    assert rules_file == (ROOT / "monitoring" / "alerts.yaml").read_text(), \
+        "copy monitoring/alerts.yaml into k8s/prometheus-rules.yaml (data, indented 4 spaces)"
 
 
 def test_every_probe_path_is_a_route_of_the_app(app_routes):
@@ -138,12 +188,14 @@ def test_every_probe_path_is_a_route_of_the_app(app_routes):
         assert get["port"] in (c["ports"][0]["containerPort"], c["ports"][0]["name"]), name
 
 
-def test_the_hpa_scales_the_deployment_between_one_and_three_pods():
+def test_the_hpa_scales_the_deployment_between_two_and_three_pods():
     hpa, deployment = by_kind("HorizontalPodAutoscaler"), by_kind("Deployment")
     ref = hpa["spec"]["scaleTargetRef"]
     assert (ref["apiVersion"], ref["kind"], ref["name"]) == ("apps/v1", "Deployment", deployment["metadata"]["name"])
     assert hpa["apiVersion"] == "autoscaling/v2"
-    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 3)
+    # two at the least, so the PodDisruptionBudget (one pod at a time) leaves one serving in a drain
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 3)
+    assert by_kind("PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
     (metric,) = hpa["spec"]["metrics"]
     assert metric["resource"]["name"] == "cpu" and metric["resource"]["target"]["type"] == "Utilization"
     assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] > 0
@@ -154,7 +206,53 @@ def test_the_hpa_scales_the_deployment_between_one_and_three_pods():
 def test_resources_are_requested_and_limited():
     resources = container()["resources"]
     for kind in ("requests", "limits"):
-        assert {"cpu", "memory"} <= resources[kind].keys(), kind
+        assert {"cpu", "memory", "ephemeral-storage"} <= resources[kind].keys(), kind
+
+
+# The prediction-log sizing of docs/deploy.md, "Prediction log storage".
+PLANNED_BYTES_PER_RECORD = 512   # 419 B measured with the inputs (below), + headroom for new fields
+ROTATE_AT_MIB = 64               # the log is rotated by size ...
+LOG_FILES_ON_POD = 2             # ... and one rotated file waits to be shipped
+CACHES_MIB = 16                  # HOME, matplotlib, onnxruntime, numba: 160 KiB measured
+CONTAINER_LOG_MIB = 50           # the kubelet's default stdout rotation: 10 MiB x 5 files
+
+
+def test_ephemeral_storage_fits_the_prediction_log():
+    pod = by_kind("Deployment")["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in container()["env"]}
+    (tmp,) = [v for v in pod["volumes"] if v["name"] == "tmp"]
+    (mount,) = [m for m in container()["volumeMounts"] if m["name"] == "tmp"]
+    assert env["PREDICTION_LOG"].startswith(mount["mountPath"] + "/")  # the log is in the emptyDir
+    size_limit = mebibytes(tmp["emptyDir"]["sizeLimit"])
+    request = mebibytes(container()["resources"]["requests"]["ephemeral-storage"])
+    limit = mebibytes(container()["resources"]["limits"]["ephemeral-storage"])
+    log_mib = LOG_FILES_ON_POD * ROTATE_AT_MIB
+    assert log_mib * 2**20 // PLANNED_BYTES_PER_RECORD == 262_144  # records kept on the pod
+    # big enough for the log and the caches, not a blank cheque (within 25%)
+    assert log_mib + CACHES_MIB <= size_limit <= 1.25 * (log_mib + CACHES_MIB)
+    assert size_limit + CONTAINER_LOG_MIB <= request <= limit <= 1.5 * request
+
+
+def test_bytes_per_record_fit_the_planned_size(model_path, dataset, tmp_path):
+    """The figure the sizing rests on, measured: training-like patients through a real server."""
+    from heart.loadtest import ApiServer
+    from heart.samples import sample, to_records
+
+    log = tmp_path / "predictions.jsonl"
+    patients = to_records(sample(200, seed=1, mode="marginal", reference=dataset.X))
+    with ApiServer(model_path, log=tmp_path / "server.log", ready_timeout=90, log_level="warning",
+                   extra_env={"PREDICTION_LOG": str(log), "LOG_INPUTS": "true",
+                              "OTEL_EXPORTER_OTLP_ENDPOINT": None, "OTEL_TRACES_EXPORTER": None}) as api:
+        with requests.Session() as session:
+            for patient in patients:
+                assert session.post(api.url + "/predict", json=patient, timeout=10).status_code == 200
+    lines = log.read_bytes().splitlines(keepends=True)
+    assert len(lines) == len(patients)
+    per_record = log.stat().st_size / len(lines)
+    print(f"prediction log: {per_record:.1f} bytes per record over {len(lines)} records "
+          f"({min(map(len, lines))} to {max(map(len, lines))} B)")
+    # below: a record with inputs holds 13 features, a trace id and a timestamp (> 250 B)
+    assert 250 < per_record <= max(map(len, lines)) <= PLANNED_BYTES_PER_RECORD
 
 
 def test_the_pod_is_locked_down_and_writes_only_to_an_emptydir():
@@ -187,10 +285,17 @@ def test_opentelemetry_is_configured_by_the_standard_variables():
     assert {"OTEL_SERVICE_NAME", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_RESOURCE_ATTRIBUTES"} <= env
 
 
-def test_the_image_is_a_documented_placeholder():
+def test_the_image_is_the_version_tag_the_container_check_builds():
     image = container()["image"]
-    assert image.split(":")[0] == "heart-disease-mlops"
+    name, _, tag = image.partition(":")
+    assert name == "heart-disease-mlops" and tag == __version__  # never :latest, never untagged
     assert "kubectl set image" in (K8S / "deployment.yaml").read_text()
+    built = subprocess.run(["bash", str(ROOT / "deploy" / "container_check.sh"), "--print-image"],
+                           capture_output=True, text=True, timeout=30, env={"PATH": "/usr/bin:/bin"})
+    assert built.returncode == 0 and built.stdout.strip() == image, built.stderr
+    deployment = by_kind("Deployment")
+    for labels in (deployment["metadata"]["labels"], deployment["spec"]["template"]["metadata"]["labels"]):
+        assert labels["app.kubernetes.io/version"] == __version__
 
 
 # ------------------------------------------------------------------------------ Dockerfile

@@ -1,0 +1,135 @@
+"""The GitHub workflows, offline: actionlint finds nothing in them, CI runs what .ci/run runs, and
+the release workflow's version step tags the image with heart/__init__.py's version (issue 14, part 4)."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from heart import __version__
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOWS = ROOT / ".github" / "workflows"
+
+
+def actionlint() -> str:
+    """The binary requirements-dev.txt installs into the venv (or one on PATH)."""
+    found = Path(sys.executable).parent / "actionlint"
+    path = str(found) if found.exists() else shutil.which("actionlint")
+    if path is None:
+        pytest.fail("actionlint not found: install the test tools with `make install` "
+                    "(pip install -r requirements-dev.txt)")
+    return path
+
+
+def lint(*files: Path) -> subprocess.CompletedProcess:
+    # shellcheck, where installed, checks the run: scripts too (actionlint calls it itself)
+    return subprocess.run([actionlint(), "-no-color", "-oneline", *map(str, files)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+
+
+def workflow(name: str) -> dict:
+    # PyYAML reads the key `on` as True (YAML 1.1): load it as written
+    return yaml.load((WORKFLOWS / name).read_text(), Loader=yaml.BaseLoader)
+
+
+def steps(doc: dict) -> list[dict]:
+    return [step for job in doc["jobs"].values() for step in job["steps"]]
+
+
+def test_actionlint_finds_nothing_in_the_workflows():
+    files = sorted(WORKFLOWS.glob("*.yml"))
+    assert [f.name for f in files] == ["ci.yml", "release.yml"]
+    result = lint(*files)
+    assert result.returncode == 0 and result.stdout == "", result.stdout + result.stderr
+
+
+def test_actionlint_reports_a_broken_workflow(tmp_path):
+    """The check above can fail: an unknown event, a bad expression and an unknown input are found."""
+    broken = tmp_path / ".github" / "workflows" / "broken.yml"
+    broken.parent.mkdir(parents=True)
+    broken.write_text("on: pushh\njobs:\n  a:\n    runs-on: ubuntu-24.04\n    steps:\n"
+                      "      - run: echo ${{ github.nope( }}\n"
+                      "      - uses: actions/checkout@v5\n        with:\n          no-such-input: 1\n")
+    result = lint(broken)
+    assert result.returncode == 1
+    found = {(int(m.group(1)), m.group(2)) for m in re.finditer(r"broken\.yml:(\d+):\d+: .*\[(\w+)\]$",
+                                                                   result.stdout, re.M)}
+    assert found == {(1, "events"), (6, "expression"), (9, "action")}, result.stdout
+    assert '"pushh"' in result.stdout and '"no-such-input"' in result.stdout
+
+
+def test_ci_runs_what_ci_run_runs():
+    ci_run = (ROOT / ".ci" / "run").read_text()
+    commands = [line.strip() for line in ci_run.splitlines() if line.strip().startswith("make ")]
+    assert commands == ["make test", "make container-check"]
+    doc = workflow("ci.yml")
+    runs = [step.get("run", "") for step in steps(doc)]
+    assert any(r.strip() == "make test" for r in runs)
+    assert any(r.strip().endswith("make container-check") for r in runs)
+    # the manifests and alert rules, validated as a job of their own (fast feedback)
+    assert any("tests/test_deploy.py" in r and "tests/test_monitoring.py" in r for r in runs)
+    assert any("actionlint" in r for r in runs) and any("ruff check" in r for r in runs)
+    assert set(doc["on"]) >= {"push", "pull_request"}
+    assert doc["permissions"] == {"contents": "read"}
+
+
+def test_ci_installs_the_actionlint_that_the_tests_pin():
+    pinned = [line for line in (ROOT / "requirements-dev.txt").read_text().splitlines()
+              if line.startswith("actionlint")]
+    assert len(pinned) == 1 and re.fullmatch(r"actionlint[\w-]*==[\d.]+", pinned[0])
+    runs = " ".join(step.get("run", "") for step in steps(workflow("ci.yml")))
+    assert "grep -E '^actionlint' requirements-dev.txt" in runs
+
+
+def release_step(step_id: str) -> dict:
+    (step,) = [s for s in steps(workflow("release.yml")) if s.get("id") == step_id]
+    return step
+
+
+def run_version_step(tmp_path, event: str, ref: str, registry: str) -> tuple[int, dict, str]:
+    """The release workflow's own version script, run with bash as Actions would run it."""
+    output = tmp_path / "github_output"
+    output.write_text("")
+    env = {**os.environ, "GITHUB_EVENT_NAME": event, "GITHUB_REF_NAME": ref, "GITHUB_OUTPUT": str(output),
+           "REGISTRY": registry, "IMAGE_NAME": workflow("release.yml")["env"]["IMAGE_NAME"]}
+    result = subprocess.run(["bash", "-e", "-c", release_step("version")["run"]], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=30)
+    values = dict(line.split("=", 1) for line in output.read_text().splitlines() if "=" in line)
+    return result.returncode, values, result.stdout + result.stderr
+
+
+def test_release_version_step_tags_with_the_package_version(tmp_path):
+    rc, values, out = run_version_step(tmp_path, "release", f"v{__version__}", "ghcr.io/acme/")
+    assert rc == 0, out
+    assert values == {"version": __version__, "repository": "ghcr.io/acme/heart-disease-mlops",
+                      "registry_host": "ghcr.io"}
+    assert "${{ vars.REGISTRY }}" in release_step("version")["env"]["REGISTRY"]
+
+
+def test_release_refuses_a_tag_that_is_not_the_package_version_or_no_registry(tmp_path):
+    rc, values, out = run_version_step(tmp_path, "release", "v9.9.9", "ghcr.io/acme")
+    assert rc == 1 and "does not match the package version" in out and values == {}
+    rc, values, out = run_version_step(tmp_path, "workflow_dispatch", "main", "")
+    assert rc == 1 and "repository variable REGISTRY" in out and values == {}
+
+
+def test_release_pushes_both_version_tags_with_an_sbom():
+    (push,) = [s for s in steps(workflow("release.yml"))
+               if s.get("uses", "").startswith("docker/build-push-action") and s["with"].get("push") == "true"]
+    tags = push["with"]["tags"].strip().splitlines()
+    assert tags == ["${{ steps.version.outputs.repository }}:${{ steps.version.outputs.version }}",
+                    "${{ steps.version.outputs.repository }}:${{ steps.model.outputs.model_version }}"]
+    assert push["with"]["sbom"] == "true"
+    (sbom,) = [s for s in steps(workflow("release.yml")) if s.get("uses", "").startswith("anchore/sbom-action")]
+    assert sbom["with"]["format"] == "spdx-json"
+    # the model version comes from the card inside the image, where train.py wrote it
+    assert "/app/model.card.json" in release_step("model")["run"]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "--out /app/model.joblib" in dockerfile
