@@ -21,9 +21,10 @@ if str(ROOT) not in sys.path:  # locust imports this file by path; make the pack
     sys.path.insert(0, str(ROOT))
 
 from heart.client import batch_problem, prediction_problem, ready_problem  # noqa: E402
-from heart.loadtest import cpu_seconds, locust_summary  # noqa: E402
+from heart.harness import cpu_seconds, locust_summary  # noqa: E402
 from heart.report import write_json  # noqa: E402
 from heart.samples import MODES, sample, to_records  # noqa: E402
+from heart.serving.contract import MAX_BATCH  # noqa: E402
 
 DEFAULTS = dict(request_timeout=10.0, wait_min=0.1, wait_max=0.5, batch_rows=20, sampling="uniform",
                 pool_size=2000, seed=0, data=str(ROOT / "data" / "data.csv"))
@@ -38,7 +39,7 @@ def _options(parser):
     parser.add_argument("--wait-max", type=float, default=DEFAULTS["wait_max"], env_var="LOCUST_WAIT_MAX",
                         help="longest think time between a user's requests (s)")
     parser.add_argument("--batch-rows", type=int, default=DEFAULTS["batch_rows"], env_var="LOCUST_BATCH_ROWS",
-                        help="patients per /predict/batch request (1..1000)")
+                        help=f"patients per /predict/batch request (1..{MAX_BATCH})")
     parser.add_argument("--sampling", choices=MODES, default=DEFAULTS["sampling"], env_var="LOCUST_SAMPLING",
                         help="uniform over the schema's typical ranges, or the training data's marginals")
     parser.add_argument("--pool-size", type=int, default=DEFAULTS["pool_size"], env_var="LOCUST_POOL_SIZE",

@@ -36,8 +36,8 @@ sys.path.insert(0, str(ROOT))
 import requests  # noqa: E402
 
 from heart import cli  # noqa: E402
-from heart.api import EXAMPLE  # noqa: E402
-from heart.loadtest import ApiServer  # noqa: E402
+from heart.serving.contract import EXAMPLE  # noqa: E402
+from heart.harness import ApiServer  # noqa: E402
 from heart.report import format_table, write_json  # noqa: E402
 from heart.samples import sample, to_records  # noqa: E402
 
