@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -47,10 +47,16 @@ class Settings(BaseSettings):
     max_body_bytes: int = 4_000_000           # larger bodies get a JSON 413 (BodyLimit)
     configure_logging: bool = True
 
-    @field_validator("log_level", "engine", mode="before")
+    @field_validator("*", mode="before")
     @classmethod
-    def _any_case(cls, value: Any) -> Any:
-        return value.strip().lower() if isinstance(value, str) else value
+    def _trimmed(cls, value: Any, info: ValidationInfo) -> Any:
+        """Spaces around a value do not count, and a blank value means the default."""
+        if not isinstance(value, str):
+            return value
+        value = value.strip()
+        if not value:
+            return cls.model_fields[info.field_name].default
+        return value.lower() if info.field_name in ("log_level", "engine") else value
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
