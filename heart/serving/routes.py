@@ -34,9 +34,9 @@ def _body_doc(model) -> dict:
 
 async def predict(request: Request) -> Response:
     patient = await parse_body(request, Patient)
-    app = request.app.state
-    trace_id, results = await app.inference.predict([patient], "predict")
-    return json_response({**results[0], "model_version": app.serving.model.version, "trace_id": trace_id})
+    shared = request.app.state
+    trace_id, results = await shared.inference.predict([patient], "predict")
+    return json_response({**results[0], "model_version": shared.serving.model.version, "trace_id": trace_id})
 
 
 predictions.add_api_route("/predict", predict, methods=["POST"], response_model=PredictResponse,
@@ -51,9 +51,10 @@ predictions.add_api_route("/predict/", predict, methods=["POST"], response_model
                   summary=f"Predict 1 to {MAX_BATCH} patients, results in input order")
 async def predict_batch(request: Request) -> Response:
     batch = await parse_body(request, Batch)
-    app = request.app.state
-    trace_id, results = await app.inference.predict(batch.instances, "batch")
-    return json_response({"model_version": app.serving.model.version, "trace_id": trace_id, "predictions": results})
+    shared = request.app.state
+    trace_id, results = await shared.inference.predict(batch.instances, "batch")
+    return json_response({"model_version": shared.serving.model.version, "trace_id": trace_id,
+                          "predictions": results})
 
 
 @predictions.post("/explain", response_model=ExplainResponse, openapi_extra=_body_doc(Patient),
