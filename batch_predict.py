@@ -14,11 +14,12 @@ import time
 
 from heart import cli
 from heart.client import (DEFAULT_BACKOFF, DEFAULT_CONCURRENCY, DEFAULT_RETRIES, DEFAULT_TIMEOUT,
-                          DEFAULT_URL, MAX_BATCH, Progress, Unreachable, check_url, predict_batches, predict_each,
-                          records_json, summarize, summary_rows)
+                          DEFAULT_URL, Progress, Unreachable, check_url, predict_batches, predict_each,
+                          records_json, summarize_records, summary_rows)
 from heart.data import load_dataset
 from heart.report import format_table, write_json
 from heart.samples import MODES, sample, to_records
+from heart.serving.contract import MAX_BATCH
 
 
 def api_url(value: str) -> str:
@@ -68,7 +69,7 @@ def main(argv=None) -> int:
         return cli.EXIT_FAILED
     wall = time.perf_counter() - start
     progress.close()
-    summary = summarize(records, wall)
+    summary = summarize_records(records, wall)
     settings = {"url": args.url, "mode": "batch" if args.batch else "per-sample", "n": args.n, "seed": args.seed,
                 "sampling": args.sampling, "concurrency": args.concurrency, "timeout_s": args.timeout,
                 "retries": args.retries}

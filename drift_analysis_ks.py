@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 from heart import cli, drift
-from heart.data import load_dataset, load_prediction_log
+from heart.data import load_dataset
+from heart.predlog import load_prediction_log
 from heart.model import DEFAULT_SEED
 from heart.report import format_table, plot_drift, write_json
 from heart.samples import MODES, sample

@@ -16,9 +16,10 @@ import gevent
 from locust import HttpUser, events, task
 
 from heart.client import batch_problem, prediction_problem, ready_problem
-from heart.loadtest import cpu_seconds, locust_summary
+from heart.harness import cpu_seconds, locust_summary
 from heart.report import write_json
 from heart.samples import MODES, sample, to_records
+from heart.serving.contract import MAX_BATCH
 
 ROOT = Path(__file__).resolve().parent
 
@@ -35,7 +36,7 @@ def _options(parser):
     parser.add_argument("--wait-max", type=float, default=DEFAULTS["wait_max"], env_var="LOCUST_WAIT_MAX",
                         help="longest think time between a user's requests (s)")
     parser.add_argument("--batch-rows", type=int, default=DEFAULTS["batch_rows"], env_var="LOCUST_BATCH_ROWS",
-                        help="patients per /predict/batch request (1..1000)")
+                        help=f"patients per /predict/batch request (1..{MAX_BATCH})")
     parser.add_argument("--sampling", choices=MODES, default=DEFAULTS["sampling"], env_var="LOCUST_SAMPLING",
                         help="uniform over the schema's typical ranges, or the training data's marginals")
     parser.add_argument("--pool-size", type=int, default=DEFAULTS["pool_size"], env_var="LOCUST_POOL_SIZE",

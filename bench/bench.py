@@ -12,6 +12,8 @@ reports the median round's requests/s and p50/p95/p99 latency side by side:
   original_style   a pandas DataFrame per request + sklearn predict on the event loop
   predict_sampled  (informational) /predict with OTEL_TRACES_SAMPLER=parentbased_traceidratio
                    at 0.1: what trace sampling buys when tracing is the cost
+  baseline_*       with --baseline DIR: /predict and /predict/batch of another checkout's
+                   heart_fastapi.py, in the same rounds (before/after a change)
 
 Needs wrk on PATH (`make bench` installs it if missing). Writes a table to stdout and the figures with
 the machine's description to --out (JSON). The machine is shared: run it more than once.
@@ -33,10 +35,10 @@ from pathlib import Path
 import requests
 
 from heart import cli
-from heart.api import EXAMPLE
-from heart.loadtest import ApiServer
+from heart.harness import ApiServer
 from heart.report import format_table, write_json
 from heart.samples import sample, to_records
+from heart.serving.contract import EXAMPLE
 
 LUA = """
 wrk.method = "POST"
@@ -97,45 +99,53 @@ def parse_args(argv):
     p.add_argument("--threads", type=int, default=1, help="wrk threads (1 leaves the other core to the server)")
     p.add_argument("--batch-size", type=int, default=1000, help="patients per /predict/batch request")
     p.add_argument("--out", default="bench/results.json", help="JSON file for the figures")
-    p.add_argument("--only", nargs="*", choices=["predict", "predict_batch", "bare", "original_style", "predict_sampled"],
+    p.add_argument("--baseline", default="",
+                   help="another checkout of this project (e.g. a git worktree of main): its heart_fastapi.py is "
+                        "measured in the same rounds (baseline_predict, baseline_batch) for a before/after figure")
+    p.add_argument("--only", nargs="*", choices=["predict", "predict_batch", "bare", "original_style", "predict_sampled",
+                                                 "baseline_predict", "baseline_batch"],
                    help="run only these (default: all)")
     return p.parse_args(argv)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    machine_info = machine()  # the load average before our own load
-    if not Path(args.model_path).is_file():
-        raise FileNotFoundError(f"{args.model_path}: no model to serve (run `make train` first)")
-    wrk = ensure_wrk()
+def plan_targets(args, tmp: Path) -> tuple[dict, dict, list]:
+    """(server key -> argv, server key -> env, [(target, server key, path, body, rows per request)])."""
     py = sys.executable
-    tmp = Path(tempfile.mkdtemp(prefix="heart-bench-"))
     env = {"PREDICTION_LOG": str(tmp / "predictions.jsonl"), "LOG_INPUTS": "true",
            "OTEL_EXPORTER_OTLP_ENDPOINT": None, "OTEL_TRACES_EXPORTER": None}
     one = json.dumps(EXAMPLE).encode()
     batch = json.dumps({"instances": to_records(sample(args.batch_size, seed=1))}).encode()
     uvicorn = [py, "-m", "uvicorn", "--factory", "--host", "127.0.0.1", "--port", "{port}", "--workers", "1",
                "--no-access-log", "--log-level", "warning"]
-    full = [py, "heart_fastapi.py", "--host", "127.0.0.1", "--port", "{port}", "--workers", "1"]
-    servers = {"full": full, "sampled": full, "bare": uvicorn + ["bench.servers:bare_app"],
-               "original": uvicorn + ["bench.servers:original_app"]}
+    full = ["--host", "127.0.0.1", "--port", "{port}", "--workers", "1"]
+    servers = {"full": [py, "heart_fastapi.py", *full], "sampled": [py, "heart_fastapi.py", *full],
+               "bare": uvicorn + ["bench.servers:bare_app"], "original": uvicorn + ["bench.servers:original_app"]}
     envs = {"sampled": {**env, "OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}}
-    plan = [  # (name, server, path, body, rows per request)
+    plan = [
         ("predict", "full", "/predict", one, 1),
         ("predict_batch", "full", "/predict/batch", batch, args.batch_size),
         ("bare", "bare", "/predict", one, 1),
         ("original_style", "original", "/predict/", one, 1),
         ("predict_sampled", "sampled", "/predict", one, 1),  # informational: 10% of traces kept
     ]
+    if args.baseline:  # another checkout's heart_fastapi.py, measured in the same rounds
+        base = Path(args.baseline).resolve()
+        servers["baseline"] = [py, str(base / "heart_fastapi.py"), *full]
+        envs["baseline"] = {**env, "PYTHONPATH": str(base), "PREDICTION_LOG": str(tmp / "baseline.jsonl")}
+        plan += [("baseline_predict", "baseline", "/predict", one, 1),
+                 ("baseline_batch", "baseline", "/predict/batch", batch, args.batch_size)]
     plan = [p for p in plan if not args.only or p[0] in args.only]
-    started = time.time()
+    return servers, {key: envs.get(key, env) for key in servers}, plan
+
+
+def measure(args, wrk: str, servers: dict, envs: dict, plan: list, tmp: Path) -> dict[str, list[dict]]:
+    """Start the servers, check and warm each target, then run the rounds; every run of each target."""
     with ExitStack() as stack:
         up = {}
         for key in dict.fromkeys(p[1] for p in plan):
             print(f"starting {key} server ...", file=sys.stderr, flush=True)
             up[key] = stack.enter_context(ApiServer(Path(args.model_path).resolve(), log=tmp / f"{key}.log",
-                                                    command=servers[key], extra_env=envs.get(key, env),
-                                                    ready_timeout=120))
+                                                    command=servers[key], extra_env=envs[key], ready_timeout=120))
         for name, key, path, body, rows in plan:
             url = up[key].url + path
             check = requests.post(url, data=body, headers={"content-type": "application/json"}, timeout=30)
@@ -153,14 +163,10 @@ def main(argv=None) -> int:
                 rounds[name].append(r)
                 print(f"round {i + 1}/{args.rounds} {name}: {r['rps']:.0f} req/s, p99 {r['p99']:.2f} ms "
                       f"(load average {r['load']:.1f})", file=sys.stderr, flush=True)
-    results = {}
-    for name, runs in rounds.items():
-        median = sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
-        results[name] = {**median, "rounds": runs}
+    return rounds
 
-    rows = [[n, r["path"], round(r["rps"]), round(r["rows_per_s"]), r["p50"], r["p95"], r["p99"],
-             r["errors"] + r["non2xx"]] for n, r in results.items()]
-    print(format_table(["server", "path", "req/s", "rows/s", "p50 ms", "p95 ms", "p99 ms", "errors"], rows, digits=2))
+
+def goals_of(results: dict) -> dict[str, float]:
     goals = {}
     if "predict" in results:
         p = results["predict"]
@@ -171,13 +177,39 @@ def main(argv=None) -> int:
         goals["predict_p99_ms"] = p["p99"]
     if "predict_batch" in results:
         goals["batch_rows_per_s"] = results["predict_batch"]["rows_per_s"]
-    targets = {"predict_vs_original_x": (">=", 15), "predict_vs_bare": (">=", 0.5), "predict_p99_ms": ("<", 25),
-               "batch_rows_per_s": (">=", 20000)}
+    for name, base in (("predict", "baseline_predict"), ("predict_batch", "baseline_batch")):
+        if name in results and base in results:
+            goals[f"{name}_vs_baseline"] = results[name]["rows_per_s"] / results[base]["rows_per_s"]
+    return goals
+
+
+TARGETS = {"predict_vs_original_x": (">=", 15), "predict_vs_bare": (">=", 0.5), "predict_p99_ms": ("<", 25),
+           "batch_rows_per_s": (">=", 20000), "predict_vs_baseline": (">=", 1.0),
+           "predict_batch_vs_baseline": (">=", 1.0)}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    machine_info = machine()  # the load average before our own load
+    if not Path(args.model_path).is_file():
+        raise FileNotFoundError(f"{args.model_path}: no model to serve (run `make train` first)")
+    wrk = ensure_wrk()
+    tmp = Path(tempfile.mkdtemp(prefix="heart-bench-"))
+    started = time.time()
+    rounds = measure(args, wrk, *plan_targets(args, tmp), tmp)
+    results = {}
+    for name, runs in rounds.items():
+        median = sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
+        results[name] = {**median, "rounds": runs}
+    rows = [[n, r["path"], round(r["rps"]), round(r["rows_per_s"]), r["p50"], r["p95"], r["p99"],
+             r["errors"] + r["non2xx"]] for n, r in results.items()]
+    print(format_table(["server", "path", "req/s", "rows/s", "p50 ms", "p95 ms", "p99 ms", "errors"], rows, digits=2))
+    goals = goals_of(results)
     print()
     for k, v in goals.items():
-        op, target = targets[k]
+        op, target = TARGETS[k]
         met = v >= target if op == ">=" else v < target
-        print(f"{k:24s} {v:10.2f}   goal {op} {target}: {'met' if met else 'MISSED'}")
+        print(f"{k:26s} {v:10.2f}   goal {op} {target}: {'met' if met else 'MISSED'}")
     report = {"command": "python -m bench.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
               "machine": machine_info, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
               "wrk": {"connections": args.connections, "threads": args.threads, "duration_s": args.duration,
@@ -190,4 +222,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(cli.run(main))
+    raise SystemExit(cli.run_main(main))

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from heart import cli
-from heart.loadtest import ApiServer, LoadTestError, gate, run_locust
+from heart.harness import ApiServer, LoadTestError, gate, run_locust
 from heart.report import format_table
 
 

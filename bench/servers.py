@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 
 def bare_app() -> FastAPI:
-    from heart.api import Patient
+    from heart.serving.contract import Patient
 
     app = FastAPI()
 

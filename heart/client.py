@@ -1,9 +1,10 @@
 """Client side of the prediction API: what a valid answer looks like, and concurrent callers.
 
-One definition of a valid /predict, /predict/batch and /ready_check response lives here, so
-batch_predict.py and the locustfile judge the server by the same rules. The callers keep one
-record per patient (status, latency, error) and every summary figure is computed from those
-records, so the report can be checked against its own rows.
+A valid /predict, /predict/batch and /ready_check response is what the API's own contract
+(heart/serving/contract.py) says it is, so batch_predict.py, the locustfile and the server
+agree on one definition. The callers keep one record per patient (status, latency, error)
+and every summary figure is computed from those records, so the report can be checked
+against its own rows.
 
 Only connection failures are retried (the request never reached the server): an HTTP error
 or a read timeout is the server's answer and is reported, never hidden by a retry.
@@ -17,80 +18,73 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterable, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import requests
+from pydantic import BaseModel, ValidationError
+from tqdm import tqdm
 
-from .schema import FEATURE_NAMES, TARGET
+from .schema import TARGET
+from .serving.contract import MAX_BATCH, BatchResponse, PredictionResult, PredictResponse, ReadyResponse
 
 DEFAULT_URL = "http://localhost:8000/predict"
 DEFAULT_CONCURRENCY = 8
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_RETRIES = 3
 DEFAULT_BACKOFF = 0.2
-MAX_BATCH = 1000  # the API's limit per /predict/batch request
-TRACE_ID = re.compile(r"[0-9a-f]{32}")
 
 
-# --- what a valid response is -------------------------------------------------------------
+# --- what a valid response is: the API's own contract ---------------------------------------
 
-def _row_problem(body: Any) -> str | None:
-    """The fields every prediction carries, alone or as a row of a batch."""
-    if not isinstance(body, dict):
-        return f"expected a JSON object, got {type(body).__name__}"
-    missing = [k for k in ("predicted_class", "label", "probability", "imputed") if k not in body]
-    if missing:
-        return "missing field(s): " + ", ".join(missing)
-    cls, label, prob, imputed = body["predicted_class"], body["label"], body["probability"], body["imputed"]
-    if isinstance(cls, bool) or cls not in TARGET.labels:
-        return f"predicted_class must be 0 or 1, got {cls!r}"
-    if label != TARGET.labels[cls]:
-        return f"label {label!r} does not match predicted_class {cls} ({TARGET.labels[cls]!r})"
-    if isinstance(prob, bool) or not isinstance(prob, (int, float)) or not 0.0 <= prob <= 1.0:
-        return f"probability must be a number from 0 to 1, got {prob!r}"
-    if not isinstance(imputed, list) or any(f not in FEATURE_NAMES for f in imputed):
-        return f"imputed must be a list of feature names, got {imputed!r}"
+def _problem(model: type[BaseModel], body: Any) -> str | None:
+    """Why body does not validate as model, in one line, or None."""
+    try:
+        model.model_validate(body)
+    except ValidationError as e:
+        errors = e.errors(include_url=False)
+        missing = [_where(err["loc"]) for err in errors if err["type"] == "missing"]
+        if missing:
+            return "missing field(s): " + ", ".join(missing)
+        err = errors[0]
+        if err["type"] == "model_type":
+            return f"expected a JSON object, got {type(err['input']).__name__}"
+        where = _where(err["loc"])
+        return (f"{where}: " if where else "") + f"{err['msg']}" + (f", got {err['input']!r}" if where else "")
     return None
 
 
-def _envelope_problem(body: dict) -> str | None:
-    version, trace_id = body.get("model_version"), body.get("trace_id")
-    if not isinstance(version, str) or not version:
-        return f"model_version must be a non-empty string, got {version!r}"
-    if not isinstance(trace_id, str) or not TRACE_ID.fullmatch(trace_id):
-        return f"trace_id must be 32 lowercase hex digits, got {trace_id!r}"
-    return None
+def _where(loc: tuple) -> str:
+    """('predictions', 1, 'probability') -> 'predictions[1].probability'."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
 
 
 def prediction_problem(body: Any) -> str | None:
     """Why a POST /predict response body is not a valid prediction, or None if it is."""
-    return _row_problem(body) or _envelope_problem(body)
+    return _problem(PredictResponse, body)
+
+
+def row_problem(body: Any) -> str | None:
+    """Why one row of a /predict/batch answer is not a valid prediction, or None."""
+    return _problem(PredictionResult, body)
 
 
 def batch_problem(body: Any, n_rows: int) -> str | None:
     """Why a POST /predict/batch response body is invalid for n_rows patients, or None."""
-    if not isinstance(body, dict):
-        return f"expected a JSON object, got {type(body).__name__}"
-    why = _envelope_problem(body)
-    if why:
-        return why
-    rows = body.get("predictions")
-    if not isinstance(rows, list) or len(rows) != n_rows:
-        got = len(rows) if isinstance(rows, list) else repr(rows)
-        return f"predictions must be a list of {n_rows} rows, got {got}"
-    for i, row in enumerate(rows):
-        why = _row_problem(row)
-        if why:
-            return f"predictions[{i}]: {why}"
-    return None
+    why = _problem(BatchResponse, body)
+    if why is None and len(body["predictions"]) != n_rows:
+        return f"predictions must be a list of {n_rows} rows, got {len(body['predictions'])}"
+    return why
 
 
 def ready_problem(body: Any) -> str | None:
     """Why a GET /ready_check 200 body does not say ready, or None."""
-    if not isinstance(body, dict) or body.get("status") != "ready":
+    if _problem(ReadyResponse, body) is not None:
         return f"expected {{'status': 'ready', ...}}, got {body!r}"
     return None
 
@@ -152,7 +146,14 @@ class _Outcome:
 
 def _post(session: requests.Session, url: str, payload: Any, timeout: float, retries: int,
           backoff: float, sleep: Callable[[float], None] = time.sleep) -> _Outcome:
-    """POST with retries on connection errors only; latency is that of the last attempt."""
+    """POST with retries on connection errors only; latency is that of the last attempt.
+
+    Not urllib3's Retry (through requests' HTTPAdapter), which would keep different semantics:
+    when it gives up, its MaxRetryError carries no count of attempts (each record reports
+    its attempts, and the summary how many were retried); its first retry has no backoff;
+    and a connection dropped while the answer is awaited is a read error to it, not
+    retried, where this loop retries every requests.ConnectionError.
+    """
     attempt = 0
     while True:
         attempt += 1
@@ -273,7 +274,7 @@ def predict_batches(url: str, patients: Sequence[dict], batch_size: int = MAX_BA
                 _fill(rec, out, None, lambda _: why, {})
             else:
                 row = out.body["predictions"][k] if not out.error and 200 <= out.status < 300 else None
-                _fill(rec, out, row, _row_problem, out.body if isinstance(out.body, dict) else {})
+                _fill(rec, out, row, row_problem, out.body if isinstance(out.body, dict) else {})
         if progress:
             progress(len(rows))
         return records
@@ -307,7 +308,7 @@ def percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=float), q)) if len(values) else math.nan
 
 
-def summarize(records: Sequence[Record], wall_s: float) -> dict:
+def summarize_records(records: Sequence[Record], wall_s: float) -> dict:
     """Counts, throughput and latency figures; latency is over successful requests only."""
     ok = [r for r in records if r.ok]
     lat = [r.latency_ms for r in ok]
@@ -350,43 +351,20 @@ def records_json(records: Sequence[Record]) -> list[dict]:
     return [asdict(r) for r in records]
 
 
-# --- a small progress bar (stderr, only on a terminal) --------------------------------------
+# --- the progress bar (stderr, only on a terminal) -------------------------------------------
 
-@dataclass
 class Progress:
-    """A thread-safe one-line bar on stderr; silent when stderr is not a terminal."""
+    """tqdm's bar, callable from the worker threads; silent when stderr is not a terminal."""
 
-    total: int
-    label: str = "requests"
-    enabled: bool | None = None
-    stream: Any = None
-    done: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _last: float = 0.0
-    _start: float = field(default_factory=time.perf_counter)
-
-    def __post_init__(self):
-        self.stream = self.stream or sys.stderr
-        if self.enabled is None:
-            self.enabled = hasattr(self.stream, "isatty") and self.stream.isatty()
+    def __init__(self, total: int, label: str = "requests", enabled: bool | None = None, stream: Any = None):
+        self._lock = threading.Lock()
+        # disable=None is tqdm's own "only on a terminal"
+        self.bar = tqdm(total=total, unit=f" {label}", file=stream or sys.stderr, mininterval=0.1,
+                        disable=None if enabled is None else not enabled)
 
     def __call__(self, n: int = 1) -> None:
         with self._lock:
-            self.done += n
-            now = time.perf_counter()
-            if self.enabled and (now - self._last > 0.1 or self.done >= self.total):
-                self._last = now
-                self._draw(now)
-
-    def _draw(self, now: float) -> None:
-        width = 30
-        frac = self.done / self.total if self.total else 1.0
-        rate = self.done / (now - self._start) if now > self._start else 0.0
-        bar = "#" * int(frac * width) + "." * (width - int(frac * width))
-        self.stream.write(f"\r[{bar}] {self.done}/{self.total} {self.label} {rate:7.1f}/s")
-        self.stream.flush()
+            self.bar.update(n)
 
     def close(self) -> None:
-        if self.enabled:
-            self.stream.write("\n")
-            self.stream.flush()
+        self.bar.close()

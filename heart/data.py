@@ -82,7 +82,7 @@ def load_dataset(path: str | Path, require_target: bool = True) -> Dataset:
     raw = _read_csv(source)
     frame, ignored = _normalise_columns(raw, source, require_target)
     lines = frame.index.to_numpy()
-    X, missing, sentinels, problems = _parse_features(frame)
+    X, missing, sentinels, problems = parse_features(frame)
     y = None
     if TARGET.name in frame.columns and (require_target or frame[TARGET.name].str.strip().ne("").any()):
         y, target_problems = _parse_target(frame[TARGET.name], lines)
@@ -99,7 +99,7 @@ def load_dataset(path: str | Path, require_target: bool = True) -> Dataset:
                    sentinels=sentinels, ignored_columns=ignored)
 
 
-def _parse_features(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int], dict[str, int], list[Problem]]:
+def parse_features(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int], dict[str, int], list[Problem]]:
     """The 13 feature columns of strings (indexed by file line) -> floats, with every problem found."""
     lines = frame.index.to_numpy()
     columns, missing, sentinels, problems = {}, {}, {}, []
@@ -114,7 +114,7 @@ def _parse_features(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int], 
 
 
 @contextmanager
-def _opened(source: str, kind: str, **open_args):
+def opened(source: str, kind: str, **open_args):
     """open() whose failures, reading included, are DataErrors naming the file and what it should be."""
     try:
         with open(source, **open_args) as fh:
@@ -130,7 +130,7 @@ def _opened(source: str, kind: str, **open_args):
 def _read_csv(source: str) -> pd.DataFrame:
     """Strings by column, indexed by file line number, so every later error can name its line."""
     try:
-        with _opened(source, "a CSV file", encoding="utf-8-sig", newline="") as fh:
+        with opened(source, "a CSV file", encoding="utf-8-sig", newline="") as fh:
             reader = csv.reader(fh)
             header = next(reader, None)
             rows, lines, ragged = [], [], []
@@ -209,48 +209,3 @@ def _parse_target(text: pd.Series, lines: np.ndarray) -> tuple[np.ndarray, list[
                         else "blank label: every training row needs yes/no or 1/0")
                 for i in np.flatnonzero(codes.isna().to_numpy())]
     return codes.fillna(-1).to_numpy(dtype=int), problems
-
-
-def load_prediction_log(path: str | Path) -> Dataset:
-    """The served patients from the API's PREDICTION_LOG (JSON lines; see readme.md).
-
-    Each record's "inputs" (schema codes, null = not given) goes through the same
-    parse_column checks as a CSV cell, so a bad log line is named like a bad CSV line. Other
-    events are skipped. A log written with LOG_INPUTS=false has no inputs: that is an error here.
-    """
-    import json
-
-    source = str(path)
-    with _opened(source, "a JSON-lines log", encoding="utf-8") as fh:
-        text_lines = fh.read().splitlines()
-    rows, lines, problems, without_inputs = [], [], [], 0
-    for number, line in enumerate(text_lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError as e:
-            problems.append(Problem(number, None, f"not valid JSON ({e.msg})"))
-            continue
-        if not isinstance(record, dict) or record.get("event", "prediction") != "prediction":
-            continue
-        inputs = record.get("inputs")
-        if inputs is None:
-            without_inputs += 1
-            continue
-        if not isinstance(inputs, dict):
-            problems.append(Problem(number, "inputs", "must be a JSON object of feature: value"))
-            continue
-        rows.append({name: "" if inputs.get(name) is None else str(inputs[name]) for name in FEATURE_NAMES})
-        lines.append(number)
-    if problems:
-        raise DataError(source, problems)
-    if not rows:
-        why = (f"none of its {without_inputs} prediction records has \"inputs\" (the API was run with "
-               "LOG_INPUTS=false), so there is nothing to compare" if without_inputs
-               else "no prediction records (expected JSON lines with \"event\": \"prediction\" and \"inputs\")")
-        raise DataError(source, why)
-    X, missing, sentinels, problems = _parse_features(pd.DataFrame(rows, index=lines, dtype=str))
-    if problems:
-        raise DataError(source, problems)
-    return Dataset(X=X, y=None, source=source, sha256=sha256_file(source), missing=missing, sentinels=sentinels)

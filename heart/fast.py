@@ -137,7 +137,7 @@ def parity_rows(n_samples: int, seed: int = 0, missing_rate: float = 0.2,
     return np.vstack(parts)
 
 
-def compare(reference: SklearnPredictor, candidate, X: np.ndarray) -> Parity:
+def check_parity(reference: SklearnPredictor, candidate, X: np.ndarray) -> Parity:
     """Predict X both ways; count class mismatches and the largest probability difference."""
     t0 = time.perf_counter()
     ref_class, ref_p = reference.predict(X)
@@ -161,7 +161,7 @@ def build_predictor(pipeline: Pipeline, check_rows: np.ndarray, engine: str = "o
         raise ValueError(f"unknown inference engine {engine!r}: choose onnx or sklearn")
     try:
         candidate = OnnxPredictor(pipeline)
-        parity = compare(reference, candidate, check_rows)
+        parity = check_parity(reference, candidate, check_rows)
     except Exception as e:  # an unsupported Pipeline step, an ONNX Runtime error: serve sklearn
         parity = Parity("onnxruntime", 0, 0, float("nan"), reason=f"conversion failed: {type(e).__name__}: {e}",
                         fallback=True)

@@ -1,4 +1,4 @@
-"""Observability for the API: OpenTelemetry traces, JSON logs, the prediction log, Prometheus metrics.
+"""Observability for the API: OpenTelemetry traces, JSON logs, Prometheus metrics (the prediction log: heart/predlog.py).
 
 Everything is configured from the standard environment, never from code edits, and nothing
 ties the service to one vendor: traces go to any OTLP collector when
@@ -11,10 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import threading
 import time
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import Iterable, Mapping
 
 from opentelemetry import trace
@@ -101,16 +98,16 @@ class StdoutHandler(logging.StreamHandler):
         pass
 
 
-_HANDLER = StdoutHandler()
-_HANDLER.setFormatter(json_formatter())
+STDOUT_HANDLER = StdoutHandler()  # heart.predlog writes its lines through this handler's lock
+STDOUT_HANDLER.setFormatter(json_formatter())
 
 
 def setup_logging(level: str = "info") -> None:
     """Send the package's (and uvicorn's) logs to stdout as JSON lines; idempotent."""
     for name in ("heart", "uvicorn", "uvicorn.error", "opentelemetry"):
         logger = logging.getLogger(name)
-        if _HANDLER not in logger.handlers:
-            logger.addHandler(_HANDLER)
+        if STDOUT_HANDLER not in logger.handlers:
+            logger.addHandler(STDOUT_HANDLER)
         # the SDK's own messages (e.g. an unreachable collector) only from warnings up
         logger.setLevel(level.upper() if name != "opentelemetry" else max(logging.WARNING, _level(level)))
         logger.propagate = False
@@ -119,41 +116,6 @@ def setup_logging(level: str = "info") -> None:
 def _level(name: str) -> int:
     value = logging.getLevelName(name.upper())
     return value if isinstance(value, int) else logging.INFO
-
-
-class PredictionLines:
-    """One JSON log line per served patient, written in one go per request.
-
-    A batch of 1,000 patients through logging.Logger would cost a LogRecord and a formatter
-    pass each (tens of ms); these lines carry the same fields as the other JSON log records
-    (timestamp, level, logger, event, ...) and go through the same handler's lock to stdout.
-    Falls back to ordinary logging when the package's handler is not installed.
-    """
-
-    def __init__(self, logger_name: str = "heart.predictions"):
-        self.logger = logging.getLogger(logger_name)
-        self.prefix = b'{"level":"INFO","logger":"%s",' % logger_name.encode()
-
-    def enabled(self) -> bool:
-        return self.logger.isEnabledFor(logging.INFO)
-
-    def write(self, lines: list[bytes], records: list[dict]) -> None:
-        """`lines` are the records already serialised (JSON bytes of each, without newline)."""
-        if _HANDLER not in self.logger.handlers and _HANDLER not in logging.getLogger("heart").handlers:
-            for record in records:
-                self.logger.info(record.get("event", "prediction"),
-                                 extra={k: v for k, v in record.items() if k not in ("event", "timestamp")})
-            return
-        blob = b"".join(self.prefix + line[1:] + b"\n" for line in lines).decode()
-        _HANDLER.acquire()
-        try:
-            stream = sys.stdout
-            stream.write(blob)
-            stream.flush()
-        except Exception:  # noqa: BLE001 - a closed stdout must not fail the request
-            pass
-        finally:
-            _HANDLER.release()
 
 
 def uvicorn_log_config(level: str = "info", access_log: bool = False) -> dict:
@@ -172,39 +134,6 @@ def uvicorn_log_config(level: str = "info", access_log: bool = False) -> dict:
                                "propagate": False},
         },
     }
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
-class PredictionLog:
-    """Append-only JSON-lines file of served predictions (the drift analysis reads it as live traffic).
-
-    One os.write per request on an O_APPEND descriptor: lines from several requests, threads
-    or worker processes never interleave or overwrite each other, and a crash loses whole
-    lines, never half of one.
-    """
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        self.lock = threading.Lock()
-
-    def write(self, lines: Iterable[bytes]) -> None:
-        """Append serialised records (JSON bytes of each, without the newline) in one write."""
-        blob = b"".join(line + b"\n" for line in lines)
-        with self.lock:
-            view = memoryview(blob)
-            while view:
-                view = view[os.write(self.fd, view):]
-
-    def close(self) -> None:
-        with self.lock:
-            if self.fd >= 0:
-                os.close(self.fd)
-                self.fd = -1
 
 
 # ---------------------------------------------------------------------------------------- metrics

@@ -9,8 +9,8 @@ import pytest
 import requests
 
 from heart.client import (Record, _post, batch_problem, endpoints, percentile, predict_each, prediction_problem,
-                          summarize)
-from heart.loadtest import ApiServer, free_port, gate, run_locust
+                          summarize_records)
+from heart.harness import ApiServer, free_port, gate, run_locust
 from heart.samples import sample, to_records
 from tests.stub_api import StubAPI
 
@@ -111,7 +111,7 @@ def test_summary_counts_and_percentiles_come_from_the_records():
     recs = [Record(i, {}, 1, 0.9, TRACE, 200, float(i + 1)) for i in range(10)]
     recs += [Record(10, {}, status=500, latency_ms=99.0, error="HTTP 500", kind="http"),
              Record(11, {}, latency_ms=1000.0, error="timeout after 1 s", kind="timeout")]
-    s = summarize(recs, wall_s=2.0)
+    s = summarize_records(recs, wall_s=2.0)
     assert (s["requests"], s["successes"], s["failures"], s["timeouts"], s["http_errors"]) == (12, 10, 2, 1, 1)
     assert s["throughput_per_s"] == 5.0
     assert s["latency_ms"]["min"] == 1.0 and s["latency_ms"]["max"] == 10.0 and s["latency_ms"]["p50"] == 5.5

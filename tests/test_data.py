@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from heart.data import DataError, load_dataset, load_prediction_log
+from heart.data import DataError, load_dataset
+from heart.predlog import load_prediction_log
 from heart.schema import FEATURE_NAMES
 
 from conftest import DATA

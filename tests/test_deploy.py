@@ -235,7 +235,7 @@ def test_ephemeral_storage_fits_the_prediction_log():
 
 def test_bytes_per_record_fit_the_planned_size(model_path, dataset, tmp_path):
     """The figure the sizing rests on, measured: training-like patients through a real server."""
-    from heart.loadtest import ApiServer
+    from heart.harness import ApiServer
     from heart.samples import sample, to_records
 
     log = tmp_path / "predictions.jsonl"

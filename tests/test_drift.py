@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from heart import drift
-from heart.data import DataError, load_prediction_log
+from heart.data import DataError
+from heart.predlog import load_prediction_log
 from heart.samples import sample
 from heart.schema import FEATURES
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from heart import fast
-from heart.fast import OnnxPredictor, SklearnPredictor, build_predictor, compare, parity_rows
+from heart.fast import OnnxPredictor, SklearnPredictor, build_predictor, check_parity, parity_rows
 from heart.schema import FEATURES
 
 
@@ -15,7 +15,7 @@ def onnx(loaded):
 def test_parity_on_every_data_row(loaded, dataset, onnx):
     X = dataset.X.to_numpy(dtype=float)
     assert np.isnan(X).any(), "the data's own missing values (ca, thal) are part of the check"
-    parity = compare(SklearnPredictor(loaded.pipeline), onnx, X)
+    parity = check_parity(SklearnPredictor(loaded.pipeline), onnx, X)
     assert parity.rows == 303
     assert parity.class_mismatches == 0
     assert parity.max_abs_diff <= 1e-6

@@ -4,7 +4,8 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from opentelemetry.sdk.trace import TracerProvider
 
-from heart.api import Settings, create_app
+from heart.serving.app import create_app
+from tests.test_serving_api import settings_for
 
 MAX_EXAMPLES = 100  # per operation and mode; keeps the whole file well under a minute
 MODES = [schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE]
@@ -12,8 +13,8 @@ MODES = [schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGAT
 
 @pytest.fixture(scope="module")
 def fuzz_schema(model_path):
-    app = create_app(model_path, settings=Settings(), tracer_provider_=TracerProvider(), parity_samples=200,
-                     background_load=False, configure_logging=False)
+    app = create_app(settings_for(model_path, parity_samples=200, background_load=False, configure_logging=False),
+                     tracer_provider_=TracerProvider())
     app.state.serving.load()  # the ASGI transport does not run the lifespan: load here
     assert app.state.serving.ready
     return schemathesis.openapi.from_asgi("/openapi.json", app)

@@ -15,8 +15,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import ROOT
-from heart.api import EXAMPLE
-from heart.loadtest import ApiServer, free_port
+from heart.serving.contract import EXAMPLE
+from heart.harness import ApiServer, free_port
 from heart.samples import sample
 
 MONITORING = ROOT / "monitoring"

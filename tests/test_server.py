@@ -11,8 +11,8 @@ import pytest
 import requests
 
 from conftest import ROOT
-from heart.api import EXAMPLE
-from heart.loadtest import ApiServer
+from heart.serving.contract import EXAMPLE
+from heart.harness import ApiServer
 
 
 @pytest.fixture

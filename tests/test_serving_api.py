@@ -1,4 +1,4 @@
-"""The API with FastAPI's TestClient: every endpoint, every bad input, tracing, logs, metrics, readiness."""
+"""The API (heart/serving) with FastAPI's TestClient: every endpoint, every bad input, tracing, logs, metrics, readiness."""
 import json
 import shutil
 import threading
@@ -10,14 +10,22 @@ from fastapi.testclient import TestClient
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-import heart.api as api
-from heart.api import EXAMPLE, Settings, create_app
+import heart.serving.state as state_module
 from heart.artifact import card_path_for
 from heart.samples import sample, to_records
 from heart.schema import BY_NAME, FEATURE_NAMES
+from heart.serving.app import create_app
+from heart.serving.contract import EXAMPLE
+from heart.serving.settings import ENV_NAMES, Settings
 from heart.telemetry import span_exporters, tracer_provider
 
 CONTRACT_KEYS = {"predicted_class", "label", "probability", "model_version", "trace_id", "imputed"}
+
+
+def settings_for(model_path, **values) -> Settings:
+    """Settings with every environment-backed field given, so the developer's env cannot leak in."""
+    defaults = {name: Settings.model_fields[name].default for name in ENV_NAMES}
+    return Settings(**{**defaults, "model_path": model_path, **values})
 
 
 def make_app(model_path, tmp_path=None, spans=None, **settings):
@@ -30,7 +38,7 @@ def make_app(model_path, tmp_path=None, spans=None, **settings):
     settings.setdefault("parity_samples", 200)
     if tmp_path is not None:
         settings.setdefault("prediction_log", tmp_path / "predictions.jsonl")
-    return create_app(model_path, settings=Settings(), tracer_provider_=provider, **settings)
+    return create_app(settings_for(model_path, **settings), tracer_provider_=provider)
 
 
 @pytest.fixture(scope="module")
@@ -330,12 +338,12 @@ def test_startup_model_load_and_shutdown_are_logged(model_path, capsys):
 
 def test_not_ready_until_the_model_is_loaded(model_path, monkeypatch):
     gate = threading.Event()
-    real = api.load_model
+    real = state_module.load_model
 
     def slow_load(path):
         assert gate.wait(30)
         return real(path)
-    monkeypatch.setattr(api, "load_model", slow_load)
+    monkeypatch.setattr(state_module, "load_model", slow_load)
     app = make_app(model_path, background_load=True)
     with TestClient(app) as c:
         r = c.get("/ready_check")
@@ -404,16 +412,6 @@ def test_sklearn_engine_serves_the_same_answers(model_path, loaded):
 
 # --------------------------------------------------------------------------- settings
 
-def test_settings_from_env():
-    s = Settings.from_env({"MODEL_PATH": "m.joblib", "PREDICTION_LOG": "p.jsonl", "LOG_INPUTS": "false",
-                           "LOG_LEVEL": "WARNING", "INFERENCE_ENGINE": "sklearn"})
-    assert str(s.model_path) == "m.joblib" and str(s.prediction_log) == "p.jsonl" and s.log_inputs is False
-    assert s.log_level == "warning" and s.engine == "sklearn"
-    assert Settings.from_env({}).prediction_log is None and Settings.from_env({}).log_inputs is True
-    with pytest.raises(ValueError, match="true or false"):
-        Settings.from_env({"LOG_INPUTS": "maybe"})
-
-
 def test_trace_exporters_follow_the_standard_env():
     assert span_exporters({}) == []
     assert type(span_exporters({"OTEL_TRACES_EXPORTER": "console"})[0]).__name__ == "ConsoleSpanExporter"
@@ -446,7 +444,7 @@ def test_otlp_exporter_sends_the_responses_trace_to_the_collector(model_path, mo
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
     monkeypatch.delenv("OTEL_TRACES_EXPORTER", raising=False)
     try:
-        app = create_app(model_path, settings=Settings(), background_load=False, parity_samples=50)
+        app = create_app(settings_for(model_path, background_load=False, parity_samples=50))
         with TestClient(app) as c:
             trace_id = c.post("/predict", json=EXAMPLE).json()["trace_id"]
         # leaving the block ran the lifespan's shutdown, which flushes the spans

@@ -1,0 +1,208 @@
+"""The prediction record: one JSON line per served patient, its writers and its reader.
+
+The API writes the same line to two places: the PREDICTION_LOG file (the drift analysis
+reads it back as live traffic) and stdout, as a JSON log record among the others. A line:
+
+  {"event": "prediction", "timestamp": ..., "trace_id": ..., "span_id": ..., "model_version": ...,
+   "inputs": {feature: schema code or null}, "imputed": [...], "predicted_class": 0|1,
+   "probability": ..., "latency_ms": ...}
+
+"inputs" is left out when the server runs with LOG_INPUTS=false.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable
+
+import orjson
+import pandas as pd
+
+from .artifact import sha256_file
+from .data import DataError, Dataset, Problem, opened, parse_features
+from .schema import FEATURE_NAMES
+from .telemetry import STDOUT_HANDLER
+
+EVENT = "prediction"
+FIELDS = ("event", "timestamp", "trace_id", "span_id", "model_version", "inputs", "imputed", "predicted_class",
+          "probability", "latency_ms")  # the order of the keys in every line
+
+
+def now_iso() -> str:
+    """The records' timestamp: UTC, milliseconds, ISO 8601 with +00:00."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class PredictionRecords:
+    """The records of one request: what its patients share, then one entry per patient.
+
+    One object per request, not one per patient: a dataclass per patient costs about 2.5 µs
+    more than the dict the line is made from anyway (of ~21 µs per row in a batch), so the
+    per-patient records are dicts built here, in FIELDS order, and serialised with orjson
+    (~3 µs a line, against ~25 µs for json.dumps).
+    """
+
+    timestamp: str
+    trace_id: str
+    span_id: str
+    model_version: str
+    latency_ms: float
+    inputs: list[dict] | None          # None: LOG_INPUTS=false, the key is left out
+    imputed: list[list[str]]
+    predicted_class: list[int]
+    probability: list[float]
+
+    def records(self) -> list[dict]:
+        """One dict per patient, keys in FIELDS order."""
+        head = {"event": EVENT, "timestamp": self.timestamp, "trace_id": self.trace_id, "span_id": self.span_id,
+                "model_version": self.model_version}
+        inputs = self.inputs if self.inputs is not None else [None] * len(self.imputed)
+        out = []
+        for coded, miss, cls, p in zip(inputs, self.imputed, self.predicted_class, self.probability):
+            record = {**head, "inputs": coded} if coded is not None else dict(head)
+            record.update(imputed=miss, predicted_class=cls, probability=p, latency_ms=self.latency_ms)
+            out.append(record)
+        return out
+
+    def lines(self) -> list[bytes]:
+        """Each record as JSON bytes, without the newline."""
+        dumps = orjson.dumps
+        return [dumps(r) for r in self.records()]
+
+
+# ---------------------------------------------------------------------------------- writers
+
+class PredictionLog:
+    """Append-only JSON-lines file of served predictions.
+
+    One os.write per request on an O_APPEND descriptor: lines from several requests, threads
+    or worker processes never interleave or overwrite each other, and a crash loses whole
+    lines, never half of one.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self.lock = threading.Lock()
+
+    def write(self, lines: Iterable[bytes]) -> None:
+        """Append serialised records (JSON bytes of each, without the newline) in one write."""
+        blob = b"".join(line + b"\n" for line in lines)
+        with self.lock:
+            view = memoryview(blob)
+            while view:
+                view = view[os.write(self.fd, view):]
+
+    def close(self) -> None:
+        with self.lock:
+            if self.fd >= 0:
+                os.close(self.fd)
+                self.fd = -1
+
+
+class PredictionLines:
+    """The records as JSON log lines on stdout, written in one go per request.
+
+    A batch of 1,000 patients through logging.Logger would cost a LogRecord and a formatter
+    pass each (tens of ms). A log line is the record with "level" and "logger" first, so it
+    is spliced from the record's own bytes: 0.4 µs a line, against 3.7 µs for a second
+    orjson.dumps. It goes through the JSON log handler's lock to stdout; when that handler
+    is not installed, each record goes through ordinary logging instead.
+    """
+
+    def __init__(self, logger_name: str = "heart.predictions"):
+        self.logger = logging.getLogger(logger_name)
+        self.prefix = b'{"level":"INFO","logger":"%s",' % logger_name.encode()
+
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)
+
+    def write(self, lines: list[bytes], batch: PredictionRecords) -> None:
+        if STDOUT_HANDLER not in self.logger.handlers and STDOUT_HANDLER not in logging.getLogger("heart").handlers:
+            for record in batch.records():
+                self.logger.info(EVENT, extra={k: v for k, v in record.items() if k not in ("event", "timestamp")})
+            return
+        blob = b"".join(self.prefix + line[1:] + b"\n" for line in lines).decode()  # line[1:]: the record after "{"
+        STDOUT_HANDLER.acquire()
+        try:
+            sys.stdout.write(blob)
+            sys.stdout.flush()
+        except Exception:  # noqa: BLE001 - a closed stdout must not fail the request
+            pass
+        finally:
+            STDOUT_HANDLER.release()
+
+
+class PredictionWriter:
+    """Both destinations: each record is serialised once, for whichever is on."""
+
+    def __init__(self, path: str | Path | None):
+        self.file = PredictionLog(path) if path else None
+        self.stdout = PredictionLines()
+
+    def enabled(self) -> bool:
+        return self.file is not None or self.stdout.enabled()
+
+    def write(self, batch: PredictionRecords) -> None:
+        lines = batch.lines()
+        if self.file is not None:
+            self.file.write(lines)
+        if self.stdout.enabled():
+            self.stdout.write(lines, batch)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+# ----------------------------------------------------------------------------------- reader
+
+def load_prediction_log(path: str | Path) -> Dataset:
+    """The served patients of a PREDICTION_LOG, as a Dataset without labels.
+
+    Each record's "inputs" (schema codes, null = not given) goes through the same checks as
+    a CSV cell, so a bad log line is named like a bad CSV line. Other events are skipped. A
+    log written with LOG_INPUTS=false has no inputs: that is an error here.
+    """
+    source = str(path)
+    with opened(source, "a JSON-lines log", encoding="utf-8") as fh:
+        text_lines = fh.read().splitlines()
+    rows, lines, problems, without_inputs = [], [], [], 0
+    for number, line in enumerate(text_lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as e:
+            problems.append(Problem(number, None, f"not valid JSON ({e.msg})"))
+            continue
+        if not isinstance(record, dict) or record.get("event", EVENT) != EVENT:
+            continue
+        inputs = record.get("inputs")
+        if inputs is None:
+            without_inputs += 1
+            continue
+        if not isinstance(inputs, dict):
+            problems.append(Problem(number, "inputs", "must be a JSON object of feature: value"))
+            continue
+        rows.append({name: "" if inputs.get(name) is None else str(inputs[name]) for name in FEATURE_NAMES})
+        lines.append(number)
+    if problems:
+        raise DataError(source, problems)
+    if not rows:
+        why = (f"none of its {without_inputs} prediction records has \"inputs\" (the API was run with "
+               "LOG_INPUTS=false), so there is nothing to compare" if without_inputs
+               else "no prediction records (expected JSON lines with \"event\": \"prediction\" and \"inputs\")")
+        raise DataError(source, why)
+    X, missing, sentinels, problems = parse_features(pd.DataFrame(rows, index=lines, dtype=str))
+    if problems:
+        raise DataError(source, problems)
+    return Dataset(X=X, y=None, source=source, sha256=sha256_file(source), missing=missing, sentinels=sentinels)

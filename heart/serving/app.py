@@ -1,0 +1,97 @@
+"""create_app: the prediction API wired from its parts (see heart/serving/__init__.py)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.metrics import NoOpMeterProvider
+from opentelemetry.sdk.trace import TracerProvider
+
+from .. import __version__
+from ..predlog import PredictionWriter
+from ..telemetry import SERVICE_NAME, Metrics, ObservabilityMiddleware, setup_logging, tracer_provider
+from . import errors, routes
+from .inference import Inference
+from .middleware import BodyLimit
+from .settings import Settings, load_settings
+from .state import ServingState
+
+log = logging.getLogger("heart.api")
+TRACE_FLUSH_SECONDS = 5.0  # at most this long flushing spans at shutdown
+
+
+def create_app(settings: Settings | None = None, tracer_provider_: TracerProvider | None = None) -> FastAPI:
+    """Build the API; `settings` default to the environment's (read once, here).
+
+    A TracerProvider may be passed in (tests use an in-memory exporter); otherwise one is made
+    from the OTEL_* environment variables and shut down (flushed) with the app.
+    """
+    settings = settings or load_settings()
+    if settings.configure_logging:
+        setup_logging(settings.log_level)
+    provider = tracer_provider_ or tracer_provider(__version__)
+    metrics = Metrics()
+    state = ServingState(settings=settings, metrics=metrics)
+    writer = PredictionWriter(settings.prediction_log)
+    app = FastAPI(title="Heart-disease prediction API", version=__version__,
+                  lifespan=_lifespan(state, writer, provider if tracer_provider_ is None else None),
+                  description="Predicts angiographic heart disease from 13 clinical features "
+                              "(UCI Cleveland data). Not a medical device.")
+    app.state.serving = state
+    app.state.metrics = metrics
+    app.state.tracer_provider = provider
+    app.state.inference = Inference(state, metrics, provider.get_tracer("heart.api", __version__), writer,
+                                    settings.log_inputs)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ObservabilityMiddleware, metrics=metrics, static_paths=routes.HOT_PATHS)
+    errors.install(app)
+    # The routers' APIRoutes go straight into the app's table: FastAPI 0.165's include_router
+    # adds a lazily resolved group instead, which has no .path (route labels, deploy checks).
+    app.router.routes.extend([*routes.predictions.routes, *routes.operations.routes])
+    routes.serve_hot_paths_plainly(app)
+    app.openapi = lambda: routes.openapi(app)
+    # Metrics come from Prometheus (/metrics): the instrumentation's own OTel metrics would only
+    # cost time per request, so it gets a no-op meter provider.
+    FastAPIInstrumentor.instrument_app(app, tracer_provider=provider, meter_provider=NoOpMeterProvider(),
+                                       exclude_spans=["receive", "send"],
+                                       excluded_urls="metrics,live_check,ready_check")
+    return app
+
+
+def _lifespan(state: ServingState, writer: PredictionWriter, own_provider: TracerProvider | None):
+    """Start-up loads the model (in the background unless told otherwise); shutdown flushes."""
+    settings = state.settings
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        log.info("startup", extra={"service": SERVICE_NAME, "version": __version__, "pid": os.getpid(),
+                                   "model_path": str(settings.model_path), "log_inputs": settings.log_inputs,
+                                   "prediction_log": str(settings.prediction_log or "")})
+        task = asyncio.create_task(asyncio.to_thread(state.load)) if settings.background_load else None
+        if task is None:
+            state.load()
+        try:
+            yield
+        finally:
+            log.info("shutdown", extra={"service": SERVICE_NAME, "pid": os.getpid()})
+            if task is not None and not task.done():
+                await asyncio.wait([task], timeout=30)
+            writer.close()
+            if own_provider is not None:
+                _flush(own_provider)
+
+    return lifespan
+
+
+def _flush(provider: TracerProvider) -> None:
+    """Flush the spans, but never hold up shutdown for an unreachable collector."""
+    flusher = threading.Thread(target=provider.shutdown, name="otel-shutdown", daemon=True)
+    flusher.start()
+    flusher.join(TRACE_FLUSH_SECONDS)
+    if flusher.is_alive():
+        log.warning("trace_flush_timeout", extra={"seconds": TRACE_FLUSH_SECONDS})

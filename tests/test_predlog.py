@@ -1,0 +1,75 @@
+"""The prediction record: written once per request to the file and stdout, read back for drift."""
+import json
+import logging
+
+import orjson
+
+from heart import predlog
+from heart.predlog import FIELDS, PredictionRecords, PredictionWriter, load_prediction_log
+from heart.schema import FEATURE_NAMES
+from heart.telemetry import setup_logging
+
+CODED = {"age": 63, "gender": 1, "cp": 3, "trestbps": 145.0, "chol": 233.0, "fbs": 1, "restecg": 0, "thalach": 150.0,
+         "exang": 0, "oldpeak": 2.3, "slope": 0, "ca": 0, "thal": 1}  # EXAMPLE as the server logs it
+INPUTS = [CODED, {**{n: None for n in FEATURE_NAMES}, "age": 50, "gender": 0}]
+
+
+def records(inputs=INPUTS):
+    return PredictionRecords(timestamp="2026-01-01T00:00:00.000+00:00", trace_id="a" * 32, span_id="b" * 16,
+                             model_version="v1", latency_ms=0.5, inputs=inputs,
+                             imputed=[[], [n for n in FEATURE_NAMES if n not in ("age", "gender")]],
+                             predicted_class=[1, 0], probability=[0.75, 0.25])
+
+
+def test_lines_hold_every_field_in_order_and_leave_inputs_out_when_told():
+    lines = [json.loads(line) for line in records().lines()]
+    assert [list(line) for line in lines] == [list(FIELDS)] * 2
+    assert lines[1]["inputs"]["chol"] is None and lines[1]["predicted_class"] == 0 and lines[1]["probability"] == 0.25
+    private = [json.loads(line) for line in records(inputs=None).lines()]
+    assert [list(line) for line in private] == [[f for f in FIELDS if f != "inputs"]] * 2
+
+
+def test_file_and_stdout_get_the_same_record(tmp_path, capsys):
+    setup_logging("info")
+    writer = PredictionWriter(tmp_path / "sub" / "p.jsonl")
+    capsys.readouterr()
+    writer.write(records())
+    writer.close()
+    in_file = [json.loads(line) for line in (tmp_path / "sub" / "p.jsonl").read_text().splitlines()]
+    on_stdout = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(in_file) == 2 and [{**r, "level": "INFO", "logger": "heart.predictions"} for r in in_file] == on_stdout
+    assert list(on_stdout[0])[:3] == ["level", "logger", "event"]
+
+
+def test_quiet_logs_and_no_file_write_nothing(tmp_path, capsys):
+    setup_logging("warning")
+    try:
+        writer = PredictionWriter(None)
+        assert not writer.enabled()
+        with_file = PredictionWriter(tmp_path / "p.jsonl")
+        assert with_file.enabled()
+        capsys.readouterr()
+        with_file.write(records())
+        assert capsys.readouterr().out == "" and len((tmp_path / "p.jsonl").read_text().splitlines()) == 2
+    finally:
+        setup_logging("info")
+
+
+def test_without_the_json_handler_records_go_through_logging(caplog, monkeypatch):
+    monkeypatch.setattr(predlog, "STDOUT_HANDLER", logging.Handler())
+    with caplog.at_level("INFO", logger="heart.predictions"):
+        predlog.PredictionLines().write(records().lines(), records())
+    got = [r for r in caplog.records if r.name == "heart.predictions"]
+    assert len(got) == 2 and got[0].getMessage() == "prediction" and got[1].probability == 0.25
+
+
+def test_what_is_written_reads_back_through_the_schema(tmp_path):
+    path = tmp_path / "p.jsonl"
+    writer = PredictionWriter(path)
+    writer.file.write([orjson.dumps({"event": "startup"})])
+    writer.write(records())
+    writer.close()
+    data = load_prediction_log(path)
+    assert data.n_rows == 2 and data.y is None
+    assert data.X.iloc[0].tolist() == [float(CODED[n]) for n in FEATURE_NAMES]
+    assert data.X.iloc[1]["age"] == 50 and data.X.iloc[1].isna().sum() == 11
