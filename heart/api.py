@@ -42,6 +42,7 @@ from starlette.routing import Route
 from . import __version__
 from .fast import Parity, build_predictor, parity_rows
 from .model import LoadedModel, ModelError, load_model
+from .pages import install_front_doors
 from .schema import BY_NAME, FEATURE_NAMES, FEATURES, TARGET, Feature
 from .telemetry import (SERVICE_NAME, Metrics, ObservabilityMiddleware, PredictionLines, PredictionLog, current_ids, now_iso,
                         setup_logging, tracer_provider)
@@ -463,6 +464,7 @@ def create_app(model_path: str | Path | None = None, settings: Settings | None =
                     log.warning("trace_flush_timeout", extra={"seconds": TRACE_FLUSH_SECONDS})
 
     app = FastAPI(title="Heart-disease prediction API", version=__version__, lifespan=lifespan,
+                  docs_url=None, redoc_url=None,  # served from local assets by heart.pages
                   description="Predicts angiographic heart disease from 13 clinical features "
                               "(UCI Cleveland data). Not a medical device.")
     app.state.serving = state
@@ -650,11 +652,12 @@ def create_app(model_path: str | Path | None = None, settings: Settings | None =
     async def prometheus_metrics():
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/", tags=["operations"], summary="Service name, version and where the docs are")
-    async def root():
+    def about() -> dict:  # the root's JSON; browsers get the page (heart.pages)
         return {"name": SERVICE_NAME, "version": __version__,
                 "model_version": state.model.version if state.model else None,
                 "status": state.status, "docs": "/docs", "openapi": "/openapi.json"}
+
+    install_front_doors(app, about)
 
     def openapi() -> dict:
         """FastAPI's schema plus the request bodies the routes parse themselves (Patient, Batch)."""
