@@ -26,6 +26,13 @@ DOCS_ASSETS = {"swagger_js_url": f"{STATIC_URL}/swagger-ui/swagger-ui-bundle.js"
                "swagger_css_url": f"{STATIC_URL}/swagger-ui/swagger-ui.css",
                "redoc_js_url": f"{STATIC_URL}/redoc/redoc.standalone.js",
                "favicon_url": f"{STATIC_URL}/favicon.svg"}
+# The docs and the page may load only from this service. This also stops the one request the
+# vendored ReDoc makes to another host (its "API docs by Redocly" logo): blocked in the
+# browser before it leaves, and ReDoc hides the image. Inline script/style: FastAPI's docs
+# pages and the page at / carry their own; blob: is ReDoc's search worker.
+CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+       "img-src 'self' data:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'; "
+       "base-uri 'self'; form-action 'self'; frame-ancestors 'self'")
 
 
 def templates() -> Environment:
@@ -95,23 +102,27 @@ def install_front_doors(app: FastAPI, about: Callable[[], dict]) -> None:
 
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{title} - Swagger UI",
+        return _locked(get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{title} - Swagger UI",
                                    swagger_js_url=DOCS_ASSETS["swagger_js_url"],
                                    swagger_css_url=DOCS_ASSETS["swagger_css_url"],
                                    swagger_favicon_url=DOCS_ASSETS["favicon_url"],
-                                   swagger_ui_parameters={"validatorUrl": None})  # no call to validator.swagger.io
+                                   swagger_ui_parameters={"validatorUrl": None}))  # no call to validator.swagger.io
 
     @app.get("/redoc", include_in_schema=False)
     async def redoc() -> HTMLResponse:
-        return get_redoc_html(openapi_url=app.openapi_url, title=f"{title} - ReDoc",
+        return _locked(get_redoc_html(openapi_url=app.openapi_url, title=f"{title} - ReDoc",
                               redoc_js_url=DOCS_ASSETS["redoc_js_url"], redoc_favicon_url=DOCS_ASSETS["favicon_url"],
-                              with_google_fonts=False)
+                              with_google_fonts=False))
 
     @app.get("/", tags=["operations"], summary="Service name, version and where the docs are; a web page for browsers",
              responses={200: {"content": {"text/html": {"schema": {"type": "string"}}},
                               "description": "JSON, or the web page when Accept prefers text/html"}})
     async def root(request: Request) -> Response:
-        headers = {"Vary": "Accept"}
         if wants_html(request.headers.get("accept")):
-            return HTMLResponse(page, headers=headers)
-        return JSONResponse(about(), headers=headers)
+            return _locked(HTMLResponse(page, headers={"Vary": "Accept"}))
+        return JSONResponse(about(), headers={"Vary": "Accept"})
+
+
+def _locked(response: Response) -> Response:
+    response.headers["Content-Security-Policy"] = CSP
+    return response
