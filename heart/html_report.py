@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from jinja2 import UndefinedError
+from markupsafe import Markup
+
 from .model import atomic_write
 from .pages import templates
 from .schema import BY_NAME
@@ -232,7 +235,7 @@ def _one(path: Path, build: Callable[[dict], dict]) -> list[dict]:
 def _guard(path: Path, build: Callable[[dict], dict], doc: dict) -> dict:
     """Build one part; a file missing a field the section needs is named, not a traceback."""
     try:
-        return build(doc)
+        return {**build(doc), "source": str(path)}
     except (KeyError, TypeError, IndexError, AttributeError, ValueError) as e:
         raise ReportError(f"{path}: missing or malformed field ({type(e).__name__}: {e}); "
                           f"re-run the analysis that writes it") from None
@@ -247,9 +250,18 @@ def build_sections(reports: str | Path, card_path: str | Path, sections: tuple[s
 
 
 def render(contexts: list[dict], reports: str | Path) -> str:
-    """The HTML page of the given section contexts."""
+    """The HTML page of the given section contexts. Each part is rendered on its own, so a
+    report missing a field the template needs is named in the error."""
     env = templates()
     env.filters.update(num=_f, ms=_ms)
+    for ctx in contexts:
+        template = env.get_template(f"report/{ctx['key']}.html.j2")
+        for part in ctx["parts"]:
+            try:
+                part["body"] = Markup(template.render(part=part))
+            except (UndefinedError, KeyError, TypeError, IndexError, AttributeError, ValueError) as e:
+                raise ReportError(f"{part['source']}: missing or malformed field ({type(e).__name__}: {e}); "
+                                  f"re-run the analysis that writes it") from None
     title = "Heart-disease model: analyses" if len(contexts) > 1 else f"Heart-disease model: {contexts[0]['title']}"
     return env.get_template("report.html.j2").render(title=title, sections=contexts, reports=str(reports))
 
