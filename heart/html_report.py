@@ -162,7 +162,8 @@ def drift_section(doc: dict, reports: Path) -> dict:
     method = "Benjamini-Hochberg" if doc["correction"] == "bh" else "Bonferroni"
     summary = (f"{len(doc['drifted_features'])} of {len(doc['features'])} features differ from the training data "
                f"({method}-adjusted p < {doc['alpha']}); the share {doc['share_drifted']:.2f} against the threshold "
-               f"{doc['share_threshold']} means {'the data set has drifted' if doc['dataset_drift'] else 'no data-set drift'}. "
+               f"{doc['share_threshold']} means "
+               f"{'the data set has drifted' if doc['dataset_drift'] else 'no data-set drift'}. "
                f"Current data: {cur.get('file', cur['kind'])} ({doc['n_current']} rows).")
     if cur["kind"] == "csv":
         source = f"--current {cur['file']}"

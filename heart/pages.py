@@ -66,7 +66,8 @@ def render_page() -> str:
     """The page at /, from the schema; rendered once, at start-up."""
     fields = [form_field(f) for f in FEATURES]
     labels = {f.name: f.description for f in FEATURES}
-    return templates().get_template("index.html.j2").render(fields=fields, labels=labels)
+    meanings = {f.name: {str(code): meaning for code, meaning in f.codes.items()} for f in FEATURES if f.codes}
+    return templates().get_template("index.html.j2").render(fields=fields, labels=labels, meanings=meanings)
 
 
 def wants_html(accept: str | None) -> bool:

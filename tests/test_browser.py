@@ -90,6 +90,8 @@ def test_page_shows_the_same_risk_as_predict(server, chromium, first_row):
         assert page.inner_text("#label") == predicted["label"]
         assert page.inner_text("#model-version") == card["model_version"]
         assert "Nothing was imputed" in page.inner_text("#imputed")
+        cp = BY_NAME["cp"].codes[first_row["cp"]]
+        assert page.inner_text("#bars tr[data-feature=cp] td.value") == f"{first_row['cp']}: {cp}"
         assert page.evaluate("document.activeElement.id") == "result-title"  # focus moves to the result
         rows = page.locator("#bars tr")
         assert rows.count() == 13

@@ -42,7 +42,8 @@ def reports(tmp_path_factory):
     quiet(fairness_check.main, ["--model", str(model), "--bootstrap", "10", "--jobs", "1", "--out-dir", str(out)])
     quiet(explainability.main, ["--model", str(model), "--out-dir", str(out)])
     quiet(drift_analysis_ks.main, ["--samples", "60", "--out-dir", str(out)])
-    quiet(data_poisoning.main, ["--model", str(model), "--seeds", "1", "--step", "0.5", "--jobs", "1", "--out-dir", str(out)])
+    quiet(data_poisoning.main, ["--model", str(model), "--seeds", "1", "--step", "0.5", "--jobs", "1",
+                                "--out-dir", str(out)])
     return out, base / "model.card.json"
 
 
