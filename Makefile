@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt p
 MODEL  ?= model.joblib
 DATA   ?= data/data.csv
 
-.PHONY: help install install-tools lint format run train test clean serve bench batch load timeouts fairness explain drift poisoning analyses docker-build docker-run container-check
+.PHONY: help install install-tools lint format run train test clean serve bench batch load timeouts fairness explain drift poisoning analyses report browser docker-build docker-run container-check
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -27,6 +27,9 @@ format: $(STAMP)  ## ruff format the tree and apply ruff's safe fixes (import or
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+browser:  ## Debian's chromium for the browser tests (tests/test_browser.py), installed with apt if missing
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
 $(MODEL): $(STAMP) $(DATA)
 	$(PY) train.py --data $(DATA) --out $(MODEL)
 
@@ -37,7 +40,7 @@ run: $(MODEL)  ## set everything up, train if there is no model, show the model 
 	$(PY) -c "import json; c = json.load(open('$(basename $(MODEL)).card.json')); print(json.dumps({k: c[k] for k in ('model_version', 'data', 'metrics')}, indent=2))"
 	$(PY) heart_fastapi.py --model-path $(MODEL)
 
-test: $(STAMP) install-tools  ## install and run the whole test suite
+test: $(STAMP) install-tools browser  ## install and run the whole test suite
 	$(PY) -m pytest
 
 # promtool (tests/test_monitoring.py) ships in Debian's prometheus package; sudo when not root.
@@ -73,17 +76,27 @@ REPORTS ?= reports
 
 fairness: $(MODEL)  ## fairness by gender (Fairlearn, bootstrap CIs, ThresholdOptimizer) -> reports/
 	$(PY) fairness_check.py --model $(MODEL) --data $(DATA) --out-dir $(REPORTS)
+	$(REPORT_HTML) --section fairness
 
 explain: $(MODEL)  ## SHAP ranking, additivity check, plain-English summary and plots -> reports/
 	$(PY) explainability.py --model $(MODEL) --data $(DATA) --out-dir $(REPORTS)
+	$(REPORT_HTML) --section explain
 
 drift: $(STAMP) $(DATA)  ## drift of 100 random patients vs the training data (KS / chi-squared) -> reports/
 	$(PY) drift_analysis_ks.py --data $(DATA) --out-dir $(REPORTS)
+	$(REPORT_HTML) --section drift
 
 poisoning: $(MODEL)  ## label-flip attacks, 0-50% sweep and confident-learning defense -> reports/
 	$(PY) data_poisoning.py --model $(MODEL) --data $(DATA) --out-dir $(REPORTS)
+	$(REPORT_HTML) --section poisoning
 
-analyses: fairness explain drift poisoning  ## run all four analyses
+REPORT_HTML = $(PY) -m heart.html_report --reports $(REPORTS) --card $(basename $(MODEL)).card.json
+
+analyses: fairness explain drift poisoning  ## run all four analyses, then write reports/index.html
+	$(REPORT_HTML)
+
+report: $(STAMP)  ## one self-contained HTML page of the analyses already run -> reports/index.html
+	$(REPORT_HTML)
 
 # Container. BASE_IMAGE overrides the Dockerfile's python:3.11-slim (e.g. a local base without a registry).
 DOCKER_IMAGE ?= heart-disease-mlops

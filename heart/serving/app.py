@@ -18,6 +18,7 @@ from ..telemetry import SERVICE_NAME, Metrics, ObservabilityMiddleware, setup_lo
 from . import errors, routes
 from .inference import Inference
 from .middleware import BodyLimit
+from .pages import install_front_doors
 from .settings import Settings, load_settings
 from .state import ServingState
 
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None, tracer_provider_: TracerProvide
     writer = PredictionWriter(settings.prediction_log)
     app = FastAPI(title="Heart-disease prediction API", version=__version__,
                   lifespan=_lifespan(state, writer, provider if tracer_provider_ is None else None),
+                  docs_url=None, redoc_url=None,  # served from local assets: pages.install_front_doors
                   description="Predicts angiographic heart disease from 13 clinical features "
                               "(UCI Cleveland data). Not a medical device.")
     app.state.serving = state
@@ -53,6 +55,7 @@ def create_app(settings: Settings | None = None, tracer_provider_: TracerProvide
     # The routers' APIRoutes go straight into the app's table: FastAPI 0.165's include_router
     # adds a lazily resolved group instead, which has no .path (route labels, deploy checks).
     app.router.routes.extend([*routes.predictions.routes, *routes.operations.routes])
+    install_front_doors(app, lambda: routes.about(state))
     routes.serve_hot_paths_plainly(app)
     app.openapi = lambda: routes.openapi(app)
     # Metrics come from Prometheus (/metrics): the instrumentation's own OTel metrics would only

@@ -93,9 +93,8 @@ async def prometheus_metrics(request: Request):
     return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@operations.get("/", summary="Service name, version and where the docs are")
-async def root(request: Request):
-    state = request.app.state.serving
+def about(state) -> dict:
+    """The root's JSON (browsers asking for HTML get the page instead: heart.serving.pages)."""
     return {"name": SERVICE_NAME, "version": __version__,
             "model_version": state.model.version if state.model else None,
             "status": state.status, "docs": "/docs", "openapi": "/openapi.json"}
