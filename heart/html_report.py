@@ -21,7 +21,7 @@ from jinja2 import UndefinedError
 from markupsafe import Markup
 
 from .artifact import atomic_write
-from .pages import templates
+from .templates import templates
 from .schema import BY_NAME
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2

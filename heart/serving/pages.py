@@ -14,13 +14,12 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from ..schema import FEATURES, Feature
+from ..templates import templates
 
-HERE = Path(__file__).resolve().parent.parent  # heart/: static/ and templates/ live there
+HERE = Path(__file__).resolve().parent.parent  # heart/: static/ lives there
 STATIC_DIR = HERE / "static"
-TEMPLATE_DIR = HERE / "templates"
 STATIC_URL = "/static"
 DOCS_ASSETS = {"swagger_js_url": f"{STATIC_URL}/swagger-ui/swagger-ui-bundle.js",
                "swagger_css_url": f"{STATIC_URL}/swagger-ui/swagger-ui.css",
@@ -33,12 +32,6 @@ DOCS_ASSETS = {"swagger_js_url": f"{STATIC_URL}/swagger-ui/swagger-ui-bundle.js"
 CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
        "img-src 'self' data:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'; "
        "base-uri 'self'; form-action 'self'; frame-ancestors 'self'")
-
-
-def templates() -> Environment:
-    """The Jinja2 environment for heart/templates (HTML autoescaped)."""
-    return Environment(loader=FileSystemLoader(TEMPLATE_DIR), autoescape=select_autoescape(["html", "j2"]),
-                       trim_blocks=True, lstrip_blocks=True)
 
 
 def form_field(f: Feature) -> dict[str, Any]:
