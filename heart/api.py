@@ -40,6 +40,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
 
 from . import __version__
+from .decision import decide, threshold_of
 from .fast import Parity, build_predictor, parity_rows
 from .model import LoadedModel, ModelError, load_model
 from .schema import BY_NAME, FEATURE_NAMES, FEATURES, TARGET, Feature
@@ -608,7 +609,7 @@ def create_app(model_path: str | Path | None = None, settings: Settings | None =
                 metrics.errors.labels(endpoint="explain").inc()
                 log.error("explain_failed", exc_info=e, extra={"trace_id": trace_id, "span_id": span_id})
                 raise PredictionFailed(trace_id) from None
-        cls = int(explanation.probability > 0.5)
+        cls = int(decide(explanation.probability, threshold_of(state.model.card))[0])
         log.info("explanation", extra={"trace_id": trace_id, "span_id": span_id,
                                        "model_version": state.model.version, "probability": explanation.probability,
                                        **({"inputs": inputs[0]} if log_inputs else {})})
