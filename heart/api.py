@@ -366,7 +366,7 @@ class ServingState:
                 from .data import load_dataset
                 data = load_dataset(self.settings.parity_data).X
             rows = parity_rows(self.settings.parity_samples, seed=0, data=data)
-            predictor, parity = build_predictor(model.pipeline, rows, self.settings.engine)
+            predictor, parity = build_predictor(model.pipeline, rows, self.settings.engine, threshold_of(model.card))
             explainer = PipelineExplainer(model.pipeline)
         except ModelError as e:
             self._fail(f"model refused: {e}")
