@@ -142,10 +142,10 @@ def predict_proba(pipeline: Pipeline, X: pd.DataFrame) -> np.ndarray:
 
 
 def cross_validate(pipeline: Pipeline, X: pd.DataFrame, y: np.ndarray, seed: int = DEFAULT_SEED,
-                   n_jobs: int = 2) -> dict[str, dict[str, float]]:
-    """5x5 repeated stratified CV: mean and sd of every metric over the 25 folds, and the
+                   n_jobs: int = 2, repeats: int = CV_REPEATS) -> dict[str, dict[str, float]]:
+    """5 x `repeats` stratified CV: mean and sd of every metric over the folds, and the
     reliability diagram of the pooled out-of-fold predictions (each row once per repeat)."""
-    cv = RepeatedStratifiedKFold(n_splits=CV_SPLITS, n_repeats=CV_REPEATS, random_state=seed)
+    cv = RepeatedStratifiedKFold(n_splits=CV_SPLITS, n_repeats=repeats, random_state=seed)
     folds = joblib.Parallel(n_jobs=n_jobs)(
         joblib.delayed(_fold)(clone(pipeline), X, y, tr, te) for tr, te in cv.split(X, y))
     out = {m: {"mean": float(np.mean([f[0][m] for f in folds])), "sd": float(np.std([f[0][m] for f in folds], ddof=1))}

@@ -4,6 +4,7 @@ import pytest
 
 from heart import fast
 from heart.fast import OnnxPredictor, SklearnPredictor, build_predictor, compare, parity_rows
+from heart.decision import decide
 from heart.schema import FEATURES
 
 
@@ -29,8 +30,8 @@ def test_parity_on_10000_schema_samples_with_missing_values(loaded, onnx):
     got_class, got_p = onnx.predict(X)
     assert (ref_class == got_class).all()
     assert np.abs(ref_p - got_p).max() <= fast.PARITY_TOLERANCE
-    assert (ref_class == loaded.pipeline.predict(__import__("pandas").DataFrame(
-        X, columns=[f.name for f in FEATURES]))).all(), "SklearnPredictor is the Pipeline's own predict"
+    assert (ref_class == decide(loaded.pipeline.predict_proba(__import__("pandas").DataFrame(
+        X, columns=[f.name for f in FEATURES]))[:, 1])).all(), "SklearnPredictor decides the Pipeline's probability"
 
 
 def test_build_predictor_chooses_onnx_when_parity_holds(loaded):
