@@ -202,19 +202,19 @@ def train(data: Dataset, seed: int = DEFAULT_SEED, test_size: float = DEFAULT_TE
         best, tuning = tune(X_tr, y_tr, seed, tune_grid, n_jobs)
         params.update(best)
     candidates = {"random_forest": build_forest(seed, **params), "logistic_regression": build_baseline(seed)}
-    metrics, fitted, diagrams = {}, {}, {}
+    metrics, fitted, served = {}, {}, {}
     for name, pipe in candidates.items():
-        entry = {}
+        entry, diagrams = {}, {}
         if cv:
             entry["cv"] = cross_validate(pipe, X_tr, y_tr, seed, n_jobs)
-            diagrams[f"{name}_cv_out_of_fold"] = entry["cv"].pop("reliability")
+            diagrams["cv_out_of_fold"] = entry["cv"].pop("reliability")
         fitted[name] = clone(pipe).fit(X_tr, y_tr)
         proba = predict_proba(fitted[name], X_te)
         entry["test"] = compute_metrics(y_te, proba)
-        diagrams[f"{name}_test"] = reliability(y_te, proba)
+        diagrams["test"] = reliability(y_te, proba)
         metrics[name] = entry
+        served = diagrams if name == "random_forest" else served
     forest_params = {**FOREST_DEFAULTS, **params}
-    served = {k.removeprefix("random_forest_"): v for k, v in diagrams.items() if k.startswith("random_forest_")}
     return TrainResult(fitted["random_forest"], forest_params, metrics, train_idx, test_idx, tuning, served)
 
 
