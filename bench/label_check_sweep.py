@@ -49,12 +49,12 @@ def resample(y: np.ndarray, rng: np.random.Generator, bootstrap: bool = False, r
         idx = rng.integers(0, n, n)
     elif rows is not None:
         pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
-        k = int(round(rows * len(pos) / n))
+        k = round(rows * len(pos) / n)
         idx = np.concatenate([rng.choice(pos, k, replace=False), rng.choice(neg, rows - k, replace=False)])
     else:
         idx = np.arange(n)
     labels = y[idx].copy()
-    flip = rng.choice(len(idx), int(round(noise * len(idx))), replace=False)
+    flip = rng.choice(len(idx), round(noise * len(idx)), replace=False)
     labels[flip] = 1 - labels[flip]
     return idx, labels
 

@@ -10,7 +10,7 @@ import pytest
 
 from heart import model as M
 from heart.model import (ModelError, build_card, build_forest, card_path_for, cross_validate, load_model,
-                         predict_proba, save_model, split, train)
+                         predict_proba, save_model, train)
 
 
 def test_card_describes_the_artifact(loaded, model_path, dataset):
