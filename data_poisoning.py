@@ -38,7 +38,7 @@ def _ms(s: poisoning.MeanSd) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    model, data = cli.load_analysis_inputs(args)
+    model, data, labels = cli.load_analysis_inputs(args)
     train_idx, test_idx = card_split(model.card, data.y)
     n_steps = int(0.5 / args.step + 1e-9)  # rates from 0 up to at most 50%
     sweep = tuple(round(i * args.step, 4) for i in range(n_steps + 1))
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
         s_rows.append([f"{r_.rate:.0%}", *(_ms(r_.summary.metrics[m]) for m in METRICS), _ms(t_.summary.metrics["recall"])])
     print(format_table(["flipped", *(f"random {m}" for m in METRICS), "targeted recall"], s_rows))
     out = Path(args.out_dir)
-    report = {"model_version": model.version, "data": {"file": data.source, "sha256": data.sha256},
+    report = {"model_version": model.version, "data": {"file": data.source, "sha256": data.sha256}, "labels": labels,
               "defense_method": "confident learning (per-class mean out-of-fold probability thresholds), "
                                 f"suspicious rows {'dropped' if args.defense == 'drop' else 'relabelled'}", **result.to_dict()}
     json_path = write_json(out / "poisoning.json", report)

@@ -17,6 +17,7 @@ import numpy as np
 from heart import cli
 from heart.data import DataError
 from heart.attribution import PipelineExplainer, describe_rows, explain_dataset, global_importance
+from heart.decision import decide, threshold_of
 from heart.model import card_split
 from heart.report import format_table, plot_beeswarm, plot_importance, plot_waterfall, write_json
 from heart.schema import TARGET
@@ -38,7 +39,7 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    model, data = cli.load_analysis_inputs(args)
+    model, data, labels = cli.load_analysis_inputs(args)
     _, test_idx = card_split(model.card, data.y)
     rows = np.arange(data.n_rows) if args.all_rows else test_idx
     scope = "all rows (training rows in-sample)" if args.all_rows else "held-out split"
@@ -50,13 +51,14 @@ def main(argv=None) -> int:
     ex = explain_dataset(explainer, model.pipeline, data.X.iloc[rows])
     error = ex.additivity_error()
     y = data.y[rows]
-    predicted = (ex.probability >= model.card["model"].get("threshold", 0.5)).astype(int)
+    predicted = decide(ex.probability, threshold_of(model.card))
     fn = np.flatnonzero((y == 1) & (predicted == 0))
     tp = np.flatnonzero((y == 1) & (predicted == 1))
     importance = global_importance(ex.values)
     summaries = {"false_negatives": describe_rows(ex.values, ex.X, fn, "down", data.X, args.top),
                  "true_positives": describe_rows(ex.values, ex.X, tp, "up", data.X, args.top)}
-    print(f"SHAP for {len(rows)} rows ({scope}); base value (mean P(disease) of the forest) {ex.base_value:.3f}")
+    print(f"SHAP for {len(rows)} rows ({scope}); base value (the calibrated P(disease) of the forest's mean score) "
+          f"{ex.base_value:.3f}; contributions add up to the served P(disease)")
     print(format_table(["rank", "feature", "mean |SHAP|", "mean SHAP"],
                        [[i + 1, r["feature"], r["mean_abs_shap"], r["mean_shap"]] for i, r in enumerate(importance)], 4))
     ok = error <= ADDITIVITY_TOLERANCE
@@ -74,7 +76,7 @@ def main(argv=None) -> int:
     patient_row = int(rows[chosen])
     out = Path(args.out_dir)
     report = {
-        "model_version": model.version, "data": {"file": data.source, "sha256": data.sha256},
+        "model_version": model.version, "data": {"file": data.source, "sha256": data.sha256}, "labels": labels,
         "scope": scope, "rows": [int(r) for r in rows], "base_value": ex.base_value,
         "additivity": {"max_abs_error": error, "tolerance": ADDITIVITY_TOLERANCE, "holds": ok},
         "importance": importance, "summaries": summaries,

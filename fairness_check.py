@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from heart import cli, fairness
+from heart.decision import threshold_of
 from heart.model import DEFAULT_SEED, card_split, forest_from_card
 from heart.report import format_table, plot_fairness, write_json
 from heart.schema import FEATURE_NAMES
@@ -33,10 +34,11 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    model, data = cli.load_analysis_inputs(args)
+    model, data, labels = cli.load_analysis_inputs(args)
     train_idx, test_idx = card_split(model.card, data.y)
     result = fairness.analyze(model.pipeline, forest_from_card(model.card), data.X, data.y, train_idx, test_idx,
-                              sensitive=args.sensitive, seed=args.seed, n_boot=args.bootstrap, n_jobs=args.jobs)
+                              sensitive=args.sensitive, seed=args.seed, n_boot=args.bootstrap,
+                              threshold=threshold_of(model.card), n_jobs=args.jobs)
     for part, title in ((result.held_out, "held-out split"), (result.out_of_fold, "out-of-fold predictions, all rows")):
         print(f"\n{title} (n={part.n}), by {args.sensitive}:")
         rows = [[g, part.by_group[g]["count"], part.by_group[g]["positives"],
@@ -63,7 +65,8 @@ def main(argv=None) -> int:
                 for when, d in (("before", view.before), ("after", view.after))]
         print(format_table(["rows", "", "accuracy", "selection", "DP difference", "EO difference"], rows))
     out = Path(args.out_dir)
-    report = {"model_version": model.version, "data": {"file": data.source, "sha256": data.sha256}, **result.to_dict()}
+    report = {"model_version": model.version, "data": {"file": data.source, "sha256": data.sha256}, "labels": labels,
+              **result.to_dict()}
     json_path = write_json(out / f"fairness_{args.sensitive}.json", report)
     png = plot_fairness(result, out / f"fairness_{args.sensitive}.png")
     print(f"\nwrote {json_path} and {png}")

@@ -1,8 +1,10 @@
 """Train the heart-disease model: python train.py [--data data/data.csv] [--out model.joblib]
 
-Fits the RandomForest Pipeline on a stratified 80/20 split, cross-validates it (5x5) on the
-training part beside a logistic-regression baseline, prints both, and writes model.joblib
-with its model card (model.card.json) atomically.
+Checks first that the labels agree with the known risk factors (heart/label_check.py; a file
+whose target is inverted is refused with exit 2 and nothing written: --flip-target fixes
+such a file). Then fits the calibrated RandomForest Pipeline on a stratified 80/20 split,
+cross-validates it (5x5) on the training part beside a logistic-regression baseline, prints
+both, and writes model.joblib with its model card (model.card.json) atomically.
 """
 from __future__ import annotations
 
@@ -46,17 +48,21 @@ def parse_args(argv):
                         "(never on the test split); overrides those flags")
     p.add_argument("--no-cv", action="store_true", help="skip cross-validation (faster; the card then has test metrics only)")
     p.add_argument("--jobs", type=int, default=2, help="parallel CV fits")
+    cli.add_label_args(p)
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    data = load_dataset(args.data)
+    data, labels = cli.checked_labels(load_dataset(args.data), args)
     balance = ", ".join(f"{k} {v}" for k, v in data.class_balance().items())
     print(f"data: {data.source}: {data.n_rows} rows ({balance}); "
           f"missing cells: {sum(data.missing.values())}" +
           (f"; legacy sentinels read as missing: {data.sentinels}" if data.sentinels else "") +
           (f"; ignored columns: {', '.join(data.ignored_columns)}" if data.ignored_columns else ""))
+    print(f"labels: {'flipped by --flip-target; ' if labels['flipped'] else ''}" +
+          (f"direction check {labels['verdict']}: {labels['summary']}" if "verdict" in labels else
+           "direction check off (--no-label-check)"))
     params = dict(n_estimators=args.n_estimators, max_depth=args.max_depth or None,
                   min_samples_leaf=args.min_samples_leaf, max_features=args.max_features)
     if args.tune:
@@ -69,7 +75,7 @@ def main(argv=None) -> int:
                            [[str(r[k]) for k in keys] + [r["cv_roc_auc"], r["cv_roc_auc_sd"]] for r in result.tuning[:10]]))
         print()
     print(metrics_table(result.metrics))
-    card = save_model(result.pipeline, build_card(result, data, args.seed, args.test_size), args.out)
+    card = save_model(result.pipeline, build_card(result, data, args.seed, args.test_size, labels), args.out)
     print(f"\nwrote {args.out} and {card_path_for(args.out)} (model_version {card['model_version']}, "
           f"sha256 {card['artifact']['sha256'][:16]}...)")
     return 0

@@ -1,8 +1,20 @@
-"""SHAP explanations of the Pipeline's forest, in terms of the 13 original features.
+"""SHAP explanations of the served probability, in terms of the 13 original features.
 
 One explainer serves both the API's /explain (one patient) and explainability.py (a data
 set). The forest sees one-hot columns; their SHAP values are added back up to the feature
-they came from, which keeps additivity: base value + contributions = P(heart disease).
+they came from.
+
+The served probability is a calibration map g (sigmoid, fitted on out-of-fold forest
+scores) of the forest's score s: p = g(s). Tree SHAP splits s exactly: s = e + sum(phi_i),
+with e the forest's expected score. Each phi_i is scaled by the secant slope of g between e
+and this patient's s, (g(s) - g(e)) / (s - e), so that
+
+    base value g(e) + sum of contributions = g(s) = the served P(heart disease), exactly.
+
+The scale is one positive number per patient (g is increasing), so each contribution keeps
+its sign and the ranking of the forest's own Tree SHAP values; the base value is the
+calibrated probability of the average forest score (not the mean served probability). With
+an uncalibrated forest, g is the identity and this is plain Tree SHAP.
 """
 from __future__ import annotations
 
@@ -11,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import shap
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.pipeline import Pipeline
 
 from .schema import BY_NAME, FEATURE_NAMES
@@ -30,17 +43,20 @@ class PipelineExplainer:
 
     def __init__(self, pipeline: Pipeline):
         self.preprocess = pipeline.named_steps["preprocess"]
-        self.forest = pipeline.named_steps["model"]
-        self.tree = shap.TreeExplainer(self.forest)
-        self.base_value = float(np.ravel(self.tree.expected_value)[1])
+        self.parts = [(shap.TreeExplainer(forest), link) for forest, link in _forests_and_maps(pipeline.named_steps["model"])]
+        self.forest_base = [float(np.ravel(tree.expected_value)[1]) for tree, _ in self.parts]
+        self.base_value = float(np.mean([link(np.array([e]))[0] for (_, link), e in zip(self.parts, self.forest_base)]))
         self.fold = _fold_matrix(self.preprocess)
 
     def shap_values(self, X: pd.DataFrame) -> np.ndarray:
-        """(rows, 13) SHAP values for class 1, in schema order."""
+        """(rows, 13) contributions to the served P(class 1), in schema order (module docstring)."""
         transformed = self.preprocess.transform(X[list(FEATURE_NAMES)])
-        values = self.tree.shap_values(transformed, check_additivity=True)
-        values = values[..., 1] if np.ndim(values) == 3 else values[1]
-        return np.asarray(values) @ self.fold
+        total = 0.0
+        for (tree, link), e in zip(self.parts, self.forest_base):
+            phi = tree.shap_values(transformed, check_additivity=True)
+            phi = np.asarray(phi[..., 1] if np.ndim(phi) == 3 else phi[1])
+            total = total + phi * _secant(link, e, e + phi.sum(axis=1))[:, None]
+        return (total / len(self.parts)) @ self.fold
 
     def explain(self, row: pd.DataFrame) -> Explanation:
         """One patient (a one-row frame in schema order)."""
@@ -48,6 +64,26 @@ class PipelineExplainer:
         probability = self.base_value + float(contrib.sum())
         ranked = sorted(zip(FEATURE_NAMES, map(float, contrib)), key=lambda kv: -abs(kv[1]))
         return Explanation(probability=probability, base_value=self.base_value, contributions=ranked)
+
+
+def _forests_and_maps(model) -> list[tuple]:
+    """(fitted forest, map from its P(class 1) to the served one) for each forest in the model."""
+    if not isinstance(model, CalibratedClassifierCV):
+        return [(model, lambda s: np.asarray(s, dtype=float))]
+    if list(model.classes_) != [0, 1]:
+        raise ValueError(f"expected classes [0, 1], got {list(model.classes_)}")
+    return [(c.estimator, c.calibrators[0].predict) for c in model.calibrated_classifiers_]
+
+
+def _secant(link, e: float, s: np.ndarray, h: float = 1e-6) -> np.ndarray:
+    """(link(s) - link(e)) / (s - e) per row; the derivative at e where s is (nearly) e."""
+    s = np.asarray(s, dtype=float)
+    near = np.abs(s - e) < 1e-9
+    slope = np.empty_like(s)
+    slope[~near] = (link(s[~near]) - link(np.full((~near).sum(), e))) / (s[~near] - e)
+    if near.any():
+        slope[near] = (link(np.array([e + h]))[0] - link(np.array([e - h]))[0]) / (2 * h)
+    return slope
 
 
 def _fold_matrix(preprocess) -> np.ndarray:

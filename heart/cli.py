@@ -5,8 +5,9 @@ import argparse
 import sys
 from typing import Callable
 
-from .data import DataError, load_dataset
+from . import label_check
 from .artifact import ModelError, check_training_data, load_model
+from .data import DataError, Dataset, load_dataset
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -65,16 +66,45 @@ def _check_range(v: float, value: str, low: float | None, high: float | None) ->
         raise argparse.ArgumentTypeError(f"must be {rule}, got {value}")
 
 
+def add_label_args(p: argparse.ArgumentParser) -> None:
+    """--flip-target / --no-label-check: every script that learns from or scores against labels."""
+    p.add_argument("--flip-target", action="store_true",
+                   help="flip the labels (0 <-> 1) before anything reads them: for copies of this data that mark "
+                        "1 as 'no disease' (the label-direction check says so); recorded in the card / report")
+    p.add_argument("--no-label-check", action="store_true",
+                   help="skip the check that the labels agree with the known risk factors (synthetic-data "
+                        "research); recorded in the card / report")
+
+
+def checked_labels(data: Dataset, args: argparse.Namespace) -> tuple[Dataset, dict]:
+    """Apply --flip-target and the label-direction check; InvertedTargetError (exit 2) on contradiction."""
+    data, record = label_check.apply(data, flip=args.flip_target, check=not args.no_label_check)
+    note = label_check.warning(record)
+    if note:
+        print(note, file=sys.stderr)
+    return data, record
+
+
 def add_analysis_args(p: argparse.ArgumentParser, outputs: str) -> None:
     """The flags every analysis of the trained model shares: the model, its training data, the report folder."""
     p.add_argument("--model", default="model.joblib", help="model trained by train.py (sha256-verified against its card)")
     p.add_argument("--data", default="data/data.csv", help="the CSV the model was trained on")
     p.add_argument("--out-dir", default="reports", help=f"where {outputs} go")
+    add_label_args(p)
 
 
 def load_analysis_inputs(args: argparse.Namespace):
-    """The verified model and its training data, refused when the data is not what the card says it was trained on."""
+    """The verified model, its training data (labels checked, flipped if asked) and the label record.
+
+    Refused when the data is not what the card says it was trained on, or when --flip-target
+    disagrees with how the model was trained on this very file.
+    """
     model = load_model(args.model)
-    data = load_dataset(args.data)
+    data, labels = checked_labels(load_dataset(args.data), args)
     check_training_data(model.card, data)
-    return model, data
+    trained_flipped = bool(model.card.get("labels", {}).get("flipped", False))
+    if trained_flipped != labels["flipped"]:
+        raise ModelError(f"{args.model}: the model was trained {'with' if trained_flipped else 'without'} "
+                         f"--flip-target on this file; pass the same here "
+                         f"({'add' if trained_flipped else 'drop'} --flip-target)")
+    return model, data, labels

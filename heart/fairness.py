@@ -19,6 +19,7 @@ from sklearn.metrics import accuracy_score, precision_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import Pipeline
 
+from .decision import DEFAULT_THRESHOLD, decide
 from .model import predict_proba
 from .schema import BY_NAME
 
@@ -237,7 +238,7 @@ class _GivenScores(ClassifierMixin, BaseEstimator):
         return np.column_stack([1 - s, s])
 
     def predict(self, X):
-        return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
+        return decide(self.predict_proba(X)[:, 1])
 
 
 def _disparities(y, pred, g) -> Disparities:
@@ -248,7 +249,7 @@ def _disparities(y, pred, g) -> Disparities:
 
 
 def mitigate(oof_scores: np.ndarray, y_fit: np.ndarray, g_fit: pd.Series, test_scores: np.ndarray,
-             y_test: np.ndarray, g_test: pd.Series, seed: int = 0) -> Mitigation:
+             y_test: np.ndarray, g_test: pd.Series, seed: int = 0, threshold: float = DEFAULT_THRESHOLD) -> Mitigation:
     """ThresholdOptimizer(equalized_odds) fitted on out-of-fold training scores; before/after
     on those rows (where thresholds were fitted) and on the untouched held-out rows."""
     for where, y_, g_ in (("training", y_fit, g_fit), ("held-out", y_test, g_test)):
@@ -261,7 +262,7 @@ def mitigate(oof_scores: np.ndarray, y_fit: np.ndarray, g_fit: pd.Series, test_s
     opt.fit(oof_scores.reshape(-1, 1), y_fit, sensitive_features=g_fit.to_numpy())
     views = {}
     for name, s, y_, g_ in (("train_out_of_fold", oof_scores, y_fit, g_fit), ("held_out", test_scores, y_test, g_test)):
-        before = (s >= 0.5).astype(int)
+        before = decide(s, threshold)
         after = opt.predict(s.reshape(-1, 1), sensitive_features=g_.to_numpy(), random_state=seed)
         views[name] = BeforeAfter(before=_disparities(y_, before, g_.to_numpy()),
                                   after=_disparities(y_, np.asarray(after).astype(int), g_.to_numpy()))
@@ -278,14 +279,14 @@ def out_of_fold_scores(pipeline: Pipeline, X: pd.DataFrame, y: np.ndarray, seed:
 
 def analyze(fitted: Pipeline, fresh: Pipeline, X: pd.DataFrame, y: np.ndarray, train_idx: np.ndarray,
             test_idx: np.ndarray, sensitive: str = "gender", seed: int = 0, n_boot: int = N_BOOT,
-            threshold: float = 0.5, n_jobs: int = 2) -> FairnessReport:
+            threshold: float = DEFAULT_THRESHOLD, n_jobs: int = 2) -> FairnessReport:
     """Everything fairness_check.py reports.
 
     `fitted` is the saved model (trained on train_idx); `fresh` an unfitted copy of its Pipeline.
     """
     groups = sensitive_groups(X, sensitive)
     proba = predict_proba(fitted, X)
-    test_pred = (proba[test_idx] >= threshold).astype(int)
+    test_pred = decide(proba[test_idx], threshold)
     oof_all = out_of_fold_scores(fresh, X, y, seed, n_jobs)
     oof_train = out_of_fold_scores(fresh, X.iloc[train_idx], y[train_idx], seed, n_jobs)
     return FairnessReport(
@@ -295,7 +296,7 @@ def analyze(fitted: Pipeline, fresh: Pipeline, X: pd.DataFrame, y: np.ndarray, t
         threshold=threshold,
         bootstrap=Bootstrap(resamples=n_boot, seed=seed),
         held_out=group_report(y[test_idx], test_pred, groups.iloc[test_idx], seed, n_boot),
-        out_of_fold=group_report(y, (oof_all >= threshold).astype(int), groups, seed, n_boot),
+        out_of_fold=group_report(y, decide(oof_all, threshold), groups, seed, n_boot),
         mitigation=mitigate(oof_train, y[train_idx], groups.iloc[train_idx], proba[test_idx],
-                            y[test_idx], groups.iloc[test_idx], seed),
+                            y[test_idx], groups.iloc[test_idx], seed, threshold),
     )

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import sklearn
 from sklearn.base import clone
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.impute import SimpleImputer
@@ -28,6 +29,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from . import __version__
 from .data import Dataset
+from .decision import DEFAULT_THRESHOLD, decide
 from .schema import FEATURE_NAMES, FEATURES, TARGET, describe
 
 DEFAULT_SEED = 42
@@ -37,6 +39,13 @@ CV_SPLITS, CV_REPEATS = 5, 5
 # see readme.md "Model"): shallow trees on one candidate feature per split generalise best
 # on 242 training rows.
 FOREST_DEFAULTS = dict(n_estimators=300, max_features=1, min_samples_leaf=5, max_depth=5)
+# Forest probabilities are squeezed towards the middle (Brier 0.147 on 5x5 CV over all rows);
+# a sigmoid (Platt) map fitted on 5-fold out-of-fold forest scores brings Brier to 0.118 with
+# the same ROC AUC (docs/model.md, "Calibration"; `python -m bench.calibration`). ensemble=False:
+# one forest fitted on all training rows, one sigmoid; the map is monotone, so the ranking (and
+# the SHAP attribution, heart/explain.py) stays the forest's.
+CALIBRATION = dict(method="sigmoid", cv=5, ensemble=False)
+RELIABILITY_BINS = 10
 TUNING_GRID = dict(max_features=[1, 2, "sqrt"], min_samples_leaf=[2, 3, 5, 8], max_depth=[3, 4, 5, None])
 METRICS = ("accuracy", "roc_auc", "recall", "specificity", "f1", "brier")
 
@@ -56,9 +65,20 @@ def build_preprocessor(scale: bool = False) -> ColumnTransformer:
                              verbose_feature_names_out=False)
 
 
-def build_forest(seed: int = DEFAULT_SEED, **params) -> Pipeline:
+def build_forest(seed: int = DEFAULT_SEED, calibration: dict | None = CALIBRATION, **params) -> Pipeline:
+    """The served Pipeline: preprocessing, then the forest inside CalibratedClassifierCV.
+
+    calibration=None gives the bare forest (tuning: the sigmoid map does not change ROC AUC).
+    """
     forest = RandomForestClassifier(random_state=seed, n_jobs=1, **{**FOREST_DEFAULTS, **params})
-    return Pipeline([("preprocess", build_preprocessor()), ("model", forest)])
+    model = CalibratedClassifierCV(forest, **calibration) if calibration else forest
+    return Pipeline([("preprocess", build_preprocessor()), ("model", model)])
+
+
+def forest_of(pipeline: Pipeline) -> RandomForestClassifier:
+    """The (unfitted template) forest inside the Pipeline, calibrated or not."""
+    model = pipeline.named_steps["model"]
+    return model.estimator if isinstance(model, CalibratedClassifierCV) else model
 
 
 def build_baseline(seed: int = DEFAULT_SEED) -> Pipeline:
@@ -76,9 +96,9 @@ def split_by_labels(y: np.ndarray, test_size: float = DEFAULT_TEST_SIZE, seed: i
     return np.sort(train_idx), np.sort(test_idx)
 
 
-def compute_metrics(y_true: np.ndarray, proba: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+def compute_metrics(y_true: np.ndarray, proba: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> dict[str, float]:
     y_true = np.asarray(y_true)
-    pred = (np.asarray(proba) >= threshold).astype(int)
+    pred = decide(proba, threshold)
     return {
         "accuracy": float(accuracy_score(y_true, pred)),
         "roc_auc": float(roc_auc_score(y_true, proba)) if len(np.unique(y_true)) == 2 else float("nan"),
@@ -89,35 +109,59 @@ def compute_metrics(y_true: np.ndarray, proba: np.ndarray, threshold: float = 0.
     }
 
 
+def reliability(y_true: np.ndarray, proba: np.ndarray, bins: int = RELIABILITY_BINS) -> list[dict]:
+    """Reliability diagram: per equal-width probability bin, rows, mean predicted and observed rate.
+
+    A calibrated model has observed_rate close to mean_predicted in every well-filled bin.
+    """
+    y_true, proba = np.asarray(y_true, dtype=float), np.asarray(proba, dtype=float)
+    which = np.minimum((proba * bins).astype(int), bins - 1)
+    out = []
+    for b in range(bins):
+        mask = which == b
+        n = int(mask.sum())
+        out.append({"low": b / bins, "high": (b + 1) / bins, "count": n,
+                    "mean_predicted": float(proba[mask].mean()) if n else None,
+                    "observed_rate": float(y_true[mask].mean()) if n else None})
+    return out
+
+
 def predict_proba(pipeline: Pipeline, X: pd.DataFrame) -> np.ndarray:
     """Probability of heart disease (class 1) for each row."""
     return pipeline.predict_proba(X[list(FEATURE_NAMES)])[:, 1]
 
 
 def cross_validate(pipeline: Pipeline, X: pd.DataFrame, y: np.ndarray, seed: int = DEFAULT_SEED,
-                   n_jobs: int = 2) -> dict[str, dict[str, float]]:
-    """5x5 repeated stratified CV: mean and sd of every metric over the 25 folds."""
-    cv = RepeatedStratifiedKFold(n_splits=CV_SPLITS, n_repeats=CV_REPEATS, random_state=seed)
+                   n_jobs: int = 2, repeats: int = CV_REPEATS) -> dict[str, dict[str, float]]:
+    """5 x `repeats` stratified CV: mean and sd of every metric over the folds, and the
+    reliability diagram of the pooled out-of-fold predictions (each row once per repeat)."""
+    cv = RepeatedStratifiedKFold(n_splits=CV_SPLITS, n_repeats=repeats, random_state=seed)
     folds = joblib.Parallel(n_jobs=n_jobs)(
         joblib.delayed(_fold)(clone(pipeline), X, y, tr, te) for tr, te in cv.split(X, y))
-    return {m: {"mean": float(np.mean([f[m] for f in folds])), "sd": float(np.std([f[m] for f in folds], ddof=1))}
-            for m in METRICS}
+    out = {m: {"mean": float(np.mean([f[0][m] for f in folds])), "sd": float(np.std([f[0][m] for f in folds], ddof=1))}
+           for m in METRICS}
+    out["reliability"] = reliability(np.concatenate([f[1] for f in folds]), np.concatenate([f[2] for f in folds]))
+    return out
 
 
-def _fold(pipeline: Pipeline, X: pd.DataFrame, y: np.ndarray, tr: np.ndarray, te: np.ndarray) -> dict:
+def _fold(pipeline: Pipeline, X: pd.DataFrame, y: np.ndarray, tr: np.ndarray, te: np.ndarray) -> tuple:
     pipeline.fit(X.iloc[tr], y[tr])
-    return compute_metrics(y[te], predict_proba(pipeline, X.iloc[te]))
+    proba = predict_proba(pipeline, X.iloc[te])
+    return compute_metrics(y[te], proba), y[te], proba
 
 
 def tune(X: pd.DataFrame, y: np.ndarray, seed: int = DEFAULT_SEED, grid: dict | None = None,
          n_jobs: int = 2) -> tuple[dict, list[dict]]:
-    """Grid search of the forest on CV folds of the data given (the training part only)."""
+    """Grid search of the forest on CV folds of the data given (the training part only).
+
+    Scored without calibration: the sigmoid map is monotone, so it leaves ROC AUC as it is.
+    """
     grid = grid or TUNING_GRID
     keys = list(grid)
     results = []
     for values in product(*(grid[k] for k in keys)):
         params = dict(zip(keys, values))
-        cv = cross_validate(build_forest(seed, **params), X, y, seed, n_jobs)
+        cv = cross_validate(build_forest(seed, calibration=None, **params), X, y, seed, n_jobs)
         results.append({**params, "cv_roc_auc": cv["roc_auc"]["mean"], "cv_roc_auc_sd": cv["roc_auc"]["sd"]})
     results.sort(key=lambda r: -r["cv_roc_auc"])
     best = {k: results[0][k] for k in keys}
@@ -132,6 +176,7 @@ class TrainResult:
     train_idx: np.ndarray
     test_idx: np.ndarray
     tuning: list[dict] = field(default_factory=list)
+    reliability: dict = field(default_factory=dict)  # {"cv_out_of_fold"|"test": reliability bins} of the served model
 
 
 def train(data: Dataset, seed: int = DEFAULT_SEED, test_size: float = DEFAULT_TEST_SIZE,
@@ -147,21 +192,30 @@ def train(data: Dataset, seed: int = DEFAULT_SEED, test_size: float = DEFAULT_TE
         best, tuning = tune(X_tr, y_tr, seed, tune_grid, n_jobs)
         params.update(best)
     candidates = {"random_forest": build_forest(seed, **params), "logistic_regression": build_baseline(seed)}
-    metrics, fitted = {}, {}
+    metrics, fitted, served = {}, {}, {}
     for name, pipe in candidates.items():
-        entry = {}
+        entry, diagrams = {}, {}
         if cv:
             entry["cv"] = cross_validate(pipe, X_tr, y_tr, seed, n_jobs)
+            diagrams["cv_out_of_fold"] = entry["cv"].pop("reliability")
         fitted[name] = clone(pipe).fit(X_tr, y_tr)
-        entry["test"] = compute_metrics(y_te, predict_proba(fitted[name], X_te))
+        proba = predict_proba(fitted[name], X_te)
+        entry["test"] = compute_metrics(y_te, proba)
+        diagrams["test"] = reliability(y_te, proba)
         metrics[name] = entry
+        served = diagrams if name == "random_forest" else served
     forest_params = {**FOREST_DEFAULTS, **params}
-    return TrainResult(fitted["random_forest"], forest_params, metrics, train_idx, test_idx, tuning)
+    return TrainResult(fitted["random_forest"], forest_params, metrics, train_idx, test_idx, tuning, served)
 
 
-def build_card(result: TrainResult, data: Dataset, seed: int, test_size: float) -> dict:
-    """Everything a reader needs to trust (or not) the artifact, except its hash (added on save)."""
-    forest = result.pipeline.named_steps["model"]
+def build_card(result: TrainResult, data: Dataset, seed: int, test_size: float, labels: dict | None = None) -> dict:
+    """Everything a reader needs to trust (or not) the artifact, except its hash (added on save).
+
+    `labels` is what train.py's label handling recorded (heart.label_check.apply): flipped or
+    not, and the direction check's evidence; None when the card is built without that step.
+    """
+    forest = forest_of(result.pipeline)
+    calibration = _calibration_of(result.pipeline)
     return {
         "name": "heart-disease-random-forest",
         "package_version": __version__,
@@ -179,6 +233,7 @@ def build_card(result: TrainResult, data: Dataset, seed: int, test_size: float) 
             "missing_values": {k: v for k, v in data.missing.items() if v},
             "legacy_sentinels_read_as_missing": data.sentinels,
         },
+        "labels": labels if labels is not None else {"flipped": False, "check": "not run (card built without train.py)"},
         "split": {"method": "stratified train/test split", "seed": seed, "test_size": test_size,
                   "train_rows": int(len(result.train_idx)), "test_rows": int(len(result.test_idx))},
         "cross_validation": {"method": "repeated stratified k-fold on the training part",
@@ -186,19 +241,38 @@ def build_card(result: TrainResult, data: Dataset, seed: int, test_size: float) 
         "features": describe(),
         "target": {"name": TARGET.name, "description": TARGET.description, "positive_class": 1,
                    "labels": {str(k): v for k, v in TARGET.labels.items()}},
+        "threshold": DEFAULT_THRESHOLD,
         "model": {
             "type": "sklearn Pipeline: ColumnTransformer (median / most-frequent imputation, "
-                    "one-hot for nominal categories) -> RandomForestClassifier",
+                    "one-hot for nominal categories) -> RandomForestClassifier"
+                    + (f" in CalibratedClassifierCV ({calibration['method']})" if calibration else ""),
             "input_columns": list(FEATURE_NAMES),
             "transformed_columns": [str(c) for c in result.pipeline.named_steps["preprocess"].get_feature_names_out()],
             "hyperparameters": {k: _jsonable(v) for k, v in forest.get_params().items()},
-            "threshold": 0.5,
+            "calibration": calibration,
         },
         "metrics": result.metrics,
+        "calibration": _calibration_report(result, calibration),
         "tuning": result.tuning[:10],
         "libraries": {"python": platform.python_version(), "scikit-learn": sklearn.__version__,
                       "numpy": np.__version__, "pandas": pd.__version__, "joblib": joblib.__version__},
     }
+
+
+def _calibration_of(pipeline: Pipeline) -> dict | None:
+    model = pipeline.named_steps["model"]
+    if not isinstance(model, CalibratedClassifierCV):
+        return None
+    return {"method": model.method, "cv": _jsonable(model.cv), "ensemble": _jsonable(model.ensemble)}
+
+
+def _calibration_report(result: TrainResult, calibration: dict | None) -> dict:
+    """Brier and the 10-bin reliability diagrams of the served model (docs/model.md, "Calibration")."""
+    forest = result.metrics["random_forest"]
+    return {"method": (f"{calibration['method']} map fitted on {calibration['cv']}-fold out-of-fold forest scores"
+                       if calibration else "none (bare forest probabilities)"),
+            "brier": {"test": forest["test"]["brier"], **({"cv": forest["cv"]["brier"]} if "cv" in forest else {})},
+            "reliability_bins": RELIABILITY_BINS, "reliability": result.reliability}
 
 
 def _jsonable(v):
@@ -214,7 +288,11 @@ def forest_from_card(card: dict) -> Pipeline:
     params.pop("n_jobs", None)
     if seed is None:
         seed = card["split"]["seed"]
-    return build_forest(int(seed), **params)
+    calibration = card["model"].get("calibration")  # absent from cards written before calibration
+    if calibration:
+        calibration = {"method": calibration["method"], "cv": int(calibration["cv"]),
+                       "ensemble": calibration["ensemble"] in (True, "True")}
+    return build_forest(int(seed), calibration=calibration or None, **params)
 
 
 def card_split(card: dict, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -113,6 +113,56 @@ REQUIRED: tuple[str, ...] = tuple(f.name for f in FEATURES if f.required)
 
 
 @dataclass(frozen=True)
+class RiskDirection:
+    """A feature whose direction of risk the clinical literature settles: +1 raises, -1 lowers.
+
+    `code` turns a categorical feature into an indicator (cp == 0 "asymptomatic"); None uses
+    the value itself (ordered or continuous). heart/label_check.py compares each direction
+    with the data's labels to catch an inverted target before anything learns from it.
+    """
+
+    feature: str
+    direction: Literal[1, -1]
+    code: int | None = None
+
+    @property
+    def label(self) -> str:
+        f = BY_NAME[self.feature]
+        what = _lower_first(f.description) + (f' "{f.codes[self.code]}"' if self.code is not None else "")
+        return what + (" (raises risk)" if self.direction > 0 else " (lowers risk)")
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:] if not text[:2].isupper() else text
+
+
+# Directions beyond doubt in the literature on this very data and on exercise testing:
+# - Detrano R, et al. International application of a new probability algorithm for the
+#   diagnosis of coronary artery disease. Am J Cardiol 1989;64:304-310 (the Cleveland data's
+#   own paper: its probability algorithm is built on these clinical and exercise-test findings).
+# - Gibbons RJ, et al. ACC/AHA 2002 guideline update for exercise testing. Circulation
+#   2002;106:1883-1892 (exercise angina and ST depression raise, an upsloping ST segment and a
+#   high achieved heart rate / exercise capacity lower the probability of coronary disease).
+# - Diamond GA, Forrester JS. Analysis of probability as an aid in the clinical diagnosis of
+#   coronary-artery disease. N Engl J Med 1979;300:1350-1358 (probability rises with age).
+# In a referral cohort sent to angiography, "asymptomatic" chest pain (cp 0: silent ischaemia
+# found by testing) is the presentation with the most disease; chest-pain type is one of
+# Detrano 1989's predictors.
+# Sex, cholesterol, blood pressure, fbs and the resting ECG are left out on purpose: their
+# association in a referral cohort is weaker or confounded, and a check must not misfire.
+RISK_DIRECTIONS: tuple[RiskDirection, ...] = (
+    RiskDirection("age", +1),
+    RiskDirection("cp", +1, code=0),        # asymptomatic chest pain
+    RiskDirection("thalach", -1),           # maximum heart rate achieved
+    RiskDirection("exang", +1),             # exercise-induced angina
+    RiskDirection("oldpeak", +1),           # exercise ST depression
+    RiskDirection("slope", -1, code=2),     # upsloping peak-exercise ST segment
+    RiskDirection("ca", +1),                # vessels coloured by fluoroscopy
+    RiskDirection("thal", +1, code=3),      # reversible thallium defect
+)
+
+
+@dataclass(frozen=True)
 class Target:
     """The label: 1 = heart disease (angiographic narrowing > 50%), as the file gives it."""
 

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from heart import fast
+from heart.decision import decide
 from heart.fast import OnnxPredictor, SklearnPredictor, build_predictor, check_parity, parity_rows
 from heart.schema import FEATURES
 
@@ -18,7 +19,7 @@ def test_parity_on_every_data_row(loaded, dataset, onnx):
     parity = check_parity(SklearnPredictor(loaded.pipeline), onnx, X)
     assert parity.rows == 303
     assert parity.class_mismatches == 0
-    assert parity.max_abs_diff <= 1e-6
+    assert parity.max_abs_diff <= fast.PARITY_TOLERANCE
 
 
 def test_parity_on_10000_schema_samples_with_missing_values(loaded, onnx):
@@ -28,9 +29,9 @@ def test_parity_on_10000_schema_samples_with_missing_values(loaded, onnx):
     ref_class, ref_p = SklearnPredictor(loaded.pipeline).predict(X)
     got_class, got_p = onnx.predict(X)
     assert (ref_class == got_class).all()
-    assert np.abs(ref_p - got_p).max() <= 1e-6
-    assert (ref_class == loaded.pipeline.predict(__import__("pandas").DataFrame(
-        X, columns=[f.name for f in FEATURES]))).all(), "SklearnPredictor is the Pipeline's own predict"
+    assert np.abs(ref_p - got_p).max() <= fast.PARITY_TOLERANCE
+    assert (ref_class == decide(loaded.pipeline.predict_proba(__import__("pandas").DataFrame(
+        X, columns=[f.name for f in FEATURES]))[:, 1])).all(), "SklearnPredictor decides the Pipeline's probability"
 
 
 def test_build_predictor_chooses_onnx_when_parity_holds(loaded):
@@ -43,12 +44,12 @@ def test_parity_failure_falls_back_to_sklearn_and_says_why(loaded, monkeypatch, 
 
     def drifted(self, X):
         classes, p = real(self, X)
-        return classes, p + 1e-4  # a converter bug we must never serve
+        return classes, p + 1e-4  # a converter bug we must never serve (10x the tolerance)
     monkeypatch.setattr(OnnxPredictor, "predict", drifted)
     with caplog.at_level("WARNING", logger="heart.fast"):
         predictor, parity = build_predictor(loaded.pipeline, parity_rows(200))
     assert predictor.engine == "sklearn" and parity.fallback and not parity.ok
-    assert "parity check failed" in parity.reason and "1e-06" in parity.reason
+    assert "parity check failed" in parity.reason and f"{fast.PARITY_TOLERANCE:.0e}" in parity.reason
     assert any(r.getMessage() == "fast_path_fallback" for r in caplog.records)
 
 

@@ -15,6 +15,7 @@ from opentelemetry import trace
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from ..decision import decide, threshold_of
 from ..predlog import PredictionRecords, PredictionWriter, now_iso
 from ..schema import FEATURE_NAMES, FEATURES
 from ..telemetry import Metrics, current_ids
@@ -103,7 +104,7 @@ class Inference:
                 explanation = await run_in_threadpool(state.explainer.explain, frame)
             except Exception as e:  # noqa: BLE001
                 self._failed(span, e, "explain", trace_id, span_id, "explain_failed")
-        cls = int(explanation.probability > 0.5)
+        cls = int(decide(explanation.probability, threshold_of(state.model.card))[0])
         log.info("explanation", extra={"trace_id": trace_id, "span_id": span_id,
                                        "model_version": state.model.version, "probability": explanation.probability,
                                        **({"inputs": inputs[0]} if self.log_inputs else {})})

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..decision import threshold_of
 from ..fast import Parity, build_predictor, parity_rows
 from ..artifact import LoadedModel, ModelError, load_model
 from ..telemetry import Metrics
@@ -86,7 +87,7 @@ class ServingState:
             from ..data import load_dataset
             data = load_dataset(self.settings.parity_data).X
         rows = parity_rows(self.settings.parity_samples, seed=0, data=data)
-        predictor, parity = build_predictor(model.pipeline, rows, self.settings.engine)
+        predictor, parity = build_predictor(model.pipeline, rows, self.settings.engine, threshold_of(model.card))
         return model, predictor, parity, PipelineExplainer(model.pipeline)
 
     def _fail(self, reason: str) -> None:
