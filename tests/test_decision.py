@@ -57,8 +57,8 @@ def test_fairness_puts_a_probability_at_the_threshold_in_class_1(dataset, thresh
     model = Constant(0.5).fit(None, None)
     result = fairness.analyze(model, Constant(0.5), dataset.X, dataset.y, train_idx, test_idx, n_boot=10,
                               threshold=threshold, n_jobs=1)
-    assert result["held_out"]["overall"]["selection_rate"] == expected
-    assert result["out_of_fold"]["overall"]["selection_rate"] == expected
+    assert result.held_out.overall["selection_rate"] == expected
+    assert result.out_of_fold.overall["selection_rate"] == expected
 
 
 @pytest.fixture(scope="module")
