@@ -8,6 +8,8 @@ reports the median round's requests/s and p50/p95/p99 latency side by side:
   predict          heart_fastapi.py POST /predict with everything on (validation, tracing,
                    JSON logs to a file, Prometheus metrics, the prediction log)
   predict_batch    the same server, POST /predict/batch with 1,000 patients (rows/s)
+  v2_infer         the same server and patients, POST /v2/models/heart-disease/infer (the Open
+                   Inference Protocol, JSON tensors: one FP64 [N] tensor per feature)
   bare             FastAPI with the same request model and a constant answer (bench/servers.py)
   original_style   a pandas DataFrame per request + sklearn predict on the event loop
   predict_sampled  (informational) /predict with OTEL_TRACES_SAMPLER=parentbased_traceidratio
@@ -38,6 +40,7 @@ from heart import cli
 from heart.harness import ApiServer
 from heart.report import format_table, write_json
 from heart.samples import sample, to_records
+from heart.schema import FEATURE_NAMES
 from heart.serving.contract import EXAMPLE
 
 LUA = """
@@ -102,7 +105,7 @@ def parse_args(argv):
     p.add_argument("--baseline", default="",
                    help="another checkout of this project (e.g. a git worktree of main): its heart_fastapi.py is "
                         "measured in the same rounds (baseline_predict, baseline_batch) for a before/after figure")
-    p.add_argument("--only", nargs="*", choices=["predict", "predict_batch", "bare", "original_style", "predict_sampled",
+    p.add_argument("--only", nargs="*", choices=["predict", "predict_batch", "v2_infer", "bare", "original_style", "predict_sampled",
                                                  "baseline_predict", "baseline_batch"],
                    help="run only these (default: all)")
     return p.parse_args(argv)
@@ -114,7 +117,10 @@ def plan_targets(args, tmp: Path) -> tuple[dict, dict, list]:
     env = {"PREDICTION_LOG": str(tmp / "predictions.jsonl"), "LOG_INPUTS": "true",
            "OTEL_EXPORTER_OTLP_ENDPOINT": None, "OTEL_TRACES_EXPORTER": None}
     one = json.dumps(EXAMPLE).encode()
-    batch = json.dumps({"instances": to_records(sample(args.batch_size, seed=1))}).encode()
+    patients = sample(args.batch_size, seed=1)
+    batch = json.dumps({"instances": to_records(patients)}).encode()
+    v2 = json.dumps({"inputs": [{"name": n, "shape": [len(patients)], "datatype": "FP64", "data": patients[n].tolist()}
+                                for n in FEATURE_NAMES]}).encode()
     uvicorn = [py, "-m", "uvicorn", "--factory", "--host", "127.0.0.1", "--port", "{port}", "--workers", "1",
                "--no-access-log", "--log-level", "warning"]
     full = ["--host", "127.0.0.1", "--port", "{port}", "--workers", "1"]
@@ -124,6 +130,7 @@ def plan_targets(args, tmp: Path) -> tuple[dict, dict, list]:
     plan = [
         ("predict", "full", "/predict", one, 1),
         ("predict_batch", "full", "/predict/batch", batch, args.batch_size),
+        ("v2_infer", "full", "/v2/models/heart-disease/infer", v2, args.batch_size),
         ("bare", "bare", "/predict", one, 1),
         ("original_style", "original", "/predict/", one, 1),
         ("predict_sampled", "sampled", "/predict", one, 1),  # informational: 10% of traces kept

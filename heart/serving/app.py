@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from .. import __version__
 from ..predlog import PredictionWriter
 from ..telemetry import SERVICE_NAME, Metrics, ObservabilityMiddleware, setup_logging, tracer_provider
-from . import errors, routes
+from . import errors, routes, v2
 from .inference import Inference
 from .middleware import BodyLimit
 from .pages import install_front_doors
@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None, tracer_provider_: TracerProvide
     errors.install(app)
     # The routers' APIRoutes go straight into the app's table: FastAPI 0.165's include_router
     # adds a lazily resolved group instead, which has no .path (route labels, deploy checks).
-    app.router.routes.extend([*routes.predictions.routes, *routes.operations.routes])
+    app.router.routes.extend([*routes.predictions.routes, *routes.operations.routes, *v2.router.routes])
     install_front_doors(app, lambda: routes.about(state))
     routes.serve_hot_paths_plainly(app)
     app.openapi = lambda: routes.openapi(app)
