@@ -101,14 +101,19 @@ def card_section(card: dict, reports: Path) -> dict:
 
 
 def _calibration(cal: Any) -> dict | None:
-    """Whatever the card says about calibration: scalar facts, and any list of rows as a table."""
+    """Whatever the card says about calibration: scalar facts, and every list of rows (also one
+    level down, e.g. reliability.test) as a table."""
     if not isinstance(cal, dict):
         return None if cal is None else {"facts": {"calibration": cal}, "tables": []}
-    facts = {k: v for k, v in cal.items() if not isinstance(v, (list, dict))}
+    flat: dict[str, Any] = {}
+    for k, v in cal.items():
+        if isinstance(v, dict):
+            flat.update({f"{k}.{kk}": vv for kk, vv in v.items()})
+        else:
+            flat[k] = v
+    facts = {k: v for k, v in flat.items() if not isinstance(v, (list, dict))}
     tables = [{"name": k, "columns": list(dict.fromkeys(c for row in v for c in row)), "rows": v}
-              for k, v in cal.items() if isinstance(v, list) and v and all(isinstance(r, dict) for r in v)]
-    nested = {k: v for k, v in cal.items() if isinstance(v, dict)}
-    facts.update({f"{k}.{kk}": vv for k, v in nested.items() for kk, vv in v.items() if not isinstance(vv, (list, dict))})
+              for k, v in flat.items() if isinstance(v, list) and v and all(isinstance(r, dict) for r in v)]
     return {"facts": facts, "tables": tables}
 
 
@@ -202,7 +207,10 @@ def poisoning_section(doc: dict, reports: Path) -> dict:
 
 
 def _f(x: Any, digits: int = 3) -> str:
-    return "n/a" if not isinstance(x, (int, float)) else f"{x:.{digits}f}"
+    """Figures with `digits` decimals; counts (ints) as they are."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return "n/a"
+    return str(x) if isinstance(x, int) else f"{x:.{digits}f}"
 
 
 def _ms(s: dict, digits: int = 3) -> str:

@@ -152,16 +152,17 @@ def test_a_broken_report_is_a_one_line_error_and_nothing_is_written(reports, tmp
 def test_calibration_is_shown_when_the_card_has_it(reports, tmp_path):
     out, card_path = reports
     card = json.loads(card_path.read_text())
-    without = render(build_sections(out, card_path, ("card",)), out)
-    assert "no <code>calibration</code> entry" in without
-    card["calibration"] = {"method": "isotonic", "brier_before": 0.131, "brier_after": 0.118,
-                           "reliability": [{"bin": "0.0-0.2", "mean_predicted": 0.08, "observed": 0.1, "n": 20},
-                                           {"bin": "0.8-1.0", "mean_predicted": 0.9, "observed": 0.86, "n": 14}]}
-    (tmp_path / "card.json").write_text(json.dumps(card))
-    html = render(build_sections(out, tmp_path / "card.json", ("card",)), out)
+    cal = card["calibration"]
+    html = render(build_sections(out, card_path, ("card",)), out)
     assert "no <code>calibration</code> entry" not in html
-    assert "<td>isotonic</td>" in html and "<td>0.118</td>" in html
-    assert "<th scope=\"col\">mean predicted</th>" in html and "<td>0.860</td>" in html and "<td>0.8-1.0</td>" in html
+    assert f"<td>{cal['method']}</td>" in html and f"<td>{cal['brier']['test']:.3f}</td>" in html
+    assert "<caption class=\"muted\">reliability.test</caption>" in html
+    assert "<th scope=\"col\">mean predicted</th>" in html
+    filled = [b for b in cal["reliability"]["test"] if b["count"]]
+    assert all(f"<td>{b['count']}</td>" in html for b in filled)
+    (tmp_path / "card.json").write_text(json.dumps({k: v for k, v in card.items() if k != "calibration"}))
+    without = render(build_sections(out, tmp_path / "card.json", ("card",)), out)
+    assert "no <code>calibration</code> entry" in without and "reliability.test" not in without
 
 
 def test_the_report_opens_in_a_browser_with_no_request_elsewhere(reports):

@@ -68,14 +68,14 @@ def test_actionlint_reports_a_broken_workflow(tmp_path):
 def test_ci_runs_what_ci_run_runs():
     ci_run = (ROOT / ".ci" / "run").read_text()
     commands = [line.strip() for line in ci_run.splitlines() if line.strip().startswith("make ")]
-    assert commands == ["make test", "make container-check"]
+    assert commands == ["make lint", "make test", "make container-check"]
     doc = workflow("ci.yml")
     runs = [step.get("run", "") for step in steps(doc)]
     assert any(r.strip() == "make test" for r in runs)
     assert any(r.strip().endswith("make container-check") for r in runs)
     # the manifests and alert rules, validated as a job of their own (fast feedback)
     assert any("tests/test_deploy.py" in r and "tests/test_monitoring.py" in r for r in runs)
-    assert any("actionlint" in r for r in runs) and any("ruff check" in r for r in runs)
+    assert any("actionlint" in r for r in runs) and any("ruff check ." in r and "ruff format --check ." in r for r in runs)
     assert set(doc["on"]) >= {"push", "pull_request"}
     assert doc["permissions"] == {"contents": "read"}
 
