@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .artifact import sha256_file
-from .schema import FEATURE_NAMES, FEATURES, ID_COLUMN, TARGET, Feature
+from .schema import ALIASES, FEATURE_NAMES, FEATURES, ID_COLUMN, TARGET, Feature
 
 MISSING_TOKENS = frozenset({"", "na", "nan", "n/a", "null", "none", "?"})
 MAX_LISTED = 10
@@ -155,11 +155,10 @@ def _read_csv(source: str) -> pd.DataFrame:
 
 
 def _normalise_columns(raw: pd.DataFrame, source: str, require_target: bool) -> tuple[pd.DataFrame, list[str]]:
-    aliases = {a: f.name for f in FEATURES for a in f.aliases}
     renamed, ignored, seen = {}, [], {}
     known = set(FEATURE_NAMES) | {TARGET.name, ID_COLUMN}
     for col in raw.columns:
-        name = aliases.get(str(col).strip().lower(), str(col).strip().lower())
+        name = ALIASES.get(str(col).strip().lower(), str(col).strip().lower())
         if name in seen:
             raise DataError(source, [Problem(1, str(col), f"duplicate column (also given as '{seen[name]}')")])
         seen[name] = col

@@ -109,6 +109,10 @@ FEATURES: tuple[Feature, ...] = (
 
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 BY_NAME: dict[str, Feature] = {f.name: f for f in FEATURES}
+# Legacy spellings, read the same way by the data loader (heart/data.py) and the API
+# (heart/serving/contract.py): other names for a column (`sex` for `gender`) here, and each
+# Feature's `missing_codes` (ca = 4, thal = 0: "unknown", imputed like a blank or null).
+ALIASES: dict[str, str] = {alias: f.name for f in FEATURES for alias in f.aliases}
 REQUIRED: tuple[str, ...] = tuple(f.name for f in FEATURES if f.required)
 
 

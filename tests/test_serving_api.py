@@ -19,7 +19,7 @@ from heart.serving.contract import EXAMPLE
 from heart.serving.settings import ENV_NAMES, Settings
 from heart.telemetry import span_exporters, tracer_provider
 
-CONTRACT_KEYS = {"predicted_class", "label", "probability", "model_version", "trace_id", "imputed"}
+CONTRACT_KEYS = {"predicted_class", "label", "probability", "model_version", "trace_id", "imputed", "legacy_codes"}
 
 
 def settings_for(model_path, **values) -> Settings:
@@ -98,7 +98,7 @@ def test_batch_keeps_input_order_and_matches_the_pipeline(client, loaded, datase
     got = np.array([p["probability"] for p in body["predictions"]])
     assert np.abs(got - loaded.pipeline.predict_proba(dataset.X.iloc[:200])[:, 1]).max() <= 1e-6
     assert [p["predicted_class"] for p in body["predictions"]] == loaded.pipeline.predict(dataset.X.iloc[:200]).tolist()
-    assert set(body["predictions"][0]) == {"predicted_class", "label", "probability", "imputed"}
+    assert set(body["predictions"][0]) == {"predicted_class", "label", "probability", "imputed", "legacy_codes"}
     missing = [i for i in range(200) if dataset.X.iloc[i].isna().any()]
     assert missing and all(body["predictions"][i]["imputed"] for i in missing)
 
@@ -130,7 +130,7 @@ def _only_error(r):
     ({"gender": "robot"}, "gender", "'female', 'male'"),
     ({"gender": 2}, "gender", "one of 0, 1"),
     ({"cp": 7}, "cp", "one of 0, 1, 2, 3"),
-    ({"thal": 0}, "thal", "one of 1, 2, 3"),
+    ({"thal": 4}, "thal", "one of 1, 2, 3"),  # thal 0 is the legacy "unknown": tests/test_serving_legacy.py
     ({"fbs": True}, "fbs", "one of 0, 1"),
     ({"smoker": 1}, "smoker", "Extra inputs"),
 ])

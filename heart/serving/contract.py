@@ -2,7 +2,9 @@
 
 One definition for the server (validation, OpenAPI), the clients (heart/client.py,
 locustfile.py) and the benchmark. Every rule on a patient's features (ranges, codes, the
-integer rule, required fields, gender as text in any case) comes from heart/schema.py.
+integer rule, required fields, gender as text in any case, the legacy spellings the data
+loader also reads: `sex` for `gender`, ca = 4 and thal = 0 for "unknown") comes from
+heart/schema.py.
 Only pydantic is imported: a client need not install or start FastAPI to use it.
 """
 from __future__ import annotations
@@ -10,11 +12,21 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, PlainValidator, StringConstraints, WithJsonSchema, create_model,
-                      model_validator)
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StringConstraints,
+    ValidationError,
+    WithJsonSchema,
+    create_model,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
-from ..schema import FEATURE_NAMES, FEATURES, TARGET, Feature
+from ..schema import ALIASES, BY_NAME, FEATURE_NAMES, FEATURES, TARGET, Feature
 
 MAX_BATCH = 1000  # patients per /predict/batch request
 LABELS = {int(k): v for k, v in TARGET.labels.items()}
@@ -28,6 +40,16 @@ def _error(kind: str, message: str) -> PydanticCustomError:
     return PydanticCustomError(kind, "{message}", {"message": message})
 
 
+class LegacyCode(int):
+    """A legacy "unknown" code as sent (ca = 4, thal = 0: Feature.missing_codes).
+
+    The validator returns it in place of a number so that inference can impute the feature
+    like a null and still say, in the response's `legacy_codes`, which code was read so.
+    """
+
+    __slots__ = ()
+
+
 def _validator(f: Feature):
     """Validate one feature by the schema's rule; return its numeric code/value (float) or None.
 
@@ -38,6 +60,7 @@ def _validator(f: Feature):
     continuous = f.kind == "continuous"
     low, high, integer = f.low, f.high, f.integer
     codes = frozenset(f.codes)
+    legacy = {code: LegacyCode(code) for code in f.missing_codes}  # the loader's rule, the same declaration
 
     def validate(value: Any) -> float | None:
         kind = type(value)
@@ -47,6 +70,8 @@ def _validator(f: Feature):
                     return float(value)
             elif value in codes:
                 return float(value)
+            elif value in legacy:  # rare: read as unknown, imputed like a null
+                return legacy[value]
         if value is None:
             if f.required:
                 raise _error("missing", f"{f.name} is required and cannot be null: must be {f.rule()}")
@@ -83,31 +108,89 @@ def _json_schema(f: Feature) -> dict:
     if f.kind == "continuous":
         schema: dict = {"type": "integer" if f.integer else "number", "minimum": f.low, "maximum": f.high}
     else:
-        schema = {"type": "integer", "enum": sorted(f.codes)}
+        schema = {"type": "integer", "enum": sorted({*f.codes, *f.missing_codes})}
+    if f.missing_codes:
+        desc += (f" Legacy code {', '.join(map(str, f.missing_codes))} = unknown: imputed like a null, and named "
+                 "in the response's legacy_codes.")
+    if f.aliases:
+        desc += f" Also accepted as {', '.join(f.aliases)} (the data loader's alias); give one name, not both."
     if f.text_codes:
         variants = sorted({v for t in f.text_codes for v in (t, t.upper(), t.capitalize())})
         schema = {"anyOf": [schema, {"type": "string", "enum": variants}]}
     if not f.required:
         desc += " Optional: null or omitted is imputed by the model."
-        schema = {"anyOf": [*(schema["anyOf"] if "anyOf" in schema else [schema]), {"type": "null"}]}
+        schema = {"anyOf": [*schema.get("anyOf", [schema]), {"type": "null"}]}
     return {**schema, "title": f.name, "description": desc}
+
+
+class _Body(BaseModel):
+    """A request body. A feature sent under its name and an alias too (gender and sex) gets an
+    error naming both.
+
+    pydantic takes the first of the AliasChoices it finds and calls the other an extra field,
+    so an extra-field error at an alias can only mean both were given. Rewording it here, on
+    the error path, costs valid requests nothing (a model validator would cost ~2 µs each).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    def model_validate_json(cls, json_data, **kwargs):
+        try:
+            return super().model_validate_json(json_data, **kwargs)
+        except ValidationError as e:
+            raise _name_alias_clashes(e) from None
+
+    @classmethod
+    def model_validate(cls, obj, **kwargs):
+        try:
+            return super().model_validate(obj, **kwargs)
+        except ValidationError as e:
+            raise _name_alias_clashes(e) from None
+
+
+def _name_alias_clashes(error: ValidationError) -> ValidationError:
+    """The same errors, with each extra-field error at an alias worded as a clash naming both names."""
+    errors = error.errors(include_url=False)
+    if not any(_is_clash(err) for err in errors):
+        return error
+    details = []
+    for err in errors:
+        if _is_clash(err):
+            alias = err["loc"][-1]
+            cause = _error("alias_conflict", f"{ALIASES[alias]} and {alias} (its alias) are both given: "
+                                             f"send one of them")
+        else:
+            cause = _error(err["type"], err["msg"])
+        details.append({"type": cause, "loc": err["loc"], "input": err.get("input")})
+    return ValidationError.from_exception_data(error.title, details)
+
+
+def _is_clash(err: dict) -> bool:
+    return err["type"] == "extra_forbidden" and bool(err["loc"]) and err["loc"][-1] in ALIASES
+
+
+class _PatientBody(_Body):
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE]})
 
 
 def build_patient_model() -> type[BaseModel]:
     """The request model for one patient, generated from FEATURES (unknown fields are refused)."""
     fields: dict[str, Any] = {}
     for f in FEATURES:
+        if f.missing_codes and f.required:
+            raise ValueError(f"{f.name}: a required feature cannot have a legacy 'unknown' code")
         annotation = Annotated[Any, PlainValidator(_validator(f)), WithJsonSchema(_json_schema(f))]
-        fields[f.name] = (annotation, ... if f.required else None)
-    config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE]})
-    return create_model("Patient", __config__=config, __doc__="One patient's 13 clinical features.", **fields)
+        default = ... if f.required else None
+        fields[f.name] = (annotation, Field(default, validation_alias=AliasChoices(f.name, *f.aliases))
+                          if f.aliases else default)
+    return create_model("Patient", __base__=_PatientBody, __doc__="One patient's 13 clinical features.", **fields)
 
 
 Patient = build_patient_model()
 
 
-class Batch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Batch(_Body):
     instances: Annotated[list[Patient], Field(min_length=1, max_length=MAX_BATCH,  # type: ignore[valid-type]
                                               description=f"1 to {MAX_BATCH} patients")]
 
@@ -128,13 +211,26 @@ class PredictionResult(BaseModel):
     label: str = Field(description="the predicted class in words")
     probability: Probability = Field(description="P(heart disease)")
     imputed: list[FeatureName] = Field(description="features that were missing and imputed by the model")
+    legacy_codes: dict[FeatureName, Annotated[int, Field(strict=True)]] = Field(
+        default_factory=dict, description='legacy "unknown" codes read as missing (and so imputed), '
+                                          'by feature as sent: {"ca": 4, "thal": 0}; {} if none')
 
     @model_validator(mode="after")
     def _consistent(self):
         if self.label != LABELS[self.predicted_class]:
             raise _error("label_mismatch", f"label {self.label!r} does not match predicted_class "
                                            f"{self.predicted_class} ({LABELS[self.predicted_class]!r})")
+        _check_legacy(self.legacy_codes, self.imputed)
         return self
+
+
+def _check_legacy(legacy_codes: dict[str, int], imputed: list[str]) -> None:
+    """Each legacy code is one the schema declares, and its feature is listed as imputed."""
+    for name, code in legacy_codes.items():
+        if code not in BY_NAME[name].missing_codes:
+            raise _error("legacy_code", f"legacy_codes: {code} is not a legacy code of {name}")
+        if name not in imputed:
+            raise _error("legacy_code", f"legacy_codes names {name}, which is not in imputed")
 
 
 class PredictResponse(PredictionResult):
@@ -167,6 +263,7 @@ class ExplainResponse(BaseModel):
     base_value: float = Field(description="mean P(heart disease) of the forest; base + contributions = probability")
     contributions: list[Contribution]
     imputed: list[str]
+    legacy_codes: dict[str, int] = Field(default_factory=dict, description="as in PredictResponse")
     model_version: str
     trace_id: str
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -19,22 +20,35 @@ from ..decision import decide, threshold_of
 from ..predlog import PredictionRecords, PredictionWriter, now_iso
 from ..schema import FEATURE_NAMES, FEATURES
 from ..telemetry import Metrics, current_ids
-from .contract import LABELS
+from .contract import LABELS, LegacyCode
 from .errors import PredictionFailed
 from .state import ServingState
 
 log = logging.getLogger("heart.api")
 INLINE_ROWS = 64  # up to this many rows, ONNX inference (~tens of µs) runs on the event loop
 _INT_FEATURES = tuple(f.discrete or f.integer for f in FEATURES)
+_LEGACY_NAMES = tuple(f.name for f in FEATURES if f.missing_codes)  # where a LegacyCode can be
 
 
-def to_rows(patients: list[BaseModel]) -> tuple[np.ndarray, list[list[str]], list[dict]]:
-    """Validated patients -> (n, 13) floats with NaN for missing, imputed names, schema-coded inputs."""
-    values, imputed, inputs = [], [], []
+class Rows(NamedTuple):
+    values: np.ndarray  # (n, 13) floats, NaN = missing (a null, an omitted field or a legacy code)
+    imputed: list[list[str]]  # per row, the features the model imputes
+    inputs: list[dict]  # per row, schema codes with null for imputed: what the prediction log records
+    legacy: list[dict[str, int]]  # per row, the legacy codes read as unknown: {"ca": 4}
+
+
+def to_rows(patients: list[BaseModel]) -> Rows:
+    """Validated patients -> model input, with what was imputed (legacy codes included, as nulls)."""
+    values, imputed, inputs, legacy = [], [], [], []
     names, as_int, nan = FEATURE_NAMES, _INT_FEATURES, math.nan
     for p in patients:
         d = p.__dict__
         row = [d[n] for n in names]
+        if any(type(d[n]) is LegacyCode for n in _LEGACY_NAMES):  # rare: read as unknown, like a null
+            legacy.append({n: int(v) for n, v in zip(names, row) if type(v) is LegacyCode})
+            row = [None if type(v) is LegacyCode else v for v in row]
+        else:
+            legacy.append({})
         if None in row:
             imputed.append([n for n, v in zip(names, row) if v is None])
             inputs.append({n: (None if v is None else int(v) if i else v) for n, v, i in zip(names, row, as_int)})
@@ -43,7 +57,7 @@ def to_rows(patients: list[BaseModel]) -> tuple[np.ndarray, list[list[str]], lis
             imputed.append([])
             inputs.append({n: int(v) if i else v for n, v, i in zip(names, row, as_int)})
         values.append(row)
-    return np.array(values, dtype=float).reshape(len(patients), len(names)), imputed, inputs
+    return Rows(np.array(values, dtype=float).reshape(len(patients), len(names)), imputed, inputs, legacy)
 
 
 class Inference:
@@ -58,27 +72,26 @@ class Inference:
         """(trace_id, one result per patient in input order); NotReady or PredictionFailed otherwise."""
         state = self.state
         state.require_ready()
-        rows, imputed, inputs = to_rows(patients)
+        rows = to_rows(patients)
         with self.tracer.start_as_current_span("inference", attributes={
                 "model.version": state.model.version, "batch.size": len(patients),
                 "inference.engine": state.predictor.engine, "http.route.endpoint": endpoint}) as span:
             trace_id, span_id = current_ids()
             try:
                 if state.predictor.inline and len(patients) <= INLINE_ROWS:
-                    results = self._predict_sync(rows, imputed, inputs, endpoint, trace_id, span_id)
+                    results = self._predict_sync(rows, endpoint, trace_id, span_id)
                 else:
-                    results = await run_in_threadpool(self._predict_sync, rows, imputed, inputs, endpoint,
-                                                      trace_id, span_id)
+                    results = await run_in_threadpool(self._predict_sync, rows, endpoint, trace_id, span_id)
             except Exception as e:  # noqa: BLE001 - a model failure is a 500 with the trace_id, never a crash
                 self._failed(span, e, endpoint, trace_id, span_id, "prediction_failed", batch_size=len(patients))
         return trace_id, results
 
-    def _predict_sync(self, rows: np.ndarray, imputed: list[list[str]], inputs: list[dict], endpoint: str,
-                      trace_id: str, span_id: str) -> list[dict]:
+    def _predict_sync(self, rows: Rows, endpoint: str, trace_id: str, span_id: str) -> list[dict]:
         """Predict, then count and log: inline for small ONNX calls, else in a worker thread."""
         predictor, version = self.state.predictor, self.state.model.version
+        imputed, inputs = rows.imputed, rows.inputs
         t0 = time.perf_counter()
-        classes, proba = predictor.predict(rows)
+        classes, proba = predictor.predict(rows.values)
         seconds = time.perf_counter() - t0
         self.metrics.observe_inference(endpoint, predictor.engine, seconds)
         classes, proba = classes.tolist(), proba.tolist()
@@ -88,14 +101,14 @@ class Inference:
                 timestamp=now_iso(), trace_id=trace_id, span_id=span_id, model_version=version,
                 latency_ms=round(seconds * 1000, 4), inputs=inputs if self.log_inputs else None,
                 imputed=imputed, predicted_class=classes, probability=proba))
-        return [{"predicted_class": c, "label": LABELS[c], "probability": p, "imputed": miss}
-                for c, p, miss in zip(classes, proba, imputed)]
+        return [{"predicted_class": c, "label": LABELS[c], "probability": p, "imputed": miss, "legacy_codes": codes}
+                for c, p, miss, codes in zip(classes, proba, imputed, rows.legacy)]
 
     async def explain(self, patient: BaseModel) -> dict:
         """One patient's probability with each feature's SHAP contribution (the sklearn Pipeline's)."""
         state = self.state
         state.require_ready()
-        rows, imputed, inputs = to_rows([patient])
+        rows, imputed, inputs, legacy = to_rows([patient])  # legacy codes: imputed (NaN), inputs null
         with self.tracer.start_as_current_span("explain", attributes={"model.version": state.model.version,
                                                                       "batch.size": 1}) as span:
             trace_id, span_id = current_ids()
@@ -112,7 +125,8 @@ class Inference:
                 "base_value": explanation.base_value,
                 "contributions": [{"feature": name, "value": inputs[0][name], "contribution": value}
                                   for name, value in explanation.contributions],
-                "imputed": imputed[0], "model_version": state.model.version, "trace_id": trace_id}
+                "imputed": imputed[0], "legacy_codes": legacy[0], "model_version": state.model.version,
+                "trace_id": trace_id}
 
     def _failed(self, span, error: Exception, endpoint: str, trace_id: str, span_id: str, event: str, **extra):
         span.record_exception(error)
