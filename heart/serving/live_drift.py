@@ -44,17 +44,17 @@ class DriftWindow:
         n = len(rows)
         with self._lock:
             i = self._next
+            self.seen += n
             if n == 1:
                 self._rows[i] = rows[0]
                 self._classes[i] = classes[0]
             else:
                 if n > self.size:
                     rows, classes, n = rows[-self.size:], classes[-self.size:], self.size
-                at = (np.arange(i, i + n)) % self.size
+                at = np.arange(i, i + n) % self.size
                 self._rows[at] = rows
                 self._classes[at] = classes
             self._next = (i + n) % self.size
-            self.seen += n
 
     def snapshot(self) -> tuple[np.ndarray, np.ndarray, int]:
         """(rows, classes, seen) copied under the lock; row order does not matter to the tests."""
