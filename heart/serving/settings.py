@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     host: str = Field("0.0.0.0", validation_alias="HOST", description="interface to bind")
     port: int = Field(8000, ge=1, le=65535, validation_alias="PORT", description="TCP port")
     workers: int = Field(1, ge=1, validation_alias="WEB_CONCURRENCY",
-                         description="worker processes; /metrics is per worker")
+                         description="worker processes; /metrics merges them")
     model_path: Path = Field(Path("model.joblib"), validation_alias="MODEL_PATH",
                              description="model.joblib with its model.card.json beside it")
     prediction_log: Path | None = Field(None, validation_alias="PREDICTION_LOG",
