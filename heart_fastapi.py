@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+import tempfile
+from contextlib import contextmanager
 
 from heart import cli
 from heart.artifact import ModelError
@@ -42,6 +45,8 @@ def parse_args(argv) -> argparse.Namespace:
     add("prediction_log")
     add("log_inputs", metavar="{true,false}")
     add("engine", metavar="{onnx,sklearn}")
+    add("drift_window")
+    add("drift_interval")
     p.add_argument("--graceful-timeout", type=cli.number(0), default=30.0,
                    help="seconds in-flight requests get to finish after SIGTERM")
     p.add_argument("--access-log", action="store_true", help="also log every HTTP request (costs throughput)")
@@ -70,11 +75,30 @@ def main(argv=None) -> int:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
-    uvicorn.run("heart_fastapi:create_app", factory=True, host=settings.host, port=settings.port,
-                workers=settings.workers, log_level=settings.log_level,
-                log_config=uvicorn_log_config(settings.log_level, args.access_log), access_log=args.access_log,
-                timeout_graceful_shutdown=args.graceful_timeout, server_header=False)
+    with multiprocess_metrics(settings.workers):
+        uvicorn.run("heart_fastapi:create_app", factory=True, host=settings.host, port=settings.port,
+                    workers=settings.workers, log_level=settings.log_level,
+                    log_config=uvicorn_log_config(settings.log_level, args.access_log), access_log=args.access_log,
+                    timeout_graceful_shutdown=args.graceful_timeout, server_header=False)
     return 0
+
+
+@contextmanager
+def multiprocess_metrics(workers: int):
+    """Several workers share one /metrics: prometheus_client's multiprocess mode, in a fresh
+    directory (stale files of an earlier run would be summed in), removed after the last worker.
+    One worker keeps the plain in-memory registry (no per-sample file writes)."""
+    from heart.telemetry import MULTIPROC_ENV
+
+    if workers == 1:
+        yield
+        return
+    path = tempfile.mkdtemp(prefix="heart-metrics-")
+    os.environ[MULTIPROC_ENV] = path  # the workers are spawned after this: they inherit it
+    try:
+        yield
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def create_app():

@@ -18,8 +18,10 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from pythonjsonlogger.json import JsonFormatter
+
+from .schema import FEATURE_NAMES
 
 SERVICE_NAME = "heart-disease-api"
 log = logging.getLogger("heart.telemetry")
@@ -143,8 +145,17 @@ INFERENCE_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001,
                      0.05, 0.1, 0.25, 1.0)
 
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # set by heart_fastapi.py when it starts several workers
+
+
 class Metrics:
-    """The service's Prometheus metrics, in a registry of their own (one per app)."""
+    """The service's Prometheus metrics, in a registry of their own (one per app).
+
+    With several workers (PROMETHEUS_MULTIPROC_DIR set), prometheus_client keeps every value in
+    a per-process file of that directory and metrics_payload() merges them: counters and
+    histograms are summed over the workers; each gauge says how (multiprocess_mode). The drift
+    gauges describe one worker's window: the most recently computed one is exported.
+    """
 
     def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = r = registry or CollectorRegistry(auto_describe=True)
@@ -158,10 +169,31 @@ class Metrics:
                                    ["endpoint", "engine"], buckets=INFERENCE_BUCKETS, registry=r)
         self.errors = Counter("heart_prediction_errors_total", "Failures inside the model", ["endpoint"], registry=r)
         self.model_info = Gauge("heart_model_info", "The model being served (value 1)",
-                                ["model_version", "engine"], registry=r)
-        self.ready = Gauge("heart_ready", "1 once the model is loaded, verified and parity-checked", registry=r)
+                                ["model_version", "engine"], registry=r, multiprocess_mode="livemax")
+        self.ready = Gauge("heart_ready", "1 once the model is loaded, verified and parity-checked (with several "
+                           "workers: all of them)", registry=r, multiprocess_mode="livemin")
+        self.imputed = Counter("heart_imputed_fields_total", "Patients whose feature was missing and imputed",
+                               ["feature"], registry=r)
         self._by_class = {c: self.predictions.labels(predicted_class=str(c)) for c in (0, 1)}
+        self._imputed = {name: self.imputed.labels(feature=name) for name in FEATURE_NAMES}
         self._children: dict[tuple, tuple] = {}
+        self._drift_gauges(r)
+
+    def _drift_gauges(self, r: CollectorRegistry) -> None:
+        """Set by heart/serving/live_drift.py from the window of recent inputs."""
+        mode = "livemostrecent"
+        self.drift_statistic = Gauge("heart_drift_statistic", "Drift test statistic per feature over the window "
+                                     "of recent inputs (KS D for continuous features, chi-squared otherwise)",
+                                     ["feature"], registry=r, multiprocess_mode=mode)
+        self.drift_p_adjusted = Gauge("heart_drift_p_value_adjusted", "Benjamini-Hochberg adjusted p-value per "
+                                      "feature over the window (drifted below 0.05)", ["feature"], registry=r,
+                                      multiprocess_mode=mode)
+        self.drift_share = Gauge("heart_drift_drifted_share", "Share of the features drifted in the window",
+                                 registry=r, multiprocess_mode=mode)
+        self.drift_rows = Gauge("heart_drift_window_rows", "Rows in the window the drift gauges were computed on",
+                                registry=r, multiprocess_mode=mode)
+        self.positive_rate = Gauge("heart_predicted_positive_rate", "Share of the window's patients predicted "
+                                   "positive", registry=r, multiprocess_mode=mode)
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         key = (route, method, status)
@@ -184,6 +216,34 @@ class Metrics:
             self._by_class[1].inc(ones)
         if total - ones:
             self._by_class[0].inc(total - ones)
+
+    def count_imputed(self, imputed: list[list[str]]) -> None:
+        """Per feature, the patients whose value was imputed (most patients have none: no work)."""
+        for names in imputed:
+            for name in names:
+                self._imputed[name].inc()
+
+
+def multiprocess_dir(environ: Mapping[str, str] = os.environ) -> str | None:
+    """The directory of the per-worker metric files, or None in single-process mode."""
+    return environ.get(MULTIPROC_ENV) or None
+
+
+def metrics_payload(metrics: Metrics) -> bytes:
+    """The text exposition of /metrics (and of the metrics port): every worker's values merged
+    in multiprocess mode, else this app's registry (no file I/O on the single-process path)."""
+    path = multiprocess_dir()
+    if path is None:
+        return generate_latest(metrics.registry)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=path)
+    return generate_latest(registry)
+
+
+def mark_worker_dead(pid: int | None = None) -> None:
+    """A worker's exit: its live* gauges (readiness, model info, drift) leave the merge; counters stay."""
+    if multiprocess_dir() is not None:
+        multiprocess.mark_process_dead(pid or os.getpid())
 
 
 class ObservabilityMiddleware:

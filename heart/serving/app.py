@@ -14,9 +14,10 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from .. import __version__
 from ..predlog import PredictionWriter
-from ..telemetry import SERVICE_NAME, Metrics, ObservabilityMiddleware, setup_logging, tracer_provider
+from ..telemetry import SERVICE_NAME, Metrics, ObservabilityMiddleware, mark_worker_dead, setup_logging, tracer_provider
 from . import errors, routes, v2
 from .inference import Inference
+from .live_drift import live_drift_for
 from .middleware import BodyLimit
 from .pages import install_front_doors
 from .settings import Settings, load_settings
@@ -47,8 +48,9 @@ def create_app(settings: Settings | None = None, tracer_provider_: TracerProvide
     app.state.serving = state
     app.state.metrics = metrics
     app.state.tracer_provider = provider
+    app.state.live_drift = drift = live_drift_for(settings, state, metrics)
     app.state.inference = Inference(state, metrics, provider.get_tracer("heart.api", __version__), writer,
-                                    settings.log_inputs)
+                                    settings.log_inputs, drift.window if drift else None)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(ObservabilityMiddleware, metrics=metrics, static_paths=routes.HOT_PATHS)
     errors.install(app)
@@ -78,10 +80,16 @@ def _lifespan(state: ServingState, writer: PredictionWriter, own_provider: Trace
         task = asyncio.create_task(asyncio.to_thread(state.load)) if settings.background_load else None
         if task is None:
             state.load()
+        drift = app.state.live_drift
+        if drift is not None:
+            drift.start()
         try:
             yield
         finally:
             log.info("shutdown", extra={"service": SERVICE_NAME, "pid": os.getpid()})
+            if drift is not None:
+                drift.stop()
+            mark_worker_dead()
             if task is not None and not task.done():
                 await asyncio.wait([task], timeout=30)
             writer.close()

@@ -22,6 +22,7 @@ from ..schema import FEATURE_NAMES, FEATURES
 from ..telemetry import Metrics, current_ids
 from .contract import LABELS, LegacyCode
 from .errors import PredictionFailed
+from .live_drift import DriftWindow
 from .state import ServingState
 
 log = logging.getLogger("heart.api")
@@ -64,9 +65,10 @@ class Inference:
     """The prediction core shared by /predict, /predict/batch and /explain."""
 
     def __init__(self, state: ServingState, metrics: Metrics, tracer: trace.Tracer, writer: PredictionWriter,
-                 log_inputs: bool):
+                 log_inputs: bool, drift_window: DriftWindow | None = None):
         self.state, self.metrics, self.tracer, self.writer = state, metrics, tracer, writer
         self.log_inputs = log_inputs
+        self.drift_window = drift_window
 
     async def predict(self, patients: list[BaseModel], endpoint: str) -> tuple[str, list[dict]]:
         """(trace_id, one result per patient in input order); NotReady or PredictionFailed otherwise."""
@@ -94,8 +96,11 @@ class Inference:
         classes, proba = predictor.predict(rows.values)
         seconds = time.perf_counter() - t0
         self.metrics.observe_inference(endpoint, predictor.engine, seconds)
+        if self.drift_window is not None:
+            self.drift_window.append(rows, classes)
         classes, proba = classes.tolist(), proba.tolist()
         self.metrics.count_classes(classes.count(1), len(classes))
+        self.metrics.count_imputed(imputed)
         if self.writer.enabled():
             self.writer.write(PredictionRecords(
                 timestamp=now_iso(), trace_id=trace_id, span_id=span_id, model_version=version,

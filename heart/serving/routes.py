@@ -10,11 +10,11 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.routing import Route
 
 from .. import __version__
-from ..telemetry import SERVICE_NAME
+from ..telemetry import SERVICE_NAME, metrics_payload
 from .contract import MAX_BATCH, Batch, BatchResponse, ExplainResponse, Patient, PredictResponse
 from .errors import RESPONSES
 from .middleware import parse_body
@@ -90,7 +90,7 @@ async def model_card(request: Request):
 
 @operations.get("/metrics", summary="Prometheus metrics (text exposition format)")
 async def prometheus_metrics(request: Request):
-    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(metrics_payload(request.app.state.metrics), media_type=CONTENT_TYPE_LATEST)
 
 
 def about(state) -> dict:

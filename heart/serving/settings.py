@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     host: str = Field("0.0.0.0", validation_alias="HOST", description="interface to bind")
     port: int = Field(8000, ge=1, le=65535, validation_alias="PORT", description="TCP port")
     workers: int = Field(1, ge=1, validation_alias="WEB_CONCURRENCY",
-                         description="worker processes; /metrics is per worker")
+                         description="worker processes; /metrics merges them")
     model_path: Path = Field(Path("model.joblib"), validation_alias="MODEL_PATH",
                              description="model.joblib with its model.card.json beside it")
     prediction_log: Path | None = Field(None, validation_alias="PREDICTION_LOG",
@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     engine: Literal[ENGINES] = Field("onnx", validation_alias="INFERENCE_ENGINE",  # type: ignore[valid-type]
                                      description="onnx: the parity-checked ONNX Runtime fast path (falls back to "
                                                  "sklearn if the check fails); sklearn: the Pipeline itself")
+    # Live drift (heart/serving/live_drift.py):
+    drift_window: int = Field(1000, ge=0, validation_alias="DRIFT_WINDOW",
+                              description="recent predictions kept per worker for the live drift gauges (0 = off)")
+    drift_interval: float = Field(10.0, gt=0, validation_alias="DRIFT_INTERVAL_SECONDS",
+                                  description="seconds between live drift computations (off the request path)")
+    drift_reference: Path | None = ROOT / "data" / "data.csv"  # knob: the training data, checked against the card
     # Knobs for tests and tools (no environment variable):
     parity_samples: int = 2000                # schema samples checked at load, besides data/data.csv
     parity_data: Path | None = ROOT / "data" / "data.csv"  # rows checked at load if the file exists
@@ -84,11 +90,12 @@ class _NamedVariablesOnly(EnvSettingsSource):
 ENV_NAMES = {name: f.validation_alias for name, f in Settings.model_fields.items() if f.validation_alias}
 FLAGS = {"host": "--host", "port": "--port", "workers": "--workers", "model_path": "--model-path",
          "prediction_log": "--prediction-log", "log_inputs": "--log-inputs", "log_level": "--log-level",
-         "engine": "--engine"}
+         "engine": "--engine", "drift_window": "--drift-window", "drift_interval": "--drift-interval"}
 RULES = {"host": "an interface name or address", "port": "a whole number from 1 to 65535",
          "workers": "a whole number, at least 1", "model_path": "a file path", "prediction_log": "a file path",
          "log_inputs": "true or false", "log_level": "one of " + ", ".join(LOG_LEVELS),
-         "engine": " or ".join(ENGINES)}
+         "engine": " or ".join(ENGINES), "drift_window": "a whole number, at least 0 (0 = off)",
+         "drift_interval": "a number of seconds over 0"}
 
 
 class SettingsError(ValueError):

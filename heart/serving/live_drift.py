@@ -1,0 +1,155 @@
+"""Live drift: the recent inputs this worker served, tested against the training data.
+
+The request path only copies its already-built (n, 13) rows and predicted classes into a ring
+buffer (DriftWindow.append: a slice assignment under a lock, about a microsecond). A
+background thread (LiveDrift) wakes every `drift_interval` seconds and, if new rows arrived,
+runs heart.drift.drift_report, the very tests drift_analysis_ks.py runs (KS or chi-squared
+per feature, Benjamini-Hochberg adjusted), on a copy of the window against the training data.
+It then sets the heart_drift_* gauges and heart_predicted_positive_rate.
+
+The reference is the data set drift_analysis_ks.py uses by default (data/data.csv), accepted
+only if its sha256 is the one the model card records as the training data: a model trained on
+other data gets no drift gauges rather than wrong ones (the log line says why).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from collections.abc import Callable
+
+import numpy as np
+
+from ..schema import FEATURE_NAMES
+from ..telemetry import Metrics
+
+log = logging.getLogger("heart.drift")
+
+
+class DriftWindow:
+    """The last `size` patients' rows (NaN = imputed) and predicted classes, oldest overwritten."""
+
+    def __init__(self, size: int, n_features: int = len(FEATURE_NAMES)):
+        if size < 1:
+            raise ValueError(f"the drift window needs at least 1 row, got {size}")
+        self.size = size
+        self._rows = np.empty((size, n_features), dtype=float)
+        self._classes = np.empty(size, dtype=np.int8)
+        self._next = 0     # where the next row goes
+        self.seen = 0      # rows appended since start (the trigger compares it with the last run's)
+        self._lock = threading.Lock()
+
+    def append(self, rows: np.ndarray, classes: np.ndarray) -> None:
+        """On the request path: copy, nothing else."""
+        n = len(rows)
+        with self._lock:
+            i = self._next
+            self.seen += n
+            if n == 1:
+                self._rows[i] = rows[0]
+                self._classes[i] = classes[0]
+            else:
+                if n > self.size:
+                    rows, classes, n = rows[-self.size:], classes[-self.size:], self.size
+                at = np.arange(i, i + n) % self.size
+                self._rows[at] = rows
+                self._classes[at] = classes
+            self._next = (i + n) % self.size
+
+    def snapshot(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """(rows, classes, seen) copied under the lock; row order does not matter to the tests."""
+        with self._lock:
+            filled = min(self.seen, self.size)
+            return self._rows[:filled].copy(), self._classes[:filled].copy(), self.seen
+
+
+class LiveDrift:
+    """The background computation: start() with the app, stop() at shutdown."""
+
+    def __init__(self, window: DriftWindow, metrics: Metrics, interval: float, reference: Path | None,
+                 trained_on: Callable[[], str | None]):
+        """`trained_on()` gives the loaded model card's data sha256, or None while no model is loaded."""
+        self.window, self.metrics, self.interval = window, metrics, interval
+        self.reference_path, self.trained_on = reference, trained_on
+        self.reference = None      # the training features, loaded on the first run after the model
+        self.disabled = ""         # why no gauges are computed, once that is known for good
+        self._last_seen = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="live-drift", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.compute()
+            except Exception as e:  # noqa: BLE001 - drift is a report: never take the worker down
+                log.error("live_drift_failed", exc_info=e)
+
+    def compute(self) -> bool:
+        """One run if there is anything new to test; True if the gauges were set."""
+        if self.disabled or self.window.seen == self._last_seen or not self._reference_ready():
+            return False
+        rows, classes, seen = self.window.snapshot()
+        if len(rows) < 2:
+            return False
+        import pandas as pd
+
+        from ..drift import drift_report  # scipy.stats: imported here, not at server start
+
+        report = drift_report(self.reference, pd.DataFrame(rows, columns=list(FEATURE_NAMES)))
+        m = self.metrics
+        for f in report.features:
+            m.drift_statistic.labels(feature=f.feature).set(f.statistic)
+            m.drift_p_adjusted.labels(feature=f.feature).set(f.p_adjusted)
+        m.drift_share.set(report.share_drifted)
+        m.positive_rate.set(float(classes.mean()))
+        m.drift_rows.set(len(rows))
+        self._last_seen = seen
+        return True
+
+    def _reference_ready(self) -> bool:
+        """Load the training data once a model is loaded, and accept it only if the card names it."""
+        if self.reference is not None:
+            return True
+        expected = self.trained_on()
+        if expected is None:
+            return False
+        from ..data import load_dataset
+
+        path = self.reference_path
+        if path is None or not Path(path).is_file():
+            return self._disable(f"no reference data: {path} not found")
+        data = load_dataset(path)
+        if expected and data.sha256 != expected:
+            return self._disable(f"{path} is not the model's training data (sha256 {data.sha256[:12]}... vs "
+                                 f"{expected[:12]}... in the model card)")
+        self.reference = data.X
+        log.info("live_drift_ready", extra={"reference": str(path), "rows": data.n_rows,
+                                            "window": self.window.size, "interval_s": self.interval})
+        return True
+
+    def _disable(self, reason: str) -> bool:
+        self.disabled = reason
+        log.error("live_drift_disabled", extra={"reason": reason})
+        return False
+
+
+def live_drift_for(settings, state, metrics: Metrics) -> LiveDrift | None:
+    """The app's LiveDrift from its Settings (None when DRIFT_WINDOW=0); the reference check
+    uses the card of whichever model `state` has loaded."""
+    if settings.drift_window == 0:
+        return None
+
+    def trained_on() -> str | None:
+        return state.model.card.get("data", {}).get("sha256", "") if state.ready else None
+
+    return LiveDrift(DriftWindow(settings.drift_window), metrics, settings.drift_interval,
+                     settings.drift_reference, trained_on)
