@@ -160,6 +160,8 @@ class Metrics:
         self.model_info = Gauge("heart_model_info", "The model being served (value 1)",
                                 ["model_version", "engine"], registry=r)
         self.ready = Gauge("heart_ready", "1 once the model is loaded, verified and parity-checked", registry=r)
+        self.client_disconnects = Counter("heart_client_disconnects_total", "Requests the client abandoned before "
+                                          "they were read (also a 499 in heart_http_requests_total)", registry=r)
         self._by_class = {c: self.predictions.labels(predicted_class=str(c)) for c in (0, 1)}
         self._children: dict[tuple, tuple] = {}
 

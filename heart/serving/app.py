@@ -16,7 +16,9 @@ from .. import __version__
 from ..predlog import PredictionWriter
 from ..telemetry import SERVICE_NAME, Metrics, ObservabilityMiddleware, setup_logging, tracer_provider
 from . import errors, routes
+from .auth import BearerAuth
 from .inference import Inference
+from .metrics_server import MetricsServer
 from .middleware import BodyLimit
 from .pages import install_front_doors
 from .settings import Settings, load_settings
@@ -49,12 +51,17 @@ def create_app(settings: Settings | None = None, tracer_provider_: TracerProvide
     app.state.tracer_provider = provider
     app.state.inference = Inference(state, metrics, provider.get_tracer("heart.api", __version__), writer,
                                     settings.log_inputs)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, max_header_bytes=settings.max_header_bytes)
+    tokens = settings.bearer_tokens()
+    if tokens:
+        app.add_middleware(BearerAuth, tokens=tokens)
     app.add_middleware(ObservabilityMiddleware, metrics=metrics, static_paths=routes.HOT_PATHS)
     errors.install(app)
     # The routers' APIRoutes go straight into the app's table: FastAPI 0.165's include_router
     # adds a lazily resolved group instead, which has no .path (route labels, deploy checks).
     app.router.routes.extend([*routes.predictions.routes, *routes.operations.routes])
+    if settings.metrics_port is not None:  # /metrics is served on METRICS_PORT only: off the public port
+        app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) != "/metrics"]
     install_front_doors(app, lambda: routes.about(state))
     routes.serve_hot_paths_plainly(app)
     app.openapi = lambda: routes.openapi(app)
@@ -75,6 +82,9 @@ def _lifespan(state: ServingState, writer: PredictionWriter, own_provider: Trace
         log.info("startup", extra={"service": SERVICE_NAME, "version": __version__, "pid": os.getpid(),
                                    "model_path": str(settings.model_path), "log_inputs": settings.log_inputs,
                                    "prediction_log": str(settings.prediction_log or "")})
+        # One worker serves its own registry; with more, the supervisor serves them all (heart_fastapi.py).
+        metrics_server = (MetricsServer(settings.metrics_port, state.metrics.registry, settings.host)
+                          if settings.metrics_port is not None and settings.workers == 1 else None)
         task = asyncio.create_task(asyncio.to_thread(state.load)) if settings.background_load else None
         if task is None:
             state.load()
@@ -82,6 +92,8 @@ def _lifespan(state: ServingState, writer: PredictionWriter, own_provider: Trace
             yield
         finally:
             log.info("shutdown", extra={"service": SERVICE_NAME, "pid": os.getpid()})
+            if metrics_server is not None:
+                metrics_server.stop()
             if task is not None and not task.done():
                 await asyncio.wait([task], timeout=30)
             writer.close()
