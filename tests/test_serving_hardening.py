@@ -118,7 +118,7 @@ def test_large_bodies_do_not_stall_the_event_loop(server):
         probes.append(time.perf_counter() - start)
         time.sleep(0.05)
     assert statuses == [422] * 3
-    assert max(probes) < 1.0, probes  # was 3.4 s for one such body, 7.7 s for three
+    assert max(probes) < 1.5, probes  # was 3.4 s for one such body, 7.7 s for three (0.69 s measured)
 
 
 # --------------------------------------------------------------------------- 2. header limits
