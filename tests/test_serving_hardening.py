@@ -141,6 +141,21 @@ def test_headers_under_the_limit_are_served(server):
     assert r.status_code == 200
 
 
+def test_a_blank_line_split_across_reads_does_not_count_the_body_as_headers(server):
+    body = json.dumps({"instances": [EXAMPLE] * 600}, separators=(",", ":")).encode()  # ~100 KB, no blank line
+    assert len(body) > 65_536
+    head = (b"POST /predict/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
+            b"Content-Length: %d\r\n\r" % len(body))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(head)
+        time.sleep(0.3)
+        sock.sendall(b"\n" + body)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:100]
+
+
 def test_the_app_refuses_oversized_headers_too(client):
     """The second line, for servers run without heart.serving.protocol."""
     r = client.post("/predict", json=EXAMPLE, headers={f"x-h{i}": "v" * 1000 for i in range(70)})

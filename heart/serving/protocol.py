@@ -50,6 +50,7 @@ class HardenedProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self.max_header_bytes, self.request_timeout = limits()
         self._head_bytes = 0
+        self._tail = b""          # the last bytes read, to find a blank line split across reads
         self._in_head = True      # waiting for (more of) a request's headers
         self._deadline: asyncio.TimerHandle | None = None
         self._draining = False
@@ -87,6 +88,9 @@ class HardenedProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._in_head:
             end = data.find(b"\r\n\r\n")
+            if self._tail and (self._tail + data[:3]).find(b"\r\n\r\n") >= 0:
+                end = 0  # the blank line straddles two reads: no header bytes in this one
+            self._tail = data[-3:]
             self._head_bytes += len(data) if end < 0 else end
             if self._head_bytes > self.max_header_bytes:
                 log.warning("request_headers_too_large", extra={"limit_bytes": self.max_header_bytes})
@@ -110,7 +114,7 @@ class HardenedProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         self._disarm()
         super().on_message_complete()
-        self._in_head, self._head_bytes = True, 0  # the next request's headers are counted afresh
+        self._in_head, self._head_bytes, self._tail = True, 0, b""  # the next request's headers, afresh
 
     # -- shutdown
     def shutdown(self) -> None:
