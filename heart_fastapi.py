@@ -6,7 +6,10 @@ environment variable (12-factor), so `uvicorn heart_fastapi:app` and containers 
 same server without flags. A bad value, from a flag or the environment, exits 2 with one line
 naming it. The model is sha256-verified and parity-checked after start-up; /ready_check
 answers 503 with the reason until then. SIGTERM (or Ctrl-C) stops accepting connections and
-lets in-flight requests finish (up to --graceful-timeout seconds).
+lets in-flight requests finish (up to --graceful-timeout seconds); requests already sent on an
+idle keep-alive connection are answered too (heart/serving/protocol.py, which also bounds
+header size and the time a client may take to send a request). With METRICS_PORT set,
+/metrics is served on that port only. See docs/serving.md, "Reliability".
 
 Tracing follows the standard OpenTelemetry variables: OTEL_EXPORTER_OTLP_ENDPOINT (OTLP over
 HTTP), OTEL_TRACES_EXPORTER=console, none by default. See docs/serving.md.
@@ -47,12 +50,14 @@ def parse_args(argv) -> argparse.Namespace:
     add("engine", metavar="{onnx,sklearn}")
     add("drift_window")
     add("drift_interval")
-    p.add_argument("--graceful-timeout", type=cli.number(0), default=30.0,
-                   help="seconds in-flight requests get to finish after SIGTERM")
+    add("graceful_timeout", metavar="SECONDS")
+    add("request_timeout", metavar="SECONDS")
+    add("metrics_port", metavar="PORT")
     p.add_argument("--access-log", action="store_true", help="also log every HTTP request (costs throughput)")
     args = p.parse_args(argv)
     try:
         args.settings = load_settings({name: getattr(args, name) for name in FLAGS if hasattr(args, name)})
+        args.settings.bearer_tokens()  # an empty token Secret is an error now, not an open API later
     except SettingsError as e:
         p.exit(cli.EXIT_BAD_INPUT, f"error: {e}\n")
     vars(args).update({name: getattr(args.settings, name) for name in FLAGS})
@@ -76,10 +81,16 @@ def main(argv=None) -> int:
         else:
             os.environ[name] = value
     with multiprocess_metrics(settings.workers):
-        uvicorn.run("heart_fastapi:create_app", factory=True, host=settings.host, port=settings.port,
-                    workers=settings.workers, log_level=settings.log_level,
-                    log_config=uvicorn_log_config(settings.log_level, args.access_log), access_log=args.access_log,
-                    timeout_graceful_shutdown=args.graceful_timeout, server_header=False)
+        metrics = _supervisor_metrics(settings)
+        try:
+            uvicorn.run("heart_fastapi:create_app", factory=True, host=settings.host, port=settings.port,
+                        workers=settings.workers, log_level=settings.log_level,
+                        log_config=uvicorn_log_config(settings.log_level, args.access_log), access_log=args.access_log,
+                        timeout_graceful_shutdown=settings.graceful_timeout, server_header=False,
+                        http="heart.serving.protocol:HardenedProtocol")
+        finally:
+            if metrics is not None:
+                metrics.stop()
     return 0
 
 
@@ -101,16 +112,30 @@ def multiprocess_metrics(workers: int):
         shutil.rmtree(path, ignore_errors=True)
 
 
+def _supervisor_metrics(settings: Settings):
+    """With several workers, one METRICS_PORT listener in the supervisor, summing the workers
+    (prometheus_client's multiprocess mode); one worker serves its own (heart.serving.app)."""
+    if settings.metrics_port is None or settings.workers == 1:
+        return None
+    from heart.serving.metrics_server import MetricsServer, multiprocess_registry
+
+    registry = multiprocess_registry()
+    if registry is None:
+        print(f"error: METRICS_PORT with WEB_CONCURRENCY={settings.workers} needs PROMETHEUS_MULTIPROC_DIR "
+              "(one port cannot serve several workers' separate registries)", file=sys.stderr)
+        raise SystemExit(cli.EXIT_BAD_INPUT)
+    return MetricsServer(settings.metrics_port, registry, settings.host)
+
+
 def create_app():
     """The app factory (uvicorn --factory heart_fastapi:create_app): settings read once, from the environment."""
     from heart.serving.app import create_app as build
 
     try:
-        settings = load_settings()
+        return build(load_settings())
     except SettingsError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(cli.EXIT_BAD_INPUT) from None
-    return build(settings)
 
 
 def __getattr__(name: str):

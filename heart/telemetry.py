@@ -174,6 +174,8 @@ class Metrics:
                            "workers: all of them)", registry=r, multiprocess_mode="livemin")
         self.imputed = Counter("heart_imputed_fields_total", "Patients whose feature was missing and imputed",
                                ["feature"], registry=r)
+        self.client_disconnects = Counter("heart_client_disconnects_total", "Requests the client abandoned before "
+                                          "they were read (also a 499 in heart_http_requests_total)", registry=r)
         self._by_class = {c: self.predictions.labels(predicted_class=str(c)) for c in (0, 1)}
         self._imputed = {name: self.imputed.labels(feature=name) for name in FEATURE_NAMES}
         self._children: dict[tuple, tuple] = {}

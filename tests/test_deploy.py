@@ -280,6 +280,38 @@ def test_rolling_updates_and_shutdown_drop_no_request():
     assert int(pre_stop[1]) < deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
 
 
+def test_the_drain_fits_in_the_grace_period_after_the_prestop_sleep():
+    """Issue 12 #15: preStop sleep + GRACEFUL_TIMEOUT + the shutdown's trace flush must end before
+    the kubelet's SIGKILL at terminationGracePeriodSeconds, for the manifest's value and the default."""
+    from heart.serving.app import TRACE_FLUSH_SECONDS
+    from heart.serving.settings import Settings
+
+    pod = by_kind("Deployment")["spec"]["template"]["spec"]
+    grace = pod["terminationGracePeriodSeconds"]
+    command = container()["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "sleep"
+    pre_stop = float(command[1])
+    env = {e["name"]: e.get("value") for e in container()["env"]}
+    default = Settings.model_fields["graceful_timeout"].default
+    for drain in (float(env["GRACEFUL_TIMEOUT"]), default):
+        assert drain > 0
+        assert pre_stop + drain + TRACE_FLUSH_SECONDS <= grace, \
+            f"preStop {pre_stop:g} s + drain {drain:g} s + flush {TRACE_FLUSH_SECONDS:g} s > grace {grace} s"
+    assert float(env["REQUEST_TIMEOUT_SECONDS"]) <= float(env["GRACEFUL_TIMEOUT"]), \
+        "a request still arriving at SIGTERM must be able to finish within the drain"
+
+
+def test_bearer_tokens_come_from_an_optional_secret_and_probes_need_none():
+    """Issue 12, "Access": auth on only when the Secret exists; probes never carry a token."""
+    (tokens,) = [e for e in container()["env"] if e["name"] == "API_TOKENS"]
+    ref = tokens["valueFrom"]["secretKeyRef"]
+    assert ref["optional"] is True and ref["name"] == f"{NAME}-tokens" and ref["key"] == "tokens"
+    from heart.serving.auth import PROTECTED
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        get = container()[probe]["httpGet"]
+        assert get["path"] not in PROTECTED and "httpHeaders" not in get
+
+
 def test_opentelemetry_is_configured_by_the_standard_variables():
     env = {e["name"] for e in container()["env"]}
     assert {"OTEL_SERVICE_NAME", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_RESOURCE_ATTRIBUTES"} <= env

@@ -29,7 +29,9 @@ def test_defaults_and_every_variable_by_its_name(monkeypatch):
     assert load_settings({"port": "9002", "log_inputs": "true"}).port == 9002, "a flag overrides its variable"
     assert s.to_env() == {"HOST": "127.0.0.1", "PORT": "9001", "WEB_CONCURRENCY": "3", "MODEL_PATH": "m.joblib",
                           "PREDICTION_LOG": "p.jsonl", "LOG_INPUTS": "false", "LOG_LEVEL": "warning",
-                          "INFERENCE_ENGINE": "sklearn", "DRIFT_WINDOW": "1000", "DRIFT_INTERVAL_SECONDS": "10.0"}
+                          "INFERENCE_ENGINE": "sklearn", "DRIFT_WINDOW": "1000", "DRIFT_INTERVAL_SECONDS": "10.0",
+                          "REQUEST_TIMEOUT_SECONDS": "15.0", "MAX_HEADER_BYTES": "65536",
+                          "GRACEFUL_TIMEOUT": "15.0", "METRICS_PORT": None, "API_TOKENS": None, "API_TOKENS_FILE": None}
 
 
 def test_empty_variables_mean_the_default_and_knobs_never_come_from_the_env(monkeypatch):
@@ -100,7 +102,7 @@ def test_flags_land_in_the_settings_and_on_args(monkeypatch):
     args = heart_fastapi.parse_args(["--model", "m.joblib", "--engine", "SKLEARN", "--workers", "2"])
     assert (args.port, args.workers, str(args.model_path), args.engine, args.log_inputs) == \
         (9100, 2, "m.joblib", "sklearn", False)
-    assert args.settings.port == 9100 and args.graceful_timeout == 30.0
+    assert args.settings.port == 9100 and args.graceful_timeout == 15.0  # issue 12 #15: fits the pod
 
 
 def test_uvicorn_import_string_with_a_bad_variable_is_one_line_too():

@@ -16,8 +16,10 @@ from .. import __version__
 from ..predlog import PredictionWriter
 from ..telemetry import SERVICE_NAME, Metrics, ObservabilityMiddleware, mark_worker_dead, setup_logging, tracer_provider
 from . import errors, routes, v2
+from .auth import BearerAuth
 from .inference import Inference
 from .live_drift import live_drift_for
+from .metrics_server import MetricsServer
 from .middleware import BodyLimit
 from .pages import install_front_doors
 from .settings import Settings, load_settings
@@ -51,12 +53,17 @@ def create_app(settings: Settings | None = None, tracer_provider_: TracerProvide
     app.state.live_drift = drift = live_drift_for(settings, state, metrics)
     app.state.inference = Inference(state, metrics, provider.get_tracer("heart.api", __version__), writer,
                                     settings.log_inputs, drift.window if drift else None)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, max_header_bytes=settings.max_header_bytes)
+    tokens = settings.bearer_tokens()
+    if tokens:
+        app.add_middleware(BearerAuth, tokens=tokens)
     app.add_middleware(ObservabilityMiddleware, metrics=metrics, static_paths=routes.HOT_PATHS)
     errors.install(app)
     # The routers' APIRoutes go straight into the app's table: FastAPI 0.165's include_router
     # adds a lazily resolved group instead, which has no .path (route labels, deploy checks).
     app.router.routes.extend([*routes.predictions.routes, *routes.operations.routes, *v2.router.routes])
+    if settings.metrics_port is not None:  # /metrics is served on METRICS_PORT only: off the public port
+        app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) != "/metrics"]
     install_front_doors(app, lambda: routes.about(state))
     routes.serve_hot_paths_plainly(app)
     app.openapi = lambda: routes.openapi(app)
@@ -77,6 +84,9 @@ def _lifespan(state: ServingState, writer: PredictionWriter, own_provider: Trace
         log.info("startup", extra={"service": SERVICE_NAME, "version": __version__, "pid": os.getpid(),
                                    "model_path": str(settings.model_path), "log_inputs": settings.log_inputs,
                                    "prediction_log": str(settings.prediction_log or "")})
+        # One worker serves its own registry; with more, the supervisor serves them all (heart_fastapi.py).
+        metrics_server = (MetricsServer(settings.metrics_port, state.metrics.registry, settings.host)
+                          if settings.metrics_port is not None and settings.workers == 1 else None)
         task = asyncio.create_task(asyncio.to_thread(state.load)) if settings.background_load else None
         if task is None:
             state.load()
@@ -87,6 +97,8 @@ def _lifespan(state: ServingState, writer: PredictionWriter, own_provider: Trace
             yield
         finally:
             log.info("shutdown", extra={"service": SERVICE_NAME, "pid": os.getpid()})
+            if metrics_server is not None:
+                metrics_server.stop()
             if drift is not None:
                 drift.stop()
             mark_worker_dead()

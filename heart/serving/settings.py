@@ -7,8 +7,9 @@ is one line naming the variable (or flag) and the rule.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
@@ -46,6 +47,24 @@ class Settings(BaseSettings):
     drift_interval: float = Field(10.0, gt=0, validation_alias="DRIFT_INTERVAL_SECONDS",
                                   description="seconds between live drift computations (off the request path)")
     drift_reference: Path | None = ROOT / "data" / "data.csv"  # knob: the training data, checked against the card
+    # Hardening (issue 12; docs/serving.md, "Reliability"):
+    request_timeout: float = Field(15.0, gt=0, validation_alias="REQUEST_TIMEOUT_SECONDS",
+                                   description="seconds a client has to send a whole request (headers and body) "
+                                               "from its first byte; a stalled one is closed")
+    max_header_bytes: int = Field(65_536, ge=1024, validation_alias="MAX_HEADER_BYTES",
+                                  description="request headers over this total get a 431 and the connection closed")
+    graceful_timeout: float = Field(15.0, ge=0, validation_alias="GRACEFUL_TIMEOUT",
+                                    description="seconds in-flight requests get to finish after SIGTERM; must fit "
+                                                "in the pod's terminationGracePeriodSeconds minus its preStop sleep")
+    metrics_port: int | None = Field(None, ge=1, le=65535, validation_alias="METRICS_PORT",
+                                     description="serve /metrics on this port only, not on the API port "
+                                                 "(unset = on the API port)")
+    api_tokens: str | None = Field(None, repr=False, validation_alias="API_TOKENS",
+                                   description="comma-separated bearer tokens the prediction routes require "
+                                               "(unset, with API_TOKENS_FILE unset = no auth)")
+    api_tokens_file: Path | None = Field(None, validation_alias="API_TOKENS_FILE",
+                                         description="a file of bearer tokens, one a line or comma-separated "
+                                                     "(a mounted Kubernetes Secret)")
     # Knobs for tests and tools (no environment variable):
     parity_samples: int = 2000                # schema samples checked at load, besides data/data.csv
     parity_data: Path | None = ROOT / "data" / "data.csv"  # rows checked at load if the file exists
@@ -69,6 +88,24 @@ class Settings(BaseSettings):
                                    file_secret_settings) -> tuple[PydanticBaseSettingsSource, ...]:
         return init_settings, _NamedVariablesOnly(settings_cls)
 
+    @field_validator("api_tokens_file")
+    @classmethod
+    def _readable(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError("not a readable file")
+        return value
+
+    def bearer_tokens(self) -> list[str]:
+        """The tokens the prediction routes accept; [] = auth off. Set but empty is refused, so
+        an empty Secret never opens the API by accident."""
+        if self.api_tokens is None and self.api_tokens_file is None:
+            return []
+        text = (self.api_tokens or "") + "," + (self.api_tokens_file.read_text() if self.api_tokens_file else "")
+        tokens = [t.strip() for t in text.replace("\n", ",").split(",") if t.strip()]
+        if not tokens:
+            raise SettingsError("API_TOKENS / API_TOKENS_FILE is set but holds no token")
+        return tokens
+
     def to_env(self) -> dict[str, str | None]:
         """The settings as the variables they came from (None = unset): how worker processes get them."""
         out: dict[str, str | None] = {}
@@ -90,12 +127,15 @@ class _NamedVariablesOnly(EnvSettingsSource):
 ENV_NAMES = {name: f.validation_alias for name, f in Settings.model_fields.items() if f.validation_alias}
 FLAGS = {"host": "--host", "port": "--port", "workers": "--workers", "model_path": "--model-path",
          "prediction_log": "--prediction-log", "log_inputs": "--log-inputs", "log_level": "--log-level",
-         "engine": "--engine", "drift_window": "--drift-window", "drift_interval": "--drift-interval"}
+         "engine": "--engine", "drift_window": "--drift-window", "drift_interval": "--drift-interval",
+         "request_timeout": "--request-timeout", "graceful_timeout": "--graceful-timeout", "metrics_port": "--metrics-port"}
 RULES = {"host": "an interface name or address", "port": "a whole number from 1 to 65535",
          "workers": "a whole number, at least 1", "model_path": "a file path", "prediction_log": "a file path",
          "log_inputs": "true or false", "log_level": "one of " + ", ".join(LOG_LEVELS),
          "engine": " or ".join(ENGINES), "drift_window": "a whole number, at least 0 (0 = off)",
-         "drift_interval": "a number of seconds over 0"}
+         "drift_interval": "a number of seconds over 0", "request_timeout": "a number of seconds over 0",
+         "max_header_bytes": "a whole number of bytes, at least 1024", "graceful_timeout": "a number of seconds, 0 or more",
+         "metrics_port": "a whole number from 1 to 65535", "api_tokens_file": "a readable file"}
 
 
 class SettingsError(ValueError):
