@@ -302,3 +302,13 @@ def test_v2_is_traced_counted_and_logged_like_predict(client, spans):
     text = client.get("/metrics").text
     assert 'heart_inference_duration_seconds_count{endpoint="v2",engine="onnxruntime"}' in text
     assert 'heart_http_requests_total{method="POST",route="/v2/models/{name}/infer",status="200"}' in text
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"])
+def test_infer_refuses_a_body_that_is_not_json_or_binary_tensors(client, content_type):
+    body = json.dumps({"inputs": [{"name": "input", "shape": [1, 13], "datatype": "FP64",
+                                   "data": [63, 1, 3, 145, 233, 1, 0, 150, 0, 2.3, 0, 0, 1]}]})
+    r = client.post("/v2/models/heart-disease/infer", content=body, headers={"content-type": content_type})
+    assert r.status_code == 415 and "application/json" in r.json()["error"]
+    ok = client.post("/v2/models/heart-disease/infer", content=body, headers={"content-type": "application/json"})
+    assert ok.status_code == 200, ok.text

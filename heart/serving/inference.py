@@ -97,7 +97,7 @@ class Inference:
         seconds = time.perf_counter() - t0
         self.metrics.observe_inference(endpoint, predictor.engine, seconds)
         if self.drift_window is not None:
-            self.drift_window.append(rows, classes)
+            self.drift_window.append(rows.values, classes)
         classes, proba = classes.tolist(), proba.tolist()
         self.metrics.count_classes(classes.count(1), len(classes))
         self.metrics.count_imputed(imputed)

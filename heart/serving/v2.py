@@ -153,8 +153,21 @@ _routes("/v2/models/{name}", model_metadata, ["GET"])
 
 # ---------------------------------------------------------------------------------- inference
 
+# tritonclient posts with no Content-Type at all (JSON and binary alike), so a missing one is
+# accepted; any other type than these two (text/plain, forms) is refused, as on /predict.
+INFER_TYPES = (b"application/json", b"application/octet-stream")
+
+
+def _check_content_type(request: Request) -> None:
+    for name, value in request.scope["headers"]:
+        if name == b"content-type" and value.split(b";", 1)[0].strip().lower() not in INFER_TYPES:
+            raise V2Error("the body must be JSON (application/json), or JSON with binary tensors "
+                          "(application/octet-stream)", 415)
+
+
 async def infer(request: Request) -> Response:
     try:
+        _check_content_type(request)
         version = _model_version(request)
         body, header_length = await request.body(), request.headers.get(HEADER_LENGTH)
         if len(body) > THREADED_BODY_BYTES:  # a big batch: decode and validate off the event loop
