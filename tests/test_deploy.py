@@ -337,6 +337,6 @@ def test_dockerignore_sends_only_what_the_image_needs():
              if line.strip() and not line.startswith("#")]
     assert lines[0] == "*", "exclude everything, then re-include"
     included = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
-    assert included == {"requirements.txt", "train.py", "heart_fastapi.py", "heart", "data/data.csv"}
+    assert included == {"requirements-serve.txt", "train.py", "heart_fastapi.py", "heart", "data/data.csv"}
     for path in included:
         assert (ROOT / path).exists(), path
