@@ -17,10 +17,10 @@ COPY requirements-serve.txt ./
 # `python3 -m venv` and /opt/venv/bin/python everywhere: python lives in /usr/local on the
 # official image and in /usr on Debian's. requirements-serve.txt is what the server imports
 # (requirements.txt adds the analyses' fairlearn and matplotlib: not shipped). Then what the
-# server never runs goes: pip itself and the packages' test suites (~150 MB).
+# server never runs goes: pip, setuptools and the packages' test suites (~155 MB).
 RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/python -m pip install --no-cache-dir -r requirements-serve.txt \
- && /opt/venv/bin/python -m pip uninstall -y -q pip \
+ && /opt/venv/bin/python -m pip uninstall -y -q pip setuptools \
  && find /opt/venv/lib -depth -type d -name tests -exec rm -rf {} + \
  && rm -rf /opt/venv/lib/python3*/site-packages/onnx/backend/test/data
 # .dockerignore lets only the package, the server, train.py and data/data.csv through.
@@ -29,15 +29,15 @@ COPY . .
 # time MODEL_PATH may name another (mounted) model instead; it is verified against its card.
 # heart.onnx_cache converts the model to ONNX here, once (model.onnx + its sha256 record), so
 # the server skips skl2onnx at start; it still checks parity before serving it.
-# /app is the whole application, byte-compiled here (and the venv again, with unchecked hashes:
-# no source stat at import) because the root filesystem is read-only in Kubernetes;
+# /app is the whole application, byte-compiled here (pip compiled the venv) because the root
+# filesystem is read-only in Kubernetes;
 # data/data.csv stays because the server checks its fast path on those rows.
 RUN /opt/venv/bin/python train.py --data data/data.csv --out /app/model.joblib \
  && /opt/venv/bin/python -m heart.onnx_cache /app/model.joblib \
  && mkdir -p /app/data \
  && cp -r heart heart_fastapi.py /app/ \
  && cp data/data.csv /app/data/ \
- && /opt/venv/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash /app /opt/venv/lib \
+ && /opt/venv/bin/python -m compileall -q /app \
  && chmod -R a+rX,go-w /app
 
 # ---- runtime: the venv, the package, the server script and the model; no build tools -------
