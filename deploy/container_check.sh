@@ -245,12 +245,15 @@ print(int(s) * 10**9 + int((frac + "000000000")[:9]))' "$(docker inspect -f '{{.
     READY_MS=$(( (ready_ns - start_ns) / 1000000 ))
     CREATE_MS=$(( (started_ns - start_ns) / 1000000 ))
     SERVER_MS=$(( (ready_ns - started_ns) / 1000000 ))
+    # CPU the server used to get ready (user + system, ms): unlike the wall times, barely moved
+    # by other work on a shared machine; on an idle one, the server's start takes about this long.
+    SERVER_CPU_MS=$(docker exec "$NAME" sh -c 'cat /proc/1/stat' | awk -v hz="$(getconf CLK_TCK)" '{print int(($14 + $15) * 1000 / hz)}')
 }
 
 log "running $NAME (read-only root filesystem, tmpfs /tmp)"
 run_until_ready
-log "ready ${READY_MS} ms after docker run (container created and started in ${CREATE_MS} ms, server ready ${SERVER_MS} ms after its start)"
-READY_MS_MAIN=$READY_MS CREATE_MS_MAIN=$CREATE_MS SERVER_MS_MAIN=$SERVER_MS
+log "ready ${READY_MS} ms after docker run (container created and started in ${CREATE_MS} ms, server ready ${SERVER_MS} ms after its start, using ${SERVER_CPU_MS} ms of CPU)"
+READY_MS_MAIN=$READY_MS CREATE_MS_MAIN=$CREATE_MS SERVER_MS_MAIN=$SERVER_MS SERVER_CPU_MS_MAIN=$SERVER_CPU_MS
 # The server's own account of its start (model_loaded: seconds per step) and its process age.
 SERVER_TIMINGS=$(docker logs "$NAME" 2>&1 | python3 -c '
 import json, sys
@@ -331,7 +334,11 @@ PY
 python3 -c 'import json, sys; r = json.loads(sys.argv[1]); assert r["non_200"] == 0, r' "$LOAD" \
     || fail "1,000 /predict: some answered non-200: $LOAD"
 RSS_1000=$(rss_mib)
-log "RSS ${RSS_READY} MiB when ready, ${RSS_1000} MiB after 1,000 /predict ($LOAD)"
+# The same, split: anonymous memory (the process's own) and file pages (shared libraries' code,
+# shared with every other process of the image on the node).
+RSS_SPLIT=$(docker exec "$NAME" sh -c 'grep -E "^Rss(Anon|File)" /proc/1/status' \
+    | awk '{printf "%s\"%s\": %.1f", (NR > 1 ? ", " : "{"), ($1 == "RssAnon:" ? "anon" : "file"), $2 / 1024} END {print "}"}')
+log "RSS ${RSS_READY} MiB when ready, ${RSS_1000} MiB after 1,000 /predict (MiB: $RSS_SPLIT; $LOAD)"
 EXPLAIN_NS=$(date +%s%N)
 http POST "$BASE_URL/explain" "$GOOD" | python3 -c '
 import json, sys
@@ -386,15 +393,15 @@ elif [ "$OVERLAY2" != "0" ]; then
         for i in 1 2 3; do
             run_until_ready
             docker rm -f "$NAME" >/dev/null
-            log "overlay2 run $i: ready ${READY_MS} ms after docker run (container ${CREATE_MS} ms, server ${SERVER_MS} ms)"
-            RUNS+=("$READY_MS:$CREATE_MS:$SERVER_MS")
+            log "overlay2 run $i: ready ${READY_MS} ms after docker run (container ${CREATE_MS} ms, server ${SERVER_MS} ms, ${SERVER_CPU_MS} ms CPU)"
+            RUNS+=("$READY_MS:$CREATE_MS:$SERVER_MS:$SERVER_CPU_MS")
         done
         unset DOCKER_HOST
         OVERLAY_JSON=$(python3 -c '
 import json, statistics, sys
-runs = [dict(zip(("time_to_ready_ms", "container_start_ms", "server_start_to_ready_ms"), map(int, r.split(":"))))
-        for r in sys.argv[1:]]
-print(json.dumps({"runs": runs, "median_time_to_ready_ms": statistics.median(r["time_to_ready_ms"] for r in runs)}))
+keys = ("time_to_ready_ms", "container_start_ms", "server_start_to_ready_ms", "server_cpu_ms_to_ready")
+runs = [dict(zip(keys, map(int, r.split(":")))) for r in sys.argv[1:]]
+print(json.dumps({"runs": runs, **{f"median_{k}": statistics.median(r[k] for r in runs) for k in keys}}))
 ' "${RUNS[@]}")
     else
         OVERLAY_JSON=$(python3 -c 'import json, sys; print(json.dumps({"error": sys.argv[1]}))' \
@@ -403,12 +410,15 @@ print(json.dumps({"runs": runs, "median_time_to_ready_ms": statistics.median(r["
     fi
     stop_dockerd "$OVERLAY_DOCKERD_PID" overlay2
     OVERLAY_DOCKERD_PID=""
-    rm -rf "/run/heart-overlay2-$$" "$OVERLAY_LOG"
+    # dockerd can leave its network namespace mounted under its exec root: unmount, then remove.
+    mount | awk -v root="/run/heart-overlay2-$$/" 'index($3, root) == 1 {print $3}' | xargs -r umount 2>/dev/null || true
+    rm -rf "/run/heart-overlay2-$$" "$OVERLAY_LOG" 2>/dev/null || true
 fi
 
 mkdir -p "$(dirname "$METRICS_OUT")"
 CC_OUT=$METRICS_OUT CC_IMAGE=$IMAGE CC_BASE=$LOCAL_BASE CC_DRIVER=$CURRENT_DRIVER CC_SIZE=$SIZE_BYTES \
 CC_READY=$READY_MS_MAIN CC_CREATE=$CREATE_MS_MAIN CC_SERVER=$SERVER_MS_MAIN CC_TIMINGS=$SERVER_TIMINGS \
+CC_CPU=$SERVER_CPU_MS_MAIN CC_RSS_SPLIT=$RSS_SPLIT \
 CC_RSS_READY=$RSS_READY CC_RSS_1000=$RSS_1000 CC_LOAD=$LOAD CC_EXPLAIN_MS=$FIRST_EXPLAIN_MS \
 CC_RSS_EXPLAIN=$RSS_EXPLAIN CC_STOP=$STOP_MS CC_OVERLAY2=$OVERLAY_JSON python3 - <<'PY'
 import json, os, platform, time
@@ -418,13 +428,15 @@ overlay2 = json.loads(e["CC_OVERLAY2"])
 figures = {"image": e["CC_IMAGE"], "base_image": e["CC_BASE"], "storage_driver": driver,
            "image_size_bytes": size, "time_to_ready_ms": int(e["CC_READY"]),
            "container_start_ms": int(e["CC_CREATE"]), "server_start_to_ready_ms": int(e["CC_SERVER"]),
-           "server_timings_seconds": json.loads(e["CC_TIMINGS"]),
+           "server_cpu_ms_to_ready": int(e["CC_CPU"]), "server_timings_seconds": json.loads(e["CC_TIMINGS"]),
            "rss_mib_when_ready": float(e["CC_RSS_READY"]), "rss_mib_after_1000_predict": rss_1000,
+           "rss_mib_after_1000_predict_split": json.loads(e["CC_RSS_SPLIT"]),
            "predict_1000": json.loads(e["CC_LOAD"]), "first_explain_ms": int(e["CC_EXPLAIN_MS"]),
            "rss_mib_after_first_explain": float(e["CC_RSS_EXPLAIN"]), "sigterm_to_exit_ms": int(e["CC_STOP"]),
            "overlay2": overlay2,
            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-           "machine": f"{os.cpu_count()} cores, {platform.machine()}, docker {driver} storage"}
+           "machine": f"{os.cpu_count()} cores, {platform.machine()}, docker {driver} storage",
+           "load_average_1m_at_end": os.getloadavg()[0]}
 ready_overlay2 = overlay2.get("median_time_to_ready_ms",
                               figures["time_to_ready_ms"] if driver == "overlay2" else None)
 figures["targets"] = {"ready_overlay2_ms<=2000": None if ready_overlay2 is None else ready_overlay2 <= 2000,
