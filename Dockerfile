@@ -6,26 +6,34 @@
 # Few steps follow the big layers: on CI's vfs storage driver every step copies the whole tree.
 ARG BASE_IMAGE=python:3.11-slim
 
-# ---- builder: the virtual environment (runtime requirements only) and the trained model ----
+# ---- builder: the virtual environment (the server's requirements only) and the trained model ----
 FROM ${BASE_IMAGE} AS builder
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    MPLCONFIGDIR=/tmp/matplotlib \
     NUMBA_CACHE_DIR=/tmp/numba
 WORKDIR /build
-COPY requirements.txt ./
+COPY requirements-serve.txt ./
 # `python3 -m venv` and /opt/venv/bin/python everywhere: python lives in /usr/local on the
-# official image and in /usr on Debian's.
+# official image and in /usr on Debian's. requirements-serve.txt is what the server imports
+# (requirements.txt adds the analyses' fairlearn and matplotlib: not shipped). Then what the
+# server never runs goes: pip, setuptools and the packages' test suites (~155 MB).
 RUN python3 -m venv /opt/venv \
- && /opt/venv/bin/python -m pip install --no-cache-dir -r requirements.txt
+ && /opt/venv/bin/python -m pip install --no-cache-dir -r requirements-serve.txt \
+ && /opt/venv/bin/python -m pip uninstall -y -q pip setuptools \
+ && find /opt/venv/lib -depth -type d -name tests -exec rm -rf {} + \
+ && rm -rf /opt/venv/lib/python3*/site-packages/onnx/backend/test/data
 # .dockerignore lets only the package, the server, train.py and data/data.csv through.
 COPY . .
 # Fixed seeds: the same data and pins give a byte-identical model.joblib on every build. At run
 # time MODEL_PATH may name another (mounted) model instead; it is verified against its card.
-# /app is the whole application, byte-compiled here because the root filesystem is read-only
-# in Kubernetes; data/data.csv stays because the server checks its fast path on those rows.
+# heart.onnx_cache converts the model to ONNX here, once (model.onnx + its sha256 record), so
+# the server skips skl2onnx at start; it still checks parity before serving it.
+# /app is the whole application, byte-compiled here (pip compiled the venv) because the root
+# filesystem is read-only in Kubernetes;
+# data/data.csv stays because the server checks its fast path on those rows.
 RUN /opt/venv/bin/python train.py --data data/data.csv --out /app/model.joblib \
+ && /opt/venv/bin/python -m heart.onnx_cache /app/model.joblib \
  && mkdir -p /app/data \
  && cp -r heart heart_fastapi.py /app/ \
  && cp data/data.csv /app/data/ \
@@ -43,7 +51,6 @@ ENV PATH=/opt/venv/bin:$PATH \
     LOG_LEVEL=info \
     MODEL_PATH=/app/model.joblib \
     HOME=/tmp \
-    MPLCONFIGDIR=/tmp/matplotlib \
     NUMBA_CACHE_DIR=/tmp/numba
 # A fixed numeric uid, so Kubernetes' runAsNonRoot can verify it without a passwd lookup.
 RUN groupadd --system --gid 10001 app \

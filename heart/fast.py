@@ -56,15 +56,11 @@ class OnnxPredictor:
     engine = "onnxruntime"
     inline = True  # tens of microseconds: cheaper to run on the event loop than to hop threads
 
-    def __init__(self, pipeline: Pipeline, threshold: float = DEFAULT_THRESHOLD):
+    def __init__(self, pipeline: Pipeline, threshold: float = DEFAULT_THRESHOLD, onnx_bytes: bytes | None = None):
+        """onnx_bytes: the graph to_onnx(pipeline) gave earlier (heart.onnx_cache), else converted now."""
         import onnxruntime as ort
-        from skl2onnx import convert_sklearn
-        from skl2onnx.common.data_types import FloatTensorType
 
-        graph = _positional(pipeline)
-        forest = graph.steps[-1][1]
-        onx = convert_sklearn(graph, initial_types=[("X", FloatTensorType([None, len(FEATURE_NAMES)]))],
-                              options={id(forest): {"zipmap": False}})
+        onnx_bytes = to_onnx(pipeline) if onnx_bytes is None else onnx_bytes
         options = ort.SessionOptions()
         # One thread: a request is one row; intra-op threads only add hand-off latency and
         # fight uvicorn workers for the cores.
@@ -72,12 +68,12 @@ class OnnxPredictor:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.log_severity_level = 3
-        self.session = ort.InferenceSession(onx.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
         outputs = [o.name for o in self.session.get_outputs()]
         self.outputs = ["probabilities" if "probabilities" in outputs else outputs[-1]]
         self.positive = list(pipeline.classes_).index(1)
         self.threshold = threshold
-        self.onnx_bytes = len(onx.SerializeToString())
+        self.onnx_bytes = len(onnx_bytes)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         proba = self.session.run(self.outputs, {"X": np.asarray(X, dtype=np.float32)})[0]
@@ -87,6 +83,18 @@ class OnnxPredictor:
         """(predicted classes by heart.decision.decide, P(heart disease)): not the graph's argmax."""
         proba = self.predict_proba(X)
         return decide(proba, self.threshold), proba
+
+
+def to_onnx(pipeline: Pipeline) -> bytes:
+    """The Pipeline as one serialized ONNX graph (skl2onnx: about a second, most of it imports)."""
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+
+    graph = _positional(pipeline)
+    forest = graph.steps[-1][1]
+    onx = convert_sklearn(graph, initial_types=[("X", FloatTensorType([None, len(FEATURE_NAMES)]))],
+                          options={id(forest): {"zipmap": False}})
+    return onx.SerializeToString()
 
 
 def _positional(pipeline: Pipeline) -> Pipeline:
@@ -160,7 +168,7 @@ def check_parity(reference: SklearnPredictor, candidate, X: np.ndarray) -> Parit
 
 
 def build_predictor(pipeline: Pipeline, check_rows: np.ndarray, engine: str = "onnx",
-                    threshold: float = DEFAULT_THRESHOLD):
+                    threshold: float = DEFAULT_THRESHOLD, onnx_bytes: bytes | None = None):
     """The fastest predictor that matches the Pipeline on check_rows, and the parity evidence.
 
     engine="sklearn" skips the conversion. A conversion error or a parity failure is logged
@@ -173,7 +181,7 @@ def build_predictor(pipeline: Pipeline, check_rows: np.ndarray, engine: str = "o
     if engine != "onnx":
         raise ValueError(f"unknown inference engine {engine!r}: choose onnx or sklearn")
     try:
-        candidate = OnnxPredictor(pipeline, threshold)
+        candidate = OnnxPredictor(pipeline, threshold, onnx_bytes)
         parity = check_parity(reference, candidate, check_rows)
     except Exception as e:  # an unsupported Pipeline step, an ONNX Runtime error: serve sklearn
         parity = Parity("onnxruntime", 0, 0, float("nan"), reason=f"conversion failed: {type(e).__name__}: {e}",

@@ -119,7 +119,7 @@ class Inference:
             trace_id, span_id = current_ids()
             try:
                 frame = pd.DataFrame(rows, columns=list(FEATURE_NAMES))
-                explanation = await run_in_threadpool(state.explainer.explain, frame)
+                explanation = await run_in_threadpool(lambda: state.get_explainer().explain(frame))
             except Exception as e:  # noqa: BLE001
                 self._failed(span, e, "explain", trace_id, span_id, "explain_failed")
         cls = int(decide(explanation.probability, threshold_of(state.model.card))[0])

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..decision import threshold_of
 from ..fast import Parity, build_predictor, parity_rows
+from ..onnx_cache import read_cache
 from ..artifact import LoadedModel, ModelError, load_model
 from ..telemetry import Metrics
 from .settings import Settings
@@ -40,8 +41,10 @@ class ServingState:
     model: LoadedModel | None = None
     predictor: Any = None
     parity: Parity | None = None
-    explainer: Any = None
+    explainer: Any = None  # built on the first /explain: see get_explainer
     loaded: threading.Event = field(default_factory=threading.Event)
+    timings: dict = field(default_factory=dict)  # seconds per start-up step, logged with model_loaded
+    _explainer_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def ready(self) -> bool:
@@ -52,12 +55,12 @@ class ServingState:
             raise NotReady()
 
     def load(self) -> None:
-        """Verify and load the model, build the fast path and the explainer; ready only if all pass."""
+        """Verify and load the model, build the fast path; ready only if both pass (SHAP waits for /explain)."""
         path = self.settings.model_path
         t0 = time.perf_counter()
         try:
             log.info("model_loading", extra={"model_path": str(path), "engine": self.settings.engine})
-            model, predictor, parity, explainer = self._build()
+            model, predictor, parity = self._build()
         except ModelError as e:
             self._fail(f"model refused: {e}")
             return
@@ -66,29 +69,52 @@ class ServingState:
             return
         finally:
             self.loaded.set()
-        self.model, self.predictor, self.parity, self.explainer = model, predictor, parity, explainer
+        self.model, self.predictor, self.parity = model, predictor, parity
         self.metrics.model_info.labels(model_version=model.version, engine=predictor.engine).set(1)
         self.metrics.ready.set(1)
         self.status, self.reason = "ready", ""
-        # Everything loaded so far (libraries, the forest, SHAP) lives as long as the process:
+        # Everything loaded so far (libraries, the forest, the ONNX session) lives as long as the process:
         # move it out of the collector's view, so full collections stay short (p99 latency).
         gc.collect()
         gc.freeze()
         log.info("model_loaded", extra={"model_version": model.version, "model_path": str(path),
                                         "sha256": model.card["artifact"]["sha256"], "engine": predictor.engine,
-                                        "parity": parity.as_dict(), "seconds": round(time.perf_counter() - t0, 3)})
+                                        "parity": parity.as_dict(), "seconds": round(time.perf_counter() - t0, 3),
+                                        "timings": self.timings})
 
     def _build(self):
-        from ..attribution import PipelineExplainer  # shap is slow to import: only when a model loads
-
+        lap = _Laps(self.timings)
         model = load_model(self.settings.model_path)
+        lap("verify_and_load")
         data = None
         if self.settings.parity_data is not None and Path(self.settings.parity_data).is_file():
             from ..data import load_dataset
             data = load_dataset(self.settings.parity_data).X
         rows = parity_rows(self.settings.parity_samples, seed=0, data=data)
-        predictor, parity = build_predictor(model.pipeline, rows, self.settings.engine, threshold_of(model.card))
-        return model, predictor, parity, PipelineExplainer(model.pipeline)
+        cached = None
+        if self.settings.engine == "onnx":
+            cached = read_cache(self.settings.model_path, model.card["artifact"]["sha256"])
+        self.timings["onnx_cached"] = cached is not None
+        lap("parity_rows")
+        predictor, parity = build_predictor(model.pipeline, rows, self.settings.engine, threshold_of(model.card),
+                                            onnx_bytes=cached)
+        lap("fast_path")  # the conversion (unless cached), the ONNX Runtime session and the parity check
+        self.timings["parity"] = parity.seconds
+        return model, predictor, parity
+
+    def get_explainer(self):
+        """The SHAP explainer, built on first use: importing shap (numba, llvmlite) costs more than the
+        rest of the start, and predictions never need it."""
+        if self.explainer is None:
+            self.require_ready()
+            with self._explainer_lock:
+                if self.explainer is None:
+                    from ..attribution import PipelineExplainer
+
+                    t0 = time.perf_counter()
+                    self.explainer = PipelineExplainer(self.model.pipeline)
+                    log.info("explainer_loaded", extra={"seconds": round(time.perf_counter() - t0, 3)})
+        return self.explainer
 
     def _fail(self, reason: str) -> None:
         self.status, self.reason = "failed", reason
@@ -106,3 +132,14 @@ class ServingState:
             return 503, {"status": self.status, "reason": self.reason}
         return 200, {"status": "ready", "model_version": self.model.version, "engine": self.predictor.engine,
                      "parity": self.parity.as_dict()}
+
+
+class _Laps:
+    """timings[name] = seconds since the previous lap (or creation)."""
+
+    def __init__(self, timings: dict):
+        self.timings, self.t = timings, time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name], self.t = round(now - self.t, 3), now
