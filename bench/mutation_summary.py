@@ -3,8 +3,8 @@
 mutmut keeps one result file per mutated module (mutants/<path>.meta: mutant name -> exit code
 of its test run); the exit code's meaning is mutmut's own map (mutmut.stats), so this script
 reads the results the tool wrote instead of parsing its terminal output.
-Score = killed / (killed + survived + timeout): a timeout counts as not killed, and mutants no
-test reaches ("no tests") are listed apart, since they are a hole in the selection, not a kill.
+Score = killed / mutants checked: a timeout, a survivor and a mutant no selected test reaches
+("no tests", a hole in the selection) all count as not killed.
 """
 from __future__ import annotations
 
@@ -41,8 +41,8 @@ def summarise(mutants_dir: Path) -> dict:
 
 
 def _score(row: dict) -> float | None:
-    tried = row.get("killed", 0) + row.get("survived", 0) + row.get("timeout", 0)
-    return round(row.get("killed", 0) / tried, 4) if tried else None
+    checked = row["total"] - row.get("not checked", 0)
+    return round(row.get("killed", 0) / checked, 4) if checked else None
 
 
 def table(summary: dict) -> str:

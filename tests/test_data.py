@@ -229,3 +229,42 @@ def test_at_most_ten_problems_are_listed_then_a_count(tmp_path, frame, n_bad, ta
     assert lines[0] == f"{err.source}: line 2, column 'age': 'old' is not valid: must be an integer from 1 to 120 years"
     assert len(lines) == (10 if tail is None else 11)
     assert lines[-1] == (tail or f"{err.source}: line 11, column 'age': 'old' is not valid: must be an integer from 1 to 120 years")
+
+
+def test_a_byte_order_mark_before_a_feature_column_is_not_part_of_its_name(tmp_path, frame, dataset):
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + frame.drop(columns="sno").to_csv(index=False).encode())
+    got = load_dataset(path)
+    pd.testing.assert_frame_equal(got.X, dataset.X)
+    assert got.ignored_columns == []
+
+
+def test_blank_lines_are_skipped_and_later_lines_keep_their_numbers(tmp_path, frame):
+    lines = frame.to_csv(index=False).splitlines()
+    lines.insert(3, "")
+    lines.insert(5, ", ,")
+    bad = lines[8].split(",")
+    bad[1] = "200"  # the age of the row on file line 9
+    lines[8] = ",".join(bad)
+    path = tmp_path / "data.csv"
+    path.write_text("\n".join(lines) + "\n")
+    assert error_for(tmp_path, "\n".join(lines) + "\n").endswith(
+        "line 9, column 'age': must be an integer from 1 to 120 years, got 200")
+    lines[8] = lines[7]
+    path.write_text("\n".join(lines) + "\n")
+    assert load_dataset(path).n_rows == 303
+
+
+def test_every_ragged_row_is_listed(tmp_path):
+    msg = error_for(tmp_path, "age,gender\n1\n40,male\n1,2,3\n")
+    path = tmp_path / "data.csv"
+    assert msg == f"{path}: line 2: has 1 fields, the header has 2\n{path}: line 4: has 3 fields, the header has 2"
+
+
+def test_malformed_csv_empty_and_header_only_messages(tmp_path, frame):
+    path = tmp_path / "data.csv"
+    assert error_for(tmp_path, "age,gender\n1," + "x" * 200_000 + "\n") == (
+        f"{path}: not a well-formed CSV file: field larger than field limit (131072)")
+    assert error_for(tmp_path, "") == f"{path}: the file is empty (expected a CSV header and data rows)"
+    assert error_for(tmp_path, " , \n") == f"{path}: the file is empty (expected a CSV header and data rows)"
+    assert error_for(tmp_path, ",".join(frame.columns) + "\n\n") == f"{path}: no data rows below the header"
