@@ -58,13 +58,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mutants", type=Path, default=Path("mutants"), help="mutmut's working copy")
     parser.add_argument("--out", type=Path, default=Path("reports/mutation.json"))
+    parser.add_argument("--wall-seconds", type=int, help="the run's wall time, recorded with the counts")
     args = parser.parse_args(argv)
     if not any(args.mutants.rglob("*.py.meta")):
         parser.error(f"no mutmut results under {args.mutants}/: run `make mutation` first")
     summary = summarise(args.mutants)
+    if args.wall_seconds is not None:
+        summary["wall_seconds"] = args.wall_seconds
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(table(summary))
+    if args.wall_seconds is not None:
+        print(f"wall time: {args.wall_seconds} s")
     print(f"written to {args.out}")
     return 0
 

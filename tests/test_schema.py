@@ -132,3 +132,16 @@ def test_describe_gives_each_kind_its_own_fields():
     assert ca["ordered"] is True and ca["missing_codes"] == [4]
     assert rows["thal"]["missing_codes"] == [0]
     assert gender["codes"] == {"0": "female", "1": "male"} and gender["kind"] == "binary"
+
+
+def test_docs_table_rows_by_kind():
+    rows = {line.split(" | ")[0][2:]: line for line in markdown_table().splitlines()[2:]}
+    assert markdown_table().splitlines()[:2] == ["| feature | kind | meaning | allowed values | missing allowed |",
+                                                 "| --- | --- | --- | --- | --- |"]
+    assert rows["age"] == "| age | continuous | Age | 1–120 years | no |"
+    assert rows["gender"] == "| gender | binary | Sex | 0 female, 1 male (or female / male, any case) | no |"
+    assert rows["oldpeak"] == ("| oldpeak | continuous | ST depression induced by exercise relative to rest | "
+                               "-5–10 mm | yes |")
+    assert rows["thal"] == ("| thal | categorical | Thallium stress test | 1 fixed defect, 2 normal, "
+                            "3 reversible defect (legacy 0 = unknown) | yes |")
+    assert len(rows) == 13
