@@ -1,6 +1,8 @@
 """The loader: every variant users bring loads the same; every bad file fails clearly."""
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -268,3 +270,16 @@ def test_malformed_csv_empty_and_header_only_messages(tmp_path, frame):
     assert error_for(tmp_path, "") == f"{path}: the file is empty (expected a CSV header and data rows)"
     assert error_for(tmp_path, " , \n") == f"{path}: the file is empty (expected a CSV header and data rows)"
     assert error_for(tmp_path, ",".join(frame.columns) + "\n\n") == f"{path}: no data rows below the header"
+
+
+def test_dataset_records_its_source_and_the_file_hash(tmp_path, frame):
+    path = write(tmp_path, frame)
+    got = load_dataset(path)
+    assert got.source == str(path) and got.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_single_class_message_names_the_class(tmp_path, frame):
+    frame["target"] = "no"
+    assert error_for(tmp_path, frame) == (
+        f"{tmp_path / 'data.csv'}: column 'target' has a single class (every row is 'no heart disease'): "
+        "a classifier needs examples of both classes")

@@ -190,3 +190,10 @@ def test_alpha_is_a_strict_bound_and_the_correction_is_checked(dataset):
     assert not {x.feature: x for x in strict.features}["age"].drifted  # p < alpha, not p <= alpha
     with pytest.raises(ValueError, match="^unknown correction 'holm': choose one of bh, bonferroni$"):
         drift.drift_report(dataset.X, cur, correction="holm")
+
+
+def test_report_dict_carries_the_settings_and_sizes(dataset):
+    d = drift.drift_report(dataset.X, dataset.X.iloc[:100], alpha=0.01, correction="bonferroni",
+                           share_threshold=0.3).to_dict()
+    assert {k: d[k] for k in ("alpha", "correction", "share_threshold", "n_reference", "n_current")} == {
+        "alpha": 0.01, "correction": "bonferroni", "share_threshold": 0.3, "n_reference": 303, "n_current": 100}

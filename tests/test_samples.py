@@ -76,3 +76,8 @@ def test_records_carry_the_values_the_api_takes():
     assert "chol" not in recs[2] and recs[2]["thalach"] == 144.5 and recs[2]["ca"] == 0
     assert [type(recs[0][k]) for k in ("age", "cp", "trestbps", "oldpeak")] == [int, int, float, float]
     assert BY_NAME["gender"].text_codes == {"female": 0, "male": 1}
+
+
+def test_the_default_seed_is_zero():
+    """Scripts that pass no seed get the same patients as seed 0 (the documented default)."""
+    pd.testing.assert_frame_equal(sample(20), sample(20, seed=0))
