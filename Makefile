@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements-serve.txt requirements.txt
 MODEL  ?= model.joblib
 DATA   ?= data/data.csv
 
-.PHONY: help install install-tools lint format run train test clean serve bench batch load timeouts fairness explain drift poisoning analyses report browser docker-build docker-run container-check
+.PHONY: help install install-tools lint format run train test clean serve bench batch load timeouts fairness explain drift poisoning analyses report browser docker-build docker-run container-check mutation
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -110,3 +110,16 @@ docker-run:  ## serve the image on port 8000 (docker run -p 8000:8000 heart-dise
 
 container-check:  ## build, run and check the container without a registry (dockerd + a debootstrapped base)
 	bash deploy/container_check.sh
+
+# Mutation testing (docs/testing.md): not in .ci/run, too slow for every stop. One mutmut run per module
+# (2 workers), so a module's results land as soon as it is done; a module here must also be in
+# pyproject.toml's [tool.mutmut] only_mutate. Logs in reports/mutation-<module>.log.
+MUTATION_MODULES ?= schema samples data drift fairness poisoning
+
+mutation: $(STAMP)  ## mutation testing (mutmut) of MUTATION_MODULES -> reports/mutation.json (slow: ~1 h on 2 cores)
+	@mkdir -p $(REPORTS); start=$$(date +%s); \
+	for m in $(MUTATION_MODULES); do \
+	  echo "mutmut: heart.$$m"; \
+	  $(VENV)/bin/mutmut run --max-children 2 "heart.$$m.*" > $(REPORTS)/mutation-$$m.log 2>&1 || { tail -20 $(REPORTS)/mutation-$$m.log; exit 1; }; \
+	done; \
+	$(PY) -m bench.mutation_summary --out $(REPORTS)/mutation.json --wall-seconds $$(( $$(date +%s) - start ))

@@ -1,6 +1,8 @@
 """The loader: every variant users bring loads the same; every bad file fails clearly."""
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -172,3 +174,112 @@ def test_unreadable_files_are_named_with_what_they_should_be(tmp_path, loader, k
         with pytest.raises(DataError) as e:
             loader(path)
         assert str(e.value) == f"{path}: {reason}"
+
+
+def test_labels_and_missing_values_in_every_spelling_the_loader_documents(tmp_path, frame, dataset):
+    """Not only the canonical 'yes'/'no' and '': each spelling on its own row, with spaces and any case."""
+    spellings = {0: " YES ", 1: "No", 2: "1.0", 3: "0.0", 4: "1", 5: "0"}
+    truth = {0: 1, 1: 0, 2: 1, 3: 0, 4: 1, 5: 0}
+    for i, text in spellings.items():
+        frame.loc[i, "target"] = text
+    for i, token in enumerate(["NA", "n/a", "NULL", "None", "?", " nan ", "  "], start=10):
+        frame.loc[i, "chol"] = token
+    frame.loc[30, "gender"] = " fEmAlE "
+    got = load_dataset(write(tmp_path, frame))
+    assert [int(got.y[i]) for i in spellings] == [truth[i] for i in spellings]
+    assert got.y.dtype.kind == "i"
+    assert np.isnan(got.X.loc[10:16, "chol"]).all() and got.missing["chol"] == 7
+    assert got.X.loc[30, "gender"] == 0.0
+    np.testing.assert_array_equal(got.y[6:], dataset.y[6:])
+
+
+def test_target_column_is_required_by_default(tmp_path, frame):
+    msg = error_for(tmp_path, frame.drop(columns="target"))
+    assert msg.endswith("data.csv: line 1, column 'target': required column is missing from the header")
+
+
+def test_missing_columns_are_each_named_with_the_rule(tmp_path, frame):
+    msg = error_for(tmp_path, frame.drop(columns=["chol", "ca"]))
+    path = tmp_path / "data.csv"
+    assert msg == (f"{path}: line 1, column 'chol': required column is missing from the header\n"
+                   f"{path}: line 1, column 'ca': required column is missing from the header")
+
+
+def test_labels_are_kept_when_present_even_if_not_required(tmp_path, frame, dataset):
+    got = load_dataset(write(tmp_path, frame), require_target=False)
+    np.testing.assert_array_equal(got.y, dataset.y)
+    frame["target"] = ""
+    blank = load_dataset(write(tmp_path, frame, "blank.csv"), require_target=False)
+    assert blank.y is None and blank.n_rows == 303
+
+
+def test_duplicate_column_names_both_spellings(tmp_path, frame):
+    both = frame.assign(sex=frame["gender"])
+    msg = error_for(tmp_path, both)
+    assert msg == f"{tmp_path / 'data.csv'}: line 1, column 'sex': duplicate column (also given as 'gender')"
+
+
+@pytest.mark.parametrize("n_bad, tail", [(10, None), (11, "... and 1 more problems"), (13, "... and 3 more problems")])
+def test_at_most_ten_problems_are_listed_then_a_count(tmp_path, frame, n_bad, tail):
+    for i in range(n_bad):
+        frame.loc[i, "age"] = "old"
+    with pytest.raises(DataError) as info:
+        load_dataset(write(tmp_path, frame))
+    err = info.value
+    lines = str(err).split("\n")
+    assert err.source == str(tmp_path / "data.csv") and len(err.problems) == n_bad
+    assert lines[0] == f"{err.source}: line 2, column 'age': 'old' is not valid: must be an integer from 1 to 120 years"
+    assert len(lines) == (10 if tail is None else 11)
+    assert lines[-1] == (tail or f"{err.source}: line 11, column 'age': 'old' is not valid: must be an integer from 1 to 120 years")
+
+
+def test_a_byte_order_mark_before_a_feature_column_is_not_part_of_its_name(tmp_path, frame, dataset):
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + frame.drop(columns="sno").to_csv(index=False).encode())
+    got = load_dataset(path)
+    pd.testing.assert_frame_equal(got.X, dataset.X)
+    assert got.ignored_columns == []
+
+
+def test_blank_lines_are_skipped_and_later_lines_keep_their_numbers(tmp_path, frame):
+    lines = frame.to_csv(index=False).splitlines()
+    lines.insert(3, "")
+    lines.insert(5, ", ,")
+    bad = lines[8].split(",")
+    bad[1] = "200"  # the age of the row on file line 9
+    lines[8] = ",".join(bad)
+    path = tmp_path / "data.csv"
+    path.write_text("\n".join(lines) + "\n")
+    assert error_for(tmp_path, "\n".join(lines) + "\n").endswith(
+        "line 9, column 'age': must be an integer from 1 to 120 years, got 200")
+    lines[8] = lines[7]
+    path.write_text("\n".join(lines) + "\n")
+    assert load_dataset(path).n_rows == 303
+
+
+def test_every_ragged_row_is_listed(tmp_path):
+    msg = error_for(tmp_path, "age,gender\n1\n40,male\n1,2,3\n")
+    path = tmp_path / "data.csv"
+    assert msg == f"{path}: line 2: has 1 fields, the header has 2\n{path}: line 4: has 3 fields, the header has 2"
+
+
+def test_malformed_csv_empty_and_header_only_messages(tmp_path, frame):
+    path = tmp_path / "data.csv"
+    assert error_for(tmp_path, "age,gender\n1," + "x" * 200_000 + "\n") == (
+        f"{path}: not a well-formed CSV file: field larger than field limit (131072)")
+    assert error_for(tmp_path, "") == f"{path}: the file is empty (expected a CSV header and data rows)"
+    assert error_for(tmp_path, " , \n") == f"{path}: the file is empty (expected a CSV header and data rows)"
+    assert error_for(tmp_path, ",".join(frame.columns) + "\n\n") == f"{path}: no data rows below the header"
+
+
+def test_dataset_records_its_source_and_the_file_hash(tmp_path, frame):
+    path = write(tmp_path, frame)
+    got = load_dataset(path)
+    assert got.source == str(path) and got.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_single_class_message_names_the_class(tmp_path, frame):
+    frame["target"] = "no"
+    assert error_for(tmp_path, frame) == (
+        f"{tmp_path / 'data.csv'}: column 'target' has a single class (every row is 'no heart disease'): "
+        "a classifier needs examples of both classes")

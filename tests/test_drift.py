@@ -119,3 +119,81 @@ def test_prediction_log_goes_through_the_schema(tmp_path, dataset):
     private.write_text(json.dumps({"event": "prediction", "probability": 0.3}) + "\n")
     with pytest.raises(DataError, match="LOG_INPUTS=false"):
         load_prediction_log(private)
+
+
+def test_psi_by_hand_over_codes_and_over_bins():
+    ref, cur = np.array([0, 0, 0, 1]), np.array([0, 1, 1, 1])  # shares 0.75/0.25 -> 0.25/0.75
+    want = (0.25 - 0.75) * np.log(0.25 / 0.75) + (0.75 - 0.25) * np.log(0.75 / 0.25)
+    assert drift.psi(ref, cur, codes=[0, 1]) == pytest.approx(want)
+    edges = np.array([-np.inf, 1.5, np.inf])
+    assert drift.psi(np.array([1.0, 1, 1, 2]), np.array([1.0, 2, 2, 2]), edges) == pytest.approx(want)
+    # a bin empty on one side counts as PSI_EPS, on either side, so PSI stays finite
+    lone = (1 - 1e-4) * np.log(1 / 1e-4) + (1e-4 - 1) * np.log(1e-4 / 1)
+    assert drift.psi(np.array([0, 0]), np.array([1, 1]), codes=[0, 1]) == pytest.approx(lone)
+    assert drift.psi(ref, ref, codes=[0, 1]) == 0.0
+
+
+def test_decile_edges_are_the_reference_deciles_open_at_both_ends():
+    edges = drift._decile_edges(np.arange(101, dtype=float))
+    np.testing.assert_allclose(edges, [-np.inf, 10, 20, 30, 40, 50, 60, 70, 80, 90, np.inf], rtol=1e-12)
+
+
+def test_a_feature_with_fewer_than_two_values_on_either_side_is_skipped_not_tested(dataset):
+    f = next(x for x in FEATURES if x.name == "chol")
+    two, one = np.array([200.0, np.nan, 250.0]), np.array([np.nan, 230.0])
+    tested = drift.feature_drift(f, two, two)
+    assert (tested.test, tested.n_reference, tested.n_current, tested.kind) == ("ks", 2, 2, "continuous")
+    for ref, cur in ((one, two), (two, one)):
+        r = drift.feature_drift(f, ref, cur)
+        assert (r.test, r.note, r.drifted, r.wasserstein) == ("skipped", "fewer than 2 non-missing values", False, None)
+        assert np.isnan([r.statistic, r.p_value, r.psi, r.p_adjusted]).all()
+        assert (r.n_reference, r.n_current) == (int((~np.isnan(ref)).sum()), int((~np.isnan(cur)).sum()))
+    cur = dataset.X.copy()
+    cur["chol"] = np.nan
+    report = drift.drift_report(dataset.X, cur)
+    chol = {x.feature: x for x in report.features}["chol"]
+    assert chol.test == "skipped" and chol.drifted is False and np.isnan(chol.p_adjusted)
+    assert report.share_drifted == 0.0 and report.to_dict()["features"][4]["test"] == "skipped"
+
+
+def test_continuous_effect_sizes_by_hand():
+    f = next(x for x in FEATURES if x.name == "age")
+    r = drift.feature_drift(f, np.array([40.0, 50, 60, 70]), np.array([50.0, 60, 70, 80]))
+    assert r.wasserstein == pytest.approx(10.0) and (r.reference_mean, r.current_mean) == (55.0, 65.0)
+    assert r.statistic == pytest.approx(0.25) and r.p_adjusted != r.p_adjusted and r.drifted is False
+
+
+def test_the_data_set_verdict_is_at_the_share_threshold_inclusive():
+    def report(n_drifted, n_tested, n_skipped=0):
+        feats = [drift.FeatureDrift(feature=f"f{i}", kind="continuous", test="ks", statistic=0.5, p_value=0.001,
+                                    p_adjusted=0.001, drifted=i < n_drifted, psi=0.1, wasserstein=1.0,
+                                    n_reference=10, n_current=10) for i in range(n_tested)]
+        feats += [drift.FeatureDrift(feature="s", kind="binary", test="skipped", statistic=np.nan, p_value=np.nan,
+                                     p_adjusted=np.nan, drifted=False, psi=np.nan, wasserstein=None,
+                                     n_reference=0, n_current=0)] * n_skipped
+        return drift.DriftReport(alpha=0.05, correction="bh", share_threshold=0.5, n_reference=10, n_current=10,
+                                 features=feats)
+    assert report(2, 4).dataset_drift and report(2, 4).share_drifted == 0.5
+    assert not report(1, 4).dataset_drift
+    assert report(2, 4, n_skipped=4).share_drifted == 0.5  # skipped features are not in the denominator
+    assert report(0, 0, n_skipped=2).share_drifted == 0.0
+    d = report(2, 4).to_dict()
+    assert (d["drifted_features"], d["share_drifted"], d["dataset_drift"]) == (["f0", "f1"], 0.5, True)
+
+
+def test_alpha_is_a_strict_bound_and_the_correction_is_checked(dataset):
+    cur = dataset.X.sample(100, random_state=0).assign(age=lambda X: X["age"] + 10)
+    r = drift.drift_report(dataset.X, cur, correction="bonferroni")
+    age = {x.feature: x for x in r.features}["age"]
+    assert age.p_adjusted == pytest.approx(min(1.0, age.p_value * 13)) and age.drifted
+    strict = drift.drift_report(dataset.X, cur, alpha=age.p_adjusted, correction="bonferroni")
+    assert not {x.feature: x for x in strict.features}["age"].drifted  # p < alpha, not p <= alpha
+    with pytest.raises(ValueError, match="^unknown correction 'holm': choose one of bh, bonferroni$"):
+        drift.drift_report(dataset.X, cur, correction="holm")
+
+
+def test_report_dict_carries_the_settings_and_sizes(dataset):
+    d = drift.drift_report(dataset.X, dataset.X.iloc[:100], alpha=0.01, correction="bonferroni",
+                           share_threshold=0.3).to_dict()
+    assert {k: d[k] for k in ("alpha", "correction", "share_threshold", "n_reference", "n_current")} == {
+        "alpha": 0.01, "correction": "bonferroni", "share_threshold": 0.3, "n_reference": 303, "n_current": 100}

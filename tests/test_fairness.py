@@ -4,6 +4,10 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from heart import fairness
 from heart.model import card_split, forest_from_card
@@ -115,3 +119,108 @@ def test_analysis_is_reproducible(loaded, dataset, result):
     again = fairness.analyze(loaded.pipeline, forest_from_card(loaded.card), dataset.X, dataset.y, train_idx,
                              test_idx, "gender", seed=0, n_boot=300)
     assert again == result
+
+
+def test_age_bins_are_floored_to_twenty_years_at_both_edges():
+    X = pd.DataFrame({"age": [20, 39, 40, 59, 60, 79, 80, np.nan]})
+    got = list(fairness.sensitive_groups(X, "age"))
+    assert got == ["20-39", "20-39", "40-59", "40-59", "60-79", "60-79", "80-99", "missing"]
+
+
+def test_continuous_groups_are_tertiles_named_by_their_edges():
+    X = pd.DataFrame({"chol": [100.0, 200, 300, 400, 500, 600, 700, 800, 900, np.nan]})
+    g = fairness.sensitive_groups(X, "chol")
+    assert list(g) == ["1: 100-366.7 mg/dl"] * 3 + ["2: 366.7-633.3 mg/dl"] * 3 + ["3: 633.3-900 mg/dl"] * 3 + ["missing"]
+    assert g.name == "chol" and list(g.index) == list(X.index)
+
+
+def test_codes_are_named_by_their_meaning_and_unknown_codes_kept():
+    X = pd.DataFrame({"cp": [0.0, 3.0, 7.0, np.nan]}, index=[5, 6, 7, 8])
+    assert fairness.sensitive_groups(X, "cp").to_dict() == {5: "asymptomatic", 6: "typical angina", 7: "7.0",
+                                                            8: "missing"}
+    with pytest.raises(ValueError, match="^unknown sensitive feature 'height': choose one of age, gender, cp, "):
+        fairness.sensitive_groups(X, "height")
+
+
+def test_metrics_of_a_group_without_positives_negatives_or_selections_are_undefined_not_zero():
+    y = np.array([0, 0, 1, 1, 1, 0])
+    pred = np.array([0, 0, 1, 0, 1, 1])
+    g = np.array(["neg", "neg", "pos", "pos", "mix", "mix"])
+    m = fairness._group_metrics(y, pred, g, ["neg", "pos", "mix", "absent"])
+    assert np.isnan(m["true_positive_rate"][0]) and np.isnan(m["false_negative_rate"][0])
+    assert m["false_positive_rate"][0] == 0.0 and m["precision"][0] == 0.0 and m["accuracy"][0] == 1.0
+    assert np.isnan(m["false_positive_rate"][1]) and m["true_positive_rate"][1] == 0.5
+    assert m["false_negative_rate"][1] == 0.5 and m["precision"][1] == 1.0 and m["selection_rate"][1] == 0.5
+    assert m["false_positive_rate"][2] == 1.0 and m["precision"][2] == 0.5 and m["accuracy"][2] == 0.5
+    assert all(np.isnan(v[3]) for v in m.values())
+
+
+def test_comparisons_against_the_largest_group():
+    assert fairness.comparisons(["a", "b"], {"a": 10, "b": 3}) == [(1, 0)]
+    assert fairness.comparisons(["a", "b", "c"], {"a": 5, "b": 9, "c": 7}) == [(0, 1), (2, 1)]
+    assert fairness.comparisons(["a", "b", "c"], {"a": 9, "b": 2, "c": 7}) == [(1, 0), (2, 0)]
+
+
+def test_bootstrap_interval_is_the_central_95_percent_not_narrower_or_wider():
+    """Selection rates of 0.5 in two groups of 500: the gap's standard error is sqrt(2 * 0.25 / 500) = 0.0316,
+    so a 95% percentile interval is about +-0.062 (a 90% one +-0.052, a 99% one +-0.081)."""
+    y = np.ones(1000, dtype=int)
+    pred = np.tile([0, 1], 500)
+    groups = pd.Series(["a"] * 500 + ["b"] * 500)
+    gap = fairness.group_report(y, pred, groups, seed=1, n_boot=2000).gaps["b - a"]["selection_rate"]
+    assert gap.gap == 0.0 and gap.boot_samples == 2000 and gap.excludes_zero is False
+    low, high = gap.ci95
+    assert -0.070 < low < -0.056 and 0.056 < high < 0.070
+
+
+def test_an_interval_away_from_zero_is_flagged_and_undefined_resamples_are_dropped():
+    y = np.array([1, 0] * 40)
+    pred = np.array([1, 0] * 20 + [0, 1] * 20)  # group a always right, group b always wrong
+    groups = pd.Series(["a"] * 40 + ["b"] * 40)
+    r = fairness.group_report(y, pred, groups, seed=0, n_boot=200)
+    acc = r.gaps["b - a"]["accuracy"]
+    assert (acc.gap, acc.ci95, acc.excludes_zero, acc.boot_samples) == (-1.0, [-1.0, -1.0], True, 200)
+    assert r.by_group["a"]["positives"] == 20 and r.by_group["b"]["count"] == 40 and r.n == 80
+    one = fairness.group_report(np.array([1, 0, 1]), np.array([1, 0, 0]), pd.Series(["a"] * 3), n_boot=10)
+    assert one.gaps == {} and one.groups == ["a"]
+
+
+def test_given_scores_threshold_is_inclusive():
+    est = fairness._GivenScores().fit(None)
+    np.testing.assert_array_equal(est.predict(np.array([[0.49], [0.5], [0.9]])), [0, 1, 1])
+    np.testing.assert_allclose(est.predict_proba(np.array([[0.25]])), [[0.75, 0.25]])
+    np.testing.assert_array_equal(est.classes_, [0, 1])
+
+
+def test_mitigation_names_the_held_out_group_with_one_class():
+    scores = np.array([0.2, 0.8, 0.3, 0.9, 0.1, 0.7, 0.6, 0.4])
+    y = np.array([0, 1, 0, 1, 0, 1, 1, 0])
+    g = pd.Series(["a", "a", "a", "a", "b", "b", "b", "b"])
+    mit = fairness.mitigate(scores, y, g, scores[:4], np.array([0, 1, 0, 0]), pd.Series(["a", "a", "c", "c"]))
+    assert mit.skipped == ("group 'c' has only one class in the held-out rows: "
+                           "equalized odds thresholds cannot be fitted or checked")
+
+
+def _linear():
+    return make_pipeline(SimpleImputer(), StandardScaler(), LogisticRegression())
+
+
+def test_analysis_with_a_small_model_reports_what_it_was_asked(dataset):
+    train_idx, test_idx = np.arange(0, 303, 5)[:50], np.arange(1, 303, 5)
+    X, y = dataset.X, dataset.y
+    fitted = _linear().fit(X.iloc[train_idx], y[train_idx])
+    r = fairness.analyze(fitted, _linear(), X, y, train_idx, test_idx, "gender", seed=0, n_boot=20, threshold=0.5,
+                         n_jobs=1)
+    assert (r.sensitive_feature, r.grouping, r.threshold) == ("gender", "schema codes", 0.5)
+    assert r.bootstrap == fairness.Bootstrap(resamples=20, seed=0)
+    assert r.held_out.n == len(test_idx) and r.out_of_fold.n == 303
+    proba = fitted.predict_proba(X.iloc[test_idx])[:, 1]
+    assert r.held_out.overall["selection_rate"] == pytest.approx(np.mean(proba >= 0.5))
+    before = r.mitigation.held_out.before
+    assert before.accuracy == pytest.approx(np.mean((proba >= 0.5) == y[test_idx]))
+    assert r.mitigation.train_out_of_fold.before.selection_rate < 1
+    high = fairness.analyze(fitted, _linear(), X, y, train_idx, test_idx, "age", seed=0, n_boot=5, threshold=1.01,
+                            n_jobs=1)
+    assert high.grouping == "20-year bins" and high.threshold == 1.01
+    assert high.held_out.overall["selection_rate"] == 0.0 and high.out_of_fold.overall["selection_rate"] == 0.0
+    assert fairness.analyze(fitted, _linear(), X, y, train_idx, test_idx, "chol", n_boot=5, n_jobs=1).grouping == "tertiles"
