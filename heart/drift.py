@@ -99,7 +99,11 @@ def psi(ref: np.ndarray, cur: np.ndarray, edges: np.ndarray | None = None, codes
 
 
 def _decile_edges(ref: np.ndarray) -> np.ndarray:
+    """The reference's deciles, open at both ends. A constant reference has one distinct
+    quantile: it still gets two bins (up to that value, and above it), or any shift would score 0."""
     edges = np.unique(np.quantile(ref, np.linspace(0, 1, PSI_BINS + 1)))
+    if edges.size < 2:
+        return np.array([-np.inf, edges[0], np.inf])
     edges[0], edges[-1] = -np.inf, np.inf
     return edges
 

@@ -197,3 +197,12 @@ def test_report_dict_carries_the_settings_and_sizes(dataset):
                            share_threshold=0.3).to_dict()
     assert {k: d[k] for k in ("alpha", "correction", "share_threshold", "n_reference", "n_current")} == {
         "alpha": 0.01, "correction": "bonferroni", "share_threshold": 0.3, "n_reference": 303, "n_current": 100}
+
+
+def test_a_constant_reference_still_sees_a_shift():
+    ref = np.full(200, 200.0)
+    edges = drift._decile_edges(ref)
+    assert edges.tolist() == [-np.inf, 200.0, np.inf]
+    assert drift.psi(ref, ref, edges) == 0.0
+    shifted = np.array([200.0, 250.0, 300.0] * 50)
+    assert drift.psi(ref, shifted, edges) > 1.0
