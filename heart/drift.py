@@ -100,10 +100,10 @@ def psi(ref: np.ndarray, cur: np.ndarray, edges: np.ndarray | None = None, codes
 
 def _decile_edges(ref: np.ndarray) -> np.ndarray:
     """The reference's deciles, open at both ends. A constant reference has one distinct
-    quantile: it still gets two bins (up to that value, and above it), or any shift would score 0."""
+    quantile: it still gets three bins (below, at and above that value), or any shift would score 0."""
     edges = np.unique(np.quantile(ref, np.linspace(0, 1, PSI_BINS + 1)))
-    if edges.size < 2:
-        return np.array([-np.inf, edges[0], np.inf])
+    if edges.size < 2:  # histogram bins are [low, high): the middle one holds exactly the value
+        return np.array([-np.inf, edges[0], np.nextafter(edges[0], np.inf), np.inf])
     edges[0], edges[-1] = -np.inf, np.inf
     return edges
 

@@ -202,7 +202,8 @@ def test_report_dict_carries_the_settings_and_sizes(dataset):
 def test_a_constant_reference_still_sees_a_shift():
     ref = np.full(200, 200.0)
     edges = drift._decile_edges(ref)
-    assert edges.tolist() == [-np.inf, 200.0, np.inf]
+    assert edges.tolist() == [-np.inf, 200.0, np.nextafter(200.0, np.inf), np.inf]
     assert drift.psi(ref, ref, edges) == 0.0
     shifted = np.array([200.0, 250.0, 300.0] * 50)
     assert drift.psi(ref, shifted, edges) > 1.0
+    assert drift.psi(ref, np.full(200, 150.0), edges) > 1.0
