@@ -42,6 +42,7 @@ def parse_args(argv) -> argparse.Namespace:
     add("prediction_log")
     add("log_inputs", metavar="{true,false}")
     add("engine", metavar="{onnx,sklearn}")
+    add("model_sha256", metavar="SHA256")
     p.add_argument("--graceful-timeout", type=cli.number(0), default=30.0,
                    help="seconds in-flight requests get to finish after SIGTERM")
     p.add_argument("--access-log", action="store_true", help="also log every HTTP request (costs throughput)")
@@ -63,6 +64,7 @@ def main(argv=None) -> int:
     settings = args.settings
     if not settings.model_path.is_file():
         raise ModelError(f"{settings.model_path}: model file not found (run `make train` or `python train.py`)")
+    check_prediction_log(settings)  # here, before any worker exists: no supervisor restarting them forever
     # Workers are separate processes that call create_app(): they get the validated settings
     # through the same variables a container would set (see Settings.to_env).
     for name, value in settings.to_env().items():
@@ -86,7 +88,21 @@ def create_app():
     except SettingsError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(cli.EXIT_BAD_INPUT) from None
+    check_prediction_log(settings)
     return build(settings)
+
+
+def check_prediction_log(settings: Settings) -> None:
+    """A PREDICTION_LOG that cannot be appended to: exit 2 with one line naming it."""
+    if settings.prediction_log is None:
+        return
+    from heart.predlog import PredictionLog, PredictionLogError
+
+    try:
+        PredictionLog(settings.prediction_log).close()
+    except PredictionLogError as e:
+        print(f"error: PREDICTION_LOG (flag --prediction-log) {e.strerror}", file=sys.stderr)
+        raise SystemExit(cli.EXIT_BAD_INPUT) from None
 
 
 def __getattr__(name: str):

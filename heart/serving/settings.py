@@ -40,6 +40,21 @@ class Settings(BaseSettings):
     engine: Literal[ENGINES] = Field("onnx", validation_alias="INFERENCE_ENGINE",  # type: ignore[valid-type]
                                      description="onnx: the parity-checked ONNX Runtime fast path (falls back to "
                                                  "sklearn if the check fails); sklearn: the Pipeline itself")
+    # Trust (docs/security.md): the pin comes from whoever deploys the model, never from the artifact.
+    model_sha256: str | None = Field(None, validation_alias="MODEL_SHA256", pattern=r"^[0-9a-f]{64}$",
+                                     description="sha256 of the model file (`sha256sum model.joblib`); a file that "
+                                                 "does not match is refused before it is unpickled")
+    model_sha256_file: Path | None = Field(None, validation_alias="MODEL_SHA256_FILE",
+                                           description="a file holding the pin (the image bakes /app/model.sha256); "
+                                                       "MODEL_SHA256 wins when both are set")
+    require_model_pin: bool = Field(False, validation_alias="REQUIRE_MODEL_PIN",
+                                    description="refuse a model with no pin (the image sets true); "
+                                                "false serves it with a warning")
+
+    @field_validator("model_sha256", mode="before")
+    @classmethod
+    def _lower_hex(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
     # Knobs for tests and tools (no environment variable):
     parity_samples: int = 2000                # schema samples checked at load, besides data/data.csv
     parity_data: Path | None = ROOT / "data" / "data.csv"  # rows checked at load if the file exists
@@ -89,6 +104,9 @@ RULES = {"host": "an interface name or address", "port": "a whole number from 1 
          "workers": "a whole number, at least 1", "model_path": "a file path", "prediction_log": "a file path",
          "log_inputs": "true or false", "log_level": "one of " + ", ".join(LOG_LEVELS),
          "engine": " or ".join(ENGINES)}
+FLAGS["model_sha256"] = "--model-sha256"  # trust (docs/security.md)
+RULES.update(model_sha256="a sha256 (64 hex digits, as `sha256sum model.joblib` prints)",
+             model_sha256_file="a file path", require_model_pin="true or false")
 
 
 class SettingsError(ValueError):
