@@ -26,11 +26,12 @@ import orjson
 import pandas as pd
 
 from .artifact import sha256_file
-from .data import DataError, Dataset, Problem, opened, parse_features
+from .data import DataError, Dataset, Problem, parse_features, read_text
 from .schema import FEATURE_NAMES
 from .telemetry import STDOUT_HANDLER
 
 log = logging.getLogger("heart.predlog")
+MAX_LOG_BYTES = 256 * 10**6  # read whole: a few rotated 64 MiB files, never /dev/zero
 LOST_LOG_SECONDS = 60.0  # at most one warning a minute about lost records (with the count since the last)
 
 EVENT = "prediction"
@@ -218,8 +219,7 @@ def load_prediction_log(path: str | Path) -> Dataset:
     log written with LOG_INPUTS=false has no inputs: that is an error here.
     """
     source = str(path)
-    with opened(source, "a JSON-lines log", encoding="utf-8") as fh:
-        text_lines = fh.read().splitlines()
+    text_lines = read_text(source, "a JSON-lines log", MAX_LOG_BYTES).splitlines()
     rows, lines, problems, without_inputs = [], [], [], 0
     for number, line in enumerate(text_lines, start=1):
         if not line.strip():
