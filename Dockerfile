@@ -21,11 +21,15 @@ RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/python -m pip install --no-cache-dir -r requirements.txt
 # .dockerignore lets only the package, the server, train.py and data/data.csv through.
 COPY . .
-# Fixed seeds: the same data and pins give a byte-identical model.joblib on every build. At run
-# time MODEL_PATH may name another (mounted) model instead; it is verified against its card.
+# Fixed seeds: the same data and pins give the same model_version on every build. The model's
+# sha256 is baked into /app/model.sha256 (root-owned, read-only to the server; ENV cannot be set
+# from a RUN, and a build ARG would have to be known before training): MODEL_SHA256_FILE points
+# the server at it, and REQUIRE_MODEL_PIN refuses any model without a pin (docs/security.md). A
+# mounted model (MODEL_PATH) must come with its own MODEL_SHA256, which wins over the file.
 # /app is the whole application, byte-compiled here because the root filesystem is read-only
 # in Kubernetes; data/data.csv stays because the server checks its fast path on those rows.
 RUN /opt/venv/bin/python train.py --data data/data.csv --out /app/model.joblib \
+ && sha256sum /app/model.joblib | cut -d' ' -f1 > /app/model.sha256 \
  && mkdir -p /app/data \
  && cp -r heart heart_fastapi.py /app/ \
  && cp data/data.csv /app/data/ \
@@ -42,6 +46,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     WEB_CONCURRENCY=1 \
     LOG_LEVEL=info \
     MODEL_PATH=/app/model.joblib \
+    MODEL_SHA256_FILE=/app/model.sha256 \
+    REQUIRE_MODEL_PIN=true \
     HOME=/tmp \
     MPLCONFIGDIR=/tmp/matplotlib \
     NUMBA_CACHE_DIR=/tmp/numba
