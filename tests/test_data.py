@@ -190,6 +190,7 @@ def test_train_py_refuses_dev_zero_quickly_with_one_line(tmp_path):
     import subprocess
     import sys
     import time
+
     from conftest import ROOT
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "train.py", "--data", "/dev/zero", "--max-data-mb", "5",

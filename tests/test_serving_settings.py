@@ -29,7 +29,8 @@ def test_defaults_and_every_variable_by_its_name(monkeypatch):
     assert load_settings({"port": "9002", "log_inputs": "true"}).port == 9002, "a flag overrides its variable"
     assert s.to_env() == {"HOST": "127.0.0.1", "PORT": "9001", "WEB_CONCURRENCY": "3", "MODEL_PATH": "m.joblib",
                           "PREDICTION_LOG": "p.jsonl", "LOG_INPUTS": "false", "LOG_LEVEL": "warning",
-                          "INFERENCE_ENGINE": "sklearn"}
+                          "INFERENCE_ENGINE": "sklearn",
+                          "MODEL_SHA256": None, "MODEL_SHA256_FILE": None, "REQUIRE_MODEL_PIN": "false"}
 
 
 def test_empty_variables_mean_the_default_and_knobs_never_come_from_the_env(monkeypatch):

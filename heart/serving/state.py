@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..fast import Parity, build_predictor, parity_rows
 from prometheus_client import Gauge
 
 from ..artifact import LoadedModel, ModelError, load_model, parse_sha256
+from ..fast import Parity, build_predictor, parity_rows
 from ..telemetry import Metrics
 from .settings import Settings
 
