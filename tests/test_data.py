@@ -229,3 +229,39 @@ def test_too_few_rows_of_a_class_names_the_minimum(tmp_path, frame, test_size, f
     assert f"{minimum - 1} rows of 'heart disease'; each class needs at least {minimum}" in str(e.value)
     enough = pd.concat([frame[frame.target == "yes"].head(minimum), frame[frame.target == "no"]])
     check_class_sizes(load_dataset(write(tmp_path, enough)), test_size, folds)
+
+
+def children_of(pid: int) -> list[int]:
+    from pathlib import Path
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_cross_validation_runs_no_worker_processes_that_a_kill_could_orphan(tmp_path):
+    """CV folds run on threads: killing train.py mid-CV leaves nothing behind (loky's workers outlived it)."""
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+    proc = subprocess.Popen([sys.executable, "train.py", "--out", str(tmp_path / "m.joblib")], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout.readline().startswith("data: ")  # printed just before cross-validation starts
+        seen = set()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and proc.poll() is None:
+            seen.update(children_of(proc.pid))
+            time.sleep(0.2)
+        assert proc.poll() is None, "training ended before the check: it no longer exercises CV"
+        assert seen == set(), f"train.py started worker processes {sorted(seen)} during CV"
+    finally:
+        proc.kill()
+        proc.wait(30)
