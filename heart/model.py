@@ -98,8 +98,9 @@ def cross_validate(pipeline: Pipeline, X: pd.DataFrame, y: np.ndarray, seed: int
                    n_jobs: int = 2) -> dict[str, dict[str, float]]:
     """5x5 repeated stratified CV: mean and sd of every metric over the 25 folds."""
     cv = RepeatedStratifiedKFold(n_splits=CV_SPLITS, n_repeats=CV_REPEATS, random_state=seed)
-    # Threads, not loky processes: the forest's fit releases the GIL, 25 folds of ~240 rows run as
-    # fast (measured: docs/model.md), and a killed train.py leaves no worker processes behind.
+    # Threads, not loky processes: the forest's fit releases the GIL, so 25 folds of ~240 rows run as
+    # fast with identical scores (issue 12: 64 and 93 s on threads, 74 and 81 s on loky, same busy
+    # 2-core machine), and a killed train.py leaves no worker processes behind.
     folds = joblib.Parallel(n_jobs=n_jobs, backend="threading")(
         joblib.delayed(_fold)(clone(pipeline), X, y, tr, te) for tr, te in cv.split(X, y))
     return {m: {"mean": float(np.mean([f[m] for f in folds])), "sd": float(np.std([f[m] for f in folds], ddof=1))}
