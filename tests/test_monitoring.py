@@ -34,7 +34,7 @@ PROMETHEUS_SERIES = {"up"}
 PENDING_METRICS = {
     "heart_drift_statistic", "heart_drift_p_value_adjusted", "heart_drift_drifted_share",
     "heart_drift_window_rows", "heart_predicted_positive_rate", "heart_imputed_fields_total",
-    "heart_prediction_log_lost_total", "heart_client_disconnects_total",
+    "heart_client_disconnects_total",
 }
 
 
