@@ -25,14 +25,18 @@ RUN python3 -m venv /opt/venv \
  && rm -rf /opt/venv/lib/python3*/site-packages/onnx/backend/test/data
 # .dockerignore lets only the package, the server, train.py and data/data.csv through.
 COPY . .
-# Fixed seeds: the same data and pins give a byte-identical model.joblib on every build. At run
-# time MODEL_PATH may name another (mounted) model instead; it is verified against its card.
+# Fixed seeds: the same data and pins give the same model_version on every build. The model's
+# sha256 is baked into /app/model.sha256 (root-owned, read-only to the server; ENV cannot be set
+# from a RUN, and a build ARG would have to be known before training): MODEL_SHA256_FILE points
+# the server at it, and REQUIRE_MODEL_PIN refuses any model without a pin (docs/security.md). A
+# mounted model (MODEL_PATH) must come with its own MODEL_SHA256, which wins over the file.
 # heart.onnx_cache converts the model to ONNX here, once (model.onnx + its sha256 record), so
 # the server skips skl2onnx at start; it still checks parity before serving it.
 # /app is the whole application, byte-compiled here (pip compiled the venv) because the root
-# filesystem is read-only in Kubernetes;
-# data/data.csv stays because the server checks its fast path on those rows.
+# filesystem is read-only in Kubernetes; data/data.csv stays because the server checks its fast
+# path on those rows.
 RUN /opt/venv/bin/python train.py --data data/data.csv --out /app/model.joblib \
+ && sha256sum /app/model.joblib | cut -d' ' -f1 > /app/model.sha256 \
  && /opt/venv/bin/python -m heart.onnx_cache /app/model.joblib \
  && mkdir -p /app/data \
  && cp -r heart heart_fastapi.py /app/ \
@@ -50,6 +54,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     WEB_CONCURRENCY=1 \
     LOG_LEVEL=info \
     MODEL_PATH=/app/model.joblib \
+    MODEL_SHA256_FILE=/app/model.sha256 \
+    REQUIRE_MODEL_PIN=true \
     HOME=/tmp \
     NUMBA_CACHE_DIR=/tmp/numba
 # A fixed numeric uid, so Kubernetes' runAsNonRoot can verify it without a passwd lookup.

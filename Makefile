@@ -36,9 +36,13 @@ $(MODEL): $(STAMP) $(DATA)
 train: $(STAMP)  ## train on data/data.csv and write model.joblib + model.card.json
 	$(PY) train.py --data $(DATA) --out $(MODEL)
 
+# The pin `make run` and `make serve` pass: the sha256 train.py wrote in the card, i.e. your own
+# model on your own disk (MODEL_SHA256 in the environment wins; docs/security.md).
+PIN = $(PY) -c "import json; print(json.load(open('$(basename $(MODEL)).card.json'))['artifact']['sha256'])"
+
 run: $(MODEL)  ## set everything up, train if there is no model, show the model card, serve on :8000
 	$(PY) -c "import json; c = json.load(open('$(basename $(MODEL)).card.json')); print(json.dumps({k: c[k] for k in ('model_version', 'data', 'metrics')}, indent=2))"
-	$(PY) heart_fastapi.py --model-path $(MODEL)
+	MODEL_SHA256=$${MODEL_SHA256:-$$($(PIN))} $(PY) heart_fastapi.py --model-path $(MODEL)
 
 test: $(STAMP) install-tools browser  ## install and run the whole test suite
 	$(PY) -m pytest
@@ -51,7 +55,7 @@ install-tools:  ## install the non-Python test tools: promtool (apt-get install 
 	@promtool --version | head -1
 
 serve: $(MODEL)  ## serve the API (HOST, PORT, WEB_CONCURRENCY, LOG_LEVEL, PREDICTION_LOG, LOG_INPUTS from the env)
-	$(PY) heart_fastapi.py --model-path $(MODEL)
+	MODEL_SHA256=$${MODEL_SHA256:-$$($(PIN))} $(PY) heart_fastapi.py --model-path $(MODEL)
 
 bench: $(MODEL)  ## benchmark /predict, /predict/batch, a bare endpoint and the original style with wrk (installed if missing)
 	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }

@@ -53,6 +53,7 @@ def parse_args(argv) -> argparse.Namespace:
     add("graceful_timeout", metavar="SECONDS")
     add("request_timeout", metavar="SECONDS")
     add("metrics_port", metavar="PORT")
+    add("model_sha256", metavar="SHA256")
     p.add_argument("--access-log", action="store_true", help="also log every HTTP request (costs throughput)")
     args = p.parse_args(argv)
     try:
@@ -73,6 +74,7 @@ def main(argv=None) -> int:
     settings = args.settings
     if not settings.model_path.is_file():
         raise ModelError(f"{settings.model_path}: model file not found (run `make train` or `python train.py`)")
+    check_prediction_log(settings)  # here, before any worker exists: no supervisor restarting them forever
     # Workers are separate processes that call create_app(): they get the validated settings
     # through the same variables a container would set (see Settings.to_env).
     for name, value in settings.to_env().items():
@@ -132,9 +134,24 @@ def create_app():
     from heart.serving.app import create_app as build
 
     try:
-        return build(load_settings())
+        settings = load_settings()
+        check_prediction_log(settings)
+        return build(settings)
     except SettingsError as e:
         print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(cli.EXIT_BAD_INPUT) from None
+
+
+def check_prediction_log(settings: Settings) -> None:
+    """A PREDICTION_LOG that cannot be appended to: exit 2 with one line naming it."""
+    if settings.prediction_log is None:
+        return
+    from heart.predlog import PredictionLog, PredictionLogError
+
+    try:
+        PredictionLog(settings.prediction_log).close()
+    except PredictionLogError as e:
+        print(f"error: PREDICTION_LOG (flag --prediction-log) {e.strerror}", file=sys.stderr)
         raise SystemExit(cli.EXIT_BAD_INPUT) from None
 
 

@@ -12,9 +12,9 @@ import argparse
 import sys
 
 from heart import cli
-from heart.data import load_dataset
+from heart.data import MAX_DATA_BYTES, check_class_sizes, load_dataset
 from heart.artifact import card_path_for, save_model
-from heart.model import DEFAULT_SEED, DEFAULT_TEST_SIZE, FOREST_DEFAULTS, METRICS, TUNING_GRID, build_card, train
+from heart.model import CV_SPLITS, DEFAULT_SEED, DEFAULT_TEST_SIZE, FOREST_DEFAULTS, METRICS, TUNING_GRID, build_card, train
 from heart.report import format_table, mean_sd
 
 
@@ -49,12 +49,15 @@ def parse_args(argv):
     p.add_argument("--no-cv", action="store_true", help="skip cross-validation (faster; the card then has test metrics only)")
     p.add_argument("--jobs", type=int, default=2, help="parallel CV fits")
     cli.add_label_args(p)
+    p.add_argument("--max-data-mb", type=cli.number(0, low_open=True), default=MAX_DATA_BYTES / 1e6,
+                   help="refuse a data file larger than this (it is read whole)")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    data, labels = cli.checked_labels(load_dataset(args.data), args)
+    data, labels = cli.checked_labels(load_dataset(args.data, max_bytes=int(args.max_data_mb * 1e6)), args)
+    check_class_sizes(data, args.test_size, CV_SPLITS if args.tune or not args.no_cv else 1)
     balance = ", ".join(f"{k} {v}" for k, v in data.class_balance().items())
     print(f"data: {data.source}: {data.n_rows} rows ({balance}); "
           f"missing cells: {sum(data.missing.values())}" +

@@ -11,6 +11,7 @@ before anything is written. No pandas traceback reaches a user.
 from __future__ import annotations
 
 import csv
+import io
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,9 @@ from .schema import ALIASES, FEATURE_NAMES, FEATURES, ID_COLUMN, TARGET, Feature
 
 MISSING_TOKENS = frozenset({"", "na", "nan", "n/a", "null", "none", "?"})
 MAX_LISTED = 10
+# Files are read whole, so a size cap keeps `--data /dev/zero` (or a wrong 10 GB file) from
+# eating the machine: 64 MB is ~1.7 million rows of this schema, thousands of times the data set.
+MAX_DATA_BYTES = 64 * 10**6
 
 
 @dataclass(frozen=True)
@@ -76,10 +80,10 @@ class Dataset:
         return {TARGET.labels[k]: int((self.y == k).sum()) for k in (1, 0)}
 
 
-def load_dataset(path: str | Path, require_target: bool = True) -> Dataset:
+def load_dataset(path: str | Path, require_target: bool = True, max_bytes: int = MAX_DATA_BYTES) -> Dataset:
     """Load and validate a CSV file; raise DataError naming every problem found."""
     source = str(path)
-    raw = _read_csv(source)
+    raw = _read_csv(source, max_bytes)
     frame, ignored = _normalise_columns(raw, source, require_target)
     lines = frame.index.to_numpy()
     X, missing, sentinels, problems = parse_features(frame)
@@ -127,24 +131,45 @@ def opened(source: str, kind: str, **open_args):
         raise DataError(source, f"not UTF-8 text: expected {kind}") from None
 
 
-def _read_csv(source: str) -> pd.DataFrame:
-    """Strings by column, indexed by file line number, so every later error can name its line."""
+def read_text(source: str, kind: str, max_bytes: int = MAX_DATA_BYTES, encoding: str = "utf-8") -> str:
+    """The whole file as text, refused past max_bytes (devices and pipes included: it reads at
+    most max_bytes + 1 bytes) or when it is not UTF-8, naming the line of the first bad byte."""
+    with opened(source, kind, mode="rb") as fh:
+        blob = fh.read(max_bytes + 1)
+    if len(blob) > max_bytes:
+        raise DataError(source, f"larger than the {max_bytes / 1e6:g} MB limit for {kind} (train.py: --max-data-mb)")
     try:
-        with opened(source, "a CSV file", encoding="utf-8-sig", newline="") as fh:
-            reader = csv.reader(fh)
-            header = next(reader, None)
-            rows, lines, ragged = [], [], []
-            for row in reader:
-                if not any(cell.strip() for cell in row):
-                    continue
-                if len(row) != len(header):
-                    ragged.append(Problem(reader.line_num, None,
-                                          f"has {len(row)} fields, the header has {len(header)}"))
-                    continue
-                rows.append(row)
-                lines.append(reader.line_num)
+        return blob.decode(encoding)
+    except UnicodeDecodeError as e:
+        line = blob.count(b"\n", 0, e.start) + 1
+        raise DataError(source, [Problem(line, None, f"not UTF-8 text (byte 0x{blob[e.start]:02x}): expected {kind}")]) \
+            from None
+
+
+def _read_csv(source: str, max_bytes: int = MAX_DATA_BYTES) -> pd.DataFrame:
+    """Strings by column, indexed by file line number, so every later error can name its line.
+
+    A row is named by the line it starts on: a quote left open swallows the lines after it
+    into one field, and the line to fix is where it opened, not where the file ends.
+    """
+    reader = csv.reader(io.StringIO(read_text(source, "a CSV file", max_bytes, "utf-8-sig"), newline=""))
+    rows, lines, ragged = [], [], []
+    try:
+        header = next(reader, None)
+        start = reader.line_num + 1
+        for row in reader:
+            first, start = start, reader.line_num + 1
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) != len(header):
+                spans = f" (a quoted field runs from here to line {reader.line_num}: is a quote left open?)" \
+                    if reader.line_num > first else ""
+                ragged.append(Problem(first, None, f"has {len(row)} fields, the header has {len(header)}{spans}"))
+                continue
+            rows.append(row)
+            lines.append(first)
     except csv.Error as e:
-        raise DataError(source, f"not a well-formed CSV file: {e}") from None
+        raise DataError(source, [Problem(start, None, f"not a well-formed CSV row: {e}")]) from None
     if header is None or not any(h.strip() for h in header):
         raise DataError(source, "the file is empty (expected a CSV header and data rows)")
     if ragged:
@@ -152,6 +177,17 @@ def _read_csv(source: str) -> pd.DataFrame:
     if not rows:
         raise DataError(source, "no data rows below the header")
     return pd.DataFrame(rows, columns=header, index=lines, dtype=str)
+
+
+def check_class_sizes(data: Dataset, test_size: float, folds: int) -> None:
+    """Enough rows of each class for a stratified test split and `folds` CV folds on the rest,
+    or a DataError giving the minimum (instead of scikit-learn's traceback)."""
+    minimum = next(n for n in range(2, 10**6) if n - max(1, round(n * test_size)) >= folds)
+    short = {label: n for label, n in data.class_balance().items() if n < minimum}
+    if short:
+        have = ", ".join(f"{n} rows of '{label}'" for label, n in short.items())
+        raise DataError(data.source, f"too few rows to train on: {have}; each class needs at least {minimum} "
+                                     f"(1 held out for testing, {folds} for the cross-validation folds)")
 
 
 def _normalise_columns(raw: pd.DataFrame, source: str, require_target: bool) -> tuple[pd.DataFrame, list[str]]:

@@ -136,7 +136,10 @@ def cross_validate(pipeline: Pipeline, X: pd.DataFrame, y: np.ndarray, seed: int
     """5 x `repeats` stratified CV: mean and sd of every metric over the folds, and the
     reliability diagram of the pooled out-of-fold predictions (each row once per repeat)."""
     cv = RepeatedStratifiedKFold(n_splits=CV_SPLITS, n_repeats=repeats, random_state=seed)
-    folds = joblib.Parallel(n_jobs=n_jobs)(
+    # Threads, not loky processes: the forest's fit releases the GIL, so 25 folds of ~240 rows run as
+    # fast with identical scores (issue 12: 64 and 93 s on threads, 74 and 81 s on loky, same busy
+    # 2-core machine), and a killed train.py leaves no worker processes behind.
+    folds = joblib.Parallel(n_jobs=n_jobs, backend="threading")(
         joblib.delayed(_fold)(clone(pipeline), X, y, tr, te) for tr, te in cv.split(X, y))
     out = {m: {"mean": float(np.mean([f[0][m] for f in folds])), "sd": float(np.std([f[0][m] for f in folds], ddof=1))}
            for m in METRICS}

@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,9 +26,13 @@ import orjson
 import pandas as pd
 
 from .artifact import sha256_file
-from .data import DataError, Dataset, Problem, opened, parse_features
+from .data import DataError, Dataset, Problem, parse_features, read_text
 from .schema import FEATURE_NAMES
 from .telemetry import STDOUT_HANDLER
+
+log = logging.getLogger("heart.predlog")
+MAX_LOG_BYTES = 256 * 10**6  # read whole: a few rotated 64 MiB files, never /dev/zero
+LOST_LOG_SECONDS = 60.0  # at most one warning a minute about lost records (with the count since the last)
 
 EVENT = "prediction"
 FIELDS = ("event", "timestamp", "trace_id", "span_id", "model_version", "inputs", "imputed", "predicted_class",
@@ -79,27 +84,43 @@ class PredictionRecords:
 
 # ---------------------------------------------------------------------------------- writers
 
+class PredictionLogError(OSError):
+    """The prediction log cannot be opened for appending; str() names the path and why."""
+
+
 class PredictionLog:
     """Append-only JSON-lines file of served predictions.
 
     One os.write per request on an O_APPEND descriptor: lines from several requests, threads
     or worker processes never interleave or overwrite each other, and a crash loses whole
-    lines, never half of one.
+    lines, never half of one. The file is opened at start-up, so a path that cannot be
+    appended to is a PredictionLogError then, not a failure per request.
     """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as e:
+            why = "a parent is not a directory" if isinstance(e, (FileExistsError, NotADirectoryError)) else \
+                (e.strerror or str(e))
+            raise PredictionLogError(e.errno, f"{self.path}: cannot be opened for appending ({why})") from None
         self.lock = threading.Lock()
+        self.torn = False  # a failed write may have left half a line: the next write ends it first
 
     def write(self, lines: Iterable[bytes]) -> None:
         """Append serialised records (JSON bytes of each, without the newline) in one write."""
         blob = b"".join(line + b"\n" for line in lines)
         with self.lock:
-            view = memoryview(blob)
-            while view:
-                view = view[os.write(self.fd, view):]
+            view = memoryview(b"\n" + blob if self.torn else blob)
+            self.torn = False
+            try:
+                while view:
+                    view = view[os.write(self.fd, view):]
+            except BaseException:
+                self.torn = len(view) != len(blob)  # something went out: the line on disk may be cut
+                raise
 
     def close(self) -> None:
         with self.lock:
@@ -142,11 +163,23 @@ class PredictionLines:
 
 
 class PredictionWriter:
-    """Both destinations: each record is serialised once, for whichever is on."""
+    """Both destinations: each record is serialised once, for whichever is on.
 
-    def __init__(self, path: str | Path | None):
+    A file that stops taking writes (disk full, /dev/full) does not fail the prediction: the
+    answer is the product, the log a record of it. The records lost are counted in
+    heart_prediction_log_lost_total and logged at most once a minute (docs/serving.md,
+    "When the prediction log fails").
+    """
+
+    def __init__(self, path: str | Path | None, registry=None):
+        from prometheus_client import Counter
+
         self.file = PredictionLog(path) if path else None
         self.stdout = PredictionLines()
+        self.lost = Counter("heart_prediction_log_lost_total", "Prediction records the PREDICTION_LOG file "
+                            "failed to take (disk full, I/O error); the predictions were still served",
+                            registry=registry)
+        self._lost_since_warning, self._warned_at = 0, -LOST_LOG_SECONDS
 
     def enabled(self) -> bool:
         return self.file is not None or self.stdout.enabled()
@@ -154,9 +187,22 @@ class PredictionWriter:
     def write(self, batch: PredictionRecords) -> None:
         lines = batch.lines()
         if self.file is not None:
-            self.file.write(lines)
+            try:
+                self.file.write(lines)
+            except OSError as e:
+                self._count_lost(len(lines), e)
         if self.stdout.enabled():
             self.stdout.write(lines, batch)
+
+    def _count_lost(self, n: int, error: OSError) -> None:
+        self.lost.inc(n)
+        self._lost_since_warning += n
+        now = time.monotonic()
+        if now - self._warned_at >= LOST_LOG_SECONDS:
+            log.error("prediction_log_write_failed", extra={
+                "prediction_log": str(self.file.path), "error": f"{type(error).__name__}: {error.strerror or error}",
+                "records_lost": self._lost_since_warning, "next_report_in_s": LOST_LOG_SECONDS})
+            self._warned_at, self._lost_since_warning = now, 0
 
     def close(self) -> None:
         if self.file is not None:
@@ -173,8 +219,7 @@ def load_prediction_log(path: str | Path) -> Dataset:
     log written with LOG_INPUTS=false has no inputs: that is an error here.
     """
     source = str(path)
-    with opened(source, "a JSON-lines log", encoding="utf-8") as fh:
-        text_lines = fh.read().splitlines()
+    text_lines = read_text(source, "a JSON-lines log", MAX_LOG_BYTES).splitlines()
     rows, lines, problems, without_inputs = [], [], [], 0
     for number, line in enumerate(text_lines, start=1):
         if not line.strip():

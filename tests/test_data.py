@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from heart.data import DataError, load_dataset
+from heart.data import DataError, check_class_sizes, load_dataset
 from heart.predlog import load_prediction_log
 from heart.schema import FEATURE_NAMES
 
@@ -170,7 +170,7 @@ def test_unreadable_files_are_named_with_what_they_should_be(tmp_path, loader, k
     binary = tmp_path / "binary"
     binary.write_bytes(b"age,gender\n\xff\xfe\x00,1\n")
     for path, reason in ((tmp_path / "absent", "file not found"), (tmp_path, f"is a directory, not {kind}"),
-                         (binary, f"not UTF-8 text: expected {kind}")):
+                         (binary, f"line 2: not UTF-8 text (byte 0xff): expected {kind}")):
         with pytest.raises(DataError) as e:
             loader(path)
         assert str(e.value) == f"{path}: {reason}"
@@ -283,3 +283,96 @@ def test_single_class_message_names_the_class(tmp_path, frame):
     assert error_for(tmp_path, frame) == (
         f"{tmp_path / 'data.csv'}: column 'target' has a single class (every row is 'no heart disease'): "
         "a classifier needs examples of both classes")
+
+
+@pytest.mark.parametrize("loader", [load_dataset, load_prediction_log])
+def test_a_file_past_the_size_cap_is_refused_after_reading_no_more_than_the_cap(loader, tmp_path):
+    """/dev/zero has no size to stat: the reader stops at the cap, whatever the file is."""
+    with pytest.raises(DataError, match="larger than the .* MB limit"):
+        loader("/dev/zero")
+    big = tmp_path / "big.csv"
+    big.write_text(DATA.read_text())
+    assert load_dataset(big, max_bytes=big.stat().st_size).n_rows == 303
+    with pytest.raises(DataError, match="larger than the 0.001 MB limit for a CSV file"):
+        load_dataset(big, max_bytes=1000)
+
+
+def test_train_py_refuses_dev_zero_quickly_with_one_line(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "train.py", "--data", "/dev/zero", "--max-data-mb", "5",
+                           "--out", str(tmp_path / "m.joblib")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip() == "error: /dev/zero: larger than the 5 MB limit for a CSV " \
+        "file (train.py: --max-data-mb)"
+    assert time.perf_counter() - t0 < 60 and not (tmp_path / "m.joblib").exists()
+
+
+def test_a_utf8_error_names_its_line(tmp_path):
+    lines = DATA.read_bytes().split(b"\n")
+    lines[41] = lines[41].replace(b"male", b"m\xe4le", 1)  # Latin-1, line 42 of the file
+    bad = tmp_path / "latin1.csv"
+    bad.write_bytes(b"\n".join(lines))
+    with pytest.raises(DataError) as e:
+        load_dataset(bad)
+    assert str(e.value) == f"{bad}: line 42: not UTF-8 text (byte 0xe4): expected a CSV file"
+
+
+def test_an_unterminated_quote_is_reported_where_it_opens(tmp_path):
+    lines = DATA.read_text().splitlines()
+    lines[50] = lines[50].replace(",", ',"', 1)  # line 51 opens a quote that never closes
+    message = error_for(tmp_path, "\n".join(lines) + "\n")
+    assert message.startswith(f"{tmp_path / 'data.csv'}: line 51: has 2 fields, the header has 15")
+    assert "runs from here to line 304: is a quote left open?" in message
+    lines = DATA.read_text().splitlines()
+    lines[60] = lines[60] + ',"x"y'  # a closed quote then more text: an extra field, on its own line
+    assert "line 61: has 16 fields, the header has 15" in error_for(tmp_path, "\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("test_size, folds, minimum", [(0.2, 5, 6), (0.2, 1, 2), (0.3, 5, 7)])
+def test_too_few_rows_of_a_class_names_the_minimum(tmp_path, frame, test_size, folds, minimum):
+    few = pd.concat([frame[frame.target == "yes"].head(minimum - 1), frame[frame.target == "no"]])
+    with pytest.raises(DataError) as e:
+        check_class_sizes(load_dataset(write(tmp_path, few)), test_size, folds)
+    assert f"{minimum - 1} rows of 'heart disease'; each class needs at least {minimum}" in str(e.value)
+    enough = pd.concat([frame[frame.target == "yes"].head(minimum), frame[frame.target == "no"]])
+    check_class_sizes(load_dataset(write(tmp_path, enough)), test_size, folds)
+
+
+def children_of(pid: int) -> list[int]:
+    from pathlib import Path
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_cross_validation_runs_no_worker_processes_that_a_kill_could_orphan(tmp_path):
+    """CV folds run on threads: killing train.py mid-CV leaves nothing behind (loky's workers outlived it)."""
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+    proc = subprocess.Popen([sys.executable, "train.py", "--out", str(tmp_path / "m.joblib")], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout.readline().startswith("data: ")  # printed just before cross-validation starts
+        seen = set()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and proc.poll() is None:
+            seen.update(children_of(proc.pid))
+            time.sleep(0.2)
+        assert proc.poll() is None, "training ended before the check: it no longer exercises CV"
+        assert seen == set(), f"train.py started worker processes {sorted(seen)} during CV"
+    finally:
+        proc.kill()
+        proc.wait(30)

@@ -15,7 +15,7 @@ from heart.model import build_card, build_forest, cross_validate, predict_proba,
 def test_card_describes_the_artifact(loaded, model_path, dataset):
     card = loaded.card
     assert card["artifact"]["sha256"] == sha256_bytes(model_path.read_bytes())
-    assert card["model_version"].endswith(card["artifact"]["sha256"][:12])
+    assert card["model_version"].endswith(card["artifact"]["pipeline_sha256"][:12])
     assert card["data"]["sha256"] == dataset.sha256 and card["data"]["rows"] == 303
     assert card["data"]["class_balance"] == {"heart disease": 139, "no heart disease": 164}
     assert len(card["features"]) == 13

@@ -28,12 +28,6 @@ ALERTS = {"HeartApi5xxRateHigh", "HeartApiLatencyP99High", "HeartApiPodNotReady"
 # Prometheus's own series about a target, not the service's.
 PROMETHEUS_SERIES = {"up"}
 
-# Metrics the rules and the dashboard use that the server does not export yet: the serving branch
-# (issue 12) adds them. The lead removes this constant once that branch is merged
-# and exports them; test_pending_metrics_are_still_missing fails as soon as one appears.
-PENDING_METRICS = {"heart_prediction_log_lost_total"}
-
-
 @pytest.fixture(scope="module")
 def promtool() -> str:
     path = shutil.which("promtool")
@@ -186,8 +180,8 @@ def exported_names(text: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def live_metrics(model_path, tmp_path_factory) -> str:
-    """/metrics of a real server after a good and a bad prediction. The metrics port (METRICS_PORT,
-    issue 12) is asked first; the API port answers /metrics until the server has that listener."""
+    """/metrics of a real server after a good and a bad prediction, read on its metrics port
+    (METRICS_PORT), where Prometheus scrapes it; the API port no longer serves it then."""
     metrics_port = free_port()
     log = tmp_path_factory.mktemp("monitoring") / "server.log"
     with ApiServer(model_path, log=log, ready_timeout=90, log_level="warning",
@@ -195,10 +189,8 @@ def live_metrics(model_path, tmp_path_factory) -> str:
                               "OTEL_TRACES_EXPORTER": None}) as api:
         assert requests.post(api.url + "/predict", json=EXAMPLE, timeout=10).status_code == 200
         assert requests.post(api.url + "/predict", json={"age": 63}, timeout=10).status_code == 422
-        try:
-            response = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
-        except requests.ConnectionError:
-            response = requests.get(api.url + "/metrics", timeout=10)
+        assert requests.get(api.url + "/metrics", timeout=10).status_code == 404
+        response = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
         assert response.status_code == 200
         return response.text
 
@@ -208,14 +200,5 @@ def test_every_metric_in_a_rule_or_panel_is_exported(live_metrics):
     assert "heart_ready" in exported and "heart_http_request_duration_seconds_bucket" in exported
     referenced = set().union(*(metric_names(r["expr"]) for r in rules()),
                              *(metric_names(q) for q in dashboard_queries()))
-    missing = referenced - PROMETHEUS_SERIES - exported - PENDING_METRICS
+    missing = referenced - PROMETHEUS_SERIES - exported
     assert not missing, f"named in monitoring/ but not exported by the server: {sorted(missing)}"
-
-
-def test_pending_metrics_are_still_missing(live_metrics):
-    """PENDING_METRICS cannot go stale: once the server exports one, remove it from the constant."""
-    exported = exported_names(live_metrics)
-    assert not PENDING_METRICS & exported, f"exported now, remove from PENDING_METRICS: {PENDING_METRICS & exported}"
-    referenced = set().union(*(metric_names(r["expr"]) for r in rules()),
-                             *(metric_names(q) for q in dashboard_queries()))
-    assert PENDING_METRICS <= referenced, PENDING_METRICS - referenced

@@ -3,6 +3,7 @@ import json
 import logging
 
 import orjson
+import pytest
 
 from heart import predlog
 from heart.predlog import FIELDS, PredictionRecords, PredictionWriter, load_prediction_log
@@ -73,3 +74,49 @@ def test_what_is_written_reads_back_through_the_schema(tmp_path):
     assert data.n_rows == 2 and data.y is None
     assert data.X.iloc[0].tolist() == [float(CODED[n]) for n in FEATURE_NAMES]
     assert data.X.iloc[1]["age"] == 50 and data.X.iloc[1].isna().sum() == 11
+
+
+def test_a_full_disk_loses_records_counted_not_the_prediction(caplog, monkeypatch):
+    """/dev/full refuses every write: each record is counted as lost, the warning comes once a minute."""
+    from prometheus_client import CollectorRegistry
+    registry = CollectorRegistry()
+    writer = PredictionWriter("/dev/full", registry)
+    clock = iter([1000.0, 1001.0, 1061.0])
+    monkeypatch.setattr(predlog.time, "monotonic", lambda: next(clock))
+    with caplog.at_level(logging.ERROR, logger="heart.predlog"):
+        for _ in range(3):
+            writer.write(records())  # two patients each; raises nothing
+    assert registry.get_sample_value("heart_prediction_log_lost_total") == 6
+    warnings = [r for r in caplog.records if r.getMessage() == "prediction_log_write_failed"]
+    assert [w.records_lost for w in warnings] == [2, 4], "one at the first loss, the next a minute later with the count"
+    assert "No space left on device" in warnings[0].error
+
+
+def test_a_write_cut_short_never_glues_the_next_record_to_half_a_line(tmp_path, monkeypatch):
+    path = tmp_path / "p.jsonl"
+    log_file = predlog.PredictionLog(path)
+    real_write, calls = predlog.os.write, []
+
+    def short_then_full(fd, data):
+        calls.append(len(data))
+        if len(calls) == 1:
+            return real_write(fd, bytes(data[:10]))
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(predlog.os, "write", short_then_full)
+    with pytest.raises(OSError):
+        log_file.write(records().lines())
+    monkeypatch.undo()
+    log_file.write(records().lines())
+    lines = path.read_bytes().split(b"\n")
+    assert len(lines[0]) == 10 and [orjson.loads(line)["predicted_class"] for line in lines[1:3]] == [1, 0]
+
+
+@pytest.mark.parametrize("make_bad", ["parent_is_a_file", "directory", "sys"])
+def test_a_log_that_cannot_be_opened_names_the_path_and_why(tmp_path, make_bad):
+    (tmp_path / "afile").write_text("")
+    path = {"parent_is_a_file": tmp_path / "afile" / "p.jsonl", "directory": tmp_path, "sys": "/sys/p.jsonl"}[make_bad]
+    why = {"parent_is_a_file": "a parent is not a directory", "directory": "Is a directory",
+           "sys": "Permission denied"}[make_bad]
+    with pytest.raises(predlog.PredictionLogError) as e:
+        predlog.PredictionLog(path)
+    assert e.value.strerror == f"{path}: cannot be opened for appending ({why})"

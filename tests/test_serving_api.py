@@ -340,9 +340,9 @@ def test_not_ready_until_the_model_is_loaded(model_path, monkeypatch):
     gate = threading.Event()
     real = state_module.load_model
 
-    def slow_load(path):
+    def slow_load(path, *pin):
         assert gate.wait(30)
-        return real(path)
+        return real(path, *pin)
     monkeypatch.setattr(state_module, "load_model", slow_load)
     app = make_app(model_path, background_load=True)
     with TestClient(app) as c:

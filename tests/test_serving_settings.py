@@ -31,7 +31,8 @@ def test_defaults_and_every_variable_by_its_name(monkeypatch):
                           "PREDICTION_LOG": "p.jsonl", "LOG_INPUTS": "false", "LOG_LEVEL": "warning",
                           "INFERENCE_ENGINE": "sklearn", "DRIFT_WINDOW": "1000", "DRIFT_INTERVAL_SECONDS": "10.0",
                           "REQUEST_TIMEOUT_SECONDS": "15.0", "MAX_HEADER_BYTES": "65536",
-                          "GRACEFUL_TIMEOUT": "15.0", "METRICS_PORT": None, "API_TOKENS": None, "API_TOKENS_FILE": None}
+                          "GRACEFUL_TIMEOUT": "15.0", "METRICS_PORT": None, "API_TOKENS": None, "API_TOKENS_FILE": None,
+                          "MODEL_SHA256": None, "MODEL_SHA256_FILE": None, "REQUIRE_MODEL_PIN": "false"}
 
 
 def test_empty_variables_mean_the_default_and_knobs_never_come_from_the_env(monkeypatch):

@@ -41,7 +41,7 @@ def create_app(settings: Settings | None = None, tracer_provider_: TracerProvide
     provider = tracer_provider_ or tracer_provider(__version__)
     metrics = Metrics()
     state = ServingState(settings=settings, metrics=metrics)
-    writer = PredictionWriter(settings.prediction_log)
+    writer = PredictionWriter(settings.prediction_log, metrics.registry)
     app = FastAPI(title="Heart-disease prediction API", version=__version__,
                   lifespan=_lifespan(state, writer, provider if tracer_provider_ is None else None),
                   docs_url=None, redoc_url=None,  # served from local assets: pages.install_front_doors

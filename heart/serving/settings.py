@@ -65,6 +65,21 @@ class Settings(BaseSettings):
     api_tokens_file: Path | None = Field(None, validation_alias="API_TOKENS_FILE",
                                          description="a file of bearer tokens, one a line or comma-separated "
                                                      "(a mounted Kubernetes Secret)")
+    # Trust (docs/security.md): the pin comes from whoever deploys the model, never from the artifact.
+    model_sha256: str | None = Field(None, validation_alias="MODEL_SHA256", pattern=r"^[0-9a-f]{64}$",
+                                     description="sha256 of the model file (`sha256sum model.joblib`); a file that "
+                                                 "does not match is refused before it is unpickled")
+    model_sha256_file: Path | None = Field(None, validation_alias="MODEL_SHA256_FILE",
+                                           description="a file holding the pin (the image bakes /app/model.sha256); "
+                                                       "MODEL_SHA256 wins when both are set")
+    require_model_pin: bool = Field(False, validation_alias="REQUIRE_MODEL_PIN",
+                                    description="refuse a model with no pin (the image sets true); "
+                                                "false serves it with a warning")
+
+    @field_validator("model_sha256", mode="before")
+    @classmethod
+    def _lower_hex(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
     # Knobs for tests and tools (no environment variable):
     parity_samples: int = 2000                # schema samples checked at load, besides data/data.csv
     parity_data: Path | None = ROOT / "data" / "data.csv"  # rows checked at load if the file exists
@@ -136,6 +151,9 @@ RULES = {"host": "an interface name or address", "port": "a whole number from 1 
          "drift_interval": "a number of seconds over 0", "request_timeout": "a number of seconds over 0",
          "max_header_bytes": "a whole number of bytes, at least 1024", "graceful_timeout": "a number of seconds, 0 or more",
          "metrics_port": "a whole number from 1 to 65535", "api_tokens_file": "a readable file"}
+FLAGS["model_sha256"] = "--model-sha256"  # trust (docs/security.md)
+RULES.update(model_sha256="a sha256 (64 hex digits, as `sha256sum model.joblib` prints)",
+             model_sha256_file="a file path", require_model_pin="true or false")
 
 
 class SettingsError(ValueError):

@@ -1,7 +1,10 @@
 """What the app serves, and whether it may: the verified model, its fast path, readiness.
 
-The model is loaded in the background at start-up: sha256-verified by heart.model.load_model,
-converted to the ONNX fast path (heart.fast) and parity-checked against the sklearn
+The model is loaded in the background at start-up: checked against the deployer's pin
+(MODEL_SHA256, else MODEL_SHA256_FILE) and its own checksum by heart.artifact.load_model,
+before anything is unpickled; without a pin it is refused when REQUIRE_MODEL_PIN is true, and
+otherwise served with a warning, heart_model_pinned 0 and "pinned": false in readiness
+(docs/security.md). It is then converted to the ONNX fast path (heart.fast) and parity-checked against the sklearn
 Pipeline. /ready_check answers 503 with the reason until all of that has passed, and the
 prediction routes refuse to serve until then.
 """
@@ -15,10 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import Gauge
+
+from ..artifact import LoadedModel, ModelError, load_model, parse_sha256
 from ..decision import threshold_of
 from ..fast import Parity, build_predictor, parity_rows
 from ..onnx_cache import read_cache
-from ..artifact import LoadedModel, ModelError, load_model
 from ..telemetry import Metrics
 from .settings import Settings
 
@@ -45,6 +50,11 @@ class ServingState:
     loaded: threading.Event = field(default_factory=threading.Event)
     timings: dict = field(default_factory=dict)  # seconds per start-up step, logged with model_loaded
     _explainer_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    pin_source: str = "none"  # which setting pinned the model: MODEL_SHA256, MODEL_SHA256_FILE or none
+
+    def __post_init__(self) -> None:
+        self.pinned_gauge = Gauge("heart_model_pinned", "1 when the served model matched a deployer's sha256 pin, "
+                                  "0 when it is served unpinned", registry=self.metrics.registry)
 
     @property
     def ready(self) -> bool:
@@ -61,6 +71,7 @@ class ServingState:
         try:
             log.info("model_loading", extra={"model_path": str(path), "engine": self.settings.engine})
             model, predictor, parity = self._build()
+            self._publish(model, predictor, parity)
         except ModelError as e:
             self._fail(f"model refused: {e}")
             return
@@ -69,22 +80,49 @@ class ServingState:
             return
         finally:
             self.loaded.set()
-        self.model, self.predictor, self.parity = model, predictor, parity
-        self.metrics.model_info.labels(model_version=model.version, engine=predictor.engine).set(1)
-        self.metrics.ready.set(1)
-        self.status, self.reason = "ready", ""
         # Everything loaded so far (libraries, the forest, the ONNX session) lives as long as the process:
         # move it out of the collector's view, so full collections stay short (p99 latency).
         gc.collect()
         gc.freeze()
         log.info("model_loaded", extra={"model_version": model.version, "model_path": str(path),
-                                        "sha256": model.card["artifact"]["sha256"], "engine": predictor.engine,
-                                        "parity": parity.as_dict(), "seconds": round(time.perf_counter() - t0, 3),
-                                        "timings": self.timings})
+                                        "sha256": model.sha256, "pinned_by": self.pin_source,
+                                        "engine": predictor.engine, "parity": parity.as_dict(),
+                                        "seconds": round(time.perf_counter() - t0, 3), "timings": self.timings})
+
+    def _publish(self, model, predictor, parity) -> None:
+        """Labels first (they read the card), status last: a request sees all of it or none."""
+        self.metrics.model_info.labels(model_version=model.version, engine=predictor.engine).set(1)
+        self.pinned_gauge.set(1 if model.pinned else 0)
+        self.model, self.predictor, self.parity = model, predictor, parity
+        self.metrics.ready.set(1)
+        self.status, self.reason = "ready", ""
+
+    def pin(self) -> str | None:
+        """The sha256 the deployer authorised, from the environment or the baked file; None if none."""
+        settings = self.settings
+        if settings.model_sha256:
+            self.pin_source = "MODEL_SHA256"
+            return settings.model_sha256
+        if settings.model_sha256_file is not None:
+            where = f"MODEL_SHA256_FILE {settings.model_sha256_file}"
+            try:
+                text = Path(settings.model_sha256_file).read_text(encoding="ascii", errors="replace")
+            except OSError as e:
+                raise ModelError(f"{where}: cannot be read ({e.strerror or e})") from None
+            self.pin_source = "MODEL_SHA256_FILE"
+            return parse_sha256(text, where)
+        if settings.require_model_pin:
+            raise ModelError(f"{settings.model_path}: no pin, and REQUIRE_MODEL_PIN is true: set MODEL_SHA256 to "
+                             "the sha256 of the model you mean to serve (`sha256sum model.joblib`)")
+        log.warning("model_unpinned", extra={
+            "model_path": str(settings.model_path),
+            "reason": "no MODEL_SHA256 or MODEL_SHA256_FILE: nothing outside the file vouches for it, and "
+                      "loading a joblib file runs whatever code it holds (docs/security.md)"})
+        return None
 
     def _build(self):
         lap = _Laps(self.timings)
-        model = load_model(self.settings.model_path)
+        model = load_model(self.settings.model_path, self.pin())
         lap("verify_and_load")
         data = None
         if self.settings.parity_data is not None and Path(self.settings.parity_data).is_file():
@@ -131,7 +169,7 @@ class ServingState:
         if not self.ready:
             return 503, {"status": self.status, "reason": self.reason}
         return 200, {"status": "ready", "model_version": self.model.version, "engine": self.predictor.engine,
-                     "parity": self.parity.as_dict()}
+                     "parity": self.parity.as_dict(), "pinned": self.model.pinned, "pinned_by": self.pin_source}
 
 
 class _Laps:
