@@ -13,7 +13,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from heart import fairness
 from heart.decision import decide, threshold_of
 from heart.fast import OnnxPredictor, SklearnPredictor, build_predictor, parity_rows
-from heart.artifact import card_path_for
+from heart.artifact import card_path_for, save_model
 from heart.model import compute_metrics, split_by_labels
 from heart.samples import sample, to_records
 from heart.schema import FEATURE_NAMES
@@ -90,15 +90,14 @@ def test_both_engines_decide_10000_random_patients_by_the_rule(loaded, engine):
 
 
 @pytest.fixture(scope="module")
-def client_at(model_path, tmp_path_factory):
-    """The API on a copy of the test model whose card says threshold 0.41 (not the 0.5 default)."""
+def client_at(loaded, tmp_path_factory):
+    """The API on the test model saved again with a card that says threshold 0.41 (not 0.5)."""
     from heart.serving.app import create_app
     from tests.test_serving_api import settings_for
 
     dst = tmp_path_factory.mktemp("threshold") / "model.joblib"
-    shutil.copy(model_path, dst)
-    card = json.loads(card_path_for(model_path).read_text())
-    card_path_for(dst).write_text(json.dumps({**card, "threshold": 0.41}))
+    card = {k: v for k, v in loaded.card.items() if k not in ("artifact", "model_version")}
+    save_model(loaded.pipeline, {**card, "threshold": 0.41}, dst)
     app = create_app(settings_for(dst, background_load=False, parity_samples=200,
                                   prediction_log=dst.parent / "predictions.jsonl"))
     with TestClient(app) as c:
