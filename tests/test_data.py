@@ -266,7 +266,7 @@ def test_every_ragged_row_is_listed(tmp_path):
 def test_malformed_csv_empty_and_header_only_messages(tmp_path, frame):
     path = tmp_path / "data.csv"
     assert error_for(tmp_path, "age,gender\n1," + "x" * 200_000 + "\n") == (
-        f"{path}: not a well-formed CSV file: field larger than field limit (131072)")
+        f"{path}: line 2: not a well-formed CSV row: field larger than field limit (131072)")
     assert error_for(tmp_path, "") == f"{path}: the file is empty (expected a CSV header and data rows)"
     assert error_for(tmp_path, " , \n") == f"{path}: the file is empty (expected a CSV header and data rows)"
     assert error_for(tmp_path, ",".join(frame.columns) + "\n\n") == f"{path}: no data rows below the header"

@@ -323,7 +323,12 @@ def test_an_idle_keep_alive_connection_is_closed_cleanly_at_shutdown(model_path,
     with api:
         sock = socket.create_connection(("127.0.0.1", api.port), timeout=10)
         sock.sendall(b"GET /live_check HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        reply = b""
+        while not reply.endswith(b'{"status":"alive"}'):  # headers and body may come in separate reads
+            chunk = sock.recv(65536)
+            assert chunk, reply
+            reply += chunk
+        assert reply.startswith(b"HTTP/1.1 200 ")
         start = time.perf_counter()
         api.proc.send_signal(signal.SIGTERM)
         assert sock.recv(65536) == b""  # an orderly close (FIN), not a reset

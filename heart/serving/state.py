@@ -54,7 +54,8 @@ class ServingState:
 
     def __post_init__(self) -> None:
         self.pinned_gauge = Gauge("heart_model_pinned", "1 when the served model matched a deployer's sha256 pin, "
-                                  "0 when it is served unpinned", registry=self.metrics.registry)
+                                  "0 when it is served unpinned (with several workers: all of them)",
+                                  registry=self.metrics.registry, multiprocess_mode="livemin")
 
     @property
     def ready(self) -> bool:
