@@ -20,8 +20,9 @@ $(STAMP): requirements-serve.txt requirements.txt requirements-dev.txt pyproject
 
 install: $(STAMP)  ## create .venv, install the pinned requirements and the package (editable)
 
-lint: $(STAMP)  ## ruff check (configuration in pyproject.toml)
+lint: $(STAMP)  ## ruff check and ruff format --check (configuration in pyproject.toml)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 format: $(STAMP)  ## ruff format the tree and apply ruff's safe fixes (import order)
 	$(VENV)/bin/ruff format .

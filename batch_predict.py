@@ -6,6 +6,7 @@ few requests in flight (or in chunks to /predict/batch with --batch), keeps one 
 patient (prediction, trace_id, HTTP status, latency, error) and writes them with a summary
 to a JSON file. Exits 1 if any request failed (the reasons are grouped on stderr).
 """
+
 from __future__ import annotations
 
 import os
@@ -13,9 +14,21 @@ import sys
 import time
 
 from heart import cli
-from heart.client import (DEFAULT_BACKOFF, DEFAULT_CONCURRENCY, DEFAULT_RETRIES, DEFAULT_TIMEOUT,
-                          DEFAULT_URL, Progress, Unreachable, check_url, predict_batches, predict_each,
-                          records_json, summarize_records, summary_rows)
+from heart.client import (
+    DEFAULT_BACKOFF,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT,
+    DEFAULT_URL,
+    Progress,
+    Unreachable,
+    check_url,
+    predict_batches,
+    predict_each,
+    records_json,
+    summarize_records,
+    summary_rows,
+)
 from heart.data import load_dataset
 from heart.report import format_table, write_json
 from heart.samples import MODES, sample, to_records
@@ -31,21 +44,41 @@ def api_url(value: str) -> str:
 
 def parse_args(argv):
     p = cli.parser(__doc__)
-    p.add_argument("--url", type=api_url, default=os.environ.get("API_URL", DEFAULT_URL),
-                   help="the API's /predict URL (environment: API_URL); --batch derives /predict/batch from it")
+    p.add_argument(
+        "--url",
+        type=api_url,
+        default=os.environ.get("API_URL", DEFAULT_URL),
+        help="the API's /predict URL (environment: API_URL); --batch derives /predict/batch from it",
+    )
     p.add_argument("-n", "--n", type=cli.integer(1), default=100, help="number of random patients")
     p.add_argument("--seed", type=int, default=0, help="seed of the random patients")
-    p.add_argument("--sampling", choices=MODES, default="uniform",
-                   help="uniform over each feature's typical range, or the training data's marginals")
+    p.add_argument(
+        "--sampling",
+        choices=MODES,
+        default="uniform",
+        help="uniform over each feature's typical range, or the training data's marginals",
+    )
     p.add_argument("--data", default="data/data.csv", help="training CSV that --sampling marginal draws from")
     p.add_argument("--concurrency", type=cli.integer(1), default=DEFAULT_CONCURRENCY, help="requests in flight at once")
-    p.add_argument("--timeout", type=cli.number(0, low_open=True), default=DEFAULT_TIMEOUT,
-                   help="seconds to wait for each response (a timeout is a failure, never retried)")
-    p.add_argument("--retries", type=cli.integer(0), default=DEFAULT_RETRIES,
-                   help=f"retries after a connection error only, with exponential backoff from {DEFAULT_BACKOFF} s")
+    p.add_argument(
+        "--timeout",
+        type=cli.number(0, low_open=True),
+        default=DEFAULT_TIMEOUT,
+        help="seconds to wait for each response (a timeout is a failure, never retried)",
+    )
+    p.add_argument(
+        "--retries",
+        type=cli.integer(0),
+        default=DEFAULT_RETRIES,
+        help=f"retries after a connection error only, with exponential backoff from {DEFAULT_BACKOFF} s",
+    )
     p.add_argument("--batch", action="store_true", help="post the patients to /predict/batch instead, in chunks")
-    p.add_argument("--batch-size", type=cli.integer(1, MAX_BATCH), default=MAX_BATCH, help="rows per /predict/batch request")
-    p.add_argument("--out", default="batch_prediction_results.json", help="JSON report: summary and per-patient records")
+    p.add_argument(
+        "--batch-size", type=cli.integer(1, MAX_BATCH), default=MAX_BATCH, help="rows per /predict/batch request"
+    )
+    p.add_argument(
+        "--out", default="batch_prediction_results.json", help="JSON report: summary and per-patient records"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
@@ -58,11 +91,24 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     try:
         if args.batch:
-            records = predict_batches(args.url, patients, batch_size=args.batch_size, concurrency=args.concurrency,
-                                      timeout=args.timeout, retries=args.retries, progress=progress)
+            records = predict_batches(
+                args.url,
+                patients,
+                batch_size=args.batch_size,
+                concurrency=args.concurrency,
+                timeout=args.timeout,
+                retries=args.retries,
+                progress=progress,
+            )
         else:
-            records = predict_each(args.url, patients, concurrency=args.concurrency, timeout=args.timeout,
-                                   retries=args.retries, progress=progress)
+            records = predict_each(
+                args.url,
+                patients,
+                concurrency=args.concurrency,
+                timeout=args.timeout,
+                retries=args.retries,
+                progress=progress,
+            )
     except Unreachable as e:
         progress.close()
         print(f"error: {e}", file=sys.stderr)
@@ -70,9 +116,16 @@ def main(argv=None) -> int:
     wall = time.perf_counter() - start
     progress.close()
     summary = summarize_records(records, wall)
-    settings = {"url": args.url, "mode": "batch" if args.batch else "per-sample", "n": args.n, "seed": args.seed,
-                "sampling": args.sampling, "concurrency": args.concurrency, "timeout_s": args.timeout,
-                "retries": args.retries}
+    settings = {
+        "url": args.url,
+        "mode": "batch" if args.batch else "per-sample",
+        "n": args.n,
+        "seed": args.seed,
+        "sampling": args.sampling,
+        "concurrency": args.concurrency,
+        "timeout_s": args.timeout,
+        "retries": args.retries,
+    }
     write_json(args.out, {"settings": settings, "summary": summary, "records": records_json(records)})
     print(format_table(["figure", "value"], summary_rows(summary), digits=2))
     print(f"\nwrote {args.out} ({len(records)} records)")

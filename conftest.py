@@ -1,12 +1,13 @@
 """Fixtures for test.py and tests/: the bundled data set and one model trained once per test session."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from heart.data import load_dataset
 from heart.artifact import load_model, save_model
+from heart.data import load_dataset
 from heart.model import build_card, train
 
 ROOT = Path(__file__).resolve().parent

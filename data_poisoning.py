@@ -8,6 +8,7 @@ confident-learning defense (out-of-fold probabilities flag suspicious labels, wh
 dropped or relabelled before refitting), scored against the rows known to be flipped.
 Writes <out-dir>/poisoning.json and poisoning.png.
 """
+
 from __future__ import annotations
 
 import sys
@@ -23,10 +24,17 @@ METRICS = poisoning.REPORTED
 def parse_args(argv):
     p = cli.parser(__doc__)
     cli.add_analysis_args(p, "poisoning.json and poisoning.png")
-    p.add_argument("--rate", type=cli.number(0, 0.5), default=poisoning.DEFAULT_RATE, help="share of training labels flipped in the main attack")
+    p.add_argument(
+        "--rate",
+        type=cli.number(0, 0.5),
+        default=poisoning.DEFAULT_RATE,
+        help="share of training labels flipped in the main attack",
+    )
     p.add_argument("--seeds", type=cli.integer(1), default=5, help="attack seeds per flip rate (seed, seed+1, ...)")
     p.add_argument("--seed", type=int, default=0, help="first attack seed")
-    p.add_argument("--step", type=cli.number(0, 0.5, low_open=True), default=0.05, help="flip-rate step of the sweep from 0 to 0.5")
+    p.add_argument(
+        "--step", type=cli.number(0, 0.5, low_open=True), default=0.05, help="flip-rate step of the sweep from 0 to 0.5"
+    )
     p.add_argument("--defense", default="drop", choices=("drop", "relabel"), help="what to do with suspicious labels")
     p.add_argument("--jobs", type=int, default=2, help="parallel fits")
     return p.parse_args(argv)
@@ -43,32 +51,55 @@ def main(argv=None) -> int:
     n_steps = int(0.5 / args.step + 1e-9)  # rates from 0 up to at most 50%
     sweep = tuple(round(i * args.step, 4) for i in range(n_steps + 1))
     seeds = tuple(range(args.seed, args.seed + args.seeds))
-    result = poisoning.run_poisoning(forest_from_card(model.card), data.X, data.y, train_idx, test_idx, rate=args.rate,
-                                     seeds=seeds, sweep_rates=sweep, action=args.defense, n_jobs=args.jobs)
+    result = poisoning.run_poisoning(
+        forest_from_card(model.card),
+        data.X,
+        data.y,
+        train_idx,
+        test_idx,
+        rate=args.rate,
+        seeds=seeds,
+        sweep_rates=sweep,
+        action=args.defense,
+        n_jobs=args.jobs,
+    )
     rnd, tgt = (result.attacks[k].summary for k in ("random", "targeted_positive_to_negative"))
-    print(f"training rows {result.train_rows} ({result.train_positives} with disease), held-out rows "
-          f"{result.test_rows}; budget {result.budget_rows} flipped labels ({args.rate:.0%}); "
-          f"{len(seeds)} attack seeds, mean ± sd")
-    rows = [["clean", *(result.clean[m] for m in METRICS)],
-            [f"random flips {args.rate:.0%}", *(_ms(rnd.metrics[m]) for m in METRICS)],
-            [f"  + defense ({args.defense})", *(_ms(rnd.defense.metrics_after[m]) for m in METRICS)],
-            [f"targeted 1->0 {args.rate:.0%}", *(_ms(tgt.metrics[m]) for m in METRICS)],
-            [f"  + defense ({args.defense})", *(_ms(tgt.defense.metrics_after[m]) for m in METRICS)]]
+    print(
+        f"training rows {result.train_rows} ({result.train_positives} with disease), held-out rows "
+        f"{result.test_rows}; budget {result.budget_rows} flipped labels ({args.rate:.0%}); "
+        f"{len(seeds)} attack seeds, mean ± sd"
+    )
+    rows = [
+        ["clean", *(result.clean[m] for m in METRICS)],
+        [f"random flips {args.rate:.0%}", *(_ms(rnd.metrics[m]) for m in METRICS)],
+        [f"  + defense ({args.defense})", *(_ms(rnd.defense.metrics_after[m]) for m in METRICS)],
+        [f"targeted 1->0 {args.rate:.0%}", *(_ms(tgt.metrics[m]) for m in METRICS)],
+        [f"  + defense ({args.defense})", *(_ms(tgt.defense.metrics_after[m]) for m in METRICS)],
+    ]
     print(format_table(["training labels", *METRICS], rows))
     print("\ndefense: confident learning on out-of-fold probabilities, scored against the known flips")
-    d_rows = [[name, _ms(s.defense.flagged), _ms(s.defense.precision), _ms(s.defense.recall),
-               s.defense.chance_precision.mean] for name, s in (("random", rnd), ("targeted", tgt))]
+    d_rows = [
+        [name, _ms(s.defense.flagged), _ms(s.defense.precision), _ms(s.defense.recall), s.defense.chance_precision.mean]
+        for name, s in (("random", rnd), ("targeted", tgt))
+    ]
     d_rows.append(["clean labels", str(result.defense_on_clean_labels.flagged), "-", "-", 0.0])
     print(format_table(["attack", "flagged", "precision", "recall", "chance precision"], d_rows))
     print("\nsweep (held-out metrics, mean ± sd over seeds):")
     s_rows = []
     for r_, t_ in zip(result.sweep["random"], result.sweep["targeted_positive_to_negative"]):
-        s_rows.append([f"{r_.rate:.0%}", *(_ms(r_.summary.metrics[m]) for m in METRICS), _ms(t_.summary.metrics["recall"])])
+        s_rows.append(
+            [f"{r_.rate:.0%}", *(_ms(r_.summary.metrics[m]) for m in METRICS), _ms(t_.summary.metrics["recall"])]
+        )
     print(format_table(["flipped", *(f"random {m}" for m in METRICS), "targeted recall"], s_rows))
     out = Path(args.out_dir)
-    report = {"model_version": model.version, "data": {"file": data.source, "sha256": data.sha256}, "labels": labels,
-              "defense_method": "confident learning (per-class mean out-of-fold probability thresholds), "
-                                f"suspicious rows {'dropped' if args.defense == 'drop' else 'relabelled'}", **result.to_dict()}
+    report = {
+        "model_version": model.version,
+        "data": {"file": data.source, "sha256": data.sha256},
+        "labels": labels,
+        "defense_method": "confident learning (per-class mean out-of-fold probability thresholds), "
+        f"suspicious rows {'dropped' if args.defense == 'drop' else 'relabelled'}",
+        **result.to_dict(),
+    }
     json_path = write_json(out / "poisoning.json", report)
     png = plot_poisoning(result, out / "poisoning.png")
     print(f"\nwrote {json_path} and {png}")

@@ -14,6 +14,7 @@ header size and the time a client may take to send a request). With METRICS_PORT
 Tracing follows the standard OpenTelemetry variables: OTEL_EXPORTER_OTLP_ENDPOINT (OTLP over
 HTTP), OTEL_TRACES_EXPORTER=console, none by default. See docs/serving.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -85,11 +86,19 @@ def main(argv=None) -> int:
     with multiprocess_metrics(settings.workers):
         metrics = _supervisor_metrics(settings)
         try:
-            uvicorn.run("heart_fastapi:create_app", factory=True, host=settings.host, port=settings.port,
-                        workers=settings.workers, log_level=settings.log_level,
-                        log_config=uvicorn_log_config(settings.log_level, args.access_log), access_log=args.access_log,
-                        timeout_graceful_shutdown=settings.graceful_timeout, server_header=False,
-                        http="heart.serving.protocol:HardenedProtocol")
+            uvicorn.run(
+                "heart_fastapi:create_app",
+                factory=True,
+                host=settings.host,
+                port=settings.port,
+                workers=settings.workers,
+                log_level=settings.log_level,
+                log_config=uvicorn_log_config(settings.log_level, args.access_log),
+                access_log=args.access_log,
+                timeout_graceful_shutdown=settings.graceful_timeout,
+                server_header=False,
+                http="heart.serving.protocol:HardenedProtocol",
+            )
         finally:
             if metrics is not None:
                 metrics.stop()
@@ -123,8 +132,11 @@ def _supervisor_metrics(settings: Settings):
 
     registry = multiprocess_registry()
     if registry is None:
-        print(f"error: METRICS_PORT with WEB_CONCURRENCY={settings.workers} needs PROMETHEUS_MULTIPROC_DIR "
-              "(one port cannot serve several workers' separate registries)", file=sys.stderr)
+        print(
+            f"error: METRICS_PORT with WEB_CONCURRENCY={settings.workers} needs PROMETHEUS_MULTIPROC_DIR "
+            "(one port cannot serve several workers' separate registries)",
+            file=sys.stderr,
+        )
         raise SystemExit(cli.EXIT_BAD_INPUT)
     return MetricsServer(settings.metrics_port, registry, settings.host)
 

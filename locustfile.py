@@ -7,6 +7,7 @@ failure. Host defaults to http://localhost:8000 (--host overrides). Extra option
 (also in the web UI): --request-timeout, --wait-min/--wait-max, --batch-rows, --sampling,
 --pool-size, --seed, --data, --summary-json.
 """
+
 from __future__ import annotations
 
 import random
@@ -23,30 +24,78 @@ from heart.serving.contract import MAX_BATCH
 
 ROOT = Path(__file__).resolve().parent
 
-DEFAULTS = dict(request_timeout=10.0, wait_min=0.1, wait_max=0.5, batch_rows=20, sampling="uniform",
-                pool_size=2000, seed=0, data=str(ROOT / "data" / "data.csv"))
+DEFAULTS = dict(
+    request_timeout=10.0,
+    wait_min=0.1,
+    wait_max=0.5,
+    batch_rows=20,
+    sampling="uniform",
+    pool_size=2000,
+    seed=0,
+    data=str(ROOT / "data" / "data.csv"),
+)
 
 
 @events.init_command_line_parser.add_listener
 def _options(parser):
-    parser.add_argument("--request-timeout", type=float, default=DEFAULTS["request_timeout"],
-                        env_var="LOCUST_REQUEST_TIMEOUT", help="seconds before a request counts as a timeout failure")
-    parser.add_argument("--wait-min", type=float, default=DEFAULTS["wait_min"], env_var="LOCUST_WAIT_MIN",
-                        help="shortest think time between a user's requests (s)")
-    parser.add_argument("--wait-max", type=float, default=DEFAULTS["wait_max"], env_var="LOCUST_WAIT_MAX",
-                        help="longest think time between a user's requests (s)")
-    parser.add_argument("--batch-rows", type=int, default=DEFAULTS["batch_rows"], env_var="LOCUST_BATCH_ROWS",
-                        help=f"patients per /predict/batch request (1..{MAX_BATCH})")
-    parser.add_argument("--sampling", choices=MODES, default=DEFAULTS["sampling"], env_var="LOCUST_SAMPLING",
-                        help="uniform over the schema's typical ranges, or the training data's marginals")
-    parser.add_argument("--pool-size", type=int, default=DEFAULTS["pool_size"], env_var="LOCUST_POOL_SIZE",
-                        help="random patients drawn once and reused by every user")
-    parser.add_argument("--seed", type=int, default=DEFAULTS["seed"], env_var="LOCUST_SEED",
-                        help="seed of the patient pool")
-    parser.add_argument("--data", default=DEFAULTS["data"], env_var="LOCUST_DATA",
-                        help="training CSV that --sampling marginal draws from")
-    parser.add_argument("--summary-json", default="", env_var="LOCUST_SUMMARY_JSON", include_in_web_ui=False,
-                        help="write the run's final figures (p50/p95/p99, failures, timeouts) to this JSON file")
+    parser.add_argument(
+        "--request-timeout",
+        type=float,
+        default=DEFAULTS["request_timeout"],
+        env_var="LOCUST_REQUEST_TIMEOUT",
+        help="seconds before a request counts as a timeout failure",
+    )
+    parser.add_argument(
+        "--wait-min",
+        type=float,
+        default=DEFAULTS["wait_min"],
+        env_var="LOCUST_WAIT_MIN",
+        help="shortest think time between a user's requests (s)",
+    )
+    parser.add_argument(
+        "--wait-max",
+        type=float,
+        default=DEFAULTS["wait_max"],
+        env_var="LOCUST_WAIT_MAX",
+        help="longest think time between a user's requests (s)",
+    )
+    parser.add_argument(
+        "--batch-rows",
+        type=int,
+        default=DEFAULTS["batch_rows"],
+        env_var="LOCUST_BATCH_ROWS",
+        help=f"patients per /predict/batch request (1..{MAX_BATCH})",
+    )
+    parser.add_argument(
+        "--sampling",
+        choices=MODES,
+        default=DEFAULTS["sampling"],
+        env_var="LOCUST_SAMPLING",
+        help="uniform over the schema's typical ranges, or the training data's marginals",
+    )
+    parser.add_argument(
+        "--pool-size",
+        type=int,
+        default=DEFAULTS["pool_size"],
+        env_var="LOCUST_POOL_SIZE",
+        help="random patients drawn once and reused by every user",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=DEFAULTS["seed"], env_var="LOCUST_SEED", help="seed of the patient pool"
+    )
+    parser.add_argument(
+        "--data",
+        default=DEFAULTS["data"],
+        env_var="LOCUST_DATA",
+        help="training CSV that --sampling marginal draws from",
+    )
+    parser.add_argument(
+        "--summary-json",
+        default="",
+        env_var="LOCUST_SUMMARY_JSON",
+        include_in_web_ui=False,
+        help="write the run's final figures (p50/p95/p99, failures, timeouts) to this JSON file",
+    )
 
 
 _cpu_at_start: list[float] = []
@@ -76,9 +125,11 @@ def patients(opts) -> list[dict]:
         reference = None
         if opts["sampling"] == "marginal":
             from heart.data import load_dataset
+
             reference = load_dataset(opts["data"]).X
-        _pools[key] = to_records(sample(opts["pool_size"], seed=opts["seed"], mode=opts["sampling"],
-                                        reference=reference))
+        _pools[key] = to_records(
+            sample(opts["pool_size"], seed=opts["seed"], mode=opts["sampling"], reference=reference)
+        )
     return _pools[key]
 
 
@@ -107,15 +158,17 @@ class PatientUser(HttpUser):
 
     @task(16)
     def predict(self):
-        with self.client.post("/predict", json=random.choice(self.pool), catch_response=True,
-                              timeout=self.opts["request_timeout"]) as resp:
+        with self.client.post(
+            "/predict", json=random.choice(self.pool), catch_response=True, timeout=self.opts["request_timeout"]
+        ) as resp:
             self._check(resp, prediction_problem)
 
     @task(2)
     def predict_batch(self):
         rows = random.sample(self.pool, min(self.opts["batch_rows"], len(self.pool)))
-        with self.client.post("/predict/batch", json={"instances": rows}, catch_response=True,
-                              timeout=self.opts["request_timeout"]) as resp:
+        with self.client.post(
+            "/predict/batch", json={"instances": rows}, catch_response=True, timeout=self.opts["request_timeout"]
+        ) as resp:
             self._check(resp, lambda body: batch_problem(body, len(rows)))
 
     @task(1)

@@ -2,6 +2,7 @@
 
 pytest collects this file (see pytest.ini); the rest of the suite lives in tests/.
 """
+
 import hashlib
 import subprocess
 import sys
@@ -74,16 +75,22 @@ def test_several_missing_values_at_once_use_the_training_medians(loaded, dataset
     np.testing.assert_array_equal(prep.transform(X), prep.transform(filled))  # what the forest sees, exactly
     np.testing.assert_allclose(predict_proba(loaded.pipeline, X), predict_proba(loaded.pipeline, filled), atol=1e-12)
     other = filled.assign(chol=filled["chol"] + 150, thalach=filled["thalach"] - 40)
-    assert not np.allclose(predict_proba(loaded.pipeline, X), predict_proba(loaded.pipeline, other)), \
+    assert not np.allclose(predict_proba(loaded.pipeline, X), predict_proba(loaded.pipeline, other)), (
         "the comparison can tell a different fill apart"
+    )
 
 
 def test_the_documented_path_train_load_verified_predict(tmp_path, dataset, loaded):
     """readme.md: `python train.py`, then load with heart.model.load_model (sha256-verified), predict.
     --no-cv only to keep the suite fast; the fit is the same."""
     out = tmp_path / "model.joblib"
-    proc = subprocess.run([sys.executable, "train.py", "--out", str(out), "--no-cv"], cwd=Path(__file__).parent,
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "train.py", "--out", str(out), "--no-cv"],
+        cwd=Path(__file__).parent,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr
     assert f"wrote {out}" in proc.stdout and "direction check consistent" in proc.stdout
     model = load_model(out)

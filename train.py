@@ -6,15 +6,25 @@ such a file). Then fits the calibrated RandomForest Pipeline on a stratified 80/
 cross-validates it (5x5) on the training part beside a logistic-regression baseline, prints
 both, and writes model.joblib with its model card (model.card.json) atomically.
 """
+
 from __future__ import annotations
 
 import argparse
 import sys
 
 from heart import cli
-from heart.data import MAX_DATA_BYTES, check_class_sizes, load_dataset
 from heart.artifact import card_path_for, save_model
-from heart.model import CV_SPLITS, DEFAULT_SEED, DEFAULT_TEST_SIZE, FOREST_DEFAULTS, METRICS, TUNING_GRID, build_card, train
+from heart.data import MAX_DATA_BYTES, check_class_sizes, load_dataset
+from heart.model import (
+    CV_SPLITS,
+    DEFAULT_SEED,
+    DEFAULT_TEST_SIZE,
+    FOREST_DEFAULTS,
+    METRICS,
+    TUNING_GRID,
+    build_card,
+    train,
+)
 from heart.report import format_table, mean_sd
 
 
@@ -37,20 +47,41 @@ def parse_args(argv):
     p.add_argument("--out", default="model.joblib", help="model path; the card goes beside it as <name>.card.json")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed for the split, the CV folds and the forest")
     p.add_argument("--test-size", type=cli.number(0.05, 0.5), default=DEFAULT_TEST_SIZE, help="held-out fraction")
-    p.add_argument("--n-estimators", type=cli.integer(1), default=FOREST_DEFAULTS["n_estimators"], help="trees in the forest")
-    p.add_argument("--max-depth", type=cli.integer(0), default=FOREST_DEFAULTS["max_depth"], help="tree depth limit (0 = none)")
-    p.add_argument("--min-samples-leaf", type=cli.integer(1), default=FOREST_DEFAULTS["min_samples_leaf"],
-                   help="fewest training rows in a leaf")
-    p.add_argument("--max-features", type=max_features, default=FOREST_DEFAULTS["max_features"],
-                   help="columns tried per split: int, fraction, sqrt or log2")
-    p.add_argument("--tune", action="store_true",
-                   help=f"grid-search {', '.join(TUNING_GRID)} on the training part's CV folds first "
-                        "(never on the test split); overrides those flags")
-    p.add_argument("--no-cv", action="store_true", help="skip cross-validation (faster; the card then has test metrics only)")
+    p.add_argument(
+        "--n-estimators", type=cli.integer(1), default=FOREST_DEFAULTS["n_estimators"], help="trees in the forest"
+    )
+    p.add_argument(
+        "--max-depth", type=cli.integer(0), default=FOREST_DEFAULTS["max_depth"], help="tree depth limit (0 = none)"
+    )
+    p.add_argument(
+        "--min-samples-leaf",
+        type=cli.integer(1),
+        default=FOREST_DEFAULTS["min_samples_leaf"],
+        help="fewest training rows in a leaf",
+    )
+    p.add_argument(
+        "--max-features",
+        type=max_features,
+        default=FOREST_DEFAULTS["max_features"],
+        help="columns tried per split: int, fraction, sqrt or log2",
+    )
+    p.add_argument(
+        "--tune",
+        action="store_true",
+        help=f"grid-search {', '.join(TUNING_GRID)} on the training part's CV folds first "
+        "(never on the test split); overrides those flags",
+    )
+    p.add_argument(
+        "--no-cv", action="store_true", help="skip cross-validation (faster; the card then has test metrics only)"
+    )
     p.add_argument("--jobs", type=int, default=2, help="parallel CV fits")
     cli.add_label_args(p)
-    p.add_argument("--max-data-mb", type=cli.number(0, low_open=True), default=MAX_DATA_BYTES / 1e6,
-                   help="refuse a data file larger than this (it is read whole)")
+    p.add_argument(
+        "--max-data-mb",
+        type=cli.number(0, low_open=True),
+        default=MAX_DATA_BYTES / 1e6,
+        help="refuse a data file larger than this (it is read whole)",
+    )
     return p.parse_args(argv)
 
 
@@ -59,28 +90,52 @@ def main(argv=None) -> int:
     data, labels = cli.checked_labels(load_dataset(args.data, max_bytes=int(args.max_data_mb * 1e6)), args)
     check_class_sizes(data, args.test_size, CV_SPLITS if args.tune or not args.no_cv else 1)
     balance = ", ".join(f"{k} {v}" for k, v in data.class_balance().items())
-    print(f"data: {data.source}: {data.n_rows} rows ({balance}); "
-          f"missing cells: {sum(data.missing.values())}" +
-          (f"; legacy sentinels read as missing: {data.sentinels}" if data.sentinels else "") +
-          (f"; ignored columns: {', '.join(data.ignored_columns)}" if data.ignored_columns else ""))
-    print(f"labels: {'flipped by --flip-target; ' if labels['flipped'] else ''}" +
-          (f"direction check {labels['verdict']}: {labels['summary']}" if "verdict" in labels else
-           "direction check off (--no-label-check)"))
-    params = dict(n_estimators=args.n_estimators, max_depth=args.max_depth or None,
-                  min_samples_leaf=args.min_samples_leaf, max_features=args.max_features)
+    print(
+        f"data: {data.source}: {data.n_rows} rows ({balance}); "
+        f"missing cells: {sum(data.missing.values())}"
+        + (f"; legacy sentinels read as missing: {data.sentinels}" if data.sentinels else "")
+        + (f"; ignored columns: {', '.join(data.ignored_columns)}" if data.ignored_columns else "")
+    )
+    print(
+        f"labels: {'flipped by --flip-target; ' if labels['flipped'] else ''}"
+        + (
+            f"direction check {labels['verdict']}: {labels['summary']}"
+            if "verdict" in labels
+            else "direction check off (--no-label-check)"
+        )
+    )
+    params = dict(
+        n_estimators=args.n_estimators,
+        max_depth=args.max_depth or None,
+        min_samples_leaf=args.min_samples_leaf,
+        max_features=args.max_features,
+    )
     if args.tune:
         print("tuning on the training part's CV folds ...", flush=True)
-    result = train(data, seed=args.seed, test_size=args.test_size, params=params, cv=not args.no_cv,
-                   tune_grid=TUNING_GRID if args.tune else None, n_jobs=args.jobs)
+    result = train(
+        data,
+        seed=args.seed,
+        test_size=args.test_size,
+        params=params,
+        cv=not args.no_cv,
+        tune_grid=TUNING_GRID if args.tune else None,
+        n_jobs=args.jobs,
+    )
     if result.tuning:
         keys = list(TUNING_GRID)
-        print(format_table([*keys, "CV ROC AUC", "sd"],
-                           [[str(r[k]) for k in keys] + [r["cv_roc_auc"], r["cv_roc_auc_sd"]] for r in result.tuning[:10]]))
+        print(
+            format_table(
+                [*keys, "CV ROC AUC", "sd"],
+                [[str(r[k]) for k in keys] + [r["cv_roc_auc"], r["cv_roc_auc_sd"]] for r in result.tuning[:10]],
+            )
+        )
         print()
     print(metrics_table(result.metrics))
     card = save_model(result.pipeline, build_card(result, data, args.seed, args.test_size, labels), args.out)
-    print(f"\nwrote {args.out} and {card_path_for(args.out)} (model_version {card['model_version']}, "
-          f"sha256 {card['artifact']['sha256'][:16]}...)")
+    print(
+        f"\nwrote {args.out} and {card_path_for(args.out)} (model_version {card['model_version']}, "
+        f"sha256 {card['artifact']['sha256'][:16]}...)"
+    )
     return 0
 
 

@@ -20,6 +20,7 @@ reports the median round's requests/s and p50/p95/p99 latency side by side:
 Needs wrk on PATH (`make bench` installs it if missing). Writes a table to stdout and the figures with
 the machine's description to --out (JSON). The machine is shared: run it more than once.
 """
+
 from __future__ import annotations
 
 import json
@@ -71,8 +72,22 @@ def run_wrk(wrk: str, url: str, body: bytes, seconds: float, connections: int, t
     body_path.write_bytes(body)
     script = tmp / f"post-{abs(hash(body))}.lua"
     script.write_text(LUA % {"body": body_path})
-    out = subprocess.run([wrk, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
-                          "-s", str(script), url], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            wrk,
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{max(1, round(seconds))}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     match = re.search(r"^RESULT (\{.*\})$", out, re.M)
     if not match:
         raise RuntimeError(f"could not parse wrk's output:\n{out}")
@@ -88,8 +103,13 @@ def machine() -> dict:
     except (OSError, StopIteration):
         pass
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    return {"cpus": os.cpu_count(), "cpu": cpu, "platform": platform.platform(), "python": platform.python_version(),
-            "load_average_at_start": [round(x, 2) for x in load] if load else None}
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "load_average_at_start": [round(x, 2) for x in load] if load else None,
+    }
 
 
 def parse_args(argv):
@@ -102,30 +122,72 @@ def parse_args(argv):
     p.add_argument("--threads", type=int, default=1, help="wrk threads (1 leaves the other core to the server)")
     p.add_argument("--batch-size", type=int, default=1000, help="patients per /predict/batch request")
     p.add_argument("--out", default="bench/results.json", help="JSON file for the figures")
-    p.add_argument("--baseline", default="",
-                   help="another checkout of this project (e.g. a git worktree of main): its heart_fastapi.py is "
-                        "measured in the same rounds (baseline_predict, baseline_batch) for a before/after figure")
-    p.add_argument("--only", nargs="*", choices=["predict", "predict_batch", "v2_infer", "bare", "original_style", "predict_sampled",
-                                                 "baseline_predict", "baseline_batch"],
-                   help="run only these (default: all)")
+    p.add_argument(
+        "--baseline",
+        default="",
+        help="another checkout of this project (e.g. a git worktree of main): its heart_fastapi.py is "
+        "measured in the same rounds (baseline_predict, baseline_batch) for a before/after figure",
+    )
+    p.add_argument(
+        "--only",
+        nargs="*",
+        choices=[
+            "predict",
+            "predict_batch",
+            "v2_infer",
+            "bare",
+            "original_style",
+            "predict_sampled",
+            "baseline_predict",
+            "baseline_batch",
+        ],
+        help="run only these (default: all)",
+    )
     return p.parse_args(argv)
 
 
 def plan_targets(args, tmp: Path) -> tuple[dict, dict, list]:
     """(server key -> argv, server key -> env, [(target, server key, path, body, rows per request)])."""
     py = sys.executable
-    env = {"PREDICTION_LOG": str(tmp / "predictions.jsonl"), "LOG_INPUTS": "true",
-           "OTEL_EXPORTER_OTLP_ENDPOINT": None, "OTEL_TRACES_EXPORTER": None}
+    env = {
+        "PREDICTION_LOG": str(tmp / "predictions.jsonl"),
+        "LOG_INPUTS": "true",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": None,
+        "OTEL_TRACES_EXPORTER": None,
+    }
     one = json.dumps(EXAMPLE).encode()
     patients = sample(args.batch_size, seed=1)
     batch = json.dumps({"instances": to_records(patients)}).encode()
-    v2 = json.dumps({"inputs": [{"name": n, "shape": [len(patients)], "datatype": "FP64", "data": patients[n].tolist()}
-                                for n in FEATURE_NAMES]}).encode()
-    uvicorn = [py, "-m", "uvicorn", "--factory", "--host", "127.0.0.1", "--port", "{port}", "--workers", "1",
-               "--no-access-log", "--log-level", "warning"]
+    v2 = json.dumps(
+        {
+            "inputs": [
+                {"name": n, "shape": [len(patients)], "datatype": "FP64", "data": patients[n].tolist()}
+                for n in FEATURE_NAMES
+            ]
+        }
+    ).encode()
+    uvicorn = [
+        py,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "{port}",
+        "--workers",
+        "1",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
     full = ["--host", "127.0.0.1", "--port", "{port}", "--workers", "1"]
-    servers = {"full": [py, "heart_fastapi.py", *full], "sampled": [py, "heart_fastapi.py", *full],
-               "bare": uvicorn + ["bench.servers:bare_app"], "original": uvicorn + ["bench.servers:original_app"]}
+    servers = {
+        "full": [py, "heart_fastapi.py", *full],
+        "sampled": [py, "heart_fastapi.py", *full],
+        "bare": uvicorn + ["bench.servers:bare_app"],
+        "original": uvicorn + ["bench.servers:original_app"],
+    }
     envs = {"sampled": {**env, "OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}}
     plan = [
         ("predict", "full", "/predict", one, 1),
@@ -139,8 +201,10 @@ def plan_targets(args, tmp: Path) -> tuple[dict, dict, list]:
         base = Path(args.baseline).resolve()
         servers["baseline"] = [py, str(base / "heart_fastapi.py"), *full]
         envs["baseline"] = {**env, "PYTHONPATH": str(base), "PREDICTION_LOG": str(tmp / "baseline.jsonl")}
-        plan += [("baseline_predict", "baseline", "/predict", one, 1),
-                 ("baseline_batch", "baseline", "/predict/batch", batch, args.batch_size)]
+        plan += [
+            ("baseline_predict", "baseline", "/predict", one, 1),
+            ("baseline_batch", "baseline", "/predict/batch", batch, args.batch_size),
+        ]
     plan = [p for p in plan if not args.only or p[0] in args.only]
     return servers, {key: envs.get(key, env) for key in servers}, plan
 
@@ -151,8 +215,15 @@ def measure(args, wrk: str, servers: dict, envs: dict, plan: list, tmp: Path) ->
         up = {}
         for key in dict.fromkeys(p[1] for p in plan):
             print(f"starting {key} server ...", file=sys.stderr, flush=True)
-            up[key] = stack.enter_context(ApiServer(Path(args.model_path).resolve(), log=tmp / f"{key}.log",
-                                                    command=servers[key], extra_env=envs[key], ready_timeout=120))
+            up[key] = stack.enter_context(
+                ApiServer(
+                    Path(args.model_path).resolve(),
+                    log=tmp / f"{key}.log",
+                    command=servers[key],
+                    extra_env=envs[key],
+                    ready_timeout=120,
+                )
+            )
         for name, key, path, body, rows in plan:
             url = up[key].url + path
             check = requests.post(url, data=body, headers={"content-type": "application/json"}, timeout=30)
@@ -168,8 +239,12 @@ def measure(args, wrk: str, servers: dict, envs: dict, plan: list, tmp: Path) ->
                 r = run_wrk(wrk, up[key].url + path, body, args.duration, args.connections, args.threads, tmp)
                 r.update(path=path, rows_per_request=rows, rows_per_s=r["rps"] * rows, load=os.getloadavg()[0])
                 rounds[name].append(r)
-                print(f"round {i + 1}/{args.rounds} {name}: {r['rps']:.0f} req/s, p99 {r['p99']:.2f} ms "
-                      f"(load average {r['load']:.1f})", file=sys.stderr, flush=True)
+                print(
+                    f"round {i + 1}/{args.rounds} {name}: {r['rps']:.0f} req/s, p99 {r['p99']:.2f} ms "
+                    f"(load average {r['load']:.1f})",
+                    file=sys.stderr,
+                    flush=True,
+                )
     return rounds
 
 
@@ -190,9 +265,14 @@ def goals_of(results: dict) -> dict[str, float]:
     return goals
 
 
-TARGETS = {"predict_vs_original_x": (">=", 15), "predict_vs_bare": (">=", 0.5), "predict_p99_ms": ("<", 25),
-           "batch_rows_per_s": (">=", 20000), "predict_vs_baseline": (">=", 1.0),
-           "predict_batch_vs_baseline": (">=", 1.0)}
+TARGETS = {
+    "predict_vs_original_x": (">=", 15),
+    "predict_vs_bare": (">=", 0.5),
+    "predict_p99_ms": ("<", 25),
+    "batch_rows_per_s": (">=", 20000),
+    "predict_vs_baseline": (">=", 1.0),
+    "predict_batch_vs_baseline": (">=", 1.0),
+}
 
 
 def main(argv=None) -> int:
@@ -208,8 +288,10 @@ def main(argv=None) -> int:
     for name, runs in rounds.items():
         median = sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
         results[name] = {**median, "rounds": runs}
-    rows = [[n, r["path"], round(r["rps"]), round(r["rows_per_s"]), r["p50"], r["p95"], r["p99"],
-             r["errors"] + r["non2xx"]] for n, r in results.items()]
+    rows = [
+        [n, r["path"], round(r["rps"]), round(r["rows_per_s"]), r["p50"], r["p95"], r["p99"], r["errors"] + r["non2xx"]]
+        for n, r in results.items()
+    ]
     print(format_table(["server", "path", "req/s", "rows/s", "p50 ms", "p95 ms", "p99 ms", "errors"], rows, digits=2))
     goals = goals_of(results)
     print()
@@ -217,11 +299,20 @@ def main(argv=None) -> int:
         op, target = TARGETS[k]
         met = v >= target if op == ">=" else v < target
         print(f"{k:26s} {v:10.2f}   goal {op} {target}: {'met' if met else 'MISSED'}")
-    report = {"command": "python -m bench.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "machine": machine_info, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-              "wrk": {"connections": args.connections, "threads": args.threads, "duration_s": args.duration,
-                      "warmup_s": args.warmup, "rounds": args.rounds},
-              "results": results, "goals": goals}
+    report = {
+        "command": "python -m bench.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": machine_info,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "wrk": {
+            "connections": args.connections,
+            "threads": args.threads,
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "rounds": args.rounds,
+        },
+        "results": results,
+        "goals": goals,
+    }
     write_json(args.out, report)
     print(f"\nwrote {args.out}", file=sys.stderr)
     shutil.rmtree(tmp, ignore_errors=True)

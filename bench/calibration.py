@@ -7,6 +7,7 @@ CalibratedClassifierCV, sigmoid, cv=5, ensemble=False: after) and the logistic b
 the pooled out-of-fold predictions (each row 5 times), before and after, and the latency of
 one SHAP explanation of the served model. Target: ROC AUC >= 0.91 and Brier <= 0.125.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,8 +15,8 @@ import time
 
 import numpy as np
 
-from heart.data import load_dataset
 from heart.attribution import PipelineExplainer
+from heart.data import load_dataset
 from heart.model import CALIBRATION, build_baseline, build_forest, cross_validate
 from heart.report import format_table
 
@@ -23,9 +24,11 @@ from .label_check_sweep import DATA
 
 
 def variants(everything: bool) -> dict:
-    out = {"forest, bare (before)": build_forest(calibration=None),
-           "forest + sigmoid, served (after)": build_forest(),
-           "logistic baseline": build_baseline()}
+    out = {
+        "forest, bare (before)": build_forest(calibration=None),
+        "forest + sigmoid, served (after)": build_forest(),
+        "logistic baseline": build_baseline(),
+    }
     if everything:
         out["forest + sigmoid, ensemble=True"] = build_forest(calibration={**CALIBRATION, "ensemble": True})
         out["forest + isotonic"] = build_forest(calibration={**CALIBRATION, "method": "isotonic"})
@@ -56,9 +59,15 @@ def main(argv=None) -> None:
         t0 = time.perf_counter()
         cv = cross_validate(pipe, data.X, data.y)
         diagrams[name] = cv["reliability"]
-        rows.append([name, f"{cv['roc_auc']['mean']:.4f} ± {cv['roc_auc']['sd']:.4f}",
-                     f"{cv['brier']['mean']:.4f} ± {cv['brier']['sd']:.4f}", f"{cv['accuracy']['mean']:.4f}",
-                     f"{time.perf_counter() - t0:.0f}"])
+        rows.append(
+            [
+                name,
+                f"{cv['roc_auc']['mean']:.4f} ± {cv['roc_auc']['sd']:.4f}",
+                f"{cv['brier']['mean']:.4f} ± {cv['brier']['sd']:.4f}",
+                f"{cv['accuracy']['mean']:.4f}",
+                f"{time.perf_counter() - t0:.0f}",
+            ]
+        )
         print(f"done: {name}", flush=True)
     print("\n5x5 repeated stratified CV, all rows:")
     print(format_table(["model", "ROC AUC", "Brier", "accuracy", "seconds"], rows))
@@ -69,8 +78,11 @@ def main(argv=None) -> None:
         line = [f"{b / 10:.1f}-{(b + 1) / 10:.1f}"]
         for n in shown:
             cell = diagrams[n][b]
-            line.append(f"{cell['count']:4d} / {cell['mean_predicted']:.3f} / {cell['observed_rate']:.3f}"
-                        if cell["count"] else f"{0:4d} / - / -")
+            line.append(
+                f"{cell['count']:4d} / {cell['mean_predicted']:.3f} / {cell['observed_rate']:.3f}"
+                if cell["count"]
+                else f"{0:4d} / - / -"
+            )
         table.append(line)
     print(format_table(["bin", *shown], table))
     median, p95 = explain_latency(data)

@@ -7,6 +7,7 @@ Prints, per scenario, the spread of the statistic (mean signed AUC deviation, +0
 risk factor agrees with the labels) and how often the check refused ("inverted") or could
 not judge ("inconclusive"). Honest data must never be refused; inverted data always.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,9 @@ def write_legacy_copy(src: str | Path, dst: str | Path) -> Path:
     return Path(dst)
 
 
-def resample(y: np.ndarray, rng: np.random.Generator, bootstrap: bool = False, rows: int | None = None,
-             noise: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def resample(
+    y: np.ndarray, rng: np.random.Generator, bootstrap: bool = False, rows: int | None = None, noise: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Row indices and (possibly noisy) labels for one perturbed copy.
 
     bootstrap: n rows with replacement; rows: a stratified subset of that many rows without
@@ -75,11 +77,13 @@ def scenarios(runs: int) -> list[tuple[str, str, int, dict]]:
     """(name, which labels, runs, how) for every line of the table."""
     rows = [("bootstrap resamples", "honest", runs, dict(bootstrap=True))]
     rows += [(f"{r:.0%} labels flipped", "honest", runs, dict(noise=r)) for r in NOISE_RATES]
-    rows += [(f"stratified {SUBSET_ROWS}-row subsets", "honest", runs, dict(rows=SUBSET_ROWS)),
-             (f"{SUBSET_ROWS}-row subsets, 20% flipped", "honest", runs, dict(rows=SUBSET_ROWS, noise=0.2)),
-             ("bootstrap resamples", "inverted", runs, dict(bootstrap=True)),
-             ("20% labels flipped", "inverted", runs, dict(noise=0.2)),
-             (f"stratified {SUBSET_ROWS}-row subsets", "inverted", runs, dict(rows=SUBSET_ROWS))]
+    rows += [
+        (f"stratified {SUBSET_ROWS}-row subsets", "honest", runs, dict(rows=SUBSET_ROWS)),
+        (f"{SUBSET_ROWS}-row subsets, 20% flipped", "honest", runs, dict(rows=SUBSET_ROWS, noise=0.2)),
+        ("bootstrap resamples", "inverted", runs, dict(bootstrap=True)),
+        ("20% labels flipped", "inverted", runs, dict(noise=0.2)),
+        (f"stratified {SUBSET_ROWS}-row subsets", "inverted", runs, dict(rows=SUBSET_ROWS)),
+    ]
     return rows
 
 
@@ -96,20 +100,47 @@ def main(argv=None) -> None:
     table = []
     for name, y in (("data/data.csv as shipped", honest.y), ("widely shared copy (inverted target)", legacy.y)):
         r = check_matrix(risk_matrix(legacy.X) if y is legacy.y else V, y)
-        table.append([name, "-", 1, r.score, r.score, r.score, r.score, int(r.verdict == "inverted"),
-                      int(r.verdict == "inconclusive")])
+        table.append(
+            [
+                name,
+                "-",
+                1,
+                r.score,
+                r.score,
+                r.score,
+                r.score,
+                int(r.verdict == "inverted"),
+                int(r.verdict == "inconclusive"),
+            ]
+        )
         print(f"{name}: {r.verdict}: {r.summary()}")
         for e in r.evidence:
             print(f"  {e.label:70s} AUC {e.auc:.3f}  d {e.signed:+.3f}")
     for i, (name, which, n, how) in enumerate(scenarios(args.runs)):
         y = honest.y if which == "honest" else 1 - honest.y
         s, v = scenario(V, y, n, args.seed + i, **how)
-        table.append([name, which, n, s.min(), float(np.percentile(s, 1)), float(np.median(s)), s.max(),
-                      v.count("inverted"), v.count("inconclusive")])
-    print(f"\nrefused ('inverted') when mean d <= {REFUSE_BELOW} and more than half the features have d < -{MARGIN}; "
-          f"'inconclusive' (warn, go on) when |mean d| < {INCONCLUSIVE_WITHIN}\n")
-    print(format_table(["scenario", "labels", "runs", "min", "1st pct", "median", "max", "refused", "inconclusive"],
-                       table, 3))
+        table.append(
+            [
+                name,
+                which,
+                n,
+                s.min(),
+                float(np.percentile(s, 1)),
+                float(np.median(s)),
+                s.max(),
+                v.count("inverted"),
+                v.count("inconclusive"),
+            ]
+        )
+    print(
+        f"\nrefused ('inverted') when mean d <= {REFUSE_BELOW} and more than half the features have d < -{MARGIN}; "
+        f"'inconclusive' (warn, go on) when |mean d| < {INCONCLUSIVE_WITHIN}\n"
+    )
+    print(
+        format_table(
+            ["scenario", "labels", "runs", "min", "1st pct", "median", "max", "refused", "inconclusive"], table, 3
+        )
+    )
 
 
 if __name__ == "__main__":

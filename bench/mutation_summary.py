@@ -6,6 +6,7 @@ reads the results the tool wrote instead of parsing its terminal output.
 Score = killed / mutants checked: a timeout, a survivor and a mutant no selected test reaches
 ("no tests", a hole in the selection) all count as not killed.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -15,6 +15,7 @@ tampered one runs its code):
   cut or edited file, not an attacker (who can rewrite the trailer too).
 What goes into the card (training results) is heart.model.build_card's business.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -70,8 +71,9 @@ def parse_sha256(text: str, where: str) -> str:
     words = text.strip().split()
     digest = words[0].lower().removeprefix("sha256:") if words else ""
     if not SHA256_RE.fullmatch(digest):
-        raise ModelError(f"{where} must be a sha256 (64 hex digits, as `sha256sum model.joblib` prints), "
-                         f"got {text.strip()[:80]!r}")
+        raise ModelError(
+            f"{where} must be a sha256 (64 hex digits, as `sha256sum model.joblib` prints), got {text.strip()[:80]!r}"
+        )
     return digest
 
 
@@ -110,8 +112,11 @@ def save_model(pipeline: Pipeline, card: dict, path: str | Path) -> dict:
     """
     path = Path(path)
     pipeline_digest = sha256_bytes(_dumps(pipeline))
-    card = {**card, "model_version": f"{__version__}-{pipeline_digest[:12]}",
-            "artifact": {"format": FORMAT, "pipeline_sha256": pipeline_digest}}
+    card = {
+        **card,
+        "model_version": f"{__version__}-{pipeline_digest[:12]}",
+        "artifact": {"format": FORMAT, "pipeline_sha256": pipeline_digest},
+    }
     payload = _dumps({"format": FORMAT, "card": json.dumps(card, allow_nan=False), "pipeline": pipeline})
     blob = payload + TRAILER_MAGIC + sha256_bytes(payload).encode() + b"\n"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -124,8 +129,10 @@ def save_model(pipeline: Pipeline, card: dict, path: str | Path) -> dict:
 
 def _described(card: dict, path: Path, blob: bytes) -> dict:
     """The card as served: the embedded one plus what the file itself is (its name, sha256, size)."""
-    return {**card, "artifact": {**card.get("artifact", {}), "file": path.name, "sha256": sha256_bytes(blob),
-                                 "bytes": len(blob)}}
+    return {
+        **card,
+        "artifact": {**card.get("artifact", {}), "file": path.name, "sha256": sha256_bytes(blob), "bytes": len(blob)},
+    }
 
 
 @dataclass
@@ -159,27 +166,34 @@ def load_model(path: str | Path, expected_sha256: str | None = None) -> LoadedMo
         raise ModelError(f"{path}: cannot be read ({e.strerror or e})") from None
     digest = sha256_bytes(blob)
     if expected_sha256 is not None and digest != expected_sha256:
-        raise ModelError(f"{path}: sha256 {digest} does not match the pinned {expected_sha256}: refusing to load "
-                         "it (a joblib file is a pickle, and unpickling a tampered one runs its code); if this "
-                         "is the model you mean to serve, pin its sha256 (MODEL_SHA256)")
+        raise ModelError(
+            f"{path}: sha256 {digest} does not match the pinned {expected_sha256}: refusing to load "
+            "it (a joblib file is a pickle, and unpickling a tampered one runs its code); if this "
+            "is the model you mean to serve, pin its sha256 (MODEL_SHA256)"
+        )
     payload = _checked_payload(path, blob)
     pipeline, card = _unpickle(path, payload)
     _warn_if_stale_copy(path, digest)
-    return LoadedModel(pipeline=pipeline, card=_described(card, path, blob), path=path,
-                       pinned=expected_sha256 is not None)
+    return LoadedModel(
+        pipeline=pipeline, card=_described(card, path, blob), path=path, pinned=expected_sha256 is not None
+    )
 
 
 def _checked_payload(path: Path, blob: bytes) -> bytes:
     payload, trailer = blob[:-TRAILER_LEN], blob[-TRAILER_LEN:]
     if not trailer.startswith(TRAILER_MAGIC) or not trailer.endswith(b"\n"):
-        raise ModelError(f"{path}: the file does not match the checksum written at its end (it was changed or "
-                         "cut after it was written, or predates this format: retrain with `python train.py`); "
-                         "refusing to load it")
-    written = trailer[len(TRAILER_MAGIC):-1].decode("ascii", "replace")
+        raise ModelError(
+            f"{path}: the file does not match the checksum written at its end (it was changed or "
+            "cut after it was written, or predates this format: retrain with `python train.py`); "
+            "refusing to load it"
+        )
+    written = trailer[len(TRAILER_MAGIC) : -1].decode("ascii", "replace")
     actual = sha256_bytes(payload)
     if actual != written:
-        raise ModelError(f"{path}: sha256 {actual[:16]}... does not match {written[:16]}... written at its end: "
-                         "the file changed after training; refusing to load it")
+        raise ModelError(
+            f"{path}: sha256 {actual[:16]}... does not match {written[:16]}... written at its end: "
+            "the file changed after training; refusing to load it"
+        )
     return payload
 
 
@@ -190,8 +204,9 @@ def _unpickle(path: Path, payload: bytes):
     try:
         content = joblib.load(io.BytesIO(payload))
     except Exception as e:  # noqa: BLE001 - a checked file that still fails: libraries or damage
-        raise ModelError(f"{path}: checksum verified but could not be loaded ({type(e).__name__}: {e}); "
-                         f"{_version_hint(path)}") from None
+        raise ModelError(
+            f"{path}: checksum verified but could not be loaded ({type(e).__name__}: {e}); {_version_hint(path)}"
+        ) from None
     if not isinstance(content, dict) or content.get("format") != FORMAT:
         raise ModelError(f"{path}: not a {FORMAT} artifact (retrain with `python train.py`)")
     try:
@@ -227,15 +242,24 @@ def _warn_if_stale_copy(path: Path, digest: str) -> None:
     except (OSError, ValueError, AttributeError):
         return
     if copy and copy != digest:
-        log.warning("model_card_copy_stale", extra={"model_path": str(path), "card": str(card_path_for(path)),
-                                                    "card_sha256": copy, "file_sha256": digest})
+        log.warning(
+            "model_card_copy_stale",
+            extra={
+                "model_path": str(path),
+                "card": str(card_path_for(path)),
+                "card_sha256": copy,
+                "file_sha256": digest,
+            },
+        )
 
 
 def check_training_data(card: dict, data: Dataset) -> None:
     """The held-out split is only held out for the file the model was trained on."""
     expected = card.get("data", {}).get("sha256")
     if expected and expected != data.sha256:
-        raise ModelError(f"{data.source} is not the file this model was trained on (sha256 "
-                         f"{data.sha256[:12]}... vs {expected[:12]}... in the model card): its "
-                         "'held-out' rows would include training rows; pass the training data "
-                         "with --data, or retrain on this file")
+        raise ModelError(
+            f"{data.source} is not the file this model was trained on (sha256 "
+            f"{data.sha256[:12]}... vs {expected[:12]}... in the model card): its "
+            "'held-out' rows would include training rows; pass the training data "
+            "with --data, or retrain on this file"
+        )

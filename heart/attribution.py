@@ -16,6 +16,7 @@ its sign and the ranking of the forest's own Tree SHAP values; the base value is
 calibrated probability of the average forest score (not the mean served probability). With
 an uncalibrated forest, g is the identity and this is plain Tree SHAP.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -43,7 +44,9 @@ class PipelineExplainer:
 
     def __init__(self, pipeline: Pipeline):
         self.preprocess = pipeline.named_steps["preprocess"]
-        self.parts = [(shap.TreeExplainer(forest), link) for forest, link in _forests_and_maps(pipeline.named_steps["model"])]
+        self.parts = [
+            (shap.TreeExplainer(forest), link) for forest, link in _forests_and_maps(pipeline.named_steps["model"])
+        ]
         self.forest_base = [float(np.ravel(tree.expected_value)[1]) for tree, _ in self.parts]
         self.base_value = float(np.mean([link(np.array([e]))[0] for (_, link), e in zip(self.parts, self.forest_base)]))
         self.fold = _fold_matrix(self.preprocess)
@@ -105,6 +108,7 @@ def _fold_matrix(preprocess) -> np.ndarray:
 
 # --- data-set level: what explainability.py reports -------------------------------------
 
+
 @dataclass
 class DatasetExplanation:
     """SHAP for a set of rows: values (rows, 13) in schema order, their inputs and predictions."""
@@ -121,9 +125,12 @@ class DatasetExplanation:
 
 def explain_dataset(explainer: PipelineExplainer, pipeline: Pipeline, X: pd.DataFrame) -> DatasetExplanation:
     X = X[list(FEATURE_NAMES)]
-    return DatasetExplanation(X=X.reset_index(drop=True), values=explainer.shap_values(X),
-                              base_value=explainer.base_value,
-                              probability=pipeline.predict_proba(X)[:, 1])
+    return DatasetExplanation(
+        X=X.reset_index(drop=True),
+        values=explainer.shap_values(X),
+        base_value=explainer.base_value,
+        probability=pipeline.predict_proba(X)[:, 1],
+    )
 
 
 def global_importance(values: np.ndarray) -> list[dict]:
@@ -131,8 +138,9 @@ def global_importance(values: np.ndarray) -> list[dict]:
     mean_abs = np.abs(values).mean(axis=0)
     mean = values.mean(axis=0)
     order = np.argsort(-mean_abs, kind="stable")
-    return [{"feature": FEATURE_NAMES[i], "mean_abs_shap": float(mean_abs[i]), "mean_shap": float(mean[i])}
-            for i in order]
+    return [
+        {"feature": FEATURE_NAMES[i], "mean_abs_shap": float(mean_abs[i]), "mean_shap": float(mean[i])} for i in order
+    ]
 
 
 def describe_value(name: str, values: np.ndarray, reference: np.ndarray | None = None) -> tuple[str, int]:
@@ -168,14 +176,24 @@ def describe_value(name: str, values: np.ndarray, reference: np.ndarray | None =
         return f"{_lower_first(f.description)} around {median:g}{unit}", int(present.size)
     ref = float(np.nanmedian(reference))
     direction = "higher" if median > ref else "lower" if median < ref else "typical"
-    n = int(np.sum(present > ref) if direction == "higher" else np.sum(present < ref) if direction == "lower"
-            else present.size)
-    return (f"a {direction} {_lower_first(f.description)} (median {median:g}{unit} "
-            f"vs {ref:g}{unit} overall)"), n
+    n = int(
+        np.sum(present > ref)
+        if direction == "higher"
+        else np.sum(present < ref)
+        if direction == "lower"
+        else present.size
+    )
+    return (f"a {direction} {_lower_first(f.description)} (median {median:g}{unit} vs {ref:g}{unit} overall)"), n
 
 
-def describe_rows(values: np.ndarray, X: pd.DataFrame, rows: np.ndarray, direction: str,
-              reference: pd.DataFrame | None = None, top: int = 3) -> dict:
+def describe_rows(
+    values: np.ndarray,
+    X: pd.DataFrame,
+    rows: np.ndarray,
+    direction: str,
+    reference: pd.DataFrame | None = None,
+    top: int = 3,
+) -> dict:
     """Which features pushed these rows' predicted risk down (or up), how much, and what values.
 
     For each feature the rows where it pushed in `direction` are described (e.g. the
@@ -197,12 +215,23 @@ def describe_rows(values: np.ndarray, X: pd.DataFrame, rows: np.ndarray, directi
         pushing = rows[sub[:, i] * sign > 0]
         ref = reference[name].to_numpy(dtype=float) if reference is not None else None
         phrase, n = describe_value(name, X[name].to_numpy(dtype=float)[pushing], ref)
-        drivers.append({"feature": name, "mean_push": float(sign * push[i]), "rows_pushed": int(len(pushing)),
-                        "phrase": phrase, "rows_with_that_value": n})
+        drivers.append(
+            {
+                "feature": name,
+                "mean_push": float(sign * push[i]),
+                "rows_pushed": int(len(pushing)),
+                "phrase": phrase,
+                "rows_with_that_value": n,
+            }
+        )
     verb = "lowered" if direction == "down" else "raised"
-    parts = [f'{d["phrase"]} ({d["rows_with_that_value"]} of {rows.size})' for d in drivers]
+    parts = [f"{d['phrase']} ({d['rows_with_that_value']} of {rows.size})" for d in drivers]
     said = ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1] if parts else "nothing"
-    return {"rows": int(rows.size), "drivers": drivers, "text": f"{said[0].upper() + said[1:]} {verb} the predicted risk."}
+    return {
+        "rows": int(rows.size),
+        "drivers": drivers,
+        "text": f"{said[0].upper() + said[1:]} {verb} the predicted risk.",
+    }
 
 
 def _lower_first(text: str) -> str:

@@ -1,9 +1,10 @@
 """What every top-level script shares: one-line errors and exit codes instead of tracebacks."""
+
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from . import label_check
 from .artifact import ModelError, check_training_data, load_model
@@ -34,24 +35,29 @@ def parser(description: str) -> argparse.ArgumentParser:
 
 def integer(low: int | None = None, high: int | None = None) -> Callable[[str], int]:
     """An argparse type: a whole number within [low, high], so a bad flag is a usage error, not a traceback."""
+
     def integer(value: str) -> int:
         n = int(value)
         _check_range(n, value, low, high)
         return n
+
     return integer
 
 
 def number(low: float | None = None, high: float | None = None, *, low_open: bool = False) -> Callable[[str], float]:
     """An argparse type: a finite number within [low, high] (or (low, high] with low_open)."""
+
     def number(value: str) -> float:
         v = float(value)
         if v != v or v in (float("inf"), float("-inf")):
             raise argparse.ArgumentTypeError(f"must be a finite number, got {value}")
         if low_open and low is not None and v <= low:
-            raise argparse.ArgumentTypeError(f"must be above {low:g}" + (f" and at most {high:g}" if high is not None else "")
-                                             + f", got {value}")
+            raise argparse.ArgumentTypeError(
+                f"must be above {low:g}" + (f" and at most {high:g}" if high is not None else "") + f", got {value}"
+            )
         _check_range(v, value, low, high)
         return v
+
     return number
 
 
@@ -68,12 +74,18 @@ def _check_range(v: float, value: str, low: float | None, high: float | None) ->
 
 def add_label_args(p: argparse.ArgumentParser) -> None:
     """--flip-target / --no-label-check: every script that learns from or scores against labels."""
-    p.add_argument("--flip-target", action="store_true",
-                   help="flip the labels (0 <-> 1) before anything reads them: for copies of this data that mark "
-                        "1 as 'no disease' (the label-direction check says so); recorded in the card / report")
-    p.add_argument("--no-label-check", action="store_true",
-                   help="skip the check that the labels agree with the known risk factors (synthetic-data "
-                        "research); recorded in the card / report")
+    p.add_argument(
+        "--flip-target",
+        action="store_true",
+        help="flip the labels (0 <-> 1) before anything reads them: for copies of this data that mark "
+        "1 as 'no disease' (the label-direction check says so); recorded in the card / report",
+    )
+    p.add_argument(
+        "--no-label-check",
+        action="store_true",
+        help="skip the check that the labels agree with the known risk factors (synthetic-data "
+        "research); recorded in the card / report",
+    )
 
 
 def checked_labels(data: Dataset, args: argparse.Namespace) -> tuple[Dataset, dict]:
@@ -87,7 +99,9 @@ def checked_labels(data: Dataset, args: argparse.Namespace) -> tuple[Dataset, di
 
 def add_analysis_args(p: argparse.ArgumentParser, outputs: str) -> None:
     """The flags every analysis of the trained model shares: the model, its training data, the report folder."""
-    p.add_argument("--model", default="model.joblib", help="model trained by train.py (sha256-verified against its card)")
+    p.add_argument(
+        "--model", default="model.joblib", help="model trained by train.py (sha256-verified against its card)"
+    )
     p.add_argument("--data", default="data/data.csv", help="the CSV the model was trained on")
     p.add_argument("--out-dir", default="reports", help=f"where {outputs} go")
     add_label_args(p)
@@ -104,7 +118,9 @@ def load_analysis_inputs(args: argparse.Namespace):
     check_training_data(model.card, data)
     trained_flipped = bool(model.card.get("labels", {}).get("flipped", False))
     if trained_flipped != labels["flipped"]:
-        raise ModelError(f"{args.model}: the model was trained {'with' if trained_flipped else 'without'} "
-                         f"--flip-target on this file; pass the same here "
-                         f"({'add' if trained_flipped else 'drop'} --flip-target)")
+        raise ModelError(
+            f"{args.model}: the model was trained {'with' if trained_flipped else 'without'} "
+            f"--flip-target on this file; pass the same here "
+            f"({'add' if trained_flipped else 'drop'} --flip-target)"
+        )
     return model, data, labels

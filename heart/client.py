@@ -9,6 +9,7 @@ against its own rows.
 Only connection failures are retried (the request never reached the server): an HTTP error
 or a read timeout is the server's answer and is reported, never hidden by a retry.
 """
+
 from __future__ import annotations
 
 import math
@@ -17,9 +18,10 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
@@ -38,6 +40,7 @@ DEFAULT_BACKOFF = 0.2
 
 
 # --- what a valid response is: the API's own contract ---------------------------------------
+
 
 def _problem(model: type[BaseModel], body: Any) -> str | None:
     """Why body does not validate as model, in one line, or None."""
@@ -104,11 +107,16 @@ def endpoints(url: str) -> dict[str, str]:
     if path.endswith("/predict"):
         path = path[: -len("/predict")]
     root = urlunsplit((parts.scheme, parts.netloc, path, "", ""))
-    return {"predict": url if parts.path.rstrip("/").endswith("/predict") else root + "/predict",
-            "batch": root + "/predict/batch", "ready": root + "/ready_check", "root": root}
+    return {
+        "predict": url if parts.path.rstrip("/").endswith("/predict") else root + "/predict",
+        "batch": root + "/predict/batch",
+        "ready": root + "/ready_check",
+        "root": root,
+    }
 
 
 # --- per-sample records ---------------------------------------------------------------------
+
 
 @dataclass
 class Record:
@@ -144,8 +152,15 @@ class _Outcome:
     attempts: int = 0
 
 
-def _post(session: requests.Session, url: str, payload: Any, timeout: float, retries: int,
-          backoff: float, sleep: Callable[[float], None] = time.sleep) -> _Outcome:
+def _post(
+    session: requests.Session,
+    url: str,
+    payload: Any,
+    timeout: float,
+    retries: int,
+    backoff: float,
+    sleep: Callable[[float], None] = time.sleep,
+) -> _Outcome:
     """POST with retries on connection errors only; latency is that of the last attempt.
 
     Not urllib3's Retry (through requests' HTTPAdapter), which would keep different semantics:
@@ -163,8 +178,12 @@ def _post(session: requests.Session, url: str, payload: Any, timeout: float, ret
         except requests.exceptions.ConnectTimeout as e:  # never connected: safe to retry
             error, kind = f"connection timed out: {_reason(e)}", "connection"
         except requests.exceptions.Timeout:
-            return _Outcome(error=f"timeout after {timeout:g} s", kind="timeout", attempts=attempt,
-                            latency_ms=(time.perf_counter() - start) * 1000)
+            return _Outcome(
+                error=f"timeout after {timeout:g} s",
+                kind="timeout",
+                attempts=attempt,
+                latency_ms=(time.perf_counter() - start) * 1000,
+            )
         except requests.exceptions.ConnectionError as e:
             error, kind = f"connection error: {_reason(e)}", "connection"
         except requests.exceptions.RequestException as e:  # e.g. a broken chunked body: not retried
@@ -227,10 +246,15 @@ class _Sessions(threading.local):
         return self.session
 
 
-def predict_each(url: str, patients: Sequence[dict], concurrency: int = DEFAULT_CONCURRENCY,
-                 timeout: float = DEFAULT_TIMEOUT, retries: int = DEFAULT_RETRIES,
-                 backoff: float = DEFAULT_BACKOFF, progress: Callable[[int], None] | None = None
-                 ) -> list[Record]:
+def predict_each(
+    url: str,
+    patients: Sequence[dict],
+    concurrency: int = DEFAULT_CONCURRENCY,
+    timeout: float = DEFAULT_TIMEOUT,
+    retries: int = DEFAULT_RETRIES,
+    backoff: float = DEFAULT_BACKOFF,
+    progress: Callable[[int], None] | None = None,
+) -> list[Record]:
     """POST each patient on its own to /predict, `concurrency` at a time; records in input order.
 
     The first patient goes alone: if nothing answers, Unreachable is raised at once instead
@@ -248,10 +272,16 @@ def predict_each(url: str, patients: Sequence[dict], concurrency: int = DEFAULT_
     return _run(one, len(patients), concurrency, url, retries)
 
 
-def predict_batches(url: str, patients: Sequence[dict], batch_size: int = MAX_BATCH,
-                    concurrency: int = DEFAULT_CONCURRENCY, timeout: float = DEFAULT_TIMEOUT,
-                    retries: int = DEFAULT_RETRIES, backoff: float = DEFAULT_BACKOFF,
-                    progress: Callable[[int], None] | None = None) -> list[Record]:
+def predict_batches(
+    url: str,
+    patients: Sequence[dict],
+    batch_size: int = MAX_BATCH,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    timeout: float = DEFAULT_TIMEOUT,
+    retries: int = DEFAULT_RETRIES,
+    backoff: float = DEFAULT_BACKOFF,
+    progress: Callable[[int], None] | None = None,
+) -> list[Record]:
     """POST the patients in chunks of batch_size to /predict/batch; one record per patient.
 
     A row's latency_ms is its whole request's; a failed request fails each of its rows.
@@ -303,6 +333,7 @@ def _run(one: Callable[[int], Any], n: int, concurrency: int, url: str, retries:
 
 # --- summary, computed from the records only ----------------------------------------------
 
+
 def percentile(values: Sequence[float], q: float) -> float:
     """Linear-interpolation percentile (numpy's default); NaN for no values."""
     return float(np.percentile(np.asarray(values, dtype=float), q)) if len(values) else math.nan
@@ -323,9 +354,13 @@ def summarize_records(records: Sequence[Record], wall_s: float) -> dict:
         "retried": sum(r.attempts > 1 for r in records),
         "wall_s": wall_s,
         "throughput_per_s": len(ok) / wall_s if wall_s > 0 else math.nan,
-        "latency_ms": {"min": min(lat) if lat else math.nan, "p50": percentile(lat, 50),
-                       "p95": percentile(lat, 95), "p99": percentile(lat, 99),
-                       "max": max(lat) if lat else math.nan},
+        "latency_ms": {
+            "min": min(lat) if lat else math.nan,
+            "p50": percentile(lat, 50),
+            "p95": percentile(lat, 95),
+            "p99": percentile(lat, 99),
+            "max": max(lat) if lat else math.nan,
+        },
         "predicted_class": {str(k): sum(r.predicted_class == k for r in ok) for k in sorted(TARGET.labels)},
         "failure_reasons": failure_reasons(records),
     }
@@ -339,12 +374,16 @@ def failure_reasons(records: Iterable[Record]) -> dict[str, int]:
 def summary_rows(summary: dict) -> list[list]:
     """The summary as (figure, value) rows for heart.report.format_table."""
     lat = summary["latency_ms"]
-    return [["requests", summary["requests"]], ["successes", summary["successes"]],
-            ["failures", summary["failures"]], ["timeouts", summary["timeouts"]],
-            ["retried (connection errors)", summary["retried"]],
-            ["wall time (s)", float(summary["wall_s"])],
-            ["throughput (successful/s)", float(summary["throughput_per_s"])],
-            *[[f"latency {k} (ms)", float(lat[k])] for k in ("min", "p50", "p95", "p99", "max")]]
+    return [
+        ["requests", summary["requests"]],
+        ["successes", summary["successes"]],
+        ["failures", summary["failures"]],
+        ["timeouts", summary["timeouts"]],
+        ["retried (connection errors)", summary["retried"]],
+        ["wall time (s)", float(summary["wall_s"])],
+        ["throughput (successful/s)", float(summary["throughput_per_s"])],
+        *[[f"latency {k} (ms)", float(lat[k])] for k in ("min", "p50", "p95", "p99", "max")],
+    ]
 
 
 def records_json(records: Sequence[Record]) -> list[dict]:
@@ -353,14 +392,20 @@ def records_json(records: Sequence[Record]) -> list[dict]:
 
 # --- the progress bar (stderr, only on a terminal) -------------------------------------------
 
+
 class Progress:
     """tqdm's bar, callable from the worker threads; silent when stderr is not a terminal."""
 
     def __init__(self, total: int, label: str = "requests", enabled: bool | None = None, stream: Any = None):
         self._lock = threading.Lock()
         # disable=None is tqdm's own "only on a terminal"
-        self.bar = tqdm(total=total, unit=f" {label}", file=stream or sys.stderr, mininterval=0.1,
-                        disable=None if enabled is None else not enabled)
+        self.bar = tqdm(
+            total=total,
+            unit=f" {label}",
+            file=stream or sys.stderr,
+            mininterval=0.1,
+            disable=None if enabled is None else not enabled,
+        )
 
     def __call__(self, n: int = 1) -> None:
         with self._lock:

@@ -8,6 +8,7 @@ a copy with an inverted target (see readme.md) trains an inverted model.
 Every problem names the file, the line, the column and the rule (DataError), and is found
 before anything is written. No pandas traceback reaches a user.
 """
+
 from __future__ import annotations
 
 import csv
@@ -97,10 +98,20 @@ def load_dataset(path: str | Path, require_target: bool = True, max_bytes: int =
         classes = np.unique(y)
         if len(classes) < 2:
             only = TARGET.labels[int(classes[0])]
-            raise DataError(source, f"column '{TARGET.name}' has a single class (every row is "
-                                    f"'{only}'): a classifier needs examples of both classes")
-    return Dataset(X=X, y=y, source=source, sha256=sha256_file(source), missing=missing,
-                   sentinels=sentinels, ignored_columns=ignored)
+            raise DataError(
+                source,
+                f"column '{TARGET.name}' has a single class (every row is "
+                f"'{only}'): a classifier needs examples of both classes",
+            )
+    return Dataset(
+        X=X,
+        y=y,
+        source=source,
+        sha256=sha256_file(source),
+        missing=missing,
+        sentinels=sentinels,
+        ignored_columns=ignored,
+    )
 
 
 def parse_features(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int], dict[str, int], list[Problem]]:
@@ -142,8 +153,9 @@ def read_text(source: str, kind: str, max_bytes: int = MAX_DATA_BYTES, encoding:
         return blob.decode(encoding)
     except UnicodeDecodeError as e:
         line = blob.count(b"\n", 0, e.start) + 1
-        raise DataError(source, [Problem(line, None, f"not UTF-8 text (byte 0x{blob[e.start]:02x}): expected {kind}")]) \
-            from None
+        raise DataError(
+            source, [Problem(line, None, f"not UTF-8 text (byte 0x{blob[e.start]:02x}): expected {kind}")]
+        ) from None
 
 
 def _read_csv(source: str, max_bytes: int = MAX_DATA_BYTES) -> pd.DataFrame:
@@ -162,8 +174,11 @@ def _read_csv(source: str, max_bytes: int = MAX_DATA_BYTES) -> pd.DataFrame:
             if not any(cell.strip() for cell in row):
                 continue
             if len(row) != len(header):
-                spans = f" (a quoted field runs from here to line {reader.line_num}: is a quote left open?)" \
-                    if reader.line_num > first else ""
+                spans = (
+                    f" (a quoted field runs from here to line {reader.line_num}: is a quote left open?)"
+                    if reader.line_num > first
+                    else ""
+                )
                 ragged.append(Problem(first, None, f"has {len(row)} fields, the header has {len(header)}{spans}"))
                 continue
             rows.append(row)
@@ -186,8 +201,11 @@ def check_class_sizes(data: Dataset, test_size: float, folds: int) -> None:
     short = {label: n for label, n in data.class_balance().items() if n < minimum}
     if short:
         have = ", ".join(f"{n} rows of '{label}'" for label, n in short.items())
-        raise DataError(data.source, f"too few rows to train on: {have}; each class needs at least {minimum} "
-                                     f"(1 held out for testing, {folds} for the cross-validation folds)")
+        raise DataError(
+            data.source,
+            f"too few rows to train on: {have}; each class needs at least {minimum} "
+            f"(1 held out for testing, {folds} for the cross-validation folds)",
+        )
 
 
 def _normalise_columns(raw: pd.DataFrame, source: str, require_target: bool) -> tuple[pd.DataFrame, list[str]]:
@@ -222,7 +240,9 @@ def parse_column(feature: Feature, text: pd.Series, lines: np.ndarray) -> tuple[
     problems = []
     not_number = ~is_missing & np.isnan(values)
     for i in np.flatnonzero(not_number):
-        problems.append(Problem(int(lines[i]), feature.name, f"'{clean.iloc[i]}' is not valid: must be {feature.rule()}"))
+        problems.append(
+            Problem(int(lines[i]), feature.name, f"'{clean.iloc[i]}' is not valid: must be {feature.rule()}")
+        )
     n_sentinel = 0
     if feature.missing_codes:
         sentinel = np.isin(values, feature.missing_codes)
@@ -239,8 +259,14 @@ def parse_column(feature: Feature, text: pd.Series, lines: np.ndarray) -> tuple[
 def _parse_target(text: pd.Series, lines: np.ndarray) -> tuple[np.ndarray, list[Problem]]:
     clean = text.str.strip()
     codes = clean.str.lower().map(TARGET.text_codes)
-    problems = [Problem(int(lines[i]), TARGET.name,
-                        f"'{clean.iloc[i]}' is not a known label: must be yes/no or 1/0" if clean.iloc[i]
-                        else "blank label: every training row needs yes/no or 1/0")
-                for i in np.flatnonzero(codes.isna().to_numpy())]
+    problems = [
+        Problem(
+            int(lines[i]),
+            TARGET.name,
+            f"'{clean.iloc[i]}' is not a known label: must be yes/no or 1/0"
+            if clean.iloc[i]
+            else "blank label: every training row needs yes/no or 1/0",
+        )
+        for i in np.flatnonzero(codes.isna().to_numpy())
+    ]
     return codes.fillna(-1).to_numpy(dtype=int), problems

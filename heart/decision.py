@@ -3,6 +3,7 @@
 Serving (both engines), CV metrics, the analyses and the client's checks all call decide(),
 so a probability exactly at the threshold gets the same class everywhere.
 """
+
 from __future__ import annotations
 
 import numpy as np

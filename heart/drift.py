@@ -10,6 +10,7 @@ from the schema's Feature.kind, and one verdict for the data set.
   Bonferroni is available as the stricter option.
 - Data-set verdict: drift when the share of drifted features reaches 0.5 (Evidently's default).
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -70,10 +71,17 @@ class DriftReport:
         return self.share_drifted >= self.share_threshold
 
     def to_dict(self) -> dict:
-        return {"alpha": self.alpha, "correction": self.correction, "share_threshold": self.share_threshold,
-                "n_reference": self.n_reference, "n_current": self.n_current,
-                "drifted_features": self.drifted_features, "share_drifted": self.share_drifted,
-                "dataset_drift": self.dataset_drift, "features": [asdict(f) for f in self.features]}
+        return {
+            "alpha": self.alpha,
+            "correction": self.correction,
+            "share_threshold": self.share_threshold,
+            "n_reference": self.n_reference,
+            "n_current": self.n_current,
+            "drifted_features": self.drifted_features,
+            "share_drifted": self.share_drifted,
+            "dataset_drift": self.dataset_drift,
+            "features": [asdict(f) for f in self.features],
+        }
 
 
 def adjust(p: np.ndarray, method: str = "bh") -> np.ndarray:
@@ -111,42 +119,77 @@ def _decile_edges(ref: np.ndarray) -> np.ndarray:
 def feature_drift(f: Feature, ref: np.ndarray, cur: np.ndarray) -> FeatureDrift:
     """The test the schema's kind calls for, on the non-missing values of both samples."""
     ref, cur = ref[~np.isnan(ref)], cur[~np.isnan(cur)]
-    base = dict(feature=f.name, kind=f.kind, p_adjusted=float("nan"), drifted=False,
-                n_reference=int(ref.size), n_current=int(cur.size))
+    base = dict(
+        feature=f.name,
+        kind=f.kind,
+        p_adjusted=float("nan"),
+        drifted=False,
+        n_reference=int(ref.size),
+        n_current=int(cur.size),
+    )
     if ref.size < 2 or cur.size < 2:
-        return FeatureDrift(test="skipped", statistic=float("nan"), p_value=float("nan"), psi=float("nan"),
-                            wasserstein=None, note="fewer than 2 non-missing values", **base)
+        return FeatureDrift(
+            test="skipped",
+            statistic=float("nan"),
+            p_value=float("nan"),
+            psi=float("nan"),
+            wasserstein=None,
+            note="fewer than 2 non-missing values",
+            **base,
+        )
     if f.kind == "continuous":
         ks = stats.ks_2samp(ref, cur)
-        return FeatureDrift(test="ks", statistic=float(ks.statistic), p_value=float(ks.pvalue),
-                            psi=psi(ref, cur, _decile_edges(ref)),
-                            wasserstein=float(stats.wasserstein_distance(ref, cur)),
-                            reference_mean=float(ref.mean()), current_mean=float(cur.mean()), **base)
+        return FeatureDrift(
+            test="ks",
+            statistic=float(ks.statistic),
+            p_value=float(ks.pvalue),
+            psi=psi(ref, cur, _decile_edges(ref)),
+            wasserstein=float(stats.wasserstein_distance(ref, cur)),
+            reference_mean=float(ref.mean()),
+            current_mean=float(cur.mean()),
+            **base,
+        )
     codes = sorted(set(f.codes) | set(np.unique(np.concatenate([ref, cur])).astype(int)))
     table = np.array([[np.sum(ref == c) for c in codes], [np.sum(cur == c) for c in codes]])
     table = table[:, table.sum(axis=0) > 0]
-    shares = dict(reference_share={f.codes.get(c, str(c)): float(np.mean(ref == c)) for c in codes},
-                  current_share={f.codes.get(c, str(c)): float(np.mean(cur == c)) for c in codes})
+    shares = dict(
+        reference_share={f.codes.get(c, str(c)): float(np.mean(ref == c)) for c in codes},
+        current_share={f.codes.get(c, str(c)): float(np.mean(cur == c)) for c in codes},
+    )
     if table.shape[1] < 2:  # both samples hold one and the same code: identical distributions
         stat, p = 0.0, 1.0
     else:
         res = stats.chi2_contingency(table)
         stat, p = float(res.statistic), float(res.pvalue)
-    return FeatureDrift(test="chi2", statistic=stat, p_value=p, psi=psi(ref, cur, codes=codes),
-                        wasserstein=None, **shares, **base)
+    return FeatureDrift(
+        test="chi2", statistic=stat, p_value=p, psi=psi(ref, cur, codes=codes), wasserstein=None, **shares, **base
+    )
 
 
-def drift_report(reference: pd.DataFrame, current: pd.DataFrame, alpha: float = ALPHA, correction: str = "bh",
-            share_threshold: float = SHARE_THRESHOLD) -> DriftReport:
+def drift_report(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    alpha: float = ALPHA,
+    correction: str = "bh",
+    share_threshold: float = SHARE_THRESHOLD,
+) -> DriftReport:
     """Test every schema feature of `current` against `reference`; adjust; give the verdict."""
     if correction not in CORRECTIONS:
         raise ValueError(f"unknown correction {correction!r}: choose one of {', '.join(CORRECTIONS)}")
-    results = [feature_drift(f, reference[f.name].to_numpy(dtype=float), current[f.name].to_numpy(dtype=float))
-               for f in FEATURES]
+    results = [
+        feature_drift(f, reference[f.name].to_numpy(dtype=float), current[f.name].to_numpy(dtype=float))
+        for f in FEATURES
+    ]
     tested = [r for r in results if r.test != "skipped"]
     if tested:
         for r, p in zip(tested, adjust(np.array([r.p_value for r in tested]), correction)):
             r.p_adjusted = float(p)
             r.drifted = bool(p < alpha)
-    return DriftReport(alpha=alpha, correction=correction, share_threshold=share_threshold,
-                       n_reference=len(reference), n_current=len(current), features=results)
+    return DriftReport(
+        alpha=alpha,
+        correction=correction,
+        share_threshold=share_threshold,
+        n_reference=len(reference),
+        n_current=len(current),
+        features=results,
+    )

@@ -5,14 +5,23 @@ also score out-of-fold predictions over every row (a fresh Pipeline with the car
 hyperparameters, cross_val_predict) and attach bootstrap 95% intervals to every group gap:
 an interval that straddles 0 means "no evidence of a gap", not "fair".
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
-from fairlearn.metrics import (MetricFrame, count, demographic_parity_difference, equalized_odds_difference,
-                               false_negative_rate, false_positive_rate, selection_rate, true_positive_rate)
+from fairlearn.metrics import (
+    MetricFrame,
+    count,
+    demographic_parity_difference,
+    equalized_odds_difference,
+    false_negative_rate,
+    false_positive_rate,
+    selection_rate,
+    true_positive_rate,
+)
 from fairlearn.postprocessing import ThresholdOptimizer
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.metrics import accuracy_score, precision_score
@@ -83,8 +92,11 @@ class Mitigation:
     def to_dict(self) -> dict:
         if self.skipped:
             return {"skipped": self.skipped}
-        return {"method": self.method, "train_out_of_fold": asdict(self.train_out_of_fold),
-                "held_out": asdict(self.held_out)}
+        return {
+            "method": self.method,
+            "train_out_of_fold": asdict(self.train_out_of_fold),
+            "held_out": asdict(self.held_out),
+        }
 
 
 @dataclass
@@ -107,9 +119,15 @@ class FairnessReport:
     mitigation: Mitigation
 
     def to_dict(self) -> dict:
-        return {"sensitive_feature": self.sensitive_feature, "grouping": self.grouping, "threshold": self.threshold,
-                "bootstrap": asdict(self.bootstrap), "held_out": self.held_out.to_dict(),
-                "out_of_fold": self.out_of_fold.to_dict(), "mitigation": self.mitigation.to_dict()}
+        return {
+            "sensitive_feature": self.sensitive_feature,
+            "grouping": self.grouping,
+            "threshold": self.threshold,
+            "bootstrap": asdict(self.bootstrap),
+            "held_out": self.held_out.to_dict(),
+            "out_of_fold": self.out_of_fold.to_dict(),
+            "mitigation": self.mitigation.to_dict(),
+        }
 
 
 def _precision(y, p):
@@ -145,8 +163,10 @@ def sensitive_groups(X: pd.DataFrame, name: str) -> pd.Series:
         cuts = np.unique(np.quantile(values[present], [1 / 3, 2 / 3]))
         bins = np.digitize(values[present], cuts, right=True)
         edges = [values[present].min(), *cuts, values[present].max()]
-        names = [f"{i + 1}: {edges[i]:.4g}-{edges[i + 1]:.4g} {f.unit}".strip()  # numbered: sorts in order
-                 for i in range(len(edges) - 1)]
+        names = [
+            f"{i + 1}: {edges[i]:.4g}-{edges[i + 1]:.4g} {f.unit}".strip()  # numbered: sorts in order
+            for i in range(len(edges) - 1)
+        ]
         labels[present] = [names[b] for b in bins]
     return pd.Series(labels, index=X.index, name=name)
 
@@ -181,8 +201,9 @@ def comparisons(order: list[str], counts: dict[str, int]) -> list[tuple[int, int
     return [(i, ref) for i in range(len(order)) if i != ref]
 
 
-def group_report(y: np.ndarray, pred: np.ndarray, groups: pd.Series, seed: int = 0,
-                 n_boot: int = N_BOOT) -> GroupReport:
+def group_report(
+    y: np.ndarray, pred: np.ndarray, groups: pd.Series, seed: int = 0, n_boot: int = N_BOOT
+) -> GroupReport:
     """MetricFrame by group plus bootstrap 95% CIs for each metric's signed gap between groups."""
     y, pred = np.asarray(y).astype(int), np.asarray(pred).astype(int)
     g = groups.to_numpy(dtype=object)
@@ -208,9 +229,13 @@ def group_report(y: np.ndarray, pred: np.ndarray, groups: pd.Series, seed: int =
         for k, m in enumerate(METRICS):
             v = boot[:, j, k]
             v = v[~np.isnan(v)]
-            lo, hi = (np.percentile(v, [2.5, 97.5]) if v.size else (np.nan, np.nan))
-            entry[m] = GapInterval(gap=float(point[m][a] - point[m][r]), ci95=[float(lo), float(hi)],
-                                   boot_samples=int(v.size), excludes_zero=bool(v.size and (lo > 0 or hi < 0)))
+            lo, hi = np.percentile(v, [2.5, 97.5]) if v.size else (np.nan, np.nan)
+            entry[m] = GapInterval(
+                gap=float(point[m][a] - point[m][r]),
+                ci95=[float(lo), float(hi)],
+                boot_samples=int(v.size),
+                excludes_zero=bool(v.size and (lo > 0 or hi < 0)),
+            )
         gaps[f"{order[a]} - {order[r]}"] = entry
     return GroupReport(
         n=int(n),
@@ -242,33 +267,55 @@ class _GivenScores(ClassifierMixin, BaseEstimator):
 
 
 def _disparities(y, pred, g) -> Disparities:
-    return Disparities(accuracy=float(accuracy_score(y, pred)),
-                       selection_rate=float(np.mean(pred)),
-                       demographic_parity_difference=float(demographic_parity_difference(y, pred, sensitive_features=g)),
-                       equalized_odds_difference=float(equalized_odds_difference(y, pred, sensitive_features=g)))
+    return Disparities(
+        accuracy=float(accuracy_score(y, pred)),
+        selection_rate=float(np.mean(pred)),
+        demographic_parity_difference=float(demographic_parity_difference(y, pred, sensitive_features=g)),
+        equalized_odds_difference=float(equalized_odds_difference(y, pred, sensitive_features=g)),
+    )
 
 
-def mitigate(oof_scores: np.ndarray, y_fit: np.ndarray, g_fit: pd.Series, test_scores: np.ndarray,
-             y_test: np.ndarray, g_test: pd.Series, seed: int = 0, threshold: float = DEFAULT_THRESHOLD) -> Mitigation:
+def mitigate(
+    oof_scores: np.ndarray,
+    y_fit: np.ndarray,
+    g_fit: pd.Series,
+    test_scores: np.ndarray,
+    y_test: np.ndarray,
+    g_test: pd.Series,
+    seed: int = 0,
+    threshold: float = DEFAULT_THRESHOLD,
+) -> Mitigation:
     """ThresholdOptimizer(equalized_odds) fitted on out-of-fold training scores; before/after
     on those rows (where thresholds were fitted) and on the untouched held-out rows."""
     for where, y_, g_ in (("training", y_fit, g_fit), ("held-out", y_test, g_test)):
         for grp in np.unique(g_):
             if len(np.unique(y_[g_.to_numpy() == grp])) < 2:
-                return Mitigation(skipped=f"group '{grp}' has only one class in the {where} rows: "
-                                          "equalized odds thresholds cannot be fitted or checked")
-    opt = ThresholdOptimizer(estimator=_GivenScores().fit(None), constraints="equalized_odds",
-                             objective="balanced_accuracy_score", prefit=True, predict_method="predict_proba")
+                return Mitigation(
+                    skipped=f"group '{grp}' has only one class in the {where} rows: "
+                    "equalized odds thresholds cannot be fitted or checked"
+                )
+    opt = ThresholdOptimizer(
+        estimator=_GivenScores().fit(None),
+        constraints="equalized_odds",
+        objective="balanced_accuracy_score",
+        prefit=True,
+        predict_method="predict_proba",
+    )
     opt.fit(oof_scores.reshape(-1, 1), y_fit, sensitive_features=g_fit.to_numpy())
     views = {}
     for name, s, y_, g_ in (("train_out_of_fold", oof_scores, y_fit, g_fit), ("held_out", test_scores, y_test, g_test)):
         before = decide(s, threshold)
         after = opt.predict(s.reshape(-1, 1), sensitive_features=g_.to_numpy(), random_state=seed)
-        views[name] = BeforeAfter(before=_disparities(y_, before, g_.to_numpy()),
-                                  after=_disparities(y_, np.asarray(after).astype(int), g_.to_numpy()))
-    return Mitigation(method="fairlearn ThresholdOptimizer(constraints='equalized_odds', "
-                             "objective='balanced_accuracy_score'), randomised thresholds per group, "
-                             "fitted on out-of-fold scores of the training rows", **views)
+        views[name] = BeforeAfter(
+            before=_disparities(y_, before, g_.to_numpy()),
+            after=_disparities(y_, np.asarray(after).astype(int), g_.to_numpy()),
+        )
+    return Mitigation(
+        method="fairlearn ThresholdOptimizer(constraints='equalized_odds', "
+        "objective='balanced_accuracy_score'), randomised thresholds per group, "
+        "fitted on out-of-fold scores of the training rows",
+        **views,
+    )
 
 
 def out_of_fold_scores(pipeline: Pipeline, X: pd.DataFrame, y: np.ndarray, seed: int, n_jobs: int = 2) -> np.ndarray:
@@ -277,9 +324,19 @@ def out_of_fold_scores(pipeline: Pipeline, X: pd.DataFrame, y: np.ndarray, seed:
     return cross_val_predict(pipeline, X, y, cv=cv, method="predict_proba", n_jobs=n_jobs)[:, 1]
 
 
-def analyze(fitted: Pipeline, fresh: Pipeline, X: pd.DataFrame, y: np.ndarray, train_idx: np.ndarray,
-            test_idx: np.ndarray, sensitive: str = "gender", seed: int = 0, n_boot: int = N_BOOT,
-            threshold: float = DEFAULT_THRESHOLD, n_jobs: int = 2) -> FairnessReport:
+def analyze(
+    fitted: Pipeline,
+    fresh: Pipeline,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    train_idx: np.ndarray,
+    test_idx: np.ndarray,
+    sensitive: str = "gender",
+    seed: int = 0,
+    n_boot: int = N_BOOT,
+    threshold: float = DEFAULT_THRESHOLD,
+    n_jobs: int = 2,
+) -> FairnessReport:
     """Everything fairness_check.py reports.
 
     `fitted` is the saved model (trained on train_idx); `fresh` an unfitted copy of its Pipeline.
@@ -291,12 +348,21 @@ def analyze(fitted: Pipeline, fresh: Pipeline, X: pd.DataFrame, y: np.ndarray, t
     oof_train = out_of_fold_scores(fresh, X.iloc[train_idx], y[train_idx], seed, n_jobs)
     return FairnessReport(
         sensitive_feature=sensitive,
-        grouping=("20-year bins" if sensitive == "age" else
-                  "schema codes" if BY_NAME[sensitive].discrete else "tertiles"),
+        grouping=(
+            "20-year bins" if sensitive == "age" else "schema codes" if BY_NAME[sensitive].discrete else "tertiles"
+        ),
         threshold=threshold,
         bootstrap=Bootstrap(resamples=n_boot, seed=seed),
         held_out=group_report(y[test_idx], test_pred, groups.iloc[test_idx], seed, n_boot),
         out_of_fold=group_report(y, decide(oof_all, threshold), groups, seed, n_boot),
-        mitigation=mitigate(oof_train, y[train_idx], groups.iloc[train_idx], proba[test_idx],
-                            y[test_idx], groups.iloc[test_idx], seed, threshold),
+        mitigation=mitigate(
+            oof_train,
+            y[train_idx],
+            groups.iloc[train_idx],
+            proba[test_idx],
+            y[test_idx],
+            groups.iloc[test_idx],
+            seed,
+            threshold,
+        ),
     )

@@ -7,6 +7,7 @@ derived from it with skl2onnx at load time, and it serves only if it gives the s
 predicted class and probabilities within PARITY_TOLERANCE on the data rows and on seeded
 schema samples (with missing values). Otherwise serving falls back to sklearn and says why.
 """
+
 from __future__ import annotations
 
 import copy
@@ -92,8 +93,11 @@ def to_onnx(pipeline: Pipeline) -> bytes:
 
     graph = _positional(pipeline)
     forest = graph.steps[-1][1]
-    onx = convert_sklearn(graph, initial_types=[("X", FloatTensorType([None, len(FEATURE_NAMES)]))],
-                          options={id(forest): {"zipmap": False}})
+    onx = convert_sklearn(
+        graph,
+        initial_types=[("X", FloatTensorType([None, len(FEATURE_NAMES)]))],
+        options={id(forest): {"zipmap": False}},
+    )
     return onx.SerializeToString()
 
 
@@ -111,6 +115,7 @@ def _positional(pipeline: Pipeline) -> Pipeline:
 
     def positions(columns):
         return [index[c] for c in columns] if not isinstance(columns, str) else columns
+
     for _, step in graph.steps:
         if isinstance(step, ColumnTransformer):
             step.transformers = [(n, t, positions(c)) for n, t, c in step.transformers]
@@ -141,8 +146,9 @@ class Parity:
         return {**asdict(self), "ok": self.ok}
 
 
-def parity_rows(n_samples: int, seed: int = 0, missing_rate: float = 0.2,
-                data: pd.DataFrame | None = None) -> np.ndarray:
+def parity_rows(
+    n_samples: int, seed: int = 0, missing_rate: float = 0.2, data: pd.DataFrame | None = None
+) -> np.ndarray:
     """Rows to compare on: `data` (if given) plus n seeded uniform schema samples in which each
     optional feature is missing (NaN) with probability `missing_rate`, so imputation is checked."""
     frame = sample(n_samples, seed=seed, mode="uniform")
@@ -162,13 +168,22 @@ def check_parity(reference: SklearnPredictor, candidate, X: np.ndarray) -> Parit
     ref_class, ref_p = reference.predict(X)
     got_class, got_p = candidate.predict(X)
     diff = np.abs(ref_p - got_p)
-    return Parity(engine=candidate.engine, rows=len(X), class_mismatches=int((ref_class != got_class).sum()),
-                  max_abs_diff=float(diff.max()) if len(diff) else 0.0,
-                  seconds=round(time.perf_counter() - t0, 4))
+    return Parity(
+        engine=candidate.engine,
+        rows=len(X),
+        class_mismatches=int((ref_class != got_class).sum()),
+        max_abs_diff=float(diff.max()) if len(diff) else 0.0,
+        seconds=round(time.perf_counter() - t0, 4),
+    )
 
 
-def build_predictor(pipeline: Pipeline, check_rows: np.ndarray, engine: str = "onnx",
-                    threshold: float = DEFAULT_THRESHOLD, onnx_bytes: bytes | None = None):
+def build_predictor(
+    pipeline: Pipeline,
+    check_rows: np.ndarray,
+    engine: str = "onnx",
+    threshold: float = DEFAULT_THRESHOLD,
+    onnx_bytes: bytes | None = None,
+):
     """The fastest predictor that matches the Pipeline on check_rows, and the parity evidence.
 
     engine="sklearn" skips the conversion. A conversion error or a parity failure is logged
@@ -184,16 +199,26 @@ def build_predictor(pipeline: Pipeline, check_rows: np.ndarray, engine: str = "o
         candidate = OnnxPredictor(pipeline, threshold, onnx_bytes)
         parity = check_parity(reference, candidate, check_rows)
     except Exception as e:  # an unsupported Pipeline step, an ONNX Runtime error: serve sklearn
-        parity = Parity("onnxruntime", 0, 0, float("nan"), reason=f"conversion failed: {type(e).__name__}: {e}",
-                        fallback=True)
+        parity = Parity(
+            "onnxruntime", 0, 0, float("nan"), reason=f"conversion failed: {type(e).__name__}: {e}", fallback=True
+        )
         log.warning("fast_path_fallback", extra={"reason": parity.reason, "engine": "sklearn"})
         return reference, parity
     if not parity.ok:
         parity.fallback = True
-        parity.reason = (f"parity check failed on {parity.rows} rows: {parity.class_mismatches} class mismatches, "
-                         f"max |dp| {parity.max_abs_diff:.2e} (tolerance {PARITY_TOLERANCE:.0e})")
+        parity.reason = (
+            f"parity check failed on {parity.rows} rows: {parity.class_mismatches} class mismatches, "
+            f"max |dp| {parity.max_abs_diff:.2e} (tolerance {PARITY_TOLERANCE:.0e})"
+        )
         log.warning("fast_path_fallback", extra={"reason": parity.reason, "engine": "sklearn"})
         return reference, parity
-    log.info("fast_path_ready", extra={"engine": candidate.engine, "parity_rows": parity.rows,
-                                       "max_abs_diff": parity.max_abs_diff, "seconds": parity.seconds})
+    log.info(
+        "fast_path_ready",
+        extra={
+            "engine": candidate.engine,
+            "parity_rows": parity.rows,
+            "max_abs_diff": parity.max_abs_diff,
+            "seconds": parity.seconds,
+        },
+    )
     return candidate, parity

@@ -4,6 +4,7 @@ Shared by bench/load_test.py, bench/timeouts.py and the tests, so the server is 
 awaited and stopped one way, and a run's pass/fail rules are stated once. Locust itself only
 runs as a subprocess (`locust -f locustfile.py ...`), exactly as a user would run it.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,6 +32,7 @@ def cpu_seconds(pid: int | None = None) -> float:
     """CPU time (user + system) of a process and its reaped children, from /proc; NaN off Linux."""
     if pid is None:
         import resource
+
         r = resource.getrusage(resource.RUSAGE_SELF)
         return r.ru_utime + r.ru_stime
     try:
@@ -73,16 +75,24 @@ class ApiServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
-    def __enter__(self) -> "ApiServer":
+    def __enter__(self) -> ApiServer:
         if self.command is None and not Path(self.script).exists():
             raise LoadTestError(f"{self.script} not found: the API is not in this checkout")
-        env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(self.port), "MODEL_PATH": str(self.model_path),
-               "WEB_CONCURRENCY": str(self.workers), "LOG_LEVEL": self.log_level, **(self.extra_env or {})}
+        env = {
+            **os.environ,
+            "HOST": "127.0.0.1",
+            "PORT": str(self.port),
+            "MODEL_PATH": str(self.model_path),
+            "WEB_CONCURRENCY": str(self.workers),
+            "LOG_LEVEL": self.log_level,
+            **(self.extra_env or {}),
+        }
         env = {k: v for k, v in env.items() if v is not None}
         argv = [a.replace("{port}", str(self.port)) for a in self.command or [sys.executable, str(self.script)]]
         self._logfile = open(self.log, "wb") if self.log else subprocess.DEVNULL
-        self.proc = subprocess.Popen(argv, cwd=ROOT, env=env,
-                                     stdout=self._logfile, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdout=self._logfile, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             self._await_ready()
         except BaseException:
@@ -95,8 +105,10 @@ class ApiServer:
         last = "no answer"
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise LoadTestError(f"the API exited with code {self.proc.returncode} before it was ready"
-                                    + (f" (see {self.log})" if self.log else ""))
+                raise LoadTestError(
+                    f"the API exited with code {self.proc.returncode} before it was ready"
+                    + (f" (see {self.log})" if self.log else "")
+                )
             try:
                 resp = requests.get(self.url + "/ready_check", timeout=2)
                 if resp.status_code == 200:
@@ -128,6 +140,7 @@ class ApiServer:
 
 # --- Locust: run headless, summarise -------------------------------------------------------
 
+
 def locust_summary(stats, client_cpu_s: float = math.nan) -> dict:
     """Figures of a finished run from Locust's RequestStats (called by the locustfile at quit).
 
@@ -151,12 +164,23 @@ def locust_summary(stats, client_cpu_s: float = math.nan) -> dict:
         "timeouts": timeouts,
         "throughput_per_s": float(total.total_rps),
         "successful_per_s": (total.num_requests - total.num_failures) / duration if duration > 0 else math.nan,
-        "latency_ms": {"min": float(total.min_response_time or 0) if total.num_requests else math.nan,
-                       "p50": pct(total, 0.50), "p95": pct(total, 0.95), "p99": pct(total, 0.99),
-                       "max": float(total.max_response_time) if total.num_requests else math.nan},
-        "by_endpoint": {f"{e.method} {e.name}": {"requests": e.num_requests, "failures": e.num_failures,
-                                                 "p95_ms": pct(e, 0.95), "p99_ms": pct(e, 0.99)}
-                        for e in stats.entries.values() if e.num_requests},
+        "latency_ms": {
+            "min": float(total.min_response_time or 0) if total.num_requests else math.nan,
+            "p50": pct(total, 0.50),
+            "p95": pct(total, 0.95),
+            "p99": pct(total, 0.99),
+            "max": float(total.max_response_time) if total.num_requests else math.nan,
+        },
+        "by_endpoint": {
+            f"{e.method} {e.name}": {
+                "requests": e.num_requests,
+                "failures": e.num_failures,
+                "p95_ms": pct(e, 0.95),
+                "p99_ms": pct(e, 0.99),
+            }
+            for e in stats.entries.values()
+            if e.num_requests
+        },
         "errors": dict(sorted(errors.items(), key=lambda kv: -kv[1])),
         # Locust's own CPU during the load: near 1 s per second means the client, not the
         # server, may be what limits throughput (Locust runs on one core).
@@ -165,15 +189,42 @@ def locust_summary(stats, client_cpu_s: float = math.nan) -> dict:
     }
 
 
-def run_locust(host: str, users: int, spawn_rate: float, run_time: str, csv_prefix: str | Path | None = None,
-               html: str | Path | None = None, summary: str | Path | None = None, extra: list[str] = (),
-               timeout: float = 600) -> tuple[int, dict, str]:
+def run_locust(
+    host: str,
+    users: int,
+    spawn_rate: float,
+    run_time: str,
+    csv_prefix: str | Path | None = None,
+    html: str | Path | None = None,
+    summary: str | Path | None = None,
+    extra: list[str] = (),
+    timeout: float = 600,
+) -> tuple[int, dict, str]:
     """Run `locust -f locustfile.py --headless` and return (exit code, summary dict, its output)."""
-    summary = Path(summary) if summary else Path(csv_prefix or "locust") .with_suffix(".summary.json")
+    summary = Path(summary) if summary else Path(csv_prefix or "locust").with_suffix(".summary.json")
     summary.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "locust", "-f", str(ROOT / "locustfile.py"), "--headless", "--host", host,
-           "-u", str(users), "-r", str(spawn_rate), "-t", run_time, "--stop-timeout", "5", "--only-summary",
-           "--summary-json", str(summary), *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(ROOT / "locustfile.py"),
+        "--headless",
+        "--host",
+        host,
+        "-u",
+        str(users),
+        "-r",
+        str(spawn_rate),
+        "-t",
+        run_time,
+        "--stop-timeout",
+        "5",
+        "--only-summary",
+        "--summary-json",
+        str(summary),
+        *extra,
+    ]
     if csv_prefix:
         cmd += ["--csv", str(csv_prefix)]
     if html:

@@ -16,6 +16,7 @@ features point the other way by more than MARGIN. A mean within +-INCONCLUSIVE_W
 `python -m bench.label_check_sweep` shows these cut-offs on bootstrap resamples, 0-20%
 label noise, 60-row subsets and the inverted copy (docs/model.md, "Label-direction check").
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,8 +29,8 @@ from scipy.stats import rankdata
 from .data import DataError, Dataset
 from .schema import RISK_DIRECTIONS
 
-MARGIN = 0.05            # |d| at most this: that feature shows no clear direction
-REFUSE_BELOW = -0.05     # the mean d at or below which (with a majority against) labels look inverted
+MARGIN = 0.05  # |d| at most this: that feature shows no clear direction
+REFUSE_BELOW = -0.05  # the mean d at or below which (with a majority against) labels look inverted
 INCONCLUSIVE_WITHIN = 0.05  # |mean d| below this: the labels carry too little signal to judge
 
 
@@ -78,12 +79,20 @@ class LabelCheck:
         return f"{head} (mean signed AUC deviation {self.score:+.3f})"
 
     def as_dict(self) -> dict:
-        return {"verdict": self.verdict, "summary": self.summary(), "score": round(self.score, 4),
-                "features_against": self.against, "features_agreeing": self.agree,
-                "features": len(self.evidence), "margin": MARGIN, "refuse_below": REFUSE_BELOW,
-                "statistic": "direction * (ROC AUC of the feature for the label - 0.5)",
-                "per_feature": {e.label: {"auc": round(e.auc, 4), "signed": round(e.signed, 4), "rows": e.rows}
-                                for e in self.evidence}}
+        return {
+            "verdict": self.verdict,
+            "summary": self.summary(),
+            "score": round(self.score, 4),
+            "features_against": self.against,
+            "features_agreeing": self.agree,
+            "features": len(self.evidence),
+            "margin": MARGIN,
+            "refuse_below": REFUSE_BELOW,
+            "statistic": "direction * (ROC AUC of the feature for the label - 0.5)",
+            "per_feature": {
+                e.label: {"auc": round(e.auc, 4), "signed": round(e.signed, 4), "rows": e.rows} for e in self.evidence
+            },
+        }
 
 
 def risk_matrix(X: pd.DataFrame) -> np.ndarray:
@@ -146,17 +155,25 @@ def apply(data: Dataset, flip: bool = False, check: bool = True) -> tuple[Datase
     result = check_labels(data.X, data.y)
     record.update(result.as_dict())
     if result.verdict == "inverted":
-        fix = ("this file's labels were flipped by --flip-target and now point the wrong way: drop --flip-target"
-               if flip else "if this file marks 1 as 'no disease' (the widely shared copy of this data does), "
-                            "rerun with --flip-target")
-        raise InvertedTargetError(data.source, f"the target looks inverted: {result.summary()}; {fix} "
-                                               "(--no-label-check skips this check, for synthetic data)")
+        fix = (
+            "this file's labels were flipped by --flip-target and now point the wrong way: drop --flip-target"
+            if flip
+            else "if this file marks 1 as 'no disease' (the widely shared copy of this data does), "
+            "rerun with --flip-target"
+        )
+        raise InvertedTargetError(
+            data.source,
+            f"the target looks inverted: {result.summary()}; {fix} "
+            "(--no-label-check skips this check, for synthetic data)",
+        )
     return data, record
 
 
 def warning(record: dict) -> str | None:
     """A one-line warning for labels too weak to judge, else None."""
     if record.get("verdict") == "inconclusive":
-        return (f"warning: label-direction check inconclusive: {record['summary']}; the labels carry "
-                "little of the known risk signal (synthetic or scrambled data?)")
+        return (
+            f"warning: label-direction check inconclusive: {record['summary']}; the labels carry "
+            "little of the known risk signal (synthetic or scrambled data?)"
+        )
     return None

@@ -4,13 +4,14 @@ The saved artifact is the whole sklearn Pipeline (imputation and encoding inside
 code that loads model.joblib preprocesses exactly as training did. Saving, hashing and the
 verified load live in heart.artifact.
 """
+
 from __future__ import annotations
 
 import os
 import platform
-from itertools import product
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from itertools import product
 
 import joblib
 import numpy as np
@@ -57,12 +58,15 @@ def build_preprocessor(scale: bool = False) -> ColumnTransformer:
     """
     nominal = [f.name for f in FEATURES if f.nominal]
     ordered = [f.name for f in FEATURES if not f.nominal]
-    numeric = make_pipeline(SimpleImputer(strategy="median"), StandardScaler()) if scale \
-        else SimpleImputer(strategy="median")
-    categorical = make_pipeline(SimpleImputer(strategy="most_frequent"),
-                                OneHotEncoder(handle_unknown="ignore", sparse_output=False))
-    return ColumnTransformer([("numeric", numeric, ordered), ("nominal", categorical, nominal)],
-                             verbose_feature_names_out=False)
+    numeric = (
+        make_pipeline(SimpleImputer(strategy="median"), StandardScaler()) if scale else SimpleImputer(strategy="median")
+    )
+    categorical = make_pipeline(
+        SimpleImputer(strategy="most_frequent"), OneHotEncoder(handle_unknown="ignore", sparse_output=False)
+    )
+    return ColumnTransformer(
+        [("numeric", numeric, ordered), ("nominal", categorical, nominal)], verbose_feature_names_out=False
+    )
 
 
 def build_forest(seed: int = DEFAULT_SEED, calibration: dict | None = CALIBRATION, **params) -> Pipeline:
@@ -83,12 +87,17 @@ def forest_of(pipeline: Pipeline) -> RandomForestClassifier:
 
 def build_baseline(seed: int = DEFAULT_SEED) -> Pipeline:
     """One-hot logistic regression: the bar the forest has to clear to earn its place."""
-    return Pipeline([("preprocess", build_preprocessor(scale=True)),
-                     ("model", LogisticRegression(max_iter=1000, random_state=seed))])
+    return Pipeline(
+        [
+            ("preprocess", build_preprocessor(scale=True)),
+            ("model", LogisticRegression(max_iter=1000, random_state=seed)),
+        ]
+    )
 
 
-def split_by_labels(y: np.ndarray, test_size: float = DEFAULT_TEST_SIZE, seed: int = DEFAULT_SEED
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def split_by_labels(
+    y: np.ndarray, test_size: float = DEFAULT_TEST_SIZE, seed: int = DEFAULT_SEED
+) -> tuple[np.ndarray, np.ndarray]:
     """Stratified train/test row indices; every script that needs 'the held-out split' calls this."""
     y = np.asarray(y)
     idx = np.arange(len(y))
@@ -120,9 +129,15 @@ def reliability(y_true: np.ndarray, proba: np.ndarray, bins: int = RELIABILITY_B
     for b in range(bins):
         mask = which == b
         n = int(mask.sum())
-        out.append({"low": b / bins, "high": (b + 1) / bins, "count": n,
-                    "mean_predicted": float(proba[mask].mean()) if n else None,
-                    "observed_rate": float(y_true[mask].mean()) if n else None})
+        out.append(
+            {
+                "low": b / bins,
+                "high": (b + 1) / bins,
+                "count": n,
+                "mean_predicted": float(proba[mask].mean()) if n else None,
+                "observed_rate": float(y_true[mask].mean()) if n else None,
+            }
+        )
     return out
 
 
@@ -131,8 +146,14 @@ def predict_proba(pipeline: Pipeline, X: pd.DataFrame) -> np.ndarray:
     return pipeline.predict_proba(X[list(FEATURE_NAMES)])[:, 1]
 
 
-def cross_validate(pipeline: Pipeline, X: pd.DataFrame, y: np.ndarray, seed: int = DEFAULT_SEED,
-                   n_jobs: int = 2, repeats: int = CV_REPEATS) -> dict[str, dict[str, float]]:
+def cross_validate(
+    pipeline: Pipeline,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    seed: int = DEFAULT_SEED,
+    n_jobs: int = 2,
+    repeats: int = CV_REPEATS,
+) -> dict[str, dict[str, float]]:
     """5 x `repeats` stratified CV: mean and sd of every metric over the folds, and the
     reliability diagram of the pooled out-of-fold predictions (each row once per repeat)."""
     cv = RepeatedStratifiedKFold(n_splits=CV_SPLITS, n_repeats=repeats, random_state=seed)
@@ -140,9 +161,12 @@ def cross_validate(pipeline: Pipeline, X: pd.DataFrame, y: np.ndarray, seed: int
     # fast with identical scores (issue 12: 64 and 93 s on threads, 74 and 81 s on loky, same busy
     # 2-core machine), and a killed train.py leaves no worker processes behind.
     folds = joblib.Parallel(n_jobs=n_jobs, backend="threading")(
-        joblib.delayed(_fold)(clone(pipeline), X, y, tr, te) for tr, te in cv.split(X, y))
-    out = {m: {"mean": float(np.mean([f[0][m] for f in folds])), "sd": float(np.std([f[0][m] for f in folds], ddof=1))}
-           for m in METRICS}
+        joblib.delayed(_fold)(clone(pipeline), X, y, tr, te) for tr, te in cv.split(X, y)
+    )
+    out = {
+        m: {"mean": float(np.mean([f[0][m] for f in folds])), "sd": float(np.std([f[0][m] for f in folds], ddof=1))}
+        for m in METRICS
+    }
     out["reliability"] = reliability(np.concatenate([f[1] for f in folds]), np.concatenate([f[2] for f in folds]))
     return out
 
@@ -153,8 +177,9 @@ def _fold(pipeline: Pipeline, X: pd.DataFrame, y: np.ndarray, tr: np.ndarray, te
     return compute_metrics(y[te], proba), y[te], proba
 
 
-def tune(X: pd.DataFrame, y: np.ndarray, seed: int = DEFAULT_SEED, grid: dict | None = None,
-         n_jobs: int = 2) -> tuple[dict, list[dict]]:
+def tune(
+    X: pd.DataFrame, y: np.ndarray, seed: int = DEFAULT_SEED, grid: dict | None = None, n_jobs: int = 2
+) -> tuple[dict, list[dict]]:
     """Grid search of the forest on CV folds of the data given (the training part only).
 
     Scored without calibration: the sigmoid map is monotone, so it leaves ROC AUC as it is.
@@ -182,9 +207,15 @@ class TrainResult:
     reliability: dict = field(default_factory=dict)  # {"cv_out_of_fold"|"test": reliability bins} of the served model
 
 
-def train(data: Dataset, seed: int = DEFAULT_SEED, test_size: float = DEFAULT_TEST_SIZE,
-          params: dict | None = None, cv: bool = True, tune_grid: dict | None = None,
-          n_jobs: int = 2) -> TrainResult:
+def train(
+    data: Dataset,
+    seed: int = DEFAULT_SEED,
+    test_size: float = DEFAULT_TEST_SIZE,
+    params: dict | None = None,
+    cv: bool = True,
+    tune_grid: dict | None = None,
+    n_jobs: int = 2,
+) -> TrainResult:
     """Split, (optionally tune and) cross-validate on the training part, fit, score on the test part."""
     X, y = data.X, data.y
     train_idx, test_idx = split_by_labels(y, test_size, seed)
@@ -222,12 +253,16 @@ def build_card(result: TrainResult, data: Dataset, seed: int, test_size: float, 
     return {
         "name": "heart-disease-random-forest",
         "package_version": __version__,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "intended_use": ("Teaching and reference MLOps service: estimates the probability of "
-                         "angiographic heart disease from 13 clinical measurements. Not a medical "
-                         "device; not for diagnosis or treatment decisions."),
-        "limitations": ("Trained on 303 patients from one hospital (Cleveland Clinic, 1988), "
-                        "mostly men; calibration and fairness across groups are limited by that sample."),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "intended_use": (
+            "Teaching and reference MLOps service: estimates the probability of "
+            "angiographic heart disease from 13 clinical measurements. Not a medical "
+            "device; not for diagnosis or treatment decisions."
+        ),
+        "limitations": (
+            "Trained on 303 patients from one hospital (Cleveland Clinic, 1988), "
+            "mostly men; calibration and fairness across groups are limited by that sample."
+        ),
         "data": {
             "file": os.path.basename(data.source),
             "sha256": data.sha256,
@@ -236,19 +271,34 @@ def build_card(result: TrainResult, data: Dataset, seed: int, test_size: float, 
             "missing_values": {k: v for k, v in data.missing.items() if v},
             "legacy_sentinels_read_as_missing": data.sentinels,
         },
-        "labels": labels if labels is not None else {"flipped": False, "check": "not run (card built without train.py)"},
-        "split": {"method": "stratified train/test split", "seed": seed, "test_size": test_size,
-                  "train_rows": int(len(result.train_idx)), "test_rows": int(len(result.test_idx))},
-        "cross_validation": {"method": "repeated stratified k-fold on the training part",
-                             "splits": CV_SPLITS, "repeats": CV_REPEATS, "seed": seed},
+        "labels": labels
+        if labels is not None
+        else {"flipped": False, "check": "not run (card built without train.py)"},
+        "split": {
+            "method": "stratified train/test split",
+            "seed": seed,
+            "test_size": test_size,
+            "train_rows": int(len(result.train_idx)),
+            "test_rows": int(len(result.test_idx)),
+        },
+        "cross_validation": {
+            "method": "repeated stratified k-fold on the training part",
+            "splits": CV_SPLITS,
+            "repeats": CV_REPEATS,
+            "seed": seed,
+        },
         "features": describe(),
-        "target": {"name": TARGET.name, "description": TARGET.description, "positive_class": 1,
-                   "labels": {str(k): v for k, v in TARGET.labels.items()}},
+        "target": {
+            "name": TARGET.name,
+            "description": TARGET.description,
+            "positive_class": 1,
+            "labels": {str(k): v for k, v in TARGET.labels.items()},
+        },
         "threshold": DEFAULT_THRESHOLD,
         "model": {
             "type": "sklearn Pipeline: ColumnTransformer (median / most-frequent imputation, "
-                    "one-hot for nominal categories) -> RandomForestClassifier"
-                    + (f" in CalibratedClassifierCV ({calibration['method']})" if calibration else ""),
+            "one-hot for nominal categories) -> RandomForestClassifier"
+            + (f" in CalibratedClassifierCV ({calibration['method']})" if calibration else ""),
             "input_columns": list(FEATURE_NAMES),
             "transformed_columns": [str(c) for c in result.pipeline.named_steps["preprocess"].get_feature_names_out()],
             "hyperparameters": {k: _jsonable(v) for k, v in forest.get_params().items()},
@@ -257,8 +307,13 @@ def build_card(result: TrainResult, data: Dataset, seed: int, test_size: float, 
         "metrics": result.metrics,
         "calibration": _calibration_report(result, calibration),
         "tuning": result.tuning[:10],
-        "libraries": {"python": platform.python_version(), "scikit-learn": sklearn.__version__,
-                      "numpy": np.__version__, "pandas": pd.__version__, "joblib": joblib.__version__},
+        "libraries": {
+            "python": platform.python_version(),
+            "scikit-learn": sklearn.__version__,
+            "numpy": np.__version__,
+            "pandas": pd.__version__,
+            "joblib": joblib.__version__,
+        },
     }
 
 
@@ -272,10 +327,16 @@ def _calibration_of(pipeline: Pipeline) -> dict | None:
 def _calibration_report(result: TrainResult, calibration: dict | None) -> dict:
     """Brier and the 10-bin reliability diagrams of the served model (docs/model.md, "Calibration")."""
     forest = result.metrics["random_forest"]
-    return {"method": (f"{calibration['method']} map fitted on {calibration['cv']}-fold out-of-fold forest scores"
-                       if calibration else "none (bare forest probabilities)"),
-            "brier": {"test": forest["test"]["brier"], **({"cv": forest["cv"]["brier"]} if "cv" in forest else {})},
-            "reliability_bins": RELIABILITY_BINS, "reliability": result.reliability}
+    return {
+        "method": (
+            f"{calibration['method']} map fitted on {calibration['cv']}-fold out-of-fold forest scores"
+            if calibration
+            else "none (bare forest probabilities)"
+        ),
+        "brier": {"test": forest["test"]["brier"], **({"cv": forest["cv"]["brier"]} if "cv" in forest else {})},
+        "reliability_bins": RELIABILITY_BINS,
+        "reliability": result.reliability,
+    }
 
 
 def _jsonable(v):
@@ -283,6 +344,7 @@ def _jsonable(v):
 
 
 # --- what the analyses need from a saved model (fairness, poisoning, explainability) ---
+
 
 def forest_from_card(card: dict) -> Pipeline:
     """A fresh, unfitted Pipeline with the card's hyperparameters, for refits (CV, poisoning)."""
@@ -293,8 +355,11 @@ def forest_from_card(card: dict) -> Pipeline:
         seed = card["split"]["seed"]
     calibration = card["model"].get("calibration")  # absent from cards written before calibration
     if calibration:
-        calibration = {"method": calibration["method"], "cv": int(calibration["cv"]),
-                       "ensemble": calibration["ensemble"] in (True, "True")}
+        calibration = {
+            "method": calibration["method"],
+            "cv": int(calibration["cv"]),
+            "ensemble": calibration["ensemble"] in (True, "True"),
+        }
     return build_forest(int(seed), calibration=calibration or None, **params)
 
 

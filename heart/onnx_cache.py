@@ -9,6 +9,7 @@ else (no cache, another model mounted, a changed file) converts as before. Eithe
 graph serves only after the usual parity check against the Pipeline, so a cache can make the
 start faster, never the answers different.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,9 +37,20 @@ def write_cache(model_path: str | Path) -> Path:
     blob = to_onnx(model.pipeline)
     graph, record = cache_paths(model_path)
     atomic_write(graph, blob)
-    atomic_write(record, (json.dumps({"model_sha256": model.card["artifact"]["sha256"],
-                                      "onnx_sha256": sha256_bytes(blob), "bytes": len(blob)}, indent=2)
-                          + "\n").encode())
+    atomic_write(
+        record,
+        (
+            json.dumps(
+                {
+                    "model_sha256": model.card["artifact"]["sha256"],
+                    "onnx_sha256": sha256_bytes(blob),
+                    "bytes": len(blob),
+                },
+                indent=2,
+            )
+            + "\n"
+        ).encode(),
+    )
     return graph
 
 

@@ -11,10 +11,11 @@ t_j = mean P(j) over rows labelled j; a row labelled i is suspicious when P(j) >
 the other class j and that class is the more confident one. Suspicious rows are dropped
 (or relabelled) and the model refitted.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import joblib
 import numpy as np
@@ -126,15 +127,23 @@ class PoisoningReport:
     sweep: dict[str, list[SweepPoint]]
 
     def to_dict(self) -> dict:
-        return {"train_rows": self.train_rows, "test_rows": self.test_rows, "train_positives": self.train_positives,
-                "rate": self.rate, "budget_rows": self.budget_rows, "seeds": list(self.seeds), "clean": self.clean,
-                "defense_on_clean_labels": asdict(self.defense_on_clean_labels),
-                "attacks": {k: a.to_dict() for k, a in self.attacks.items()},
-                "sweep": {k: [p.to_dict() for p in curve] for k, curve in self.sweep.items()}}
+        return {
+            "train_rows": self.train_rows,
+            "test_rows": self.test_rows,
+            "train_positives": self.train_positives,
+            "rate": self.rate,
+            "budget_rows": self.budget_rows,
+            "seeds": list(self.seeds),
+            "clean": self.clean,
+            "defense_on_clean_labels": asdict(self.defense_on_clean_labels),
+            "attacks": {k: a.to_dict() for k, a in self.attacks.items()},
+            "sweep": {k: [p.to_dict() for p in curve] for k, curve in self.sweep.items()},
+        }
 
 
-def flip_labels(y: np.ndarray, rate: float, rng: np.random.Generator, targeted: bool = False
-                ) -> tuple[np.ndarray, np.ndarray]:
+def flip_labels(
+    y: np.ndarray, rate: float, rng: np.random.Generator, targeted: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Flip round(rate * n) labels: any rows (random), or positives only (targeted: hide disease).
 
     Returns the poisoned labels and the flipped row positions. A targeted budget larger than
@@ -178,8 +187,16 @@ def find_label_issues(pipeline: Pipeline, X: pd.DataFrame, y: np.ndarray, seed: 
     return np.flatnonzero(suspicious), proba[:, 1]
 
 
-def defend(pipeline: Pipeline, X_tr: pd.DataFrame, y_poisoned: np.ndarray, flipped: np.ndarray,
-           X_te: pd.DataFrame, y_te: np.ndarray, seed: int, action: str = "drop") -> Defense:
+def defend(
+    pipeline: Pipeline,
+    X_tr: pd.DataFrame,
+    y_poisoned: np.ndarray,
+    flipped: np.ndarray,
+    X_te: pd.DataFrame,
+    y_te: np.ndarray,
+    seed: int,
+    action: str = "drop",
+) -> Defense:
     """Detect, clean (drop or relabel), refit; detection scored against the known flips."""
     found, _ = find_label_issues(pipeline, X_tr, y_poisoned, seed)
     true = np.intersect1d(found, flipped)
@@ -207,8 +224,13 @@ def defend(pipeline: Pipeline, X_tr: pd.DataFrame, y_poisoned: np.ndarray, flipp
 def _attack(pipeline, X_tr, y_tr, X_te, y_te, rate, seed, targeted, with_defense, action) -> AttackRun:
     rng = np.random.default_rng(seed)
     poisoned, flipped = flip_labels(y_tr, rate, rng, targeted)
-    out = AttackRun(rate=rate, seed=seed, targeted=targeted, flipped=int(len(flipped)),
-                    metrics=_score(pipeline, X_tr, poisoned, X_te, y_te))
+    out = AttackRun(
+        rate=rate,
+        seed=seed,
+        targeted=targeted,
+        flipped=int(len(flipped)),
+        metrics=_score(pipeline, X_tr, poisoned, X_te, y_te),
+    )
     if with_defense:
         out.defense = defend(pipeline, X_tr, poisoned, flipped, X_te, y_te, seed, action)
     return out
@@ -225,15 +247,27 @@ def summarize_runs(runs: list[AttackRun]) -> Summary:
     defense = None
     if runs[0].defense is not None:
         defense = DefenseSummary(
-            **{k: _mean_sd(runs, lambda r, k=k: getattr(r.defense, k))
-               for k in ("flagged", "true_positives", "precision", "recall", "chance_precision")},
-            metrics_after={m: _mean_sd(runs, lambda r, m=m: r.defense.metrics_after[m]) for m in REPORTED})
+            **{
+                k: _mean_sd(runs, lambda r, k=k: getattr(r.defense, k))
+                for k in ("flagged", "true_positives", "precision", "recall", "chance_precision")
+            },
+            metrics_after={m: _mean_sd(runs, lambda r, m=m: r.defense.metrics_after[m]) for m in REPORTED},
+        )
     return Summary(flipped=_mean_sd(runs, lambda r: r.flipped), metrics=metrics, defense=defense)
 
 
-def run_poisoning(pipeline: Pipeline, X: pd.DataFrame, y: np.ndarray, train_idx: np.ndarray, test_idx: np.ndarray,
-        rate: float = DEFAULT_RATE, seeds: tuple[int, ...] = (0, 1, 2, 3, 4),
-        sweep_rates: tuple[float, ...] = SWEEP_RATES, action: str = "drop", n_jobs: int = 2) -> PoisoningReport:
+def run_poisoning(
+    pipeline: Pipeline,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    train_idx: np.ndarray,
+    test_idx: np.ndarray,
+    rate: float = DEFAULT_RATE,
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4),
+    sweep_rates: tuple[float, ...] = SWEEP_RATES,
+    action: str = "drop",
+    n_jobs: int = 2,
+) -> PoisoningReport:
     """Clean model, the `rate` attacks (random and targeted, with defense) and the sweep.
 
     `pipeline` is an unfitted Pipeline (the card's hyperparameters); `seeds` seed the flips.
@@ -245,17 +279,27 @@ def run_poisoning(pipeline: Pipeline, X: pd.DataFrame, y: np.ndarray, train_idx:
     jobs = [(rate, s, t, True) for t in (False, True) for s in seeds]
     jobs += [(r, s, t, False) for t in (False, True) for r in sweep_rates for s in seeds]
     results = joblib.Parallel(n_jobs=n_jobs)(
-        joblib.delayed(_attack)(pipeline, X_tr, y_tr, X_te, y_te, r, s, t, d, action) for r, s, t, d in jobs)
+        joblib.delayed(_attack)(pipeline, X_tr, y_tr, X_te, y_te, r, s, t, d, action) for r, s, t, d in jobs
+    )
     main = [r for r, j in zip(results, jobs) if j[3]]
     sweep = [r for r, j in zip(results, jobs) if not j[3]]
     attacks, curves = {}, {}
     for name, targeted in (("random", False), ("targeted_positive_to_negative", True)):
         runs = [r for r in main if r.targeted == targeted]
         attacks[name] = Attack(summary=summarize_runs(runs), runs=runs)
-        curves[name] = [SweepPoint(rate=r, summary=summarize_runs([x for x in sweep if x.targeted == targeted
-                                                                   and x.rate == r]))
-                        for r in sweep_rates]
+        curves[name] = [
+            SweepPoint(rate=r, summary=summarize_runs([x for x in sweep if x.targeted == targeted and x.rate == r]))
+            for r in sweep_rates
+        ]
     return PoisoningReport(
-        train_rows=int(len(train_idx)), test_rows=int(len(test_idx)), train_positives=int(y_tr.sum()),
-        rate=rate, budget_rows=int(round(rate * len(train_idx))), seeds=list(seeds),
-        clean=clean, defense_on_clean_labels=clean_defense, attacks=attacks, sweep=curves)
+        train_rows=int(len(train_idx)),
+        test_rows=int(len(test_idx)),
+        train_positives=int(y_tr.sum()),
+        rate=rate,
+        budget_rows=int(round(rate * len(train_idx))),
+        seeds=list(seeds),
+        clean=clean,
+        defense_on_clean_labels=clean_defense,
+        attacks=attacks,
+        sweep=curves,
+    )

@@ -9,6 +9,7 @@ reads it back as live traffic) and stdout, as a JSON log record among the others
 
 "inputs" is left out when the server runs with LOG_INPUTS=false.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,10 +18,10 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterable
 
 import orjson
 import pandas as pd
@@ -35,13 +36,23 @@ MAX_LOG_BYTES = 256 * 10**6  # read whole: a few rotated 64 MiB files, never /de
 LOST_LOG_SECONDS = 60.0  # at most one warning a minute about lost records (with the count since the last)
 
 EVENT = "prediction"
-FIELDS = ("event", "timestamp", "trace_id", "span_id", "model_version", "inputs", "imputed", "predicted_class",
-          "probability", "latency_ms")  # the order of the keys in every line
+FIELDS = (
+    "event",
+    "timestamp",
+    "trace_id",
+    "span_id",
+    "model_version",
+    "inputs",
+    "imputed",
+    "predicted_class",
+    "probability",
+    "latency_ms",
+)  # the order of the keys in every line
 
 
 def now_iso() -> str:
     """The records' timestamp: UTC, milliseconds, ISO 8601 with +00:00."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 @dataclass
@@ -59,15 +70,20 @@ class PredictionRecords:
     span_id: str
     model_version: str
     latency_ms: float
-    inputs: list[dict] | None          # None: LOG_INPUTS=false, the key is left out
+    inputs: list[dict] | None  # None: LOG_INPUTS=false, the key is left out
     imputed: list[list[str]]
     predicted_class: list[int]
     probability: list[float]
 
     def records(self) -> list[dict]:
         """One dict per patient, keys in FIELDS order."""
-        head = {"event": EVENT, "timestamp": self.timestamp, "trace_id": self.trace_id, "span_id": self.span_id,
-                "model_version": self.model_version}
+        head = {
+            "event": EVENT,
+            "timestamp": self.timestamp,
+            "trace_id": self.trace_id,
+            "span_id": self.span_id,
+            "model_version": self.model_version,
+        }
         inputs = self.inputs if self.inputs is not None else [None] * len(self.imputed)
         out = []
         for coded, miss, cls, p in zip(inputs, self.imputed, self.predicted_class, self.probability):
@@ -83,6 +99,7 @@ class PredictionRecords:
 
 
 # ---------------------------------------------------------------------------------- writers
+
 
 class PredictionLogError(OSError):
     """The prediction log cannot be opened for appending; str() names the path and why."""
@@ -103,8 +120,11 @@ class PredictionLog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as e:
-            why = "a parent is not a directory" if isinstance(e, (FileExistsError, NotADirectoryError)) else \
-                (e.strerror or str(e))
+            why = (
+                "a parent is not a directory"
+                if isinstance(e, (FileExistsError, NotADirectoryError))
+                else (e.strerror or str(e))
+            )
             raise PredictionLogError(e.errno, f"{self.path}: cannot be opened for appending ({why})") from None
         self.lock = threading.Lock()
         self.torn = False  # a failed write may have left half a line: the next write ends it first
@@ -117,7 +137,7 @@ class PredictionLog:
             self.torn = False
             try:
                 while view:
-                    view = view[os.write(self.fd, view):]
+                    view = view[os.write(self.fd, view) :]
             except BaseException:
                 self.torn = len(view) != len(blob)  # something went out: the line on disk may be cut
                 raise
@@ -176,9 +196,12 @@ class PredictionWriter:
 
         self.file = PredictionLog(path) if path else None
         self.stdout = PredictionLines()
-        self.lost = Counter("heart_prediction_log_lost_total", "Prediction records the PREDICTION_LOG file "
-                            "failed to take (disk full, I/O error); the predictions were still served",
-                            registry=registry)
+        self.lost = Counter(
+            "heart_prediction_log_lost_total",
+            "Prediction records the PREDICTION_LOG file "
+            "failed to take (disk full, I/O error); the predictions were still served",
+            registry=registry,
+        )
         self._lost_since_warning, self._warned_at = 0, -LOST_LOG_SECONDS
 
     def enabled(self) -> bool:
@@ -199,9 +222,15 @@ class PredictionWriter:
         self._lost_since_warning += n
         now = time.monotonic()
         if now - self._warned_at >= LOST_LOG_SECONDS:
-            log.error("prediction_log_write_failed", extra={
-                "prediction_log": str(self.file.path), "error": f"{type(error).__name__}: {error.strerror or error}",
-                "records_lost": self._lost_since_warning, "next_report_in_s": LOST_LOG_SECONDS})
+            log.error(
+                "prediction_log_write_failed",
+                extra={
+                    "prediction_log": str(self.file.path),
+                    "error": f"{type(error).__name__}: {error.strerror or error}",
+                    "records_lost": self._lost_since_warning,
+                    "next_report_in_s": LOST_LOG_SECONDS,
+                },
+            )
             self._warned_at, self._lost_since_warning = now, 0
 
     def close(self) -> None:
@@ -210,6 +239,7 @@ class PredictionWriter:
 
 
 # ----------------------------------------------------------------------------------- reader
+
 
 def load_prediction_log(path: str | Path) -> Dataset:
     """The served patients of a PREDICTION_LOG, as a Dataset without labels.
@@ -243,9 +273,12 @@ def load_prediction_log(path: str | Path) -> Dataset:
     if problems:
         raise DataError(source, problems)
     if not rows:
-        why = (f"none of its {without_inputs} prediction records has \"inputs\" (the API was run with "
-               "LOG_INPUTS=false), so there is nothing to compare" if without_inputs
-               else "no prediction records (expected JSON lines with \"event\": \"prediction\" and \"inputs\")")
+        why = (
+            f'none of its {without_inputs} prediction records has "inputs" (the API was run with '
+            "LOG_INPUTS=false), so there is nothing to compare"
+            if without_inputs
+            else 'no prediction records (expected JSON lines with "event": "prediction" and "inputs")'
+        )
         raise DataError(source, why)
     X, missing, sentinels, problems = parse_features(pd.DataFrame(rows, index=lines, dtype=str))
     if problems:

@@ -5,12 +5,14 @@ or files, so tests check numbers rather than formatting. Plots use matplotlib's 
 (no display needed) and are imported lazily, so importing this module stays cheap; every
 file is written atomically (rendered to memory, then temp file + rename).
 """
+
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,16 +26,19 @@ if TYPE_CHECKING:  # annotations only: importing the analyses would pull in fair
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], digits: int = 3) -> str:
     """A plain monospace table: numbers right-aligned to `digits` places, text left-aligned."""
+
     def cell(v: Any) -> str:
         if isinstance(v, float):
             return "n/a" if math.isnan(v) else f"{v:.{digits}f}"
         return str(v)
+
     text = [[cell(v) for v in row] for row in rows]
     widths = [max(len(str(h)), *(len(r[i]) for r in text)) if text else len(str(h)) for i, h in enumerate(headers)]
     numeric = [bool(rows) and all(isinstance(row[i], (int, float)) for row in rows) for i in range(len(headers))]
 
     def line(values: Sequence[str]) -> str:
         return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
+
     return "\n".join([line([str(h) for h in headers]), line(["-" * w for w in widths]), *(line(r) for r in text)])
 
 
@@ -63,16 +68,20 @@ def _clean(v: Any) -> Any:
 
 # --- PNG plots -----------------------------------------------------------------------------
 
+
 def _pyplot():
     import matplotlib
+
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
+
     return plt
 
 
 def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
     """Render to memory, then write atomically; closes the figure."""
     import io
+
     plt = _pyplot()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -85,8 +94,14 @@ def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
     return path
 
 
-FAIRNESS_PLOTTED = ("accuracy", "selection_rate", "true_positive_rate", "false_negative_rate",
-                    "false_positive_rate", "precision")
+FAIRNESS_PLOTTED = (
+    "accuracy",
+    "selection_rate",
+    "true_positive_rate",
+    "false_negative_rate",
+    "false_positive_rate",
+    "precision",
+)
 
 
 def plot_fairness(result: FairnessReport, path: str | Path) -> Path:
@@ -94,15 +109,16 @@ def plot_fairness(result: FairnessReport, path: str | Path) -> Path:
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True)
     title_lines = 1
-    for ax, part, title in ((axes[0], result.held_out, "held-out split"),
-                            (axes[1], result.out_of_fold, "out-of-fold, all rows")):
+    for ax, part, title in (
+        (axes[0], result.held_out, "held-out split"),
+        (axes[1], result.out_of_fold, "out-of-fold, all rows"),
+    ):
         groups = part.groups
         width = 0.8 / len(groups)
         x = np.arange(len(FAIRNESS_PLOTTED))
         for i, g in enumerate(groups):
             vals = [part.by_group[g][m] for m in FAIRNESS_PLOTTED]
-            ax.bar(x + (i - (len(groups) - 1) / 2) * width, vals, width,
-                   label=f"{g} (n={part.by_group[g]['count']})")
+            ax.bar(x + (i - (len(groups) - 1) / 2) * width, vals, width, label=f"{g} (n={part.by_group[g]['count']})")
         ax.set_xticks(x, [m.replace("_", " ") for m in FAIRNESS_PLOTTED], rotation=25, ha="right")
         tpr = [(pair, g["true_positive_rate"]) for pair, g in list(part.gaps.items())[:3]]
         lines = [f"TPR {pair}: {g.gap:+.2f} [{g.ci95[0]:+.2f}, {g.ci95[1]:+.2f}]" for pair, g in tpr]
@@ -110,8 +126,14 @@ def plot_fairness(result: FairnessReport, path: str | Path) -> Path:
         title_lines = max(title_lines, 1 + len(lines))
         ax.set_ylim(0, 1.05)
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=8, title=result.sensitive_feature, title_fontsize=8, loc="upper center",
-                  bbox_to_anchor=(0.5, -0.3), ncol=min(len(groups), 4))
+        ax.legend(
+            fontsize=8,
+            title=result.sensitive_feature,
+            title_fontsize=8,
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.3),
+            ncol=min(len(groups), 4),
+        )
     fig.suptitle(f"Model metrics by {result.sensitive_feature} ({result.grouping})", y=0.97 + 0.045 * title_lines)
     return save_figure(fig, path)
 
@@ -133,13 +155,19 @@ def plot_importance(importance: list[dict], path: str | Path, title: str = "") -
 
 def _shap_explanation(values, base_value, X):
     import shap
-    return shap.Explanation(values=np.asarray(values), base_values=np.full(len(values), base_value),
-                            data=X.to_numpy(dtype=float), feature_names=list(X.columns))
+
+    return shap.Explanation(
+        values=np.asarray(values),
+        base_values=np.full(len(values), base_value),
+        data=X.to_numpy(dtype=float),
+        feature_names=list(X.columns),
+    )
 
 
 def plot_beeswarm(values: np.ndarray, base_value: float, X, path: str | Path, title: str = "") -> Path:
     """Every row's SHAP value per feature, coloured by the feature's value."""
     import shap
+
     plt = _pyplot()
     fig = plt.figure(figsize=(8, 6))
     shap.plots.beeswarm(_shap_explanation(values, base_value, X), max_display=13, show=False)
@@ -152,10 +180,12 @@ def plot_beeswarm(values: np.ndarray, base_value: float, X, path: str | Path, ti
 def plot_waterfall(values: np.ndarray, base_value: float, row, path: str | Path, title: str = "") -> Path:
     """One patient: from the base rate to their probability, feature by feature."""
     import shap
+
     plt = _pyplot()
     plt.figure(figsize=(8, 6))
-    shap.plots.waterfall(_shap_explanation(np.asarray(values).reshape(1, -1), base_value, row)[0],
-                         max_display=13, show=False)
+    shap.plots.waterfall(
+        _shap_explanation(np.asarray(values).reshape(1, -1), base_value, row)[0], max_display=13, show=False
+    )
     fig = plt.gcf()
     if title:
         fig.axes[0].set_title(title)
@@ -165,6 +195,7 @@ def plot_waterfall(values: np.ndarray, base_value: float, row, path: str | Path,
 def plot_drift(reference, current, result: DriftReport, path: str | Path, title: str = "") -> Path:
     """Reference vs current per feature: densities for continuous, code shares for discrete."""
     from .schema import BY_NAME
+
     plt = _pyplot()
     feats = result.features
     cols = 4
@@ -193,10 +224,11 @@ def plot_drift(reference, current, result: DriftReport, path: str | Path, title:
         p = fr.p_adjusted
         verdict = "DRIFT" if fr.drifted else "ok"
         ptxt = "n/a" if p is None or p != p else f"{p:.2g}"
-        ax.set_title(f"{f.name} [{fr.test}] p_adj={ptxt} {verdict}", fontsize=9,
-                     color="#c0392b" if fr.drifted else "black")
+        ax.set_title(
+            f"{f.name} [{fr.test}] p_adj={ptxt} {verdict}", fontsize=9, color="#c0392b" if fr.drifted else "black"
+        )
         ax.tick_params(labelsize=8)
-    for ax in axes[len(feats):]:
+    for ax in axes[len(feats) :]:
         ax.axis("off")
     handles, labels = axes[0].get_legend_handles_labels()
     if len(axes) > len(feats):
@@ -222,9 +254,14 @@ def plot_poisoning(result: PoisoningReport, path: str | Path) -> Path:
     for ax, (name, curve) in zip(axes, curves.items()):
         rates = [100 * c.rate for c in curve]
         for metric in ("accuracy", "roc_auc", "recall"):
-            ax.errorbar(rates, [c.summary.metrics[metric].mean for c in curve],
-                        yerr=[c.summary.metrics[metric].sd for c in curve],
-                        marker="o", capsize=3, label=metric.replace("_", " "))
+            ax.errorbar(
+                rates,
+                [c.summary.metrics[metric].mean for c in curve],
+                yerr=[c.summary.metrics[metric].sd for c in curve],
+                marker="o",
+                capsize=3,
+                label=metric.replace("_", " "),
+            )
             ax.axhline(result.clean[metric], ls=":", lw=0.8, color=ax.lines[-1].get_color())
         ax.set_title(f"{titles.get(name, name)} ({len(result.seeds)} seeds, mean ± sd)", fontsize=10)
         ax.set_xlabel("training labels flipped (% of training rows)")

@@ -6,6 +6,7 @@ the original course scripts did: fine for load tests, unlike real patients), and
 feature at a time; features are drawn independently, so joint structure is not kept).
 Used by batch_predict.py, the drift analysis and the load test.
 """
+
 from __future__ import annotations
 
 from typing import Literal

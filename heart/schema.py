@@ -5,10 +5,12 @@ model, the random-sample generator, the drift test chosen per feature, and the d
 Codes follow the UCI Cleveland data as described in data/README (readme.md, "Data card").
 This module imports nothing else from the package, so every other module may import it.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Mapping
+from typing import Literal
 
 Kind = Literal["continuous", "binary", "categorical"]
 
@@ -81,30 +83,65 @@ def _fmt(x: float | None) -> str:
 BINARY_NO_YES = {0: "no", 1: "yes"}
 
 FEATURES: tuple[Feature, ...] = (
-    Feature("age", "continuous", "Age", unit="years", low=1, high=120, typical=(29, 77),
-            integer=True, required=True),
-    Feature("gender", "binary", "Sex", codes={0: "female", 1: "male"},
-            text_codes={"female": 0, "male": 1}, required=True, aliases=("sex",)),
-    Feature("cp", "categorical", "Chest pain type",
-            codes={0: "asymptomatic", 1: "atypical angina", 2: "non-anginal pain", 3: "typical angina"}),
-    Feature("trestbps", "continuous", "Resting systolic blood pressure", unit="mm Hg",
-            low=50, high=250, typical=(94, 200)),
+    Feature("age", "continuous", "Age", unit="years", low=1, high=120, typical=(29, 77), integer=True, required=True),
+    Feature(
+        "gender",
+        "binary",
+        "Sex",
+        codes={0: "female", 1: "male"},
+        text_codes={"female": 0, "male": 1},
+        required=True,
+        aliases=("sex",),
+    ),
+    Feature(
+        "cp",
+        "categorical",
+        "Chest pain type",
+        codes={0: "asymptomatic", 1: "atypical angina", 2: "non-anginal pain", 3: "typical angina"},
+    ),
+    Feature(
+        "trestbps", "continuous", "Resting systolic blood pressure", unit="mm Hg", low=50, high=250, typical=(94, 200)
+    ),
     Feature("chol", "continuous", "Serum cholesterol", unit="mg/dl", low=50, high=800, typical=(126, 564)),
     Feature("fbs", "binary", "Fasting blood sugar > 120 mg/dl", codes=BINARY_NO_YES),
-    Feature("restecg", "categorical", "Resting electrocardiogram",
-            codes={0: "left ventricular hypertrophy", 1: "normal", 2: "ST-T wave abnormality"}),
-    Feature("thalach", "continuous", "Maximum heart rate achieved", unit="bpm",
-            low=40, high=250, typical=(71, 202)),
+    Feature(
+        "restecg",
+        "categorical",
+        "Resting electrocardiogram",
+        codes={0: "left ventricular hypertrophy", 1: "normal", 2: "ST-T wave abnormality"},
+    ),
+    Feature("thalach", "continuous", "Maximum heart rate achieved", unit="bpm", low=40, high=250, typical=(71, 202)),
     Feature("exang", "binary", "Exercise-induced angina", codes=BINARY_NO_YES),
-    Feature("oldpeak", "continuous", "ST depression induced by exercise relative to rest", unit="mm",
-            low=-5, high=10, typical=(0, 6.2)),
-    Feature("slope", "categorical", "Slope of the peak exercise ST segment",
-            codes={0: "downsloping", 1: "flat", 2: "upsloping"}),
-    Feature("ca", "categorical", "Major vessels coloured by fluoroscopy",
-            codes={0: "none", 1: "one vessel", 2: "two vessels", 3: "three vessels"}, ordered=True,
-            missing_codes=(4,)),
-    Feature("thal", "categorical", "Thallium stress test",
-            codes={1: "fixed defect", 2: "normal", 3: "reversible defect"}, missing_codes=(0,)),
+    Feature(
+        "oldpeak",
+        "continuous",
+        "ST depression induced by exercise relative to rest",
+        unit="mm",
+        low=-5,
+        high=10,
+        typical=(0, 6.2),
+    ),
+    Feature(
+        "slope",
+        "categorical",
+        "Slope of the peak exercise ST segment",
+        codes={0: "downsloping", 1: "flat", 2: "upsloping"},
+    ),
+    Feature(
+        "ca",
+        "categorical",
+        "Major vessels coloured by fluoroscopy",
+        codes={0: "none", 1: "one vessel", 2: "two vessels", 3: "three vessels"},
+        ordered=True,
+        missing_codes=(4,),
+    ),
+    Feature(
+        "thal",
+        "categorical",
+        "Thallium stress test",
+        codes={1: "fixed defect", 2: "normal", 3: "reversible defect"},
+        missing_codes=(0,),
+    ),
 )
 
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
@@ -156,13 +193,13 @@ def _lower_first(text: str) -> str:
 # association in a referral cohort is weaker or confounded, and a check must not misfire.
 RISK_DIRECTIONS: tuple[RiskDirection, ...] = (
     RiskDirection("age", +1),
-    RiskDirection("cp", +1, code=0),        # asymptomatic chest pain
-    RiskDirection("thalach", -1),           # maximum heart rate achieved
-    RiskDirection("exang", +1),             # exercise-induced angina
-    RiskDirection("oldpeak", +1),           # exercise ST depression
-    RiskDirection("slope", -1, code=2),     # upsloping peak-exercise ST segment
-    RiskDirection("ca", +1),                # vessels coloured by fluoroscopy
-    RiskDirection("thal", +1, code=3),      # reversible thallium defect
+    RiskDirection("cp", +1, code=0),  # asymptomatic chest pain
+    RiskDirection("thalach", -1),  # maximum heart rate achieved
+    RiskDirection("exang", +1),  # exercise-induced angina
+    RiskDirection("oldpeak", +1),  # exercise ST depression
+    RiskDirection("slope", -1, code=2),  # upsloping peak-exercise ST segment
+    RiskDirection("ca", +1),  # vessels coloured by fluoroscopy
+    RiskDirection("thal", +1, code=3),  # reversible thallium defect
 )
 
 
@@ -173,7 +210,8 @@ class Target:
     name: str = "target"
     description: str = "Heart disease: angiographic diameter narrowing > 50%"
     text_codes: Mapping[str, int] = field(
-        default_factory=lambda: {"yes": 1, "no": 0, "1": 1, "0": 0, "1.0": 1, "0.0": 0})
+        default_factory=lambda: {"yes": 1, "no": 0, "1": 1, "0": 0, "1.0": 1, "0.0": 0}
+    )
     labels: Mapping[int, str] = field(default_factory=lambda: {0: "no heart disease", 1: "heart disease"})
 
 
@@ -185,8 +223,7 @@ def describe() -> list[dict]:
     """The schema as plain data: the model card, /model and the docs show this."""
     out = []
     for f in FEATURES:
-        row = {"name": f.name, "kind": f.kind, "description": f.description, "required": f.required,
-               "rule": f.rule()}
+        row = {"name": f.name, "kind": f.kind, "description": f.description, "required": f.required, "rule": f.rule()}
         if f.unit:
             row["unit"] = f.unit
         if f.kind == "continuous":

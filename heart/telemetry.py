@@ -6,13 +6,14 @@ OTEL_EXPORTER_OTLP_ENDPOINT is set, to the console when OTEL_TRACES_EXPORTER=con
 nowhere otherwise (spans still exist, so every response and log line carries a trace_id).
 Each app gets its own TracerProvider and metrics registry, so tests can build many apps.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import sys
 import time
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -45,23 +46,26 @@ def span_exporters(environ: Mapping[str, str] = os.environ) -> list[SpanExporter
             if protocol and protocol != "http/protobuf":
                 log.warning("otel_protocol_unsupported", extra={"protocol": protocol, "using": "http/protobuf"})
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
             exporters.append(OTLPSpanExporter())  # reads the endpoint, headers and timeout from the env
         else:
             log.warning("otel_exporter_unknown", extra={"exporter": name, "known": "otlp, console, none"})
     return exporters
 
 
-def tracer_provider(service_version: str, exporters: Iterable[SpanExporter] | None = None,
-                    environ: Mapping[str, str] = os.environ) -> TracerProvider:
+def tracer_provider(
+    service_version: str, exporters: Iterable[SpanExporter] | None = None, environ: Mapping[str, str] = os.environ
+) -> TracerProvider:
     """A TracerProvider with service.name/service.version; exporters default to the env's choice.
 
     OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES still apply; the sampler follows
     OTEL_TRACES_SAMPLER as the SDK reads it.
     """
-    resource = Resource.create({"service.name": environ.get("OTEL_SERVICE_NAME", SERVICE_NAME),
-                                "service.version": service_version})
+    resource = Resource.create(
+        {"service.name": environ.get("OTEL_SERVICE_NAME", SERVICE_NAME), "service.version": service_version}
+    )
     provider = TracerProvider(resource=resource)
-    for exporter in (span_exporters(environ) if exporters is None else exporters):
+    for exporter in span_exporters(environ) if exporters is None else exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider
 
@@ -81,8 +85,12 @@ LOG_FIELDS = "%(levelname)s %(name)s %(message)s"
 
 def json_formatter() -> JsonFormatter:
     """One JSON object per line: timestamp, level, logger, event, then the record's extra fields."""
-    return JsonFormatter(LOG_FIELDS, rename_fields={"levelname": "level", "message": "event", "name": "logger"},
-                         timestamp=True, json_ensure_ascii=False)
+    return JsonFormatter(
+        LOG_FIELDS,
+        rename_fields={"levelname": "level", "message": "event", "name": "logger"},
+        timestamp=True,
+        json_ensure_ascii=False,
+    )
 
 
 class StdoutHandler(logging.StreamHandler):
@@ -122,18 +130,22 @@ def _level(name: str) -> int:
 
 def uvicorn_log_config(level: str = "info", access_log: bool = False) -> dict:
     """uvicorn's dictConfig, with its own records as JSON lines on stdout like ours."""
-    fmt = {"()": "pythonjsonlogger.json.JsonFormatter", "fmt": LOG_FIELDS, "timestamp": True,
-           "rename_fields": {"levelname": "level", "message": "event", "name": "logger"}}
+    fmt = {
+        "()": "pythonjsonlogger.json.JsonFormatter",
+        "fmt": LOG_FIELDS,
+        "timestamp": True,
+        "rename_fields": {"levelname": "level", "message": "event", "name": "logger"},
+    }
     handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"}
     return {
-        "version": 1, "disable_existing_loggers": False,
+        "version": 1,
+        "disable_existing_loggers": False,
         "formatters": {"json": fmt},
         "handlers": {"json": handler},
         "loggers": {
             "uvicorn": {"handlers": ["json"], "level": level.upper(), "propagate": False},
             "uvicorn.error": {"level": level.upper()},
-            "uvicorn.access": {"handlers": ["json"] if access_log else [], "level": level.upper(),
-                               "propagate": False},
+            "uvicorn.access": {"handlers": ["json"] if access_log else [], "level": level.upper(), "propagate": False},
         },
     }
 
@@ -141,8 +153,23 @@ def uvicorn_log_config(level: str = "info", access_log: bool = False) -> dict:
 # ---------------------------------------------------------------------------------------- metrics
 
 REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-INFERENCE_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                     0.05, 0.1, 0.25, 1.0)
+INFERENCE_BUCKETS = (
+    0.00001,
+    0.000025,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    1.0,
+)
 
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # set by heart_fastapi.py when it starts several workers
@@ -159,23 +186,51 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = r = registry or CollectorRegistry(auto_describe=True)
-        self.requests = Counter("heart_http_requests_total", "HTTP requests by route template, method and status",
-                                ["route", "method", "status"], registry=r)
-        self.latency = Histogram("heart_http_request_duration_seconds", "HTTP request latency (server side)",
-                                 ["route", "method", "status"], buckets=REQUEST_BUCKETS, registry=r)
-        self.predictions = Counter("heart_predictions_total", "Patients predicted, by predicted class",
-                                   ["predicted_class"], registry=r)
-        self.inference = Histogram("heart_inference_duration_seconds", "Model inference time per call",
-                                   ["endpoint", "engine"], buckets=INFERENCE_BUCKETS, registry=r)
+        self.requests = Counter(
+            "heart_http_requests_total",
+            "HTTP requests by route template, method and status",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "heart_http_request_duration_seconds",
+            "HTTP request latency (server side)",
+            ["route", "method", "status"],
+            buckets=REQUEST_BUCKETS,
+            registry=r,
+        )
+        self.predictions = Counter(
+            "heart_predictions_total", "Patients predicted, by predicted class", ["predicted_class"], registry=r
+        )
+        self.inference = Histogram(
+            "heart_inference_duration_seconds",
+            "Model inference time per call",
+            ["endpoint", "engine"],
+            buckets=INFERENCE_BUCKETS,
+            registry=r,
+        )
         self.errors = Counter("heart_prediction_errors_total", "Failures inside the model", ["endpoint"], registry=r)
-        self.model_info = Gauge("heart_model_info", "The model being served (value 1)",
-                                ["model_version", "engine"], registry=r, multiprocess_mode="livemax")
-        self.ready = Gauge("heart_ready", "1 once the model is loaded, verified and parity-checked (with several "
-                           "workers: all of them)", registry=r, multiprocess_mode="livemin")
-        self.imputed = Counter("heart_imputed_fields_total", "Patients whose feature was missing and imputed",
-                               ["feature"], registry=r)
-        self.client_disconnects = Counter("heart_client_disconnects_total", "Requests the client abandoned before "
-                                          "they were read (also a 499 in heart_http_requests_total)", registry=r)
+        self.model_info = Gauge(
+            "heart_model_info",
+            "The model being served (value 1)",
+            ["model_version", "engine"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.ready = Gauge(
+            "heart_ready",
+            "1 once the model is loaded, verified and parity-checked (with several workers: all of them)",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self.imputed = Counter(
+            "heart_imputed_fields_total", "Patients whose feature was missing and imputed", ["feature"], registry=r
+        )
+        self.client_disconnects = Counter(
+            "heart_client_disconnects_total",
+            "Requests the client abandoned before they were read (also a 499 in heart_http_requests_total)",
+            registry=r,
+        )
         self._by_class = {c: self.predictions.labels(predicted_class=str(c)) for c in (0, 1)}
         self._imputed = {name: self.imputed.labels(feature=name) for name in FEATURE_NAMES}
         self._children: dict[tuple, tuple] = {}
@@ -184,18 +239,39 @@ class Metrics:
     def _drift_gauges(self, r: CollectorRegistry) -> None:
         """Set by heart/serving/live_drift.py from the window of recent inputs."""
         mode = "livemostrecent"
-        self.drift_statistic = Gauge("heart_drift_statistic", "Drift test statistic per feature over the window "
-                                     "of recent inputs (KS D for continuous features, chi-squared otherwise)",
-                                     ["feature"], registry=r, multiprocess_mode=mode)
-        self.drift_p_adjusted = Gauge("heart_drift_p_value_adjusted", "Benjamini-Hochberg adjusted p-value per "
-                                      "feature over the window (drifted below 0.05)", ["feature"], registry=r,
-                                      multiprocess_mode=mode)
-        self.drift_share = Gauge("heart_drift_drifted_share", "Share of the features drifted in the window",
-                                 registry=r, multiprocess_mode=mode)
-        self.drift_rows = Gauge("heart_drift_window_rows", "Rows in the window the drift gauges were computed on",
-                                registry=r, multiprocess_mode=mode)
-        self.positive_rate = Gauge("heart_predicted_positive_rate", "Share of the window's patients predicted "
-                                   "positive", registry=r, multiprocess_mode=mode)
+        self.drift_statistic = Gauge(
+            "heart_drift_statistic",
+            "Drift test statistic per feature over the window "
+            "of recent inputs (KS D for continuous features, chi-squared otherwise)",
+            ["feature"],
+            registry=r,
+            multiprocess_mode=mode,
+        )
+        self.drift_p_adjusted = Gauge(
+            "heart_drift_p_value_adjusted",
+            "Benjamini-Hochberg adjusted p-value per feature over the window (drifted below 0.05)",
+            ["feature"],
+            registry=r,
+            multiprocess_mode=mode,
+        )
+        self.drift_share = Gauge(
+            "heart_drift_drifted_share",
+            "Share of the features drifted in the window",
+            registry=r,
+            multiprocess_mode=mode,
+        )
+        self.drift_rows = Gauge(
+            "heart_drift_window_rows",
+            "Rows in the window the drift gauges were computed on",
+            registry=r,
+            multiprocess_mode=mode,
+        )
+        self.positive_rate = Gauge(
+            "heart_predicted_positive_rate",
+            "Share of the window's patients predicted positive",
+            registry=r,
+            multiprocess_mode=mode,
+        )
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         key = (route, method, status)

@@ -5,6 +5,7 @@ other host it is aborted and recorded, so a test fails on it (a proxy flag point
 port catches anything the handler would not see). Failed requests and HTTP errors are
 recorded too. A missing browser is a test failure that says how to install it, not a skip.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -15,8 +16,16 @@ from urllib.parse import urlsplit
 import pytest
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--proxy-server=http://127.0.0.1:9"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--proxy-server=http://127.0.0.1:9",
+]
 LOCAL_SCHEMES = ("data", "blob", "file", "about")
 
 
@@ -45,6 +54,7 @@ def browser():
     if not shutil.which(CHROMIUM):
         pytest.fail(f"no Chromium at {CHROMIUM}: run `make browser` (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
+
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         try:
@@ -57,8 +67,7 @@ def browser():
 def guarded_page(chromium, viewport=(1100, 900)):
     """A new page whose every request is checked; yields (page, NetworkLog)."""
     log = NetworkLog()
-    context = chromium.new_context(viewport={"width": viewport[0], "height": viewport[1]},
-                                   service_workers="block")
+    context = chromium.new_context(viewport={"width": viewport[0], "height": viewport[1]}, service_workers="block")
 
     def route(r):
         if _allowed(r.request.url):
@@ -70,7 +79,9 @@ def guarded_page(chromium, viewport=(1100, 900)):
     context.route("**/*", route)
     page = context.new_page()
     page.on("requestfailed", lambda req: log.failed.append(f"{req.url}: {req.failure}"))
-    page.on("response", lambda res: (log.failed if res.status >= 400 else log.served).append(f"{res.url}: {res.status}"))
+    page.on(
+        "response", lambda res: (log.failed if res.status >= 400 else log.served).append(f"{res.url}: {res.status}")
+    )
     try:
         yield page, log
     finally:

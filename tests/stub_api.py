@@ -3,6 +3,7 @@
 Lets the client tests provoke what the real app must never do (500s for some rows, wrong
 shapes) and count every request the client sent, so retries can be checked exactly.
 """
+
 from __future__ import annotations
 
 import json
@@ -75,7 +76,7 @@ class StubAPI:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def __enter__(self) -> "StubAPI":
+    def __enter__(self) -> StubAPI:
         self._thread.start()
         return self
 

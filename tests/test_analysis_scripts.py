@@ -1,4 +1,5 @@
 """The four analysis scripts as users run them: real processes, real files, one-line errors."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,9 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def run(script, *args, cwd=ROOT):
-    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
 
 
 def assert_pngs(out, *names):
@@ -33,8 +35,9 @@ def assert_one_line_error(proc, *needles):
 
 
 def test_fairness_check_end_to_end(model_path, tmp_path):
-    proc = run("fairness_check.py", "--model", model_path, "--out-dir", tmp_path, "--bootstrap", 100,
-               "--sensitive", "age")
+    proc = run(
+        "fairness_check.py", "--model", model_path, "--out-dir", tmp_path, "--bootstrap", 100, "--sensitive", "age"
+    )
     assert proc.returncode == 0, proc.stderr
     assert "held-out split (n=61), by age" in proc.stdout and "ThresholdOptimizer" in proc.stdout
     report = json.loads((tmp_path / "fairness_age.json").read_text())
@@ -70,8 +73,19 @@ def test_drift_from_the_api_prediction_log(dataset, tmp_path):
     with log.open("w") as fh:
         for _, row in dataset.X.sample(100, random_state=0).iterrows():
             inputs = {k: (None if v != v else (int(v) if float(v).is_integer() else float(v))) for k, v in row.items()}
-            fh.write(json.dumps({"event": "prediction", "trace_id": "0" * 32, "inputs": inputs, "imputed": [],
-                                 "predicted_class": 0, "probability": 0.2}) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "event": "prediction",
+                        "trace_id": "0" * 32,
+                        "inputs": inputs,
+                        "imputed": [],
+                        "predicted_class": 0,
+                        "probability": 0.2,
+                    }
+                )
+                + "\n"
+            )
     proc = run("drift_analysis_ks.py", "--from-log", log, "--out-dir", tmp_path / "out")
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "out" / "drift.json").read_text())
@@ -127,18 +141,23 @@ def test_other_data_than_the_models_is_refused(model_path, tmp_path):
 
 
 def test_drift_bad_inputs_are_one_line_errors(bad_data, tmp_path):
-    assert_one_line_error(run("drift_analysis_ks.py", "--current", bad_data, "--out-dir", tmp_path / "o"),
-                          "line 6, column 'gender'")
-    assert_one_line_error(run("drift_analysis_ks.py", "--data", tmp_path / "missing.csv", "--out-dir", tmp_path / "o"),
-                          "file not found")
+    assert_one_line_error(
+        run("drift_analysis_ks.py", "--current", bad_data, "--out-dir", tmp_path / "o"), "line 6, column 'gender'"
+    )
+    assert_one_line_error(
+        run("drift_analysis_ks.py", "--data", tmp_path / "missing.csv", "--out-dir", tmp_path / "o"), "file not found"
+    )
     log = tmp_path / "private.jsonl"
     log.write_text(json.dumps({"event": "prediction", "probability": 0.3}) + "\n")
-    assert_one_line_error(run("drift_analysis_ks.py", "--from-log", log, "--out-dir", tmp_path / "o"),
-                          "LOG_INPUTS=false")
+    assert_one_line_error(
+        run("drift_analysis_ks.py", "--from-log", log, "--out-dir", tmp_path / "o"), "LOG_INPUTS=false"
+    )
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize("script", ["fairness_check.py", "explainability.py", "drift_analysis_ks.py", "data_poisoning.py"])
+@pytest.mark.parametrize(
+    "script", ["fairness_check.py", "explainability.py", "drift_analysis_ks.py", "data_poisoning.py"]
+)
 def test_help_lists_the_options(script):
     proc = run(script, "--help")
     assert proc.returncode == 0 and "--out-dir" in proc.stdout

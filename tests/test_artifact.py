@@ -1,4 +1,5 @@
 """The artifact on disk: verified before unpickling, written atomically, hashed in one place."""
+
 from __future__ import annotations
 
 import hashlib
@@ -38,9 +39,13 @@ def rewrite(path, card=None, pipeline=None, trailer=True):
     """Write an artifact by hand, as someone with write access to the file could (a valid trailer)."""
     payload = joblib.load(path) if path.exists() else {}
     import io
+
     buf = io.BytesIO()
-    content = {**payload, **({"card": json.dumps(card)} if card is not None else {}),
-               **({"pipeline": pipeline} if pipeline is not None else {})}
+    content = {
+        **payload,
+        **({"card": json.dumps(card)} if card is not None else {}),
+        **({"pipeline": pipeline} if pipeline is not None else {}),
+    }
     joblib.dump(content, buf)
     blob = buf.getvalue()
     path.write_bytes(blob + (artifact.TRAILER_MAGIC + artifact.sha256_bytes(blob).encode() + b"\n" if trailer else b""))
@@ -70,7 +75,7 @@ def test_a_pin_is_checked_before_unpickling(copy_of_model, monkeypatch):
 
 def test_a_file_without_its_trailer_is_refused(copy_of_model):
     blob = copy_of_model.read_bytes()
-    copy_of_model.write_bytes(blob[:-artifact.TRAILER_LEN])
+    copy_of_model.write_bytes(blob[: -artifact.TRAILER_LEN])
     with pytest.raises(ModelError, match="does not match the checksum written at its end"):
         load_model(copy_of_model)
 
@@ -101,6 +106,7 @@ def test_failed_save_leaves_the_previous_model_intact(copy_of_model, trained, mo
 
     def broken_replace(src, dst):
         raise OSError("disk full")
+
     monkeypatch.setattr(artifact.os, "replace", broken_replace)
     with pytest.raises(OSError):
         save_model(trained.pipeline, {}, copy_of_model)
@@ -122,6 +128,7 @@ def test_a_crash_at_any_point_of_a_save_leaves_a_loadable_pair(copy_of_model, tr
         if len(calls) == crash_at:
             raise KeyboardInterrupt("killed")
         real(path, blob)
+
     monkeypatch.setattr(artifact, "atomic_write", crashing)
     with pytest.raises(KeyboardInterrupt):
         save_model(trained.pipeline, new_card, copy_of_model)
@@ -130,7 +137,9 @@ def test_a_crash_at_any_point_of_a_save_leaves_a_loadable_pair(copy_of_model, tr
     if crash_at == 1:  # before the switch: the old pair, whole
         assert now.card == old.card
     else:  # after it: the new pair, whatever the stale copy beside it says
-        assert now.card["note"] == "the new model" and "note" not in json.loads(card_path_for(copy_of_model).read_text())
+        assert now.card["note"] == "the new model" and "note" not in json.loads(
+            card_path_for(copy_of_model).read_text()
+        )
 
 
 def test_saved_files_are_readable_by_others(model_path):

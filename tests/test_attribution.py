@@ -6,6 +6,7 @@ SHAP value times one positive per-patient factor (the calibration map's secant s
 signs and ranking are the forest's; the base value is the map applied to the forest's
 expected score. With an uncalibrated forest the factor is 1 (plain Tree SHAP).
 """
+
 import numpy as np
 import shap
 
@@ -44,8 +45,9 @@ def test_uncalibrated_forest_is_plain_tree_shap(dataset):
     pipe = build_forest(calibration=None, n_estimators=30).fit(dataset.X, dataset.y)
     explainer = PipelineExplainer(pipe)
     values = explainer.shap_values(dataset.X.iloc[:20])
-    np.testing.assert_allclose(explainer.base_value + values.sum(axis=1), predict_proba(pipe, dataset.X.iloc[:20]),
-                               atol=1e-9)
+    np.testing.assert_allclose(
+        explainer.base_value + values.sum(axis=1), predict_proba(pipe, dataset.X.iloc[:20]), atol=1e-9
+    )
     assert explainer.base_value == float(np.ravel(explainer.parts[0][0].expected_value)[1])
 
 

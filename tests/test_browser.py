@@ -4,6 +4,7 @@ What a person sees is checked against what the API answers: the risk shown equal
 probability to the shown precision, a blank field is reported as imputed, and an
 out-of-range value gets the API's own message beside its field.
 """
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """train.py as users run it: a real process, real files, one-line errors."""
+
 from __future__ import annotations
 
 import subprocess
@@ -10,8 +11,9 @@ from conftest import DATA, ROOT
 
 
 def run(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_train_writes_a_verified_model_and_prints_the_table(tmp_path):
@@ -41,8 +43,17 @@ def test_bad_data_exits_2_with_a_one_line_reason_and_writes_nothing(tmp_path):
 def test_help_explains_every_option():
     proc = run("--help")
     assert proc.returncode == 0
-    for flag in ("--data", "--out", "--seed", "--test-size", "--n-estimators", "--max-depth",
-                 "--min-samples-leaf", "--max-features", "--tune"):
+    for flag in (
+        "--data",
+        "--out",
+        "--seed",
+        "--test-size",
+        "--n-estimators",
+        "--max-depth",
+        "--min-samples-leaf",
+        "--max-features",
+        "--tune",
+    ):
         assert flag in proc.stdout
 
 
@@ -59,12 +70,15 @@ def test_flag_types_name_the_rule_and_refuse_non_finite_numbers():
     from heart import cli
 
     assert cli.integer(1)("3") == 3 and cli.number(0, 1, low_open=True)("1") == 1.0
-    for parse, value, rule in ((cli.integer(1), "0", "must be at least 1, got 0"),
-                               (cli.integer(1, 1000), "5000", "must be between 1 and 1000"),
-                               (cli.number(0, 0.5), "0.6", "must be between 0 and 0.5"),
-                               (cli.number(0, 1, low_open=True), "0", "must be above 0 and at most 1"),
-                               (cli.number(0, low_open=True), "-1", "must be above 0, got -1"),
-                               (cli.number(0), "nan", "finite"), (cli.number(), "inf", "finite")):
+    for parse, value, rule in (
+        (cli.integer(1), "0", "must be at least 1, got 0"),
+        (cli.integer(1, 1000), "5000", "must be between 1 and 1000"),
+        (cli.number(0, 0.5), "0.6", "must be between 0 and 0.5"),
+        (cli.number(0, 1, low_open=True), "0", "must be above 0 and at most 1"),
+        (cli.number(0, low_open=True), "-1", "must be above 0, got -1"),
+        (cli.number(0), "nan", "finite"),
+        (cli.number(), "inf", "finite"),
+    ):
         with pytest.raises(argparse.ArgumentTypeError, match=rule):
             parse(value)
     with pytest.raises(ValueError):  # argparse turns this into "invalid integer value: 'x'"

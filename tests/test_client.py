@@ -1,4 +1,5 @@
 """The clients: response checks, retries, batch_predict.py end to end, and Locust runs."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,16 @@ import sys
 import pytest
 import requests
 
-from heart.client import (Record, _post, batch_problem, endpoints, percentile, predict_each, prediction_problem,
-                          summarize_records)
+from heart.client import (
+    Record,
+    _post,
+    batch_problem,
+    endpoints,
+    percentile,
+    predict_each,
+    prediction_problem,
+    summarize_records,
+)
 from heart.harness import ApiServer, free_port, gate, run_locust
 from heart.samples import sample, to_records
 from tests.stub_api import StubAPI
@@ -17,34 +26,49 @@ from tests.stub_api import StubAPI
 from conftest import ROOT
 
 TRACE = "0123456789abcdef0123456789abcdef"
-VALID = {"predicted_class": 1, "label": "heart disease", "probability": 0.8, "model_version": "v1",
-         "trace_id": TRACE, "imputed": ["ca"]}
+VALID = {
+    "predicted_class": 1,
+    "label": "heart disease",
+    "probability": 0.8,
+    "model_version": "v1",
+    "trace_id": TRACE,
+    "imputed": ["ca"],
+}
 HAS_API = (ROOT / "heart_fastapi.py").exists()
 needs_api = pytest.mark.skipif(not HAS_API, reason="heart_fastapi.py (serving issue) is not in this checkout yet")
 
 
 def batch_predict(*args, timeout=120):
-    return subprocess.run([sys.executable, str(ROOT / "batch_predict.py"), "--quiet", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "batch_predict.py"), "--quiet", *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 # --- one definition of a valid response ------------------------------------------------------
+
 
 def test_a_contract_prediction_is_valid():
     assert prediction_problem(VALID) is None
 
 
-@pytest.mark.parametrize("change, why", [
-    ({"label": "no heart disease"}, "does not match"),
-    ({"predicted_class": 2}, "predicted_class"),
-    ({"predicted_class": True}, "predicted_class"),
-    ({"probability": 1.5}, "probability"),
-    ({"probability": "0.8"}, "probability"),
-    ({"trace_id": TRACE.upper()}, "trace_id"),
-    ({"trace_id": TRACE[:-1]}, "trace_id"),
-    ({"model_version": ""}, "model_version"),
-    ({"imputed": ["cholesterol"]}, "imputed"),
-])
+@pytest.mark.parametrize(
+    "change, why",
+    [
+        ({"label": "no heart disease"}, "does not match"),
+        ({"predicted_class": 2}, "predicted_class"),
+        ({"predicted_class": True}, "predicted_class"),
+        ({"probability": 1.5}, "probability"),
+        ({"probability": "0.8"}, "probability"),
+        ({"trace_id": TRACE.upper()}, "trace_id"),
+        ({"trace_id": TRACE[:-1]}, "trace_id"),
+        ({"model_version": ""}, "model_version"),
+        ({"imputed": ["cholesterol"]}, "imputed"),
+    ],
+)
 def test_each_wrong_field_is_named(change, why):
     assert why in prediction_problem({**VALID, **change})
 
@@ -70,6 +94,7 @@ def test_endpoints_derive_from_the_predict_url():
 
 
 # --- retries: connection errors only ------------------------------------------------------------
+
 
 class FakeSession:
     def __init__(self, *outcomes):
@@ -109,8 +134,10 @@ def test_timeouts_and_http_errors_are_never_retried(outcome, kind):
 
 def test_summary_counts_and_percentiles_come_from_the_records():
     recs = [Record(i, {}, 1, 0.9, TRACE, 200, float(i + 1)) for i in range(10)]
-    recs += [Record(10, {}, status=500, latency_ms=99.0, error="HTTP 500", kind="http"),
-             Record(11, {}, latency_ms=1000.0, error="timeout after 1 s", kind="timeout")]
+    recs += [
+        Record(10, {}, status=500, latency_ms=99.0, error="HTTP 500", kind="http"),
+        Record(11, {}, latency_ms=1000.0, error="timeout after 1 s", kind="timeout"),
+    ]
     s = summarize_records(recs, wall_s=2.0)
     assert (s["requests"], s["successes"], s["failures"], s["timeouts"], s["http_errors"]) == (12, 10, 2, 1, 1)
     assert s["throughput_per_s"] == 5.0
@@ -119,6 +146,7 @@ def test_summary_counts_and_percentiles_come_from_the_records():
 
 
 # --- batch_predict.py against stub servers ------------------------------------------------------
+
 
 def test_unreachable_api_is_one_clear_line_and_exit_1(tmp_path):
     out = tmp_path / "r.json"
@@ -146,8 +174,11 @@ def test_http_500_rows_fail_the_run_grouped_and_are_not_retried(tmp_path):
     report = json.loads(out.read_text())
     bad = {r["index"] for r in report["records"] if r["error"]}
     assert bad == failing
-    assert all(r["status"] == 500 and r["attempts"] == 1 and r["predicted_class"] is None
-               for r in report["records"] if r["error"])
+    assert all(
+        r["status"] == 500 and r["attempts"] == 1 and r["predicted_class"] is None
+        for r in report["records"]
+        if r["error"]
+    )
     assert report["summary"]["failures"] == len(failing) and report["summary"]["successes"] == 100 - len(failing)
 
 
@@ -181,11 +212,22 @@ def test_batch_mode_chunks_to_predict_batch(tmp_path):
     assert [r["input"] for r in records] == to_records(sample(25, seed=0))
 
 
-@pytest.mark.parametrize("args", [["-n", "0"], ["--concurrency", "0"], ["--batch-size", "1001"], ["--retries", "-1"],
-                                  ["--sampling", "gaussian"], ["--timeout", "0"], ["--url", "localhost:8000"],
-                                  ["--url", "ftp://h/predict"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["-n", "0"],
+        ["--concurrency", "0"],
+        ["--batch-size", "1001"],
+        ["--retries", "-1"],
+        ["--sampling", "gaussian"],
+        ["--timeout", "0"],
+        ["--url", "localhost:8000"],
+        ["--url", "ftp://h/predict"],
+    ],
+)
 def test_bad_flags_are_usage_errors(args, capsys):
     import batch_predict as script  # in-process: argparse exits 2 with a usage message
+
     with pytest.raises(SystemExit) as exit_:
         script.parse_args(args)
     assert exit_.value.code == 2 and "error: argument" in capsys.readouterr().err
@@ -193,12 +235,23 @@ def test_bad_flags_are_usage_errors(args, capsys):
 
 def test_help_explains_every_option():
     proc = subprocess.run([sys.executable, str(ROOT / "batch_predict.py"), "--help"], capture_output=True, text=True)
-    for flag in ("--url", "API_URL", "--n", "--seed", "--sampling", "--concurrency", "--timeout", "--retries",
-                 "--batch", "--out"):
+    for flag in (
+        "--url",
+        "API_URL",
+        "--n",
+        "--seed",
+        "--sampling",
+        "--concurrency",
+        "--timeout",
+        "--retries",
+        "--batch",
+        "--out",
+    ):
         assert flag in proc.stdout
 
 
 # --- against the real API process ---------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def api(model_path, tmp_path_factory):
@@ -245,16 +298,35 @@ def test_per_sample_and_batch_modes_agree_on_the_real_api(api, tmp_path):
 @needs_api
 def test_make_load_path_starts_the_api_runs_locust_and_passes(model_path, tmp_path):
     """bench.load_test as `make load` runs it, shortened: own server, reports written, gate passed."""
-    args = ["--model", model_path, "--users", 10, "--spawn-rate", 10, "--run-time", "6s", "--max-p95-ms", 5000,
-            "--out-dir", tmp_path]
-    proc = subprocess.run([sys.executable, "-m", "bench.load_test", *map(str, args)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    args = [
+        "--model",
+        model_path,
+        "--users",
+        10,
+        "--spawn-rate",
+        10,
+        "--run-time",
+        "6s",
+        "--max-p95-ms",
+        5000,
+        "--out-dir",
+        tmp_path,
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.load_test", *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "passed: no failed request" in proc.stdout
     summary = json.loads((tmp_path / "load.summary.json").read_text())
     assert summary["requests"] > 50 and summary["failures"] == 0 and gate(summary, None) == []
     assert {"POST /predict", "POST /predict/batch", "GET /ready_check"} <= set(summary["by_endpoint"])
-    assert summary["by_endpoint"]["POST /predict"]["requests"] > summary["by_endpoint"]["POST /predict/batch"]["requests"]
+    assert (
+        summary["by_endpoint"]["POST /predict"]["requests"] > summary["by_endpoint"]["POST /predict/batch"]["requests"]
+    )
     assert (tmp_path / "load_stats.csv").exists() and (tmp_path / "load.html").stat().st_size > 1000
     assert (tmp_path / "load_server.log").stat().st_size > 0
 
@@ -267,9 +339,27 @@ def test_a_p95_over_the_limit_fails_the_gate():
 
 def test_timeout_analysis_counts_client_timeouts(tmp_path):
     with StubAPI(delay=0.5) as stub:
-        proc = subprocess.run([sys.executable, "-m", "bench.timeouts", "--host", stub.url, "--users", "2",
-                               "--run-time", "2s", "--request-timeout", "0.2", "--out-dir", tmp_path],
-                              cwd=ROOT, capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench.timeouts",
+                "--host",
+                stub.url,
+                "--users",
+                "2",
+                "--run-time",
+                "2s",
+                "--request-timeout",
+                "0.2",
+                "--out-dir",
+                tmp_path,
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert proc.returncode == 0, proc.stderr
     step = json.loads((tmp_path / "timeouts.json").read_text())["steps"][0]
     assert step["users"] == 2 and step["timeouts"] > 0
@@ -282,7 +372,11 @@ def test_locust_marks_wrong_shapes_as_failures(tmp_path):
         rc, summary, _ = run_locust(stub.url, users=3, spawn_rate=3, run_time="3s", summary=tmp_path / "s.json")
     assert rc == 1
     assert summary["failures"] == summary["by_endpoint"]["POST /predict"]["requests"] > 0
-    assert summary["by_endpoint"]["GET /ready_check"]["failures"] == 0 if "GET /ready_check" in summary["by_endpoint"] else True
+    assert (
+        summary["by_endpoint"]["GET /ready_check"]["failures"] == 0
+        if "GET /ready_check" in summary["by_endpoint"]
+        else True
+    )
     assert any("bad response: missing field(s): label" in k for k in summary["errors"])
     assert any("failed" in r for r in gate(summary, max_p95_ms=None))
 
@@ -295,6 +389,7 @@ def test_progress_bar_draws_on_a_terminal_only():
     class Tty(io.StringIO):
         def isatty(self):
             return True
+
     tty, pipe = Tty(), io.StringIO()
     for stream in (tty, pipe):
         bar = Progress(10, stream=stream)

@@ -1,4 +1,5 @@
 """The loader: every variant users bring loads the same; every bad file fails clearly."""
+
 from __future__ import annotations
 
 import hashlib
@@ -111,10 +112,17 @@ def test_text_in_a_numeric_column(tmp_path, frame):
     assert "line 2, column 'chol'" in msg and "'high' is not valid" in msg and "50 to 800" in msg
 
 
-@pytest.mark.parametrize("column,value,rule", [
-    ("age", "250", "1 to 120"), ("trestbps", "20", "50 to 250"), ("cp", "7", "one of 0, 1, 2, 3"),
-    ("oldpeak", "inf", "finite"), ("age", "50.5", "an integer"), ("ca", "1.5", "one of"),
-])
+@pytest.mark.parametrize(
+    "column,value,rule",
+    [
+        ("age", "250", "1 to 120"),
+        ("trestbps", "20", "50 to 250"),
+        ("cp", "7", "one of 0, 1, 2, 3"),
+        ("oldpeak", "inf", "finite"),
+        ("age", "50.5", "an integer"),
+        ("ca", "1.5", "one of"),
+    ],
+)
 def test_value_outside_the_schema_rule(tmp_path, frame, column, value, rule):
     frame.loc[9, column] = value
     msg = error_for(tmp_path, frame)
@@ -169,8 +177,11 @@ def test_duplicate_column(tmp_path, frame):
 def test_unreadable_files_are_named_with_what_they_should_be(tmp_path, loader, kind):
     binary = tmp_path / "binary"
     binary.write_bytes(b"age,gender\n\xff\xfe\x00,1\n")
-    for path, reason in ((tmp_path / "absent", "file not found"), (tmp_path, f"is a directory, not {kind}"),
-                         (binary, f"line 2: not UTF-8 text (byte 0xff): expected {kind}")):
+    for path, reason in (
+        (tmp_path / "absent", "file not found"),
+        (tmp_path, f"is a directory, not {kind}"),
+        (binary, f"line 2: not UTF-8 text (byte 0xff): expected {kind}"),
+    ):
         with pytest.raises(DataError) as e:
             loader(path)
         assert str(e.value) == f"{path}: {reason}"
@@ -201,8 +212,10 @@ def test_target_column_is_required_by_default(tmp_path, frame):
 def test_missing_columns_are_each_named_with_the_rule(tmp_path, frame):
     msg = error_for(tmp_path, frame.drop(columns=["chol", "ca"]))
     path = tmp_path / "data.csv"
-    assert msg == (f"{path}: line 1, column 'chol': required column is missing from the header\n"
-                   f"{path}: line 1, column 'ca': required column is missing from the header")
+    assert msg == (
+        f"{path}: line 1, column 'chol': required column is missing from the header\n"
+        f"{path}: line 1, column 'ca': required column is missing from the header"
+    )
 
 
 def test_labels_are_kept_when_present_even_if_not_required(tmp_path, frame, dataset):
@@ -230,7 +243,9 @@ def test_at_most_ten_problems_are_listed_then_a_count(tmp_path, frame, n_bad, ta
     assert err.source == str(tmp_path / "data.csv") and len(err.problems) == n_bad
     assert lines[0] == f"{err.source}: line 2, column 'age': 'old' is not valid: must be an integer from 1 to 120 years"
     assert len(lines) == (10 if tail is None else 11)
-    assert lines[-1] == (tail or f"{err.source}: line 11, column 'age': 'old' is not valid: must be an integer from 1 to 120 years")
+    assert lines[-1] == (
+        tail or f"{err.source}: line 11, column 'age': 'old' is not valid: must be an integer from 1 to 120 years"
+    )
 
 
 def test_a_byte_order_mark_before_a_feature_column_is_not_part_of_its_name(tmp_path, frame, dataset):
@@ -251,7 +266,8 @@ def test_blank_lines_are_skipped_and_later_lines_keep_their_numbers(tmp_path, fr
     path = tmp_path / "data.csv"
     path.write_text("\n".join(lines) + "\n")
     assert error_for(tmp_path, "\n".join(lines) + "\n").endswith(
-        "line 9, column 'age': must be an integer from 1 to 120 years, got 200")
+        "line 9, column 'age': must be an integer from 1 to 120 years, got 200"
+    )
     lines[8] = lines[7]
     path.write_text("\n".join(lines) + "\n")
     assert load_dataset(path).n_rows == 303
@@ -266,7 +282,8 @@ def test_every_ragged_row_is_listed(tmp_path):
 def test_malformed_csv_empty_and_header_only_messages(tmp_path, frame):
     path = tmp_path / "data.csv"
     assert error_for(tmp_path, "age,gender\n1," + "x" * 200_000 + "\n") == (
-        f"{path}: line 2: not a well-formed CSV row: field larger than field limit (131072)")
+        f"{path}: line 2: not a well-formed CSV row: field larger than field limit (131072)"
+    )
     assert error_for(tmp_path, "") == f"{path}: the file is empty (expected a CSV header and data rows)"
     assert error_for(tmp_path, " , \n") == f"{path}: the file is empty (expected a CSV header and data rows)"
     assert error_for(tmp_path, ",".join(frame.columns) + "\n\n") == f"{path}: no data rows below the header"
@@ -282,7 +299,8 @@ def test_single_class_message_names_the_class(tmp_path, frame):
     frame["target"] = "no"
     assert error_for(tmp_path, frame) == (
         f"{tmp_path / 'data.csv'}: column 'target' has a single class (every row is 'no heart disease'): "
-        "a classifier needs examples of both classes")
+        "a classifier needs examples of both classes"
+    )
 
 
 @pytest.mark.parametrize("loader", [load_dataset, load_prediction_log])
@@ -303,11 +321,20 @@ def test_train_py_refuses_dev_zero_quickly_with_one_line(tmp_path):
     import time
 
     from conftest import ROOT
+
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "train.py", "--data", "/dev/zero", "--max-data-mb", "5",
-                           "--out", str(tmp_path / "m.joblib")], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and proc.stderr.strip() == "error: /dev/zero: larger than the 5 MB limit for a CSV " \
-        "file (train.py: --max-data-mb)"
+    proc = subprocess.run(
+        [sys.executable, "train.py", "--data", "/dev/zero", "--max-data-mb", "5", "--out", str(tmp_path / "m.joblib")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (
+        proc.returncode == 2
+        and proc.stderr.strip()
+        == "error: /dev/zero: larger than the 5 MB limit for a CSV file (train.py: --max-data-mb)"
+    )
     assert time.perf_counter() - t0 < 60 and not (tmp_path / "m.joblib").exists()
 
 
@@ -344,6 +371,7 @@ def test_too_few_rows_of_a_class_names_the_minimum(tmp_path, frame, test_size, f
 
 def children_of(pid: int) -> list[int]:
     from pathlib import Path
+
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -362,8 +390,14 @@ def test_cross_validation_runs_no_worker_processes_that_a_kill_could_orphan(tmp_
     import time
 
     from conftest import ROOT
-    proc = subprocess.Popen([sys.executable, "train.py", "--out", str(tmp_path / "m.joblib")], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+    proc = subprocess.Popen(
+        [sys.executable, "train.py", "--out", str(tmp_path / "m.joblib")],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         assert proc.stdout.readline().startswith("data: ")  # printed just before cross-validation starts
         seen = set()

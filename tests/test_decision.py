@@ -1,8 +1,6 @@
 """One decision rule: class 1 iff P(disease) >= the card's threshold, the same everywhere."""
-from __future__ import annotations
 
-import json
-import shutil
+from __future__ import annotations
 
 import numpy as np
 import pandas as pd
@@ -11,9 +9,9 @@ from fastapi.testclient import TestClient
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from heart import fairness
+from heart.artifact import save_model
 from heart.decision import decide, threshold_of
 from heart.fast import OnnxPredictor, SklearnPredictor, build_predictor, parity_rows
-from heart.artifact import card_path_for, save_model
 from heart.model import compute_metrics, split_by_labels
 from heart.samples import sample, to_records
 from heart.schema import FEATURE_NAMES
@@ -55,8 +53,9 @@ class Constant(ClassifierMixin, BaseEstimator):
 def test_fairness_puts_a_probability_at_the_threshold_in_class_1(dataset, threshold, expected):
     train_idx, test_idx = split_by_labels(dataset.y)
     model = Constant(0.5).fit(None, None)
-    result = fairness.analyze(model, Constant(0.5), dataset.X, dataset.y, train_idx, test_idx, n_boot=10,
-                              threshold=threshold, n_jobs=1)
+    result = fairness.analyze(
+        model, Constant(0.5), dataset.X, dataset.y, train_idx, test_idx, n_boot=10, threshold=threshold, n_jobs=1
+    )
     assert result.held_out.overall["selection_rate"] == expected
     assert result.out_of_fold.overall["selection_rate"] == expected
 
@@ -98,8 +97,9 @@ def client_at(loaded, tmp_path_factory):
     dst = tmp_path_factory.mktemp("threshold") / "model.joblib"
     card = {k: v for k, v in loaded.card.items() if k not in ("artifact", "model_version")}
     save_model(loaded.pipeline, {**card, "threshold": 0.41}, dst)
-    app = create_app(settings_for(dst, background_load=False, parity_samples=200,
-                                  prediction_log=dst.parent / "predictions.jsonl"))
+    app = create_app(
+        settings_for(dst, background_load=False, parity_samples=200, prediction_log=dst.parent / "predictions.jsonl")
+    )
     with TestClient(app) as c:
         assert app.state.serving.wait(60)
         yield c
@@ -109,7 +109,7 @@ def test_predict_decides_10000_random_patients_by_the_card_threshold(client_at, 
     patients = to_records(sample(10_000, seed=9))
     got = []
     for i in range(0, len(patients), 1000):
-        r = client_at.post("/predict/batch", json={"instances": patients[i:i + 1000]})
+        r = client_at.post("/predict/batch", json={"instances": patients[i : i + 1000]})
         assert r.status_code == 200, r.text
         got += r.json()["predictions"]
     cls = np.array([g["predicted_class"] for g in got])

@@ -1,11 +1,11 @@
 """The container and Kubernetes files, offline: schema-valid manifests that agree with each other,
 with the Dockerfile and with the app they deploy (issues 6 and 14). Building and running the image is
 deploy/container_check.sh's job (`make container-check`, run by .ci/run)."""
+
 from __future__ import annotations
 
 import json
 import re
-import shlex
 import subprocess
 from pathlib import Path
 
@@ -55,10 +55,12 @@ def mebibytes(quantity: str) -> float:
 
 def dockerfile() -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
-    text = re.sub(r"\\\n", " ", "\n".join(line for line in (ROOT / "Dockerfile").read_text().splitlines()
-                                          if not line.lstrip().startswith("#")))
-    return [(m.group(1).upper(), m.group(2).strip())
-            for m in re.finditer(r"^\s*([A-Za-z]+)\s+(.*)$", text, re.M)]
+    text = re.sub(
+        r"\\\n",
+        " ",
+        "\n".join(line for line in (ROOT / "Dockerfile").read_text().splitlines() if not line.lstrip().startswith("#")),
+    )
+    return [(m.group(1).upper(), m.group(2).strip()) for m in re.finditer(r"^\s*([A-Za-z]+)\s+(.*)$", text, re.M)]
 
 
 def instructions(name: str) -> list[str]:
@@ -75,6 +77,7 @@ def runtime_stage() -> list[tuple[str, str]]:
 @pytest.fixture(scope="module")
 def app_routes():
     import heart_fastapi
+
     return {route.path for route in heart_fastapi.app.routes}
 
 
@@ -83,6 +86,7 @@ def app_port():
     import os
 
     import heart_fastapi
+
     saved = os.environ.pop("PORT", None)
     try:
         return heart_fastapi.parse_args([]).port
@@ -93,10 +97,17 @@ def app_port():
 
 # ------------------------------------------------------------------------------ schema validity
 
+
 def test_the_expected_manifests_are_there():
     kinds = sorted(d["kind"] for d in manifests().values())
-    assert kinds == ["ConfigMap", "Deployment", "HorizontalPodAutoscaler", "NetworkPolicy",
-                     "PodDisruptionBudget", "Service"]
+    assert kinds == [
+        "ConfigMap",
+        "Deployment",
+        "HorizontalPodAutoscaler",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+        "Service",
+    ]
 
 
 @pytest.mark.parametrize("key", sorted(manifests()))
@@ -121,6 +132,7 @@ def test_every_object_carries_the_recommended_labels():
 
 
 # ------------------------------------------------------------------------------ consistency
+
 
 def test_selectors_match_the_pod_labels():
     pod_labels = by_kind("Deployment")["spec"]["template"]["metadata"]["labels"]
@@ -167,15 +179,16 @@ def test_network_policy_admits_the_api_port_and_prometheus_on_the_metrics_port_o
             admitted[port["port"]] = rule.get("from")
     assert set(admitted) == {"http", "metrics"} <= set(container_ports())
     assert admitted["http"] is None  # the API: any source (the LoadBalancer's traffic)
-    (peer,) = admitted["metrics"]     # the metrics: Prometheus's pods in its namespace, nobody else
+    (peer,) = admitted["metrics"]  # the metrics: Prometheus's pods in its namespace, nobody else
     assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "monitoring"}
     assert peer["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
 
 
 def test_the_rules_configmap_carries_monitoring_alerts_yaml_verbatim():
     (rules_file,) = by_kind("ConfigMap")["data"].values()
-    assert rules_file == (ROOT / "monitoring" / "alerts.yaml").read_text(), \
+    assert rules_file == (ROOT / "monitoring" / "alerts.yaml").read_text(), (
         "copy monitoring/alerts.yaml into k8s/prometheus-rules.yaml (data, indented 4 spaces)"
+    )
 
 
 def test_every_probe_path_is_a_route_of_the_app(app_routes):
@@ -210,11 +223,11 @@ def test_resources_are_requested_and_limited():
 
 
 # The prediction-log sizing of docs/deploy.md, "Prediction log storage".
-PLANNED_BYTES_PER_RECORD = 512   # 419 B measured with the inputs (below), + headroom for new fields
-ROTATE_AT_MIB = 64               # the log is rotated by size ...
-LOG_FILES_ON_POD = 2             # ... and one rotated file waits to be shipped
-CACHES_MIB = 16                  # HOME, matplotlib, onnxruntime, numba: 160 KiB measured
-CONTAINER_LOG_MIB = 50           # the kubelet's default stdout rotation: 10 MiB x 5 files
+PLANNED_BYTES_PER_RECORD = 512  # 419 B measured with the inputs (below), + headroom for new fields
+ROTATE_AT_MIB = 64  # the log is rotated by size ...
+LOG_FILES_ON_POD = 2  # ... and one rotated file waits to be shipped
+CACHES_MIB = 16  # HOME, matplotlib, onnxruntime, numba: 160 KiB measured
+CONTAINER_LOG_MIB = 50  # the kubelet's default stdout rotation: 10 MiB x 5 files
 
 
 def test_ephemeral_storage_fits_the_prediction_log():
@@ -240,17 +253,30 @@ def test_bytes_per_record_fit_the_planned_size(model_path, dataset, tmp_path):
 
     log = tmp_path / "predictions.jsonl"
     patients = to_records(sample(200, seed=1, mode="marginal", reference=dataset.X))
-    with ApiServer(model_path, log=tmp_path / "server.log", ready_timeout=90, log_level="warning",
-                   extra_env={"PREDICTION_LOG": str(log), "LOG_INPUTS": "true",
-                              "OTEL_EXPORTER_OTLP_ENDPOINT": None, "OTEL_TRACES_EXPORTER": None}) as api:
-        with requests.Session() as session:
-            for patient in patients:
-                assert session.post(api.url + "/predict", json=patient, timeout=10).status_code == 200
+    with (
+        ApiServer(
+            model_path,
+            log=tmp_path / "server.log",
+            ready_timeout=90,
+            log_level="warning",
+            extra_env={
+                "PREDICTION_LOG": str(log),
+                "LOG_INPUTS": "true",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": None,
+                "OTEL_TRACES_EXPORTER": None,
+            },
+        ) as api,
+        requests.Session() as session,
+    ):
+        for patient in patients:
+            assert session.post(api.url + "/predict", json=patient, timeout=10).status_code == 200
     lines = log.read_bytes().splitlines(keepends=True)
     assert len(lines) == len(patients)
     per_record = log.stat().st_size / len(lines)
-    print(f"prediction log: {per_record:.1f} bytes per record over {len(lines)} records "
-          f"({min(map(len, lines))} to {max(map(len, lines))} B)")
+    print(
+        f"prediction log: {per_record:.1f} bytes per record over {len(lines)} records "
+        f"({min(map(len, lines))} to {max(map(len, lines))} B)"
+    )
     # below: a record with inputs holds 13 features, a trace id and a timestamp (> 250 B)
     assert 250 < per_record <= max(map(len, lines)) <= PLANNED_BYTES_PER_RECORD
 
@@ -295,10 +321,12 @@ def test_the_drain_fits_in_the_grace_period_after_the_prestop_sleep():
     default = Settings.model_fields["graceful_timeout"].default
     for drain in (float(env["GRACEFUL_TIMEOUT"]), default):
         assert drain > 0
-        assert pre_stop + drain + TRACE_FLUSH_SECONDS <= grace, \
+        assert pre_stop + drain + TRACE_FLUSH_SECONDS <= grace, (
             f"preStop {pre_stop:g} s + drain {drain:g} s + flush {TRACE_FLUSH_SECONDS:g} s > grace {grace} s"
-    assert float(env["REQUEST_TIMEOUT_SECONDS"]) <= float(env["GRACEFUL_TIMEOUT"]), \
+        )
+    assert float(env["REQUEST_TIMEOUT_SECONDS"]) <= float(env["GRACEFUL_TIMEOUT"]), (
         "a request still arriving at SIGTERM must be able to finish within the drain"
+    )
 
 
 def test_bearer_tokens_come_from_an_optional_secret_and_probes_need_none():
@@ -307,6 +335,7 @@ def test_bearer_tokens_come_from_an_optional_secret_and_probes_need_none():
     ref = tokens["valueFrom"]["secretKeyRef"]
     assert ref["optional"] is True and ref["name"] == f"{NAME}-tokens" and ref["key"] == "tokens"
     from heart.serving.auth import PROTECTED
+
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         get = container()[probe]["httpGet"]
         assert get["path"] not in PROTECTED and "httpHeaders" not in get
@@ -322,8 +351,13 @@ def test_the_image_is_the_version_tag_the_container_check_builds():
     name, _, tag = image.partition(":")
     assert name == "heart-disease-mlops" and tag == __version__  # never :latest, never untagged
     assert "kubectl set image" in (K8S / "deployment.yaml").read_text()
-    built = subprocess.run(["bash", str(ROOT / "deploy" / "container_check.sh"), "--print-image"],
-                           capture_output=True, text=True, timeout=30, env={"PATH": "/usr/bin:/bin"})
+    built = subprocess.run(
+        ["bash", str(ROOT / "deploy" / "container_check.sh"), "--print-image"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": "/usr/bin:/bin"},
+    )
     assert built.returncode == 0 and built.stdout.strip() == image, built.stderr
     deployment = by_kind("Deployment")
     for labels in (deployment["metadata"]["labels"], deployment["spec"]["template"]["metadata"]["labels"]):
@@ -331,6 +365,7 @@ def test_the_image_is_the_version_tag_the_container_check_builds():
 
 
 # ------------------------------------------------------------------------------ Dockerfile
+
 
 def test_dockerfile_base_is_an_argument_defaulting_to_python_slim():
     steps = dockerfile()
@@ -379,8 +414,11 @@ def test_the_image_installs_only_the_serving_requirements_and_caches_the_onnx_gr
 
 
 def test_dockerignore_sends_only_what_the_image_needs():
-    lines = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-             if line.strip() and not line.startswith("#")]
+    lines = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert lines[0] == "*", "exclude everything, then re-include"
     included = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
     assert included == {"requirements-serve.txt", "train.py", "heart_fastapi.py", "heart", "data/data.csv"}

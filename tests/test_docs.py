@@ -1,5 +1,6 @@
 """The docs derive from the code and hold together: the feature table is the schema's own, the
 readme stays a front door, and every relative link in readme.md and docs/ resolves."""
+
 import re
 from pathlib import Path
 
@@ -87,13 +88,18 @@ def test_readme_links_into_every_doc():
     assert {p.resolve() for p in DOCS[1:]} <= linked
 
 
-@pytest.mark.parametrize(("heading", "slug"), [
-    ("Fairness: `fairness_check.py`", "fairness-fairness_checkpy"),
-    ("Deploy: container, CI and Kubernetes", "deploy-container-ci-and-kubernetes"),
-    ("Why `/predict` is fast", "why-predict-is-fast"),
-    ("What a client timeout meets at rising concurrency: `make timeouts`",
-     "what-a-client-timeout-meets-at-rising-concurrency-make-timeouts"),
-])
+@pytest.mark.parametrize(
+    ("heading", "slug"),
+    [
+        ("Fairness: `fairness_check.py`", "fairness-fairness_checkpy"),
+        ("Deploy: container, CI and Kubernetes", "deploy-container-ci-and-kubernetes"),
+        ("Why `/predict` is fast", "why-predict-is-fast"),
+        (
+            "What a client timeout meets at rising concurrency: `make timeouts`",
+            "what-a-client-timeout-meets-at-rising-concurrency-make-timeouts",
+        ),
+    ],
+)
 def test_github_slug(heading, slug):
     assert github_slug(heading_text(MD.parseInline(heading)[0])) == slug
 
@@ -101,9 +107,13 @@ def test_github_slug(heading, slug):
 def test_the_checker_finds_broken_links(tmp_path):
     (tmp_path / "other.md").write_text("# Other\n\n## Same\n\n## Same\n")
     page = tmp_path / "page.md"
-    page.write_text("# Page\n\n[ok](other.md#same-1) [ok](#page) [ok](https://example.org/x) `[code](nowhere.md)`\n\n"
-                    "[gone](missing.md) [bad anchor](other.md#nope) ![img](figures/none.png) [self](#nope)\n")
-    assert broken_links(page) == ["page.md: missing.md: no such file",
-                                  "page.md: other.md#nope: no heading with that anchor in other.md",
-                                  "page.md: figures/none.png: no such file",
-                                  "page.md: #nope: no heading with that anchor in page.md"]
+    page.write_text(
+        "# Page\n\n[ok](other.md#same-1) [ok](#page) [ok](https://example.org/x) `[code](nowhere.md)`\n\n"
+        "[gone](missing.md) [bad anchor](other.md#nope) ![img](figures/none.png) [self](#nope)\n"
+    )
+    assert broken_links(page) == [
+        "page.md: missing.md: no such file",
+        "page.md: other.md#nope: no heading with that anchor in other.md",
+        "page.md: figures/none.png: no such file",
+        "page.md: #nope: no heading with that anchor in page.md",
+    ]

@@ -1,4 +1,5 @@
 """Drift: the test follows the schema's kind, catches real shifts, and does not cry wolf."""
+
 import json
 
 import numpy as np
@@ -39,16 +40,19 @@ def _hand_written_bh(p):
     return out
 
 
-@pytest.mark.parametrize("p", [
-    [0.01, 0.04, 0.03, 0.5],
-    [0.02, 0.02, 0.02, 0.02, 0.9],                       # ties
-    [1.0, 1.0, 0.049, 1.0],                              # ones
-    [0.0, 0.0, 0.3, 1e-300, 0.051],                      # zeros and a tiny p
-    [0.7],                                               # one test
-    [0.04, 0.04, 0.2, 0.2, 0.2, 1.0, 0.0, 0.999, 0.5, 0.01, 0.01, 0.3, 0.06],  # 13 features, mixed
-    list(np.random.default_rng(0).uniform(size=13)),
-    list(np.random.default_rng(1).beta(0.2, 3, size=40)),  # many small p-values
-])
+@pytest.mark.parametrize(
+    "p",
+    [
+        [0.01, 0.04, 0.03, 0.5],
+        [0.02, 0.02, 0.02, 0.02, 0.9],  # ties
+        [1.0, 1.0, 0.049, 1.0],  # ones
+        [0.0, 0.0, 0.3, 1e-300, 0.051],  # zeros and a tiny p
+        [0.7],  # one test
+        [0.04, 0.04, 0.2, 0.2, 0.2, 1.0, 0.0, 0.999, 0.5, 0.01, 0.01, 0.3, 0.06],  # 13 features, mixed
+        list(np.random.default_rng(0).uniform(size=13)),
+        list(np.random.default_rng(1).beta(0.2, 3, size=40)),  # many small p-values
+    ],
+)
 def test_scipy_benjamini_hochberg_equals_the_hand_written_one(p):
     got = drift.adjust(np.array(p), "bh")
     np.testing.assert_allclose(got, _hand_written_bh(p), rtol=1e-12, atol=0)
@@ -57,7 +61,9 @@ def test_scipy_benjamini_hochberg_equals_the_hand_written_one(p):
 
 def test_a_sample_of_the_training_data_flags_nothing_in_95_percent_of_seeds(dataset):
     seeds = range(60)
-    quiet = sum(not drift.drift_report(dataset.X, dataset.X.sample(100, random_state=s)).drifted_features for s in seeds)
+    quiet = sum(
+        not drift.drift_report(dataset.X, dataset.X.sample(100, random_state=s)).drifted_features for s in seeds
+    )
     assert quiet >= 0.95 * len(seeds)
 
 
@@ -70,10 +76,13 @@ def test_disjoint_halves_of_the_data_do_not_cry_wolf(dataset):
     assert quiet >= 57
 
 
-@pytest.mark.parametrize("feature, shift", [
-    ("age", lambda X: X.assign(age=X["age"] + 10)),
-    ("chol", lambda X: X.assign(chol=X["chol"] * 1.3)),
-])
+@pytest.mark.parametrize(
+    "feature, shift",
+    [
+        ("age", lambda X: X.assign(age=X["age"] + 10)),
+        ("chol", lambda X: X.assign(chol=X["chol"] * 1.3)),
+    ],
+)
 def test_shifted_continuous_feature_is_flagged(dataset, feature, shift):
     for s in range(10):
         r = drift.drift_report(dataset.X, shift(dataset.X.sample(100, random_state=s)))
@@ -111,7 +120,9 @@ def test_prediction_log_goes_through_the_schema(tmp_path, dataset):
     assert got.y is None
 
     bad = tmp_path / "bad.jsonl"
-    bad.write_text(lines[1] + "\n" + lines[2].replace('"gender": 1', '"gender": 7').replace('"gender": 0', '"gender": 7') + "\n")
+    bad.write_text(
+        lines[1] + "\n" + lines[2].replace('"gender": 1', '"gender": 7').replace('"gender": 0', '"gender": 7') + "\n"
+    )
     with pytest.raises(DataError, match="line 2, column 'gender'"):
         load_prediction_log(bad)
 
@@ -165,14 +176,41 @@ def test_continuous_effect_sizes_by_hand():
 
 def test_the_data_set_verdict_is_at_the_share_threshold_inclusive():
     def report(n_drifted, n_tested, n_skipped=0):
-        feats = [drift.FeatureDrift(feature=f"f{i}", kind="continuous", test="ks", statistic=0.5, p_value=0.001,
-                                    p_adjusted=0.001, drifted=i < n_drifted, psi=0.1, wasserstein=1.0,
-                                    n_reference=10, n_current=10) for i in range(n_tested)]
-        feats += [drift.FeatureDrift(feature="s", kind="binary", test="skipped", statistic=np.nan, p_value=np.nan,
-                                     p_adjusted=np.nan, drifted=False, psi=np.nan, wasserstein=None,
-                                     n_reference=0, n_current=0)] * n_skipped
-        return drift.DriftReport(alpha=0.05, correction="bh", share_threshold=0.5, n_reference=10, n_current=10,
-                                 features=feats)
+        feats = [
+            drift.FeatureDrift(
+                feature=f"f{i}",
+                kind="continuous",
+                test="ks",
+                statistic=0.5,
+                p_value=0.001,
+                p_adjusted=0.001,
+                drifted=i < n_drifted,
+                psi=0.1,
+                wasserstein=1.0,
+                n_reference=10,
+                n_current=10,
+            )
+            for i in range(n_tested)
+        ]
+        feats += [
+            drift.FeatureDrift(
+                feature="s",
+                kind="binary",
+                test="skipped",
+                statistic=np.nan,
+                p_value=np.nan,
+                p_adjusted=np.nan,
+                drifted=False,
+                psi=np.nan,
+                wasserstein=None,
+                n_reference=0,
+                n_current=0,
+            )
+        ] * n_skipped
+        return drift.DriftReport(
+            alpha=0.05, correction="bh", share_threshold=0.5, n_reference=10, n_current=10, features=feats
+        )
+
     assert report(2, 4).dataset_drift and report(2, 4).share_drifted == 0.5
     assert not report(1, 4).dataset_drift
     assert report(2, 4, n_skipped=4).share_drifted == 0.5  # skipped features are not in the denominator
@@ -193,10 +231,16 @@ def test_alpha_is_a_strict_bound_and_the_correction_is_checked(dataset):
 
 
 def test_report_dict_carries_the_settings_and_sizes(dataset):
-    d = drift.drift_report(dataset.X, dataset.X.iloc[:100], alpha=0.01, correction="bonferroni",
-                           share_threshold=0.3).to_dict()
+    d = drift.drift_report(
+        dataset.X, dataset.X.iloc[:100], alpha=0.01, correction="bonferroni", share_threshold=0.3
+    ).to_dict()
     assert {k: d[k] for k in ("alpha", "correction", "share_threshold", "n_reference", "n_current")} == {
-        "alpha": 0.01, "correction": "bonferroni", "share_threshold": 0.3, "n_reference": 303, "n_current": 100}
+        "alpha": 0.01,
+        "correction": "bonferroni",
+        "share_threshold": 0.3,
+        "n_reference": 303,
+        "n_current": 100,
+    }
 
 
 def test_a_constant_reference_still_sees_a_shift():

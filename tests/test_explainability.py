@@ -1,4 +1,5 @@
 """Data-set SHAP: ranking of the 13 features, additivity, and plain words from the schema."""
+
 import numpy as np
 import pandas as pd
 
@@ -38,7 +39,8 @@ def test_summary_names_the_features_that_pushed_down():
     s = describe_rows(values, X, np.arange(4), "down")
     assert [d["feature"] for d in s["drivers"]] == ["thal", "exang"]
     assert s["drivers"][0]["mean_push"] == -0.10
-    assert s["text"] == ('Thallium stress test "normal" (4 of 4) and no exercise-induced angina (4 of 4) '
-                         "lowered the predicted risk.")
+    assert s["text"] == (
+        'Thallium stress test "normal" (4 of 4) and no exercise-induced angina (4 of 4) lowered the predicted risk.'
+    )
     up = describe_rows(values, X, np.arange(4), "up")
     assert [d["feature"] for d in up["drivers"]] == ["age"]

@@ -1,4 +1,5 @@
 """Fairness numbers match a hand computation, intervals are sane, mitigation does its job."""
+
 import json
 
 import numpy as np
@@ -19,10 +20,19 @@ def test_group_metrics_match_a_hand_computation():
     groups = pd.Series(["A"] * 4 + ["B"] * 4)
     r = fairness.group_report(y, pred, groups, seed=0, n_boot=300)
     a, b = r.by_group["A"], r.by_group["B"]
-    assert (a["accuracy"], a["selection_rate"], a["true_positive_rate"], a["false_negative_rate"],
-            a["false_positive_rate"], a["precision"], a["count"]) == (0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 4)
+    assert (
+        a["accuracy"],
+        a["selection_rate"],
+        a["true_positive_rate"],
+        a["false_negative_rate"],
+        a["false_positive_rate"],
+        a["precision"],
+        a["count"],
+    ) == (0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 4)
     assert b["accuracy"] == 0.75 and b["selection_rate"] == 0.5 and b["true_positive_rate"] == 1.0
-    assert b["false_negative_rate"] == 0.0 and b["false_positive_rate"] == pytest.approx(1 / 3) and b["precision"] == 0.5
+    assert (
+        b["false_negative_rate"] == 0.0 and b["false_positive_rate"] == pytest.approx(1 / 3) and b["precision"] == 0.5
+    )
     assert list(r.gaps) == ["B - A"]
     gaps = r.gaps["B - A"]
     assert gaps["accuracy"].gap == pytest.approx(0.25)
@@ -54,8 +64,17 @@ def test_sensitive_groups_from_the_schema(dataset):
 @pytest.fixture(scope="module")
 def result(loaded, dataset):
     train_idx, test_idx = card_split(loaded.card, dataset.y)
-    return fairness.analyze(loaded.pipeline, forest_from_card(loaded.card), dataset.X, dataset.y, train_idx,
-                            test_idx, "gender", seed=0, n_boot=300)
+    return fairness.analyze(
+        loaded.pipeline,
+        forest_from_card(loaded.card),
+        dataset.X,
+        dataset.y,
+        train_idx,
+        test_idx,
+        "gender",
+        seed=0,
+        n_boot=300,
+    )
 
 
 def test_real_model_both_views_and_intervals_contain_the_estimate(result):
@@ -69,8 +88,9 @@ def test_real_model_both_views_and_intervals_contain_the_estimate(result):
             assert low <= gap.gap <= high, (view, metric, gap)
             assert gap.excludes_zero == (low > 0 or high < 0)
     # more rows, narrower intervals: the out-of-fold view is the one that can tell gaps from noise
-    width = {v: np.mean([g.ci95[1] - g.ci95[0] for g in part.gaps["male - female"].values()])
-             for v, part in views.items()}
+    width = {
+        v: np.mean([g.ci95[1] - g.ci95[0] for g in part.gaps["male - female"].values()]) for v, part in views.items()
+    }
     assert width["out_of_fold"] < width["held_out"]
 
 
@@ -94,12 +114,23 @@ def test_threshold_optimizer_reduces_the_gap_it_was_fitted_on(result):
 
 def test_report_dict_has_the_json_shape_the_scripts_write(result):
     d = result.to_dict()
-    assert list(d) == ["sensitive_feature", "grouping", "threshold", "bootstrap", "held_out", "out_of_fold", "mitigation"]
+    assert list(d) == [
+        "sensitive_feature",
+        "grouping",
+        "threshold",
+        "bootstrap",
+        "held_out",
+        "out_of_fold",
+        "mitigation",
+    ]
     assert d["bootstrap"] == {"resamples": 300, "seed": 0, "interval": "percentile 95%"}
     gap = d["held_out"]["gaps"]["male - female"]["true_positive_rate"]
-    assert gap == {"gap": result.held_out.gaps["male - female"]["true_positive_rate"].gap,
-                   "ci95": result.held_out.gaps["male - female"]["true_positive_rate"].ci95,
-                   "boot_samples": 300, "excludes_zero": gap["excludes_zero"]}
+    assert gap == {
+        "gap": result.held_out.gaps["male - female"]["true_positive_rate"].gap,
+        "ci95": result.held_out.gaps["male - female"]["true_positive_rate"].ci95,
+        "boot_samples": 300,
+        "excludes_zero": gap["excludes_zero"],
+    }
     assert list(d["mitigation"]) == ["method", "train_out_of_fold", "held_out"]
     assert d["mitigation"]["held_out"]["after"]["accuracy"] == result.mitigation.held_out.after.accuracy
     json.dumps(d, allow_nan=False)
@@ -116,8 +147,17 @@ def test_mitigation_skipped_for_a_one_class_group_says_why_and_only_that():
 
 def test_analysis_is_reproducible(loaded, dataset, result):
     train_idx, test_idx = card_split(loaded.card, dataset.y)
-    again = fairness.analyze(loaded.pipeline, forest_from_card(loaded.card), dataset.X, dataset.y, train_idx,
-                             test_idx, "gender", seed=0, n_boot=300)
+    again = fairness.analyze(
+        loaded.pipeline,
+        forest_from_card(loaded.card),
+        dataset.X,
+        dataset.y,
+        train_idx,
+        test_idx,
+        "gender",
+        seed=0,
+        n_boot=300,
+    )
     assert again == result
 
 
@@ -130,14 +170,20 @@ def test_age_bins_are_floored_to_twenty_years_at_both_edges():
 def test_continuous_groups_are_tertiles_named_by_their_edges():
     X = pd.DataFrame({"chol": [100.0, 200, 300, 400, 500, 600, 700, 800, 900, np.nan]})
     g = fairness.sensitive_groups(X, "chol")
-    assert list(g) == ["1: 100-366.7 mg/dl"] * 3 + ["2: 366.7-633.3 mg/dl"] * 3 + ["3: 633.3-900 mg/dl"] * 3 + ["missing"]
+    assert list(g) == ["1: 100-366.7 mg/dl"] * 3 + ["2: 366.7-633.3 mg/dl"] * 3 + ["3: 633.3-900 mg/dl"] * 3 + [
+        "missing"
+    ]
     assert g.name == "chol" and list(g.index) == list(X.index)
 
 
 def test_codes_are_named_by_their_meaning_and_unknown_codes_kept():
     X = pd.DataFrame({"cp": [0.0, 3.0, 7.0, np.nan]}, index=[5, 6, 7, 8])
-    assert fairness.sensitive_groups(X, "cp").to_dict() == {5: "asymptomatic", 6: "typical angina", 7: "7.0",
-                                                            8: "missing"}
+    assert fairness.sensitive_groups(X, "cp").to_dict() == {
+        5: "asymptomatic",
+        6: "typical angina",
+        7: "7.0",
+        8: "missing",
+    }
     with pytest.raises(ValueError, match="^unknown sensitive feature 'height': choose one of age, gender, cp, "):
         fairness.sensitive_groups(X, "height")
 
@@ -197,8 +243,9 @@ def test_mitigation_names_the_held_out_group_with_one_class():
     y = np.array([0, 1, 0, 1, 0, 1, 1, 0])
     g = pd.Series(["a", "a", "a", "a", "b", "b", "b", "b"])
     mit = fairness.mitigate(scores, y, g, scores[:4], np.array([0, 1, 0, 0]), pd.Series(["a", "a", "c", "c"]))
-    assert mit.skipped == ("group 'c' has only one class in the held-out rows: "
-                           "equalized odds thresholds cannot be fitted or checked")
+    assert mit.skipped == (
+        "group 'c' has only one class in the held-out rows: equalized odds thresholds cannot be fitted or checked"
+    )
 
 
 def _linear():
@@ -209,8 +256,9 @@ def test_analysis_with_a_small_model_reports_what_it_was_asked(dataset):
     train_idx, test_idx = np.arange(0, 303, 5)[:50], np.arange(1, 303, 5)
     X, y = dataset.X, dataset.y
     fitted = _linear().fit(X.iloc[train_idx], y[train_idx])
-    r = fairness.analyze(fitted, _linear(), X, y, train_idx, test_idx, "gender", seed=0, n_boot=20, threshold=0.5,
-                         n_jobs=1)
+    r = fairness.analyze(
+        fitted, _linear(), X, y, train_idx, test_idx, "gender", seed=0, n_boot=20, threshold=0.5, n_jobs=1
+    )
     assert (r.sensitive_feature, r.grouping, r.threshold) == ("gender", "schema codes", 0.5)
     assert r.bootstrap == fairness.Bootstrap(resamples=20, seed=0)
     assert r.held_out.n == len(test_idx) and r.out_of_fold.n == 303
@@ -219,8 +267,12 @@ def test_analysis_with_a_small_model_reports_what_it_was_asked(dataset):
     before = r.mitigation.held_out.before
     assert before.accuracy == pytest.approx(np.mean((proba >= 0.5) == y[test_idx]))
     assert r.mitigation.train_out_of_fold.before.selection_rate < 1
-    high = fairness.analyze(fitted, _linear(), X, y, train_idx, test_idx, "age", seed=0, n_boot=5, threshold=1.01,
-                            n_jobs=1)
+    high = fairness.analyze(
+        fitted, _linear(), X, y, train_idx, test_idx, "age", seed=0, n_boot=5, threshold=1.01, n_jobs=1
+    )
     assert high.grouping == "20-year bins" and high.threshold == 1.01
     assert high.held_out.overall["selection_rate"] == 0.0 and high.out_of_fold.overall["selection_rate"] == 0.0
-    assert fairness.analyze(fitted, _linear(), X, y, train_idx, test_idx, "chol", n_boot=5, n_jobs=1).grouping == "tertiles"
+    assert (
+        fairness.analyze(fitted, _linear(), X, y, train_idx, test_idx, "chol", n_boot=5, n_jobs=1).grouping
+        == "tertiles"
+    )

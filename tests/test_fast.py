@@ -1,4 +1,5 @@
 """The ONNX fast path matches the sklearn Pipeline, and anything that does not is never served."""
+
 import numpy as np
 import pytest
 
@@ -30,8 +31,12 @@ def test_parity_on_10000_schema_samples_with_missing_values(loaded, onnx):
     got_class, got_p = onnx.predict(X)
     assert (ref_class == got_class).all()
     assert np.abs(ref_p - got_p).max() <= fast.PARITY_TOLERANCE
-    assert (ref_class == decide(loaded.pipeline.predict_proba(__import__("pandas").DataFrame(
-        X, columns=[f.name for f in FEATURES]))[:, 1])).all(), "SklearnPredictor decides the Pipeline's probability"
+    assert (
+        ref_class
+        == decide(
+            loaded.pipeline.predict_proba(__import__("pandas").DataFrame(X, columns=[f.name for f in FEATURES]))[:, 1]
+        )
+    ).all(), "SklearnPredictor decides the Pipeline's probability"
 
 
 def test_build_predictor_chooses_onnx_when_parity_holds(loaded):
@@ -45,6 +50,7 @@ def test_parity_failure_falls_back_to_sklearn_and_says_why(loaded, monkeypatch, 
     def drifted(self, X):
         classes, p = real(self, X)
         return classes, p + 1e-4  # a converter bug we must never serve (10x the tolerance)
+
     monkeypatch.setattr(OnnxPredictor, "predict", drifted)
     with caplog.at_level("WARNING", logger="heart.fast"):
         predictor, parity = build_predictor(loaded.pipeline, parity_rows(200))
@@ -56,6 +62,7 @@ def test_parity_failure_falls_back_to_sklearn_and_says_why(loaded, monkeypatch, 
 def test_conversion_failure_falls_back_to_sklearn(loaded, monkeypatch):
     def broken(self, pipeline):
         raise RuntimeError("unsupported step")
+
     monkeypatch.setattr(OnnxPredictor, "__init__", broken)
     predictor, parity = build_predictor(loaded.pipeline, parity_rows(50))
     assert predictor.engine == "sklearn" and "conversion failed" in parity.reason

@@ -1,4 +1,5 @@
 """Fuzz every operation of the OpenAPI schema with schemathesis: no generated input gets a 5xx."""
+
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -13,8 +14,10 @@ MODES = [schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGAT
 
 @pytest.fixture(scope="module")
 def fuzz_schema(model_path):
-    app = create_app(settings_for(model_path, parity_samples=200, background_load=False, configure_logging=False),
-                     tracer_provider_=TracerProvider())
+    app = create_app(
+        settings_for(model_path, parity_samples=200, background_load=False, configure_logging=False),
+        tracer_provider_=TracerProvider(),
+    )
     app.state.serving.load()  # the ASGI transport does not run the lifespan: load here
     assert app.state.serving.ready
     return schemathesis.openapi.from_asgi("/openapi.json", app)
@@ -26,8 +29,17 @@ def operations(schema):
 
 def test_the_schema_lists_every_operation(fuzz_schema):
     names = {f"{op.method.upper()} {op.path}" for op in operations(fuzz_schema)}
-    assert {"POST /predict", "POST /predict/", "POST /predict/batch", "POST /explain", "GET /live_check",
-            "GET /ready_check", "GET /model", "GET /metrics", "GET /"} <= names
+    assert {
+        "POST /predict",
+        "POST /predict/",
+        "POST /predict/batch",
+        "POST /explain",
+        "GET /live_check",
+        "GET /ready_check",
+        "GET /model",
+        "GET /metrics",
+        "GET /",
+    } <= names
 
 
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
@@ -36,16 +48,24 @@ def test_no_generated_input_gets_a_5xx(fuzz_schema, mode):
     for operation in operations(fuzz_schema):
         if mode == schemathesis.GenerationMode.NEGATIVE and operation.method.upper() == "GET":
             continue  # no parameters: nothing to break
+
         @given(case=operation.as_strategy(generation_mode=mode))
-        @settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=MAX_EXAMPLES,
+            deadline=None,
+            derandomize=True,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
         def fuzz(case):
             response = case.call()
             statuses.append((case.method, response.status_code))
-            assert response.status_code < 500, \
+            assert response.status_code < 500, (
                 f"{case.method} {case.path} {case.body!r:.300} -> {response.status_code}: {response.text[:300]}"
+            )
             if case.method == "POST":
                 assert response.status_code in (200, 413, 422), response.text[:300]
+
         fuzz()
     posted = [status for method, status in statuses if method == "POST"]
     assert len(posted) >= 4 * 10, "the fuzzer must really have sent bodies"

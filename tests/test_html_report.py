@@ -1,6 +1,7 @@
 """reports/index.html: built from what the four analysis scripts really write (run here on a
 10-tree model with small settings), checked against those JSON files, and opened in Chromium
 with the network closed."""
+
 from __future__ import annotations
 
 import base64
@@ -42,8 +43,10 @@ def reports(tmp_path_factory):
     quiet(fairness_check.main, ["--model", str(model), "--bootstrap", "10", "--jobs", "1", "--out-dir", str(out)])
     quiet(explainability.main, ["--model", str(model), "--out-dir", str(out)])
     quiet(drift_analysis_ks.main, ["--samples", "60", "--out-dir", str(out)])
-    quiet(data_poisoning.main, ["--model", str(model), "--seeds", "1", "--step", "0.5", "--jobs", "1",
-                                "--out-dir", str(out)])
+    quiet(
+        data_poisoning.main,
+        ["--model", str(model), "--seeds", "1", "--step", "0.5", "--jobs", "1", "--out-dir", str(out)],
+    )
     return out, base / "model.card.json"
 
 
@@ -81,7 +84,9 @@ def test_main_writes_every_section_from_the_json(reports, capsys):
     page = parse(html)
     assert page.sections == {k: "true" for k in SECTION_IDS}
     # self-contained: every URL is an in-page anchor or inline data; 6 PNGs embedded byte for byte
-    assert all(u.startswith(("#", "data:")) for u in page.urls), [u for u in page.urls if not u.startswith(("#", "data:"))]
+    assert all(u.startswith(("#", "data:")) for u in page.urls), [
+        u for u in page.urls if not u.startswith(("#", "data:"))
+    ]
     assert not re.search(r"url\(|@import|<script|<link", html)  # no CSS fetch, no script, no stylesheet
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert len(pngs) == 6 and len(page.images) == 6
@@ -156,8 +161,8 @@ def test_calibration_is_shown_when_the_card_has_it(reports, tmp_path):
     html = render(build_sections(out, card_path, ("card",)), out)
     assert "no <code>calibration</code> entry" not in html
     assert f"<td>{cal['method']}</td>" in html and f"<td>{cal['brier']['test']:.3f}</td>" in html
-    assert "<caption class=\"muted\">reliability.test</caption>" in html
-    assert "<th scope=\"col\">mean predicted</th>" in html
+    assert '<caption class="muted">reliability.test</caption>' in html
+    assert '<th scope="col">mean predicted</th>' in html
     filled = [b for b in cal["reliability"]["test"] if b["count"]]
     assert all(f"<td>{b['count']}</td>" in html for b in filled)
     (tmp_path / "card.json").write_text(json.dumps({k: v for k, v in card.items() if k != "calibration"}))

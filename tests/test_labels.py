@@ -1,5 +1,6 @@
 """The label-direction check: never refuses honest labels, always refuses inverted ones, and
 train.py / the analyses refuse the widely shared (inverted) copy unless --flip-target fixes it."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,21 +12,23 @@ import numpy as np
 import pytest
 
 from bench.label_check_sweep import NOISE_RATES, SUBSET_ROWS, scenario, write_legacy_copy
-from conftest import DATA, ROOT
 from heart import label_check
+from heart.artifact import load_model
 from heart.data import load_dataset
 from heart.decision import decide
 from heart.label_check import REFUSE_BELOW, InvertedTargetError, check_labels, risk_matrix
-from heart.artifact import load_model
 from heart.model import predict_proba
 from heart.schema import BY_NAME, RISK_DIRECTIONS
+
+from conftest import DATA, ROOT
 
 RUNS = 150  # per scenario: the bench runs 1,000 (python -m bench.label_check_sweep)
 
 
 def run(script, *args):
-    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=900
+    )
 
 
 def test_directions_are_declared_once_on_real_features_and_codes():
@@ -54,9 +57,16 @@ def test_inverted_labels_are_the_mirror_image_and_refused(dataset):
     assert result.summary().startswith("8 of 8 known risk factors point the other way")
 
 
-@pytest.mark.parametrize("how", [dict(bootstrap=True), *(dict(noise=r) for r in NOISE_RATES),
-                                 dict(rows=SUBSET_ROWS), dict(rows=SUBSET_ROWS, noise=0.2)],
-                         ids=lambda h: "-".join(f"{k}={v}" for k, v in h.items()))
+@pytest.mark.parametrize(
+    "how",
+    [
+        dict(bootstrap=True),
+        *(dict(noise=r) for r in NOISE_RATES),
+        dict(rows=SUBSET_ROWS),
+        dict(rows=SUBSET_ROWS, noise=0.2),
+    ],
+    ids=lambda h: "-".join(f"{k}={v}" for k, v in h.items()),
+)
 def test_honest_labels_are_never_refused(dataset, how):
     scores, verdicts = scenario(risk_matrix(dataset.X), dataset.y, RUNS, seed=11, **how)
     assert "inverted" not in verdicts
@@ -64,8 +74,11 @@ def test_honest_labels_are_never_refused(dataset, how):
     assert scores.max() < 0.35
 
 
-@pytest.mark.parametrize("how", [dict(bootstrap=True), dict(noise=0.2), dict(rows=SUBSET_ROWS)],
-                         ids=lambda h: "-".join(f"{k}={v}" for k, v in h.items()))
+@pytest.mark.parametrize(
+    "how",
+    [dict(bootstrap=True), dict(noise=0.2), dict(rows=SUBSET_ROWS)],
+    ids=lambda h: "-".join(f"{k}={v}" for k, v in h.items()),
+)
 def test_inverted_labels_are_always_refused(dataset, how):
     _, verdicts = scenario(risk_matrix(dataset.X), 1 - dataset.y, RUNS, seed=12, **how)
     assert set(verdicts) == {"inverted"}
@@ -89,14 +102,17 @@ def test_flip_on_honest_data_is_refused_and_says_drop_the_flag(dataset):
 
 # --- the widely shared copy through the real scripts ------------------------------------
 
+
 @pytest.fixture(scope="module")
 def legacy(tmp_path_factory):
     path = write_legacy_copy(DATA, tmp_path_factory.mktemp("legacy") / "heart.csv")
     head = path.read_text().splitlines()
     assert head[0].startswith("age,gender,") and ",male," in head[1]
     data = load_dataset(path)
-    assert data.sentinels == {"ca": 4, "thal": 2} and data.class_balance() == {"heart disease": 164,
-                                                                                "no heart disease": 139}
+    assert data.sentinels == {"ca": 4, "thal": 2} and data.class_balance() == {
+        "heart disease": 164,
+        "no heart disease": 139,
+    }
     return path
 
 
@@ -147,8 +163,9 @@ def test_analyses_refuse_the_shared_copy_without_the_flag(script, legacy, flippe
 
 
 def test_analysis_with_flip_target_reports_it(legacy, flipped_model, tmp_path):
-    proc = run("explainability.py", "--model", flipped_model.path, "--data", legacy, "--out-dir", tmp_path,
-               "--flip-target")
+    proc = run(
+        "explainability.py", "--model", flipped_model.path, "--data", legacy, "--out-dir", tmp_path, "--flip-target"
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "explainability.json").read_text())
     assert report["labels"]["flipped"] is True and report["labels"]["verdict"] == "consistent"
@@ -156,7 +173,15 @@ def test_analysis_with_flip_target_reports_it(legacy, flipped_model, tmp_path):
 
 
 def test_analysis_flag_must_match_how_the_model_was_trained(legacy, flipped_model, tmp_path):
-    proc = run("explainability.py", "--model", flipped_model.path, "--data", legacy, "--out-dir", tmp_path / "x",
-               "--no-label-check")
+    proc = run(
+        "explainability.py",
+        "--model",
+        flipped_model.path,
+        "--data",
+        legacy,
+        "--out-dir",
+        tmp_path / "x",
+        "--no-label-check",
+    )
     assert proc.returncode == 2 and "trained with --flip-target" in proc.stderr and "add --flip-target" in proc.stderr
     assert not (tmp_path / "x").exists()

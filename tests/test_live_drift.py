@@ -1,10 +1,12 @@
 """Live drift (issue 14, part 1): the window of recent inputs, the gauges computed from it by
 heart.drift.drift_report (the offline script's code), and a real server that flags age, and
 only age, within one window of patients ten years older than the training data's."""
+
 from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,11 +26,15 @@ WINDOW = 1000
 
 def gauges(text: str) -> dict:
     """{(name, feature or None): value} of every sample in an exposition."""
-    return {(s.name, s.labels.get("feature")): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, s.labels.get("feature")): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 # ------------------------------------------------------------------------- the window
+
 
 def test_the_window_keeps_the_last_rows_whatever_the_batch_sizes():
     w = DriftWindow(5, n_features=2)
@@ -75,7 +81,7 @@ def test_the_gauges_are_drift_reports_figures(dataset):
 
 def test_a_reference_that_is_not_the_models_training_data_is_refused(dataset, tmp_path, caplog):
     other = tmp_path / "other.csv"
-    other.write_text(open(dataset.source).read().replace("\n63,", "\n64,", 1))
+    other.write_text(Path(dataset.source).read_text().replace("\n63,", "\n64,", 1))
     window = DriftWindow(10)
     window.append(dataset.X.to_numpy()[:10], np.zeros(10, dtype=int))
     live = LiveDrift(window, Metrics(), 60, other, lambda: dataset.sha256)
@@ -93,12 +99,16 @@ def test_drift_window_settings(monkeypatch):
     s = load_settings()
     assert (s.drift_window, s.drift_interval) == (0, 2.5)
     monkeypatch.setenv("DRIFT_WINDOW", "-1")
-    with pytest.raises(SettingsError, match=r"^environment variable DRIFT_WINDOW \(flag --drift-window\) must be "
-                                            r"a whole number, at least 0 \(0 = off\), got '-1'$"):
+    with pytest.raises(
+        SettingsError,
+        match=r"^environment variable DRIFT_WINDOW \(flag --drift-window\) must be "
+        r"a whole number, at least 0 \(0 = off\), got '-1'$",
+    ):
         load_settings()
 
 
 # ------------------------------------------------------------------------- a real server
+
 
 def wait_for(url: str, condition, timeout: float = 20.0) -> dict:
     """The /metrics gauges once `condition(gauges)` holds (the drift thread runs every 0.2 s here)."""
@@ -122,9 +132,18 @@ def post_all(session: requests.Session, url: str, records: list[dict]) -> list[i
 @pytest.fixture(scope="module")
 def server(model_path, tmp_path_factory):
     log = tmp_path_factory.mktemp("live-drift") / "server.log"
-    with ApiServer(model_path, log=log, ready_timeout=90, log_level="warning",
-                   extra_env={"DRIFT_WINDOW": str(WINDOW), "DRIFT_INTERVAL_SECONDS": "0.2",
-                              "OTEL_EXPORTER_OTLP_ENDPOINT": None, "OTEL_TRACES_EXPORTER": None}) as api:
+    with ApiServer(
+        model_path,
+        log=log,
+        ready_timeout=90,
+        log_level="warning",
+        extra_env={
+            "DRIFT_WINDOW": str(WINDOW),
+            "DRIFT_INTERVAL_SECONDS": "0.2",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": None,
+            "OTEL_TRACES_EXPORTER": None,
+        },
+    ) as api:
         yield api
 
 
@@ -136,8 +155,10 @@ def test_imputed_fields_are_counted_per_feature(server):
         body = {"instances": [{"age": 60, "gender": 0, "ca": 1}, {"age": 61, "gender": 1, "ca": None}]}
         assert s.post(server.url + "/predict/batch", json=body, timeout=10).ok
     after = gauges(requests.get(server.url + "/metrics", timeout=10).text)
-    added = {n: after["heart_imputed_fields_total", n] - before.get(("heart_imputed_fields_total", n), 0)
-             for n in FEATURE_NAMES}
+    added = {
+        n: after["heart_imputed_fields_total", n] - before.get(("heart_imputed_fields_total", n), 0)
+        for n in FEATURE_NAMES
+    }
     # 3 patients with age, gender and chol only; then one with ca, one without (ca: null)
     expected = {n: 3 + 2 for n in FEATURE_NAMES if n not in ("age", "gender")}
     expected.update(age=0, gender=0, chol=2, ca=4)
@@ -154,7 +175,7 @@ def test_training_like_traffic_flags_nothing_and_older_patients_flag_age_only(se
             classes = post_all(session, server.url, to_records(current))
             expected = drift_report(dataset.X, current)
             age = next(f for f in expected.features if f.feature == "age")
-            got = wait_for(server.url, lambda g: g.get(("heart_drift_statistic", "age")) == age.statistic)
+            got = wait_for(server.url, lambda g, age=age: g.get(("heart_drift_statistic", "age")) == age.statistic)
             assert got["heart_drift_window_rows", None] == WINDOW
             assert got["heart_predicted_positive_rate", None] == pytest.approx(np.mean(classes), abs=1e-12)
             flagged = {n for n in FEATURE_NAMES if got["heart_drift_p_value_adjusted", n] < 0.05}

@@ -1,5 +1,6 @@
 """Metrics with several workers (issue 14, part 2): whichever worker answers the scrape, /metrics
 reports every worker's counts (prometheus_client's multiprocess mode, set up by heart_fastapi.py)."""
+
 from __future__ import annotations
 
 import os
@@ -21,8 +22,11 @@ WORKERS = 2
 
 
 def samples(text: str) -> dict:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def predictions(text: str) -> float:
@@ -34,17 +38,33 @@ def per_worker_predictions(directory: Path) -> dict[int, float]:
     out = {}
     for path in directory.glob("counter_*.db"):
         families = MultiProcessCollector.merge([str(path)], accumulate=True)
-        out[int(path.stem.split("_")[1])] = sum(s.value for f in families if f.name == "heart_predictions"
-                                                for s in f.samples if s.name == "heart_predictions_total")
+        out[int(path.stem.split("_")[1])] = sum(
+            s.value
+            for f in families
+            if f.name == "heart_predictions"
+            for s in f.samples
+            if s.name == "heart_predictions_total"
+        )
     return out
 
 
 @pytest.fixture(scope="module")
 def server(model_path, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("multiproc")
-    with ApiServer(model_path, log=tmp / "server.log", workers=WORKERS, ready_timeout=120, log_level="warning",
-                   extra_env={"TMPDIR": str(tmp), "PROMETHEUS_MULTIPROC_DIR": None, "DRIFT_INTERVAL_SECONDS": "0.2",
-                              "OTEL_EXPORTER_OTLP_ENDPOINT": None, "OTEL_TRACES_EXPORTER": None}) as api:
+    with ApiServer(
+        model_path,
+        log=tmp / "server.log",
+        workers=WORKERS,
+        ready_timeout=120,
+        log_level="warning",
+        extra_env={
+            "TMPDIR": str(tmp),
+            "PROMETHEUS_MULTIPROC_DIR": None,
+            "DRIFT_INTERVAL_SECONDS": "0.2",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": None,
+            "OTEL_TRACES_EXPORTER": None,
+        },
+    ) as api:
         (directory,) = tmp.glob("heart-metrics-*")
         # /ready_check answered from one worker: wait until every worker has started and is ready
         # (heart_ready is the minimum over the live workers).
@@ -82,8 +102,15 @@ def test_counters_are_summed_over_the_workers_whichever_answers(server):
         assert predictions(text) == sent
         s = samples(text)
         assert s[("heart_http_requests_total", (("method", "POST"), ("route", "/predict"), ("status", "200")))] == sent
-        assert s[("heart_http_request_duration_seconds_count",
-                  (("method", "POST"), ("route", "/predict"), ("status", "200")))] == sent
+        assert (
+            s[
+                (
+                    "heart_http_request_duration_seconds_count",
+                    (("method", "POST"), ("route", "/predict"), ("status", "200")),
+                )
+            ]
+            == sent
+        )
         assert s[("heart_ready", ())] == 1
         info = [k for k in s if k[0] == "heart_model_info"]
         assert len(info) == 1 and s[info[0]] == 1, "one series per model, not one per worker"
@@ -94,8 +121,9 @@ def test_drift_gauges_are_one_workers_window(server):
     """Each worker tests its own window; the exported value is the most recent computation, so
     the window's row count is one worker's count of predictions, not the sum."""
     api, directory, _ = server
-    answers = {requests.post(api.url + "/predict", json=EXAMPLE, timeout=10).json()["predicted_class"]
-               for _ in range(20)}
+    answers = {
+        requests.post(api.url + "/predict", json=EXAMPLE, timeout=10).json()["predicted_class"] for _ in range(20)
+    }
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         s = samples(requests.get(api.url + "/metrics", timeout=10).text)
@@ -120,13 +148,19 @@ def test_a_worker_that_exits_leaves_the_live_gauges_and_its_counts_stay(server):
     assert list(directory.glob(f"gauge_*_{pid}.db")) == [], "the exited worker's gauges are still merged"
     assert (directory / f"counter_{pid}.db").exists()
     for _ in range(5):
-        assert predictions(requests.get(api.url + "/metrics", timeout=10, headers={"Connection": "close"}).text) \
-            == before
+        assert (
+            predictions(requests.get(api.url + "/metrics", timeout=10, headers={"Connection": "close"}).text) == before
+        )
 
 
 def test_the_directory_is_removed_when_the_server_stops(model_path, tmp_path):
-    with ApiServer(model_path, workers=WORKERS, ready_timeout=120, log_level="warning",
-                   extra_env={"TMPDIR": str(tmp_path), "PROMETHEUS_MULTIPROC_DIR": None}) as api:
+    with ApiServer(
+        model_path,
+        workers=WORKERS,
+        ready_timeout=120,
+        log_level="warning",
+        extra_env={"TMPDIR": str(tmp_path), "PROMETHEUS_MULTIPROC_DIR": None},
+    ) as api:
         assert len(list(tmp_path.glob("heart-metrics-*"))) == 1
         api.proc.send_signal(signal.SIGTERM)  # as ApiServer.stop, with time for a loaded machine
         assert api.proc.wait(timeout=90) == 0
@@ -140,8 +174,12 @@ def test_one_worker_keeps_the_plain_registry(monkeypatch, model_path, tmp_path):
     m = Metrics()
     m.count_classes(1, 3)
     assert predictions(metrics_payload(m).decode()) == 3
-    with ApiServer(model_path, ready_timeout=90, log_level="warning",
-                   extra_env={"TMPDIR": str(tmp_path), "PROMETHEUS_MULTIPROC_DIR": None}) as api:
+    with ApiServer(
+        model_path,
+        ready_timeout=90,
+        log_level="warning",
+        extra_env={"TMPDIR": str(tmp_path), "PROMETHEUS_MULTIPROC_DIR": None},
+    ) as api:
         assert requests.post(api.url + "/predict", json=EXAMPLE, timeout=10).ok
         assert predictions(requests.get(api.url + "/metrics", timeout=10).text) == 1
         assert list(tmp_path.glob("heart-metrics-*")) == []

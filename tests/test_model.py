@@ -1,15 +1,15 @@
 """Training quality, reproducibility, and what the model card says about training."""
+
 from __future__ import annotations
 
 import json
 
 import numpy as np
-
-from heart import model as M
 import pytest
 
+from heart import model as M
 from heart.artifact import save_model, sha256_bytes
-from heart.model import build_card, build_forest, cross_validate, predict_proba, split_by_labels, train
+from heart.model import build_forest, cross_validate, predict_proba, train
 
 
 def test_card_describes_the_artifact(loaded, model_path, dataset):

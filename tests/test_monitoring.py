@@ -1,6 +1,7 @@
 """Alert rules and dashboard (issue 14, part 3): promtool checks and unit-tests the rules, each
 threshold is pinned by those tests, the positive-rate band holds the model's own output on
 training-like traffic, and every metric a rule or panel names is one the running server exports."""
+
 from __future__ import annotations
 
 import json
@@ -14,19 +15,27 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import ROOT
-from heart.serving.contract import EXAMPLE
 from heart.harness import ApiServer, free_port
 from heart.samples import sample
+from heart.serving.contract import EXAMPLE
+
+from conftest import ROOT
 
 MONITORING = ROOT / "monitoring"
 RULES = MONITORING / "alerts.yaml"
 RULE_TESTS = MONITORING / "alerts.test.yaml"
 DASHBOARD = MONITORING / "grafana-dashboard.json"
-ALERTS = {"HeartApi5xxRateHigh", "HeartApiLatencyP99High", "HeartApiPodNotReady", "HeartInputDrift",
-          "HeartPredictedPositiveRateOutOfBand", "HeartPredictionLogRecordsLost"}
+ALERTS = {
+    "HeartApi5xxRateHigh",
+    "HeartApiLatencyP99High",
+    "HeartApiPodNotReady",
+    "HeartInputDrift",
+    "HeartPredictedPositiveRateOutOfBand",
+    "HeartPredictionLogRecordsLost",
+}
 # Prometheus's own series about a target, not the service's.
 PROMETHEUS_SERIES = {"up"}
+
 
 @pytest.fixture(scope="module")
 def promtool() -> str:
@@ -66,6 +75,7 @@ def metric_names(expr: str) -> set[str]:
 
 # ------------------------------------------------------------------------------ rules
 
+
 def test_promtool_checks_the_rules(promtool):
     result = run(promtool, "check", "rules", RULES.name)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -94,18 +104,21 @@ def test_every_alert_is_tested_firing_and_silent():
     assert firing == ALERTS and silent == ALERTS
 
 
-@pytest.mark.parametrize("old, new", [
-    ("> 0.01\n", "> 0.03\n"),                                      # 5xx share
-    ("> 0.25\n", "> 0.5\n"),                                       # p99 budget
-    ('route=~"/predict|/predict/batch"', 'route=~".+"'),            # the budget's routes
-    ("heart_ready == 0\n", "heart_ready < 0\n"),                   # readiness
-    ("heart_drift_drifted_share >= 0.5", "heart_drift_drifted_share > 0.5"),
-    ("heart_predicted_positive_rate < 0.2", "heart_predicted_positive_rate <= 0.2"),
-    ("heart_predicted_positive_rate > 0.7", "heart_predicted_positive_rate > 0.9"),
-    ("heart_drift_window_rows >= 200", "heart_drift_window_rows >= 0"),
-    ("increase(heart_prediction_log_lost_total[10m]) > 0", "increase(heart_prediction_log_lost_total[10m]) > 5"),
-    ("        for: 15m\n", "        for: 5m\n"),
-])
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        ("> 0.01\n", "> 0.03\n"),  # 5xx share
+        ("> 0.25\n", "> 0.5\n"),  # p99 budget
+        ('route=~"/predict|/predict/batch"', 'route=~".+"'),  # the budget's routes
+        ("heart_ready == 0\n", "heart_ready < 0\n"),  # readiness
+        ("heart_drift_drifted_share >= 0.5", "heart_drift_drifted_share > 0.5"),
+        ("heart_predicted_positive_rate < 0.2", "heart_predicted_positive_rate <= 0.2"),
+        ("heart_predicted_positive_rate > 0.7", "heart_predicted_positive_rate > 0.9"),
+        ("heart_drift_window_rows >= 200", "heart_drift_window_rows >= 0"),
+        ("increase(heart_prediction_log_lost_total[10m]) > 0", "increase(heart_prediction_log_lost_total[10m]) > 5"),
+        ("        for: 15m\n", "        for: 5m\n"),
+    ],
+)
 def test_the_unit_tests_pin_each_threshold(promtool, tmp_path, old, new):
     """Every threshold is held by the unit tests: changing it makes `promtool test rules` fail."""
     text = RULES.read_text()
@@ -128,12 +141,14 @@ def test_the_positive_rate_band_holds_the_models_output_on_training_like_traffic
     predicted = trained.pipeline.predict(dataset.X)
     rng = np.random.default_rng(0)
     windows = [predicted[rng.integers(0, len(predicted), 1000)].mean() for _ in range(500)]
-    windows += [trained.pipeline.predict(sample(1000, seed=s, mode="marginal", reference=dataset.X)).mean()
-                for s in range(3)]
+    windows += [
+        trained.pipeline.predict(sample(1000, seed=s, mode="marginal", reference=dataset.X)).mean() for s in range(3)
+    ]
     assert low + 0.1 <= min(windows) and max(windows) <= high - 0.1, (low, high, min(windows), max(windows))
 
 
 # ------------------------------------------------------------------------------ dashboard
+
 
 def test_dashboard_panels_query_prometheus_by_the_datasource_variable():
     doc = json.loads(DASHBOARD.read_text())
@@ -143,15 +158,19 @@ def test_dashboard_panels_query_prometheus_by_the_datasource_variable():
     for p in dashboard_panels():
         assert p["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, p["title"]
         assert p["targets"] and all(t["expr"].strip() for t in p["targets"]), p["title"]
-        assert 0 <= p["gridPos"]["x"] and p["gridPos"]["x"] + p["gridPos"]["w"] <= 24, p["title"]
+        assert p["gridPos"]["x"] >= 0 and p["gridPos"]["x"] + p["gridPos"]["w"] <= 24, p["title"]
 
 
 def test_dashboard_queries_are_valid_promql(promtool, tmp_path):
     """promtool parses each panel query, written as a recording rule (Grafana's variables filled in)."""
-    filled = [q.replace("$__rate_interval", "5m").replace("$namespace", ".*")
-              for q in dashboard_queries(variables=False)]
-    group = {"groups": [{"name": "dashboard", "rules": [{"record": f"panel:query_{i}", "expr": q}
-                                                       for i, q in enumerate(filled)]}]}
+    filled = [
+        q.replace("$__rate_interval", "5m").replace("$namespace", ".*") for q in dashboard_queries(variables=False)
+    ]
+    group = {
+        "groups": [
+            {"name": "dashboard", "rules": [{"record": f"panel:query_{i}", "expr": q} for i, q in enumerate(filled)]}
+        ]
+    }
     (tmp_path / "dashboard.rules.yaml").write_text(yaml.safe_dump(group))
     result = run(promtool, "check", "rules", "dashboard.rules.yaml", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -164,6 +183,7 @@ def test_dashboard_shows_every_alerted_metric():
 
 
 # ------------------------------------------------------------------------------ the live service
+
 
 def exported_names(text: str) -> set[str]:
     """Every series name /metrics can carry, declared families included (a counter with no sample yet)."""
@@ -184,9 +204,17 @@ def live_metrics(model_path, tmp_path_factory) -> str:
     (METRICS_PORT), where Prometheus scrapes it; the API port no longer serves it then."""
     metrics_port = free_port()
     log = tmp_path_factory.mktemp("monitoring") / "server.log"
-    with ApiServer(model_path, log=log, ready_timeout=90, log_level="warning",
-                   extra_env={"METRICS_PORT": str(metrics_port), "OTEL_EXPORTER_OTLP_ENDPOINT": None,
-                              "OTEL_TRACES_EXPORTER": None}) as api:
+    with ApiServer(
+        model_path,
+        log=log,
+        ready_timeout=90,
+        log_level="warning",
+        extra_env={
+            "METRICS_PORT": str(metrics_port),
+            "OTEL_EXPORTER_OTLP_ENDPOINT": None,
+            "OTEL_TRACES_EXPORTER": None,
+        },
+    ) as api:
         assert requests.post(api.url + "/predict", json=EXAMPLE, timeout=10).status_code == 200
         assert requests.post(api.url + "/predict", json={"age": 63}, timeout=10).status_code == 422
         assert requests.get(api.url + "/metrics", timeout=10).status_code == 404
@@ -198,7 +226,8 @@ def live_metrics(model_path, tmp_path_factory) -> str:
 def test_every_metric_in_a_rule_or_panel_is_exported(live_metrics):
     exported = exported_names(live_metrics)
     assert "heart_ready" in exported and "heart_http_request_duration_seconds_bucket" in exported
-    referenced = set().union(*(metric_names(r["expr"]) for r in rules()),
-                             *(metric_names(q) for q in dashboard_queries()))
+    referenced = set().union(
+        *(metric_names(r["expr"]) for r in rules()), *(metric_names(q) for q in dashboard_queries())
+    )
     missing = referenced - PROMETHEUS_SERIES - exported
     assert not missing, f"named in monitoring/ but not exported by the server: {sorted(missing)}"

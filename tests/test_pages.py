@@ -1,5 +1,6 @@
 """The front doors without a browser: content negotiation at /, the form built from the schema,
 the docs pages pointing only at vendored assets, and those assets as recorded."""
+
 from __future__ import annotations
 
 import hashlib
@@ -10,10 +11,10 @@ from html.parser import HTMLParser
 import pytest
 from fastapi.testclient import TestClient
 
-from heart.serving.app import create_app
-from tests.test_serving_api import settings_for
-from heart.serving.pages import STATIC_DIR, render_page, wants_html
 from heart.schema import FEATURES
+from heart.serving.app import create_app
+from heart.serving.pages import STATIC_DIR, render_page, wants_html
+from tests.test_serving_api import settings_for
 
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"
 
@@ -25,11 +26,20 @@ def client(model_path):
         yield c
 
 
-@pytest.mark.parametrize("accept, html", [
-    (None, False), ("*/*", False), ("application/json", False), (BROWSER_ACCEPT, True), ("text/html", True),
-    ("text/html;q=0.5, application/json", False), ("application/json;q=0.5, text/html", True),
-    ("text/html;q=0", False), ("text/html;q=abc", False),
-])
+@pytest.mark.parametrize(
+    "accept, html",
+    [
+        (None, False),
+        ("*/*", False),
+        ("application/json", False),
+        (BROWSER_ACCEPT, True),
+        ("text/html", True),
+        ("text/html;q=0.5, application/json", False),
+        ("application/json;q=0.5, text/html", True),
+        ("text/html;q=0", False),
+        ("text/html;q=abc", False),
+    ],
+)
 def test_wants_html(accept, html):
     assert wants_html(accept) is html
 
@@ -99,9 +109,14 @@ def test_the_page_loads_nothing_from_elsewhere():
     assert not re.search(r"\bfetch\(\s*['\"]https?:", render_page())
 
 
-@pytest.mark.parametrize("path, asset", [("/docs", "/static/swagger-ui/swagger-ui-bundle.js"),
-                                         ("/docs", "/static/swagger-ui/swagger-ui.css"),
-                                         ("/redoc", "/static/redoc/redoc.standalone.js")])
+@pytest.mark.parametrize(
+    "path, asset",
+    [
+        ("/docs", "/static/swagger-ui/swagger-ui-bundle.js"),
+        ("/docs", "/static/swagger-ui/swagger-ui.css"),
+        ("/redoc", "/static/redoc/redoc.standalone.js"),
+    ],
+)
 def test_docs_pages_use_the_vendored_assets(client, path, asset):
     r = client.get(path)
     assert r.status_code == 200
@@ -121,8 +136,11 @@ def test_the_docs_pages_stay_out_of_the_schema(client):
 
 def test_vendored_files_match_their_recorded_sha256():
     readme = (STATIC_DIR / "README.md").read_text()
-    recorded = dict(reversed(line.split(" ", 1)) for line in readme.split("## sha256")[1].splitlines()
-                    if re.fullmatch(r"[0-9a-f]{64} \S+", line))
+    recorded = dict(
+        reversed(line.split(" ", 1))
+        for line in readme.split("## sha256")[1].splitlines()
+        if re.fullmatch(r"[0-9a-f]{64} \S+", line)
+    )
     assert len(recorded) == 8
     for name, digest in recorded.items():
         assert hashlib.sha256((STATIC_DIR / name).read_bytes()).hexdigest() == digest, name

@@ -1,4 +1,5 @@
 """Poisoning: flips are counted and seeded, 0% is the clean model, the defense beats chance."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -27,8 +28,16 @@ def test_flips_are_the_budget_seeded_and_targeted_flips_only_positives():
 @pytest.fixture(scope="module")
 def result(loaded, dataset):
     train_idx, test_idx = card_split(loaded.card, dataset.y)
-    return poisoning.run_poisoning(forest_from_card(loaded.card), dataset.X, dataset.y, train_idx, test_idx,
-                                   rate=0.2, seeds=(0, 1), sweep_rates=(0.0, 0.2))
+    return poisoning.run_poisoning(
+        forest_from_card(loaded.card),
+        dataset.X,
+        dataset.y,
+        train_idx,
+        test_idx,
+        rate=0.2,
+        seeds=(0, 1),
+        sweep_rates=(0.0, 0.2),
+    )
 
 
 def test_zero_flips_is_the_clean_model(result, loaded):
@@ -60,12 +69,24 @@ def test_defense_finds_flipped_labels_better_than_chance(result):
 
 def test_report_dict_keeps_the_json_shape(result):
     d = result.to_dict()
-    assert list(d) == ["train_rows", "test_rows", "train_positives", "rate", "budget_rows", "seeds", "clean",
-                       "defense_on_clean_labels", "attacks", "sweep"]
+    assert list(d) == [
+        "train_rows",
+        "test_rows",
+        "train_positives",
+        "rate",
+        "budget_rows",
+        "seeds",
+        "clean",
+        "defense_on_clean_labels",
+        "attacks",
+        "sweep",
+    ]
     summary = d["attacks"]["random"]["summary"]
     assert list(summary) == ["flipped", *poisoning.REPORTED, "defense"]
-    assert summary["recall"] == {"mean": result.attacks["random"].summary.metrics["recall"].mean,
-                                 "sd": result.attacks["random"].summary.metrics["recall"].sd}
+    assert summary["recall"] == {
+        "mean": result.attacks["random"].summary.metrics["recall"].mean,
+        "sd": result.attacks["random"].summary.metrics["recall"].sd,
+    }
     run = d["attacks"]["random"]["runs"][1]
     assert (run["seed"], run["targeted"], run["flipped"]) == (1, False, result.budget_rows)
     assert run["defense"]["action"] == "drop" and set(run["defense"]["metrics_after"]) == set(poisoning.REPORTED)
@@ -151,8 +172,14 @@ def test_every_positive_flipped_leaves_a_one_class_model():
 
 
 def _run(flipped, recall, defense=None):
-    return poisoning.AttackRun(rate=0.2, seed=0, targeted=False, flipped=flipped,
-                               metrics={"accuracy": 0.8, "roc_auc": 0.9, "recall": recall}, defense=defense)
+    return poisoning.AttackRun(
+        rate=0.2,
+        seed=0,
+        targeted=False,
+        flipped=flipped,
+        metrics={"accuracy": 0.8, "roc_auc": 0.9, "recall": recall},
+        defense=defense,
+    )
 
 
 def test_summary_is_mean_and_sample_sd_over_seeds():
@@ -166,28 +193,37 @@ def test_summary_is_mean_and_sample_sd_over_seeds():
 
 @pytest.mark.filterwarnings("ignore:Degrees of freedom:RuntimeWarning")
 def test_defense_summary_ignores_undefined_precision():
-    d = dict(action="drop", flipped=10, chance_precision=0.1, metrics_after={"accuracy": 0.8, "roc_auc": 0.9,
-                                                                              "recall": 0.6})
-    runs = [_run(10, 0.5, poisoning.Defense(flagged=4, true_positives=2, precision=0.5, recall=0.2, **d)),
-            _run(10, 0.5, poisoning.Defense(flagged=0, true_positives=0, precision=float("nan"), recall=0.0, **d))]
+    d = dict(
+        action="drop", flipped=10, chance_precision=0.1, metrics_after={"accuracy": 0.8, "roc_auc": 0.9, "recall": 0.6}
+    )
+    runs = [
+        _run(10, 0.5, poisoning.Defense(flagged=4, true_positives=2, precision=0.5, recall=0.2, **d)),
+        _run(10, 0.5, poisoning.Defense(flagged=0, true_positives=0, precision=float("nan"), recall=0.0, **d)),
+    ]
     s = poisoning.summarize_runs(runs).defense
     assert s.precision.mean == 0.5 and (s.flagged.mean, s.true_positives.mean) == (2.0, 1.0)
     assert s.recall.mean == pytest.approx(0.1) and s.metrics_after["recall"].mean == pytest.approx(0.6)
     assert "defense" in poisoning.summarize_runs(runs).to_dict()
-    assert "defense" not in _run(10, 0.5).to_dict() and _run(10, 0.5, runs[0].defense).to_dict()["defense"]["flagged"] == 4
+    assert (
+        "defense" not in _run(10, 0.5).to_dict() and _run(10, 0.5, runs[0].defense).to_dict()["defense"]["flagged"] == 4
+    )
 
 
 def test_run_poisoning_counts_and_keys_on_a_small_set():
     X, y = _synthetic()
     train_idx, test_idx = np.arange(0, 100, 2)[:40], np.arange(1, 100, 2)
-    r = poisoning.run_poisoning(_linear(), X, y, train_idx, test_idx, rate=0.15, seeds=(0, 1),
-                                sweep_rates=(0.0, 0.3), n_jobs=1)
+    r = poisoning.run_poisoning(
+        _linear(), X, y, train_idx, test_idx, rate=0.15, seeds=(0, 1), sweep_rates=(0.0, 0.3), n_jobs=1
+    )
     assert (r.train_rows, r.test_rows, r.train_positives, r.budget_rows) == (40, 50, int(y[train_idx].sum()), 6)
     assert r.seeds == [0, 1] and r.rate == 0.15 and r.clean["accuracy"] == 1.0
     assert r.defense_on_clean_labels.flipped == 0
     for name, targeted in (("random", False), ("targeted_positive_to_negative", True)):
         runs = r.attacks[name].runs
-        assert [(x.seed, x.targeted, x.flipped, x.rate) for x in runs] == [(0, targeted, 6, 0.15), (1, targeted, 6, 0.15)]
+        assert [(x.seed, x.targeted, x.flipped, x.rate) for x in runs] == [
+            (0, targeted, 6, 0.15),
+            (1, targeted, 6, 0.15),
+        ]
         assert all(x.defense.flipped == 6 for x in runs)
         assert [p.rate for p in r.sweep[name]] == [0.0, 0.3]
         assert [p.summary.flipped.mean for p in r.sweep[name]] == [0.0, 12.0]

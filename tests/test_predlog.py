@@ -1,4 +1,5 @@
 """The prediction record: written once per request to the file and stdout, read back for drift."""
+
 import json
 import logging
 
@@ -10,16 +11,36 @@ from heart.predlog import FIELDS, PredictionRecords, PredictionWriter, load_pred
 from heart.schema import FEATURE_NAMES
 from heart.telemetry import setup_logging
 
-CODED = {"age": 63, "gender": 1, "cp": 3, "trestbps": 145.0, "chol": 233.0, "fbs": 1, "restecg": 0, "thalach": 150.0,
-         "exang": 0, "oldpeak": 2.3, "slope": 0, "ca": 0, "thal": 1}  # EXAMPLE as the server logs it
+CODED = {
+    "age": 63,
+    "gender": 1,
+    "cp": 3,
+    "trestbps": 145.0,
+    "chol": 233.0,
+    "fbs": 1,
+    "restecg": 0,
+    "thalach": 150.0,
+    "exang": 0,
+    "oldpeak": 2.3,
+    "slope": 0,
+    "ca": 0,
+    "thal": 1,
+}  # EXAMPLE as the server logs it
 INPUTS = [CODED, {**{n: None for n in FEATURE_NAMES}, "age": 50, "gender": 0}]
 
 
 def records(inputs=INPUTS):
-    return PredictionRecords(timestamp="2026-01-01T00:00:00.000+00:00", trace_id="a" * 32, span_id="b" * 16,
-                             model_version="v1", latency_ms=0.5, inputs=inputs,
-                             imputed=[[], [n for n in FEATURE_NAMES if n not in ("age", "gender")]],
-                             predicted_class=[1, 0], probability=[0.75, 0.25])
+    return PredictionRecords(
+        timestamp="2026-01-01T00:00:00.000+00:00",
+        trace_id="a" * 32,
+        span_id="b" * 16,
+        model_version="v1",
+        latency_ms=0.5,
+        inputs=inputs,
+        imputed=[[], [n for n in FEATURE_NAMES if n not in ("age", "gender")]],
+        predicted_class=[1, 0],
+        probability=[0.75, 0.25],
+    )
 
 
 def test_lines_hold_every_field_in_order_and_leave_inputs_out_when_told():
@@ -79,6 +100,7 @@ def test_what_is_written_reads_back_through_the_schema(tmp_path):
 def test_a_full_disk_loses_records_counted_not_the_prediction(caplog, monkeypatch):
     """/dev/full refuses every write: each record is counted as lost, the warning comes once a minute."""
     from prometheus_client import CollectorRegistry
+
     registry = CollectorRegistry()
     writer = PredictionWriter("/dev/full", registry)
     clock = iter([1000.0, 1001.0, 1061.0])
@@ -102,6 +124,7 @@ def test_a_write_cut_short_never_glues_the_next_record_to_half_a_line(tmp_path, 
         if len(calls) == 1:
             return real_write(fd, bytes(data[:10]))
         raise OSError(28, "No space left on device")
+
     monkeypatch.setattr(predlog.os, "write", short_then_full)
     with pytest.raises(OSError):
         log_file.write(records().lines())
@@ -115,8 +138,11 @@ def test_a_write_cut_short_never_glues_the_next_record_to_half_a_line(tmp_path, 
 def test_a_log_that_cannot_be_opened_names_the_path_and_why(tmp_path, make_bad):
     (tmp_path / "afile").write_text("")
     path = {"parent_is_a_file": tmp_path / "afile" / "p.jsonl", "directory": tmp_path, "sys": "/sys/p.jsonl"}[make_bad]
-    why = {"parent_is_a_file": "a parent is not a directory", "directory": "Is a directory",
-           "sys": "Permission denied"}[make_bad]
+    why = {
+        "parent_is_a_file": "a parent is not a directory",
+        "directory": "Is a directory",
+        "sys": "Permission denied",
+    }[make_bad]
     with pytest.raises(predlog.PredictionLogError) as e:
         predlog.PredictionLog(path)
     assert e.value.strerror == f"{path}: cannot be opened for appending ({why})"

@@ -1,4 +1,5 @@
 """Random patients from the schema: exact ranges, rounding, errors and record values."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -66,12 +67,31 @@ def test_marginal_without_any_value_names_the_feature():
 
 
 def test_records_carry_the_values_the_api_takes():
-    X = pd.DataFrame([[63, 1, 3, 145, 233, 1, 0, 150, 0, 2.3, 0, 0, 1],
-                      [41, 0, 1, 130, 204, 0, 0, 172, 0, 1.4, 2, np.nan, 2],
-                      [57, 1, 0, 140, np.nan, 0, 1, 144.5, 1, 0.0, 2, 0, 3]], columns=list(FEATURE_NAMES), dtype=float)
+    X = pd.DataFrame(
+        [
+            [63, 1, 3, 145, 233, 1, 0, 150, 0, 2.3, 0, 0, 1],
+            [41, 0, 1, 130, 204, 0, 0, 172, 0, 1.4, 2, np.nan, 2],
+            [57, 1, 0, 140, np.nan, 0, 1, 144.5, 1, 0.0, 2, 0, 3],
+        ],
+        columns=list(FEATURE_NAMES),
+        dtype=float,
+    )
     recs = to_records(X)
-    assert recs[0] == {"age": 63, "gender": "male", "cp": 3, "trestbps": 145.0, "chol": 233.0, "fbs": 1,
-                       "restecg": 0, "thalach": 150.0, "exang": 0, "oldpeak": 2.3, "slope": 0, "ca": 0, "thal": 1}
+    assert recs[0] == {
+        "age": 63,
+        "gender": "male",
+        "cp": 3,
+        "trestbps": 145.0,
+        "chol": 233.0,
+        "fbs": 1,
+        "restecg": 0,
+        "thalach": 150.0,
+        "exang": 0,
+        "oldpeak": 2.3,
+        "slope": 0,
+        "ca": 0,
+        "thal": 1,
+    }
     assert recs[1]["gender"] == "female" and "ca" not in recs[1] and recs[1]["thal"] == 2  # NaN skipped, row goes on
     assert "chol" not in recs[2] and recs[2]["thalach"] == 144.5 and recs[2]["ca"] == 0
     assert [type(recs[0][k]) for k in ("age", "cp", "trestbps", "oldpeak")] == [int, int, float, float]

@@ -1,4 +1,5 @@
 """The schema and the random patients derived from it."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -92,27 +93,41 @@ def test_rule_in_words_for_each_kind():
     assert Feature("x", "continuous", "X").rule() == "a number from ? to ?"
 
 
-@pytest.mark.parametrize("name, value", [
-    ("age", 1), ("age", 120), ("oldpeak", -5), ("oldpeak", 10), ("oldpeak", 0.1), ("trestbps", 50),
-    ("ca", 0), ("ca", 3), ("gender", 0), ("gender", 1.0),
-])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("age", 1),
+        ("age", 120),
+        ("oldpeak", -5),
+        ("oldpeak", 10),
+        ("oldpeak", 0.1),
+        ("trestbps", 50),
+        ("ca", 0),
+        ("ca", 3),
+        ("gender", 0),
+        ("gender", 1.0),
+    ],
+)
 def test_limits_are_inclusive(name, value):
     assert BY_NAME[name].check(value) is None
 
 
-@pytest.mark.parametrize("name, value, message", [
-    ("age", 0, "must be an integer from 1 to 120 years, got 0"),
-    ("age", 121, "must be an integer from 1 to 120 years, got 121"),
-    ("age", 50.5, "must be an integer from 1 to 120 years, got 50.5"),
-    ("oldpeak", 10.1, "must be a number from -5 to 10 mm, got 10.1"),
-    ("oldpeak", -5.5, "must be a number from -5 to 10 mm, got -5.5"),
-    ("cp", 7, "must be one of 0, 1, 2, 3, got 7"),
-    ("ca", 1.5, "must be one of 0, 1, 2, 3, got 1.5"),
-    ("ca", 4, "must be one of 0, 1, 2, 3, got 4"),  # the sentinel is the loader's business, not a code
-    ("oldpeak", float("inf"), "must be a finite number, a number from -5 to 10 mm"),
-    ("oldpeak", float("-inf"), "must be a finite number, a number from -5 to 10 mm"),
-    ("gender", float("nan"), "must be a finite number, one of 0, 1, 'female', 'male'"),
-])
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("age", 0, "must be an integer from 1 to 120 years, got 0"),
+        ("age", 121, "must be an integer from 1 to 120 years, got 121"),
+        ("age", 50.5, "must be an integer from 1 to 120 years, got 50.5"),
+        ("oldpeak", 10.1, "must be a number from -5 to 10 mm, got 10.1"),
+        ("oldpeak", -5.5, "must be a number from -5 to 10 mm, got -5.5"),
+        ("cp", 7, "must be one of 0, 1, 2, 3, got 7"),
+        ("ca", 1.5, "must be one of 0, 1, 2, 3, got 1.5"),
+        ("ca", 4, "must be one of 0, 1, 2, 3, got 4"),  # the sentinel is the loader's business, not a code
+        ("oldpeak", float("inf"), "must be a finite number, a number from -5 to 10 mm"),
+        ("oldpeak", float("-inf"), "must be a finite number, a number from -5 to 10 mm"),
+        ("gender", float("nan"), "must be a finite number, one of 0, 1, 'female', 'male'"),
+    ],
+)
 def test_check_names_the_rule_and_the_value(name, value, message):
     assert BY_NAME[name].check(value) == message
 
@@ -120,14 +135,22 @@ def test_check_names_the_rule_and_the_value(name, value, message):
 def test_describe_gives_each_kind_its_own_fields():
     rows = {r["name"]: r for r in describe()}
     age, cp, ca, gender = rows["age"], rows["cp"], rows["ca"], rows["gender"]
-    assert {k: age[k] for k in ("kind", "description", "required", "rule", "unit", "low", "high", "typical",
-                                "integer")} == {
-        "kind": "continuous", "description": "Age", "required": True, "rule": "an integer from 1 to 120 years",
-        "unit": "years", "low": 1, "high": 120, "typical": [29, 77], "integer": True}
+    assert {
+        k: age[k] for k in ("kind", "description", "required", "rule", "unit", "low", "high", "typical", "integer")
+    } == {
+        "kind": "continuous",
+        "description": "Age",
+        "required": True,
+        "rule": "an integer from 1 to 120 years",
+        "unit": "years",
+        "low": 1,
+        "high": 120,
+        "typical": [29, 77],
+        "integer": True,
+    }
     assert "codes" not in age and "missing_codes" not in age and "ordered" not in age
     assert rows["oldpeak"]["integer"] is False and rows["oldpeak"]["typical"] == [0, 6.2]
-    assert cp["codes"] == {"0": "asymptomatic", "1": "atypical angina", "2": "non-anginal pain",
-                           "3": "typical angina"}
+    assert cp["codes"] == {"0": "asymptomatic", "1": "atypical angina", "2": "non-anginal pain", "3": "typical angina"}
     assert cp["required"] is False and "ordered" not in cp and "unit" not in cp and "low" not in cp
     assert ca["ordered"] is True and ca["missing_codes"] == [4]
     assert rows["thal"]["missing_codes"] == [0]
@@ -136,12 +159,17 @@ def test_describe_gives_each_kind_its_own_fields():
 
 def test_docs_table_rows_by_kind():
     rows = {line.split(" | ")[0][2:]: line for line in markdown_table().splitlines()[2:]}
-    assert markdown_table().splitlines()[:2] == ["| feature | kind | meaning | allowed values | missing allowed |",
-                                                 "| --- | --- | --- | --- | --- |"]
+    assert markdown_table().splitlines()[:2] == [
+        "| feature | kind | meaning | allowed values | missing allowed |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     assert rows["age"] == "| age | continuous | Age | 1–120 years | no |"
     assert rows["gender"] == "| gender | binary | Sex | 0 female, 1 male (or female / male, any case) | no |"
-    assert rows["oldpeak"] == ("| oldpeak | continuous | ST depression induced by exercise relative to rest | "
-                               "-5–10 mm | yes |")
-    assert rows["thal"] == ("| thal | categorical | Thallium stress test | 1 fixed defect, 2 normal, "
-                            "3 reversible defect (legacy 0 = unknown) | yes |")
+    assert rows["oldpeak"] == (
+        "| oldpeak | continuous | ST depression induced by exercise relative to rest | -5–10 mm | yes |"
+    )
+    assert rows["thal"] == (
+        "| thal | categorical | Thallium stress test | 1 fixed defect, 2 normal, "
+        "3 reversible defect (legacy 0 = unknown) | yes |"
+    )
     assert len(rows) == 13

@@ -1,4 +1,5 @@
 """One real uvicorn process: the entry point, readiness, a prediction, and a graceful SIGTERM."""
+
 import json
 import os
 import signal
@@ -10,16 +11,24 @@ import time
 import pytest
 import requests
 
-from conftest import ROOT
-from heart.serving.contract import EXAMPLE
 from heart.harness import ApiServer
+from heart.serving.contract import EXAMPLE
+
+from conftest import ROOT
 
 
 @pytest.fixture
 def server(model_path, tmp_path):
-    api = ApiServer(model_path, log=tmp_path / "stdout.log", ready_timeout=90,
-                    extra_env={"PREDICTION_LOG": str(tmp_path / "p.jsonl"),
-                               "OTEL_EXPORTER_OTLP_ENDPOINT": None, "OTEL_TRACES_EXPORTER": None})
+    api = ApiServer(
+        model_path,
+        log=tmp_path / "stdout.log",
+        ready_timeout=90,
+        extra_env={
+            "PREDICTION_LOG": str(tmp_path / "p.jsonl"),
+            "OTEL_EXPORTER_OTLP_ENDPOINT": None,
+            "OTEL_TRACES_EXPORTER": None,
+        },
+    )
     with api:
         yield api.proc, api.url, api.port, tmp_path
 
@@ -34,8 +43,10 @@ def test_real_server_predicts_and_shuts_down_gracefully(server):
     # An in-flight request: headers and half the body sent, then SIGTERM, then the rest.
     body = json.dumps(EXAMPLE).encode()
     sock = socket.create_connection(("127.0.0.1", port), timeout=20)
-    sock.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body[:10])
+    sock.sendall(
+        b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body[:10]
+    )
     time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)
     time.sleep(1.0)
@@ -63,8 +74,9 @@ def test_real_server_predicts_and_shuts_down_gracefully(server):
 
 def test_uvicorn_import_string_serves_app(model_path):
     command = [sys.executable, "-m", "uvicorn", "heart_fastapi:app", "--host", "127.0.0.1", "--port", "{port}"]
-    with ApiServer(model_path, log_level="warning", command=command, ready_timeout=90,
-                   extra_env={"PYTHONPATH": str(ROOT)}) as api:
+    with ApiServer(
+        model_path, log_level="warning", command=command, ready_timeout=90, extra_env={"PYTHONPATH": str(ROOT)}
+    ) as api:
         assert requests.post(api.url + "/predict", json=EXAMPLE, timeout=10).status_code == 200
 
 
@@ -73,9 +85,18 @@ def test_cli_help_and_missing_model(tmp_path):
     assert out.returncode == 0
     for flag in ("--host", "--port", "--model-path", "--workers", "--log-level", "--prediction-log", "--log-inputs"):
         assert flag in out.stdout
-    missing = subprocess.run([sys.executable, "heart_fastapi.py", "--model-path", str(tmp_path / "none.joblib")],
-                             cwd=ROOT, capture_output=True, text=True)
+    missing = subprocess.run(
+        [sys.executable, "heart_fastapi.py", "--model-path", str(tmp_path / "none.joblib")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert missing.returncode == 2 and missing.stderr.startswith("error:") and "Traceback" not in missing.stderr
-    bad_env = subprocess.run([sys.executable, "heart_fastapi.py"], cwd=ROOT, capture_output=True, text=True,
-                             env={**os.environ, "PORT": "eighty"})
+    bad_env = subprocess.run(
+        [sys.executable, "heart_fastapi.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PORT": "eighty"},
+    )
     assert bad_env.returncode == 2 and "--port" in bad_env.stderr and "Traceback" not in bad_env.stderr

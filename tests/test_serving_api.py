@@ -1,4 +1,5 @@
 """The API (heart/serving) with FastAPI's TestClient: every endpoint, every bad input, tracing, logs, metrics, readiness."""
+
 import json
 import shutil
 import threading
@@ -62,6 +63,7 @@ def proba(loaded, patients):
 
 # ------------------------------------------------------------------------------- predict
 
+
 @pytest.mark.parametrize("path", ["/predict", "/predict/"])
 def test_predict_answers_both_paths_without_redirect(client, loaded, path):
     r = client.post(path, json=EXAMPLE, follow_redirects=False)
@@ -110,6 +112,7 @@ def test_batch_of_1000_is_accepted(client):
 
 # ---------------------------------------------------------------------------- bad input
 
+
 def _only_error(r):
     assert r.status_code == 422, r.text
     detail = r.json()["detail"]
@@ -117,23 +120,26 @@ def _only_error(r):
     return detail[0]
 
 
-@pytest.mark.parametrize("patch,field,words", [
-    ({"age": None}, "age", "required"),
-    ({"gender": None}, "gender", "required"),
-    ({"age": [63]}, "age", "integer from 1 to 120"),
-    ({"age": "sixty"}, "age", "not text"),
-    ({"chol": "233"}, "chol", "not text"),
-    ({"age": 150}, "age", "from 1 to 120"),
-    ({"age": 63.5}, "age", "integer"),
-    ({"trestbps": 20}, "trestbps", "from 50 to 250"),
-    ({"oldpeak": -6}, "oldpeak", "from -5 to 10"),
-    ({"gender": "robot"}, "gender", "'female', 'male'"),
-    ({"gender": 2}, "gender", "one of 0, 1"),
-    ({"cp": 7}, "cp", "one of 0, 1, 2, 3"),
-    ({"thal": 4}, "thal", "one of 1, 2, 3"),  # thal 0 is the legacy "unknown": tests/test_serving_legacy.py
-    ({"fbs": True}, "fbs", "one of 0, 1"),
-    ({"smoker": 1}, "smoker", "Extra inputs"),
-])
+@pytest.mark.parametrize(
+    "patch,field,words",
+    [
+        ({"age": None}, "age", "required"),
+        ({"gender": None}, "gender", "required"),
+        ({"age": [63]}, "age", "integer from 1 to 120"),
+        ({"age": "sixty"}, "age", "not text"),
+        ({"chol": "233"}, "chol", "not text"),
+        ({"age": 150}, "age", "from 1 to 120"),
+        ({"age": 63.5}, "age", "integer"),
+        ({"trestbps": 20}, "trestbps", "from 50 to 250"),
+        ({"oldpeak": -6}, "oldpeak", "from -5 to 10"),
+        ({"gender": "robot"}, "gender", "'female', 'male'"),
+        ({"gender": 2}, "gender", "one of 0, 1"),
+        ({"cp": 7}, "cp", "one of 0, 1, 2, 3"),
+        ({"thal": 4}, "thal", "one of 1, 2, 3"),  # thal 0 is the legacy "unknown": tests/test_serving_legacy.py
+        ({"fbs": True}, "fbs", "one of 0, 1"),
+        ({"smoker": 1}, "smoker", "Extra inputs"),
+    ],
+)
 def test_bad_field_is_a_422_naming_field_and_rule(client, patch, field, words):
     patient = {**EXAMPLE, **patch}
     err = _only_error(client.post("/predict", json=patient))
@@ -157,8 +163,15 @@ def test_nan_and_infinity_are_refused(client, literal):
     assert err["loc"] == ["body", "chol"] and "finite" in err["msg"]
 
 
-@pytest.mark.parametrize("raw,words", [(b"", "JSON body is required"), (b"{\"age\": 63,", "malformed JSON"),
-                                       (b"not json", "malformed JSON"), (b"[1, 2]", "object")])
+@pytest.mark.parametrize(
+    "raw,words",
+    [
+        (b"", "JSON body is required"),
+        (b'{"age": 63,', "malformed JSON"),
+        (b"not json", "malformed JSON"),
+        (b"[1, 2]", "object"),
+    ],
+)
 def test_empty_or_malformed_body(client, raw, words):
     err = _only_error(client.post("/predict", content=raw, headers={"content-type": "application/json"}))
     assert err["loc"] == ["body"] and words in err["msg"]
@@ -181,7 +194,9 @@ def test_huge_body_is_413_before_parsing(model_path):
     with TestClient(app) as c:
         r = c.post("/predict/batch", json={"instances": [EXAMPLE] * 200})
         assert r.status_code == 413
-        assert r.json() == {"detail": "request body over the limit of 10,000 bytes; send at most 1,000 patients per batch"}
+        assert r.json() == {
+            "detail": "request body over the limit of 10,000 bytes; send at most 1,000 patients per batch"
+        }
 
 
 def test_batch_unknown_top_level_field(client):
@@ -190,6 +205,7 @@ def test_batch_unknown_top_level_field(client):
 
 
 # ----------------------------------------------------------------------------- explain
+
 
 def test_explain_adds_up_and_is_sorted(client, loaded):
     r = client.post("/explain", json={"age": 60, "gender": "male", "cp": 0, "thalach": 120})
@@ -210,6 +226,7 @@ def test_explain_validates_like_predict(client):
 
 # -------------------------------------------------------------------- operational routes
 
+
 def test_live_ready_model_root(client, loaded, model_path):
     assert client.get("/live_check").json() == {"status": "alive"}
     ready = client.get("/ready_check")
@@ -227,8 +244,10 @@ def test_openapi_documents_the_request_bodies(client):
     schema = client.get("/openapi.json").json()
     patient = schema["components"]["schemas"]["Patient"]
     assert patient["required"] == ["age", "gender"] and patient["additionalProperties"] is False
-    assert schema["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"] \
+    assert (
+        schema["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
         == "#/components/schemas/Patient"
+    )
     assert "/predict/batch" in schema["paths"] and "/explain" in schema["paths"]
 
 
@@ -242,16 +261,21 @@ def test_metrics(client):
     assert 'heart_http_requests_total{method="POST",route="/predict",status="200"}' in text
     assert 'heart_http_requests_total{method="POST",route="/predict",status="422"}' in text
     assert 'heart_http_request_duration_seconds_bucket{le="0.005",method="POST",route="/predict",status="200"}' in text
-    assert 'heart_predictions_total{predicted_class="1"}' in text or 'heart_predictions_total{predicted_class="0"}' in text
+    assert (
+        'heart_predictions_total{predicted_class="1"}' in text or 'heart_predictions_total{predicted_class="0"}' in text
+    )
     assert 'heart_inference_duration_seconds_count{endpoint="predict",engine="onnxruntime"}' in text
-    assert "heart_model_info{engine=\"onnxruntime\",model_version=" in text
+    assert 'heart_model_info{engine="onnxruntime",model_version=' in text
     assert "heart_ready 1.0" in text
 
 
 def test_metrics_count_predictions_by_class(client):
     def count(text, cls):
-        line = next((l for l in text.splitlines() if l.startswith(f'heart_predictions_total{{predicted_class="{cls}"}}')), None)
+        line = next(
+            (l for l in text.splitlines() if l.startswith(f'heart_predictions_total{{predicted_class="{cls}"}}')), None
+        )
         return float(line.split()[-1]) if line else 0.0
+
     before = client.get("/metrics").text
     r = client.post("/predict/batch", json={"instances": to_records(sample(50, seed=9))}).json()
     after = client.get("/metrics").text
@@ -260,6 +284,7 @@ def test_metrics_count_predictions_by_class(client):
 
 
 # --------------------------------------------------------------------- tracing and logs
+
 
 def test_trace_id_is_the_same_in_response_spans_header_and_logs(client, spans, capsys, tmp_path_factory):
     spans.clear()
@@ -274,7 +299,11 @@ def test_trace_id_is_the_same_in_response_spans_header_and_logs(client, spans, c
     assert inference[0].attributes["model.version"] == r.json()["model_version"]
     assert inference[0].attributes["batch.size"] == 1
     server = [s for s in finished if s.parent is None]
-    assert server and server[0].resource.attributes["service.name"] and inference[0].parent.span_id == server[0].context.span_id
+    assert (
+        server
+        and server[0].resource.attributes["service.name"]
+        and inference[0].parent.span_id == server[0].context.span_id
+    )
     lines = [json.loads(l) for l in capsys.readouterr().out.splitlines() if l.startswith("{")]
     prediction = [l for l in lines if l.get("event") == "prediction"]
     assert len(prediction) == 1 and prediction[0]["trace_id"] == trace_id
@@ -293,8 +322,19 @@ def test_json_log_line_fields(client, capsys):
     client.post("/predict", json={"age": 50, "gender": "female"})
     lines = [json.loads(l) for l in capsys.readouterr().out.splitlines() if l.startswith("{")]
     line = next(l for l in lines if l.get("event") == "prediction")
-    assert {"timestamp", "level", "event", "trace_id", "span_id", "model_version", "inputs", "imputed",
-            "predicted_class", "probability", "latency_ms"} <= set(line)
+    assert {
+        "timestamp",
+        "level",
+        "event",
+        "trace_id",
+        "span_id",
+        "model_version",
+        "inputs",
+        "imputed",
+        "predicted_class",
+        "probability",
+        "latency_ms",
+    } <= set(line)
     assert line["level"] == "INFO" and line["inputs"]["gender"] == 0 and line["inputs"]["chol"] is None
     assert set(line["inputs"]) == set(FEATURE_NAMES) and "chol" in line["imputed"]
 
@@ -303,11 +343,21 @@ def test_prediction_log_file_one_line_per_patient(client):
     path = client.app.state.serving.settings.prediction_log
     before = path.read_text().splitlines() if path.exists() else []
     r = client.post("/predict/batch", json={"instances": [EXAMPLE, {"age": 40, "gender": "Female"}]}).json()
-    lines = [json.loads(l) for l in path.read_text().splitlines()[len(before):]]
+    lines = [json.loads(l) for l in path.read_text().splitlines()[len(before) :]]
     assert len(lines) == 2
     for line, pred in zip(lines, r["predictions"]):
-        assert set(line) == {"event", "timestamp", "trace_id", "span_id", "model_version", "inputs", "imputed",
-                             "predicted_class", "probability", "latency_ms"}
+        assert set(line) == {
+            "event",
+            "timestamp",
+            "trace_id",
+            "span_id",
+            "model_version",
+            "inputs",
+            "imputed",
+            "predicted_class",
+            "probability",
+            "latency_ms",
+        }
         assert line["event"] == "prediction" and line["trace_id"] == r["trace_id"]
         assert line["probability"] == pred["probability"] and line["predicted_class"] == pred["predicted_class"]
         assert "T" in line["timestamp"] and line["timestamp"].endswith("+00:00")
@@ -336,6 +386,7 @@ def test_startup_model_load_and_shutdown_are_logged(model_path, capsys):
 
 # -------------------------------------------------------------------------- readiness
 
+
 def test_not_ready_until_the_model_is_loaded(model_path, monkeypatch):
     gate = threading.Event()
     real = state_module.load_model
@@ -343,6 +394,7 @@ def test_not_ready_until_the_model_is_loaded(model_path, monkeypatch):
     def slow_load(path, *pin):
         assert gate.wait(30)
         return real(path, *pin)
+
     monkeypatch.setattr(state_module, "load_model", slow_load)
     app = make_app(model_path, background_load=True)
     with TestClient(app) as c:
@@ -412,6 +464,7 @@ def test_sklearn_engine_serves_the_same_answers(model_path, loaded):
 
 # --------------------------------------------------------------------------- settings
 
+
 def test_trace_exporters_follow_the_standard_env():
     assert span_exporters({}) == []
     assert type(span_exporters({"OTEL_TRACES_EXPORTER": "console"})[0]).__name__ == "ConsoleSpanExporter"
@@ -439,6 +492,7 @@ def test_otlp_exporter_sends_the_responses_trace_to_the_collector(model_path, mo
 
         def log_message(self, *args):
             pass
+
     server = http.server.HTTPServer(("127.0.0.1", 0), Collector)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
@@ -461,6 +515,7 @@ def test_chunked_body_over_the_limit_is_413(model_path):
     def chunks():
         for _ in range(50):
             yield json.dumps(EXAMPLE).encode() * 2
+
     with TestClient(app) as c:
         for path in ("/predict/batch", "/predict", "/explain"):
             r = c.post(path, content=chunks(), headers={"content-type": "application/json"})

@@ -1,5 +1,6 @@
 """Issue 12's serving items, tried as a hostile or careless client would: bounded error replies,
 header and time limits, client disconnects, content types, shutdown under load, access."""
+
 import asyncio
 import contextlib
 import json
@@ -34,10 +35,20 @@ def client(model_path, tmp_path_factory):
 def server(model_path, tmp_path_factory):
     """A real server with a short request timeout and /metrics on a port of its own."""
     log = tmp_path_factory.mktemp("harden-server") / "stdout.log"
-    api = ApiServer(model_path, log=log, ready_timeout=90,
-                    extra_env={"REQUEST_TIMEOUT_SECONDS": "1.5", "METRICS_PORT": str(free_port()),
-                               "PREDICTION_LOG": None, "OTEL_EXPORTER_OTLP_ENDPOINT": None,
-                               "OTEL_TRACES_EXPORTER": None, "API_TOKENS": None, "API_TOKENS_FILE": None})
+    api = ApiServer(
+        model_path,
+        log=log,
+        ready_timeout=90,
+        extra_env={
+            "REQUEST_TIMEOUT_SECONDS": "1.5",
+            "METRICS_PORT": str(free_port()),
+            "PREDICTION_LOG": None,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": None,
+            "OTEL_TRACES_EXPORTER": None,
+            "API_TOKENS": None,
+            "API_TOKENS_FILE": None,
+        },
+    )
     with api:
         api.metrics_url = f"http://127.0.0.1:{api.extra_env['METRICS_PORT']}/metrics"
         api.log_path = log
@@ -67,6 +78,7 @@ def raw(port: int, data: bytes, timeout: float = 10.0) -> bytes:
 
 
 # ------------------------------------------------------------ 1. error replies bounded at 16 KB
+
 
 def test_a_body_of_many_unknown_keys_gets_a_small_422_naming_the_rule(client):
     body = "{" + ",".join(f'"k{i}":1' for i in range(340_000)) + "}"  # 4 MB, as in the issue
@@ -106,8 +118,11 @@ def test_large_bodies_do_not_stall_the_event_loop(server):
     statuses, probes = [], []
 
     def post():
-        statuses.append(requests.post(server.url + "/predict", data=body, timeout=60,
-                                      headers={"content-type": "application/json"}).status_code)
+        statuses.append(
+            requests.post(
+                server.url + "/predict", data=body, timeout=60, headers={"content-type": "application/json"}
+            ).status_code
+        )
 
     posts = [threading.Thread(target=post) for _ in range(3)]
     for t in posts:
@@ -123,13 +138,22 @@ def test_large_bodies_do_not_stall_the_event_loop(server):
 
 # --------------------------------------------------------------------------- 2. header limits
 
-@pytest.mark.parametrize("headers", [
-    b"X-Big: " + b"a" * 8_000_000 + b"\r\n",                               # one 8 MB header
-    b"".join(b"X-H%d: value\r\n" % i for i in range(20_000)),             # 20,000 small ones
-], ids=["one-8MB-header", "20000-headers"])
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        b"X-Big: " + b"a" * 8_000_000 + b"\r\n",  # one 8 MB header
+        b"".join(b"X-H%d: value\r\n" % i for i in range(20_000)),  # 20,000 small ones
+    ],
+    ids=["one-8MB-header", "20000-headers"],
+)
 def test_headers_over_the_limit_get_431_and_a_closed_connection(server, headers):
-    request = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + headers
-               + b"Content-Length: %d\r\n\r\n" % len(BODY) + BODY)
+    request = (
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + headers
+        + b"Content-Length: %d\r\n\r\n" % len(BODY)
+        + BODY
+    )
     answer = raw(server.port, request)
     assert answer.startswith(b"HTTP/1.1 431 "), answer[:100]
     assert requests.get(server.url + "/live_check", timeout=5).status_code == 200
@@ -144,8 +168,10 @@ def test_headers_under_the_limit_are_served(server):
 def test_a_blank_line_split_across_reads_does_not_count_the_body_as_headers(server):
     body = json.dumps({"instances": [EXAMPLE] * 600}, separators=(",", ":")).encode()  # ~100 KB, no blank line
     assert len(body) > 65_536
-    head = (b"POST /predict/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
-            b"Content-Length: %d\r\n\r" % len(body))
+    head = (
+        b"POST /predict/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        b"Content-Length: %d\r\n\r" % len(body)
+    )
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(head)
         time.sleep(0.3)
@@ -164,12 +190,20 @@ def test_the_app_refuses_oversized_headers_too(client):
 
 # --------------------------------------------------------------------------- 3. slow clients
 
-@pytest.mark.parametrize("partial, phase", [
-    (b"", "headers"),                                                      # connects, sends nothing
-    (b"POST /predict HTTP/1.1\r\nHost: x\r\nX-Slow: a", "headers"),         # stalls mid-headers
-    (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-     b"Content-Length: %d\r\n\r\n" % len(BODY) + BODY[:10], "body"),       # stalls mid-body
-], ids=["idle", "mid-headers", "mid-body"])
+
+@pytest.mark.parametrize(
+    "partial, phase",
+    [
+        (b"", "headers"),  # connects, sends nothing
+        (b"POST /predict HTTP/1.1\r\nHost: x\r\nX-Slow: a", "headers"),  # stalls mid-headers
+        (
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(BODY) + BODY[:10],
+            "body",
+        ),  # stalls mid-body
+    ],
+    ids=["idle", "mid-headers", "mid-body"],
+)
 def test_a_stalled_request_is_closed_after_the_request_timeout(server, partial, phase):
     start = time.perf_counter()
     answer = raw(server.port, partial, timeout=10)
@@ -182,8 +216,10 @@ def test_a_stalled_request_is_closed_after_the_request_timeout(server, partial, 
 
 
 def test_a_slow_but_steady_request_within_the_timeout_is_served(server):
-    head = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
-            b"Content-Length: %d\r\n\r\n" % len(BODY))
+    head = (
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(BODY)
+    )
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         for part in (head, BODY[:20], BODY[20:]):
             sock.sendall(part)
@@ -193,14 +229,25 @@ def test_a_slow_but_steady_request_within_the_timeout_is_served(server):
 
 # ------------------------------------------------------------------ 9. client disconnects: 499
 
+
 def test_a_client_leaving_mid_body_is_a_499_not_a_500(model_path, capsys):
     app = make_app(model_path)
     app.state.serving.load()
     messages = [{"type": "http.request", "body": BODY[:10], "more_body": True}, {"type": "http.disconnect"}]
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-             "scheme": "http", "path": "/predict", "raw_path": b"/predict", "query_string": b"",
-             "root_path": "", "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 5555),
-             "headers": [(b"host", b"x"), (b"content-type", b"application/json")]}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/predict",
+        "raw_path": b"/predict",
+        "query_string": b"",
+        "root_path": "",
+        "server": ("127.0.0.1", 80),
+        "client": ("127.0.0.1", 5555),
+        "headers": [(b"host", b"x"), (b"content-type", b"application/json")],
+    }
     sent = []
 
     async def receive():
@@ -223,8 +270,11 @@ def test_a_client_leaving_mid_body_is_a_499_not_a_500(model_path, capsys):
 
 def test_the_real_server_counts_a_stalled_body_as_a_disconnect(server):
     before = requests.get(server.metrics_url, timeout=5).text
-    raw(server.port, b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: 500\r\n\r\n{\"age\": 6", timeout=10)
+    raw(
+        server.port,
+        b'POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{"age": 6',
+        timeout=10,
+    )
     time.sleep(0.3)
     after = requests.get(server.metrics_url, timeout=5).text
     assert metric(after, "heart_client_disconnects_total") == metric(before, "heart_client_disconnects_total") + 1
@@ -236,11 +286,19 @@ def test_the_real_server_counts_a_stalled_body_as_a_disconnect(server):
 
 # ------------------------------------------------------------------------ 13. content types
 
-@pytest.mark.parametrize("content_type, status", [
-    ("application/json", 200), ("application/json; charset=utf-8", 200), ("Application/JSON;charset=UTF-8", 200),
-    ("text/plain", 415), ("application/x-www-form-urlencoded", 415), ("multipart/form-data; boundary=x", 415),
-    (None, 415),
-])
+
+@pytest.mark.parametrize(
+    "content_type, status",
+    [
+        ("application/json", 200),
+        ("application/json; charset=utf-8", 200),
+        ("Application/JSON;charset=UTF-8", 200),
+        ("text/plain", 415),
+        ("application/x-www-form-urlencoded", 415),
+        ("multipart/form-data; boundary=x", 415),
+        (None, 415),
+    ],
+)
 @pytest.mark.parametrize("path", ["/predict", "/predict/batch", "/explain"])
 def test_only_json_bodies_are_accepted(client, content_type, status, path):
     payload = json.dumps({"instances": [EXAMPLE]} if path == "/predict/batch" else EXAMPLE)
@@ -253,11 +311,14 @@ def test_only_json_bodies_are_accepted(client, content_type, status, path):
 
 # ------------------------------------------------------------- 14. SIGTERM under keep-alive load
 
+
 def _keep_alive_client(port: int, stop: threading.Event, outcome: dict) -> None:
     """POSTs back to back on one keep-alive connection until the server says close or goes away.
     A request written in full that gets no answer is a lost request."""
-    request = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-               b"Content-Length: %d\r\n\r\n" % len(BODY) + BODY)
+    request = (
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(BODY) + BODY
+    )
     sock = socket.create_connection(("127.0.0.1", port), timeout=20)
     try:
         while True:
@@ -296,9 +357,19 @@ def _length(answer: bytes) -> int:
 
 
 def test_sigterm_under_back_to_back_keep_alive_load_loses_no_request(model_path, tmp_path):
-    api = ApiServer(model_path, log=tmp_path / "stdout.log", ready_timeout=90, log_level="warning",
-                    extra_env={"OTEL_EXPORTER_OTLP_ENDPOINT": None, "OTEL_TRACES_EXPORTER": None,
-                               "PREDICTION_LOG": None, "METRICS_PORT": None, "API_TOKENS": None})
+    api = ApiServer(
+        model_path,
+        log=tmp_path / "stdout.log",
+        ready_timeout=90,
+        log_level="warning",
+        extra_env={
+            "OTEL_EXPORTER_OTLP_ENDPOINT": None,
+            "OTEL_TRACES_EXPORTER": None,
+            "PREDICTION_LOG": None,
+            "METRICS_PORT": None,
+            "API_TOKENS": None,
+        },
+    )
     with api:
         outcome = {"lost": 0, "answered": 0, "told_to_close": 0}
         stop = threading.Event()
@@ -317,9 +388,18 @@ def test_sigterm_under_back_to_back_keep_alive_load_loses_no_request(model_path,
 
 
 def test_an_idle_keep_alive_connection_is_closed_cleanly_at_shutdown(model_path, tmp_path):
-    api = ApiServer(model_path, log=tmp_path / "stdout.log", ready_timeout=90, log_level="warning",
-                    extra_env={"OTEL_EXPORTER_OTLP_ENDPOINT": None, "OTEL_TRACES_EXPORTER": None,
-                               "PREDICTION_LOG": None, "METRICS_PORT": None})
+    api = ApiServer(
+        model_path,
+        log=tmp_path / "stdout.log",
+        ready_timeout=90,
+        log_level="warning",
+        extra_env={
+            "OTEL_EXPORTER_OTLP_ENDPOINT": None,
+            "OTEL_TRACES_EXPORTER": None,
+            "PREDICTION_LOG": None,
+            "METRICS_PORT": None,
+        },
+    )
     with api:
         sock = socket.create_connection(("127.0.0.1", api.port), timeout=10)
         sock.sendall(b"GET /live_check HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -338,6 +418,7 @@ def test_an_idle_keep_alive_connection_is_closed_cleanly_at_shutdown(model_path,
 
 
 # ------------------------------------------------------------------------- 15. graceful timeout
+
 
 def test_graceful_timeout_from_env_or_flag_reaches_uvicorn(monkeypatch, model_path):
     import uvicorn
@@ -360,6 +441,7 @@ def test_graceful_timeout_from_env_or_flag_reaches_uvicorn(monkeypatch, model_pa
 
 # ------------------------------------------------------------------------------------- access
 
+
 @pytest.fixture(scope="module")
 def secured(model_path, tmp_path_factory):
     app = make_app(model_path, api_tokens="alpha-token, beta-token")
@@ -368,8 +450,15 @@ def secured(model_path, tmp_path_factory):
         yield c
 
 
-@pytest.mark.parametrize("path, body", [("/predict", EXAMPLE), ("/predict/", EXAMPLE),
-                                        ("/predict/batch", {"instances": [EXAMPLE]}), ("/explain", EXAMPLE)])
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/predict", EXAMPLE),
+        ("/predict/", EXAMPLE),
+        ("/predict/batch", {"instances": [EXAMPLE]}),
+        ("/explain", EXAMPLE),
+    ],
+)
 def test_prediction_routes_need_a_valid_bearer_token(secured, path, body):
     r = secured.post(path, json=body)
     assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")

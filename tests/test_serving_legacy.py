@@ -1,6 +1,7 @@
 """The API takes what the loader takes: legacy "unknown" codes (ca = 4, thal = 0) and `sex`
 for `gender`, by the one declaration in heart/schema.py; and the course's client, played
 against a real server, gets an answer for every patient."""
+
 from __future__ import annotations
 
 import json
@@ -44,6 +45,7 @@ def test_the_schema_declares_what_the_issue_names():
 
 # ------------------------------------------------------------------------------ legacy codes
 
+
 @pytest.mark.parametrize("field,code", [("ca", 4), ("ca", 4.0), ("thal", 0)])
 def test_a_legacy_code_is_predicted_exactly_like_a_null(client, loaded, field, code):
     legacy = post(client, "/predict", {**EXAMPLE, field: code})
@@ -65,8 +67,11 @@ def test_both_legacy_codes_at_once(client, loaded):
 def test_legacy_codes_in_a_batch_are_named_per_row(client):
     rows = [EXAMPLE, {**EXAMPLE, "ca": 4}, {**EXAMPLE, "thal": 0}, {**EXAMPLE, "ca": None}]
     got = post(client, "/predict/batch", {"instances": rows})["predictions"]
-    nulls = post(client, "/predict/batch", {"instances": [
-        EXAMPLE, {**EXAMPLE, "ca": None}, {**EXAMPLE, "thal": None}, {**EXAMPLE, "ca": None}]})["predictions"]
+    nulls = post(
+        client,
+        "/predict/batch",
+        {"instances": [EXAMPLE, {**EXAMPLE, "ca": None}, {**EXAMPLE, "thal": None}, {**EXAMPLE, "ca": None}]},
+    )["predictions"]
     assert [p["legacy_codes"] for p in got] == [{}, {"ca": 4}, {"thal": 0}, {}]
     assert [p["imputed"] for p in got] == [[], ["ca"], ["thal"], ["ca"]]
     assert [p["probability"] for p in got] == [p["probability"] for p in nulls]
@@ -80,12 +85,15 @@ def test_explain_reads_a_legacy_code_as_unknown(client):
     assert legacy["probability"] == pytest.approx(null["probability"], abs=1e-12)
     values = {c["feature"]: c["value"] for c in legacy["contributions"]}
     assert values["ca"] is None and values["thal"] == EXAMPLE["thal"]
-    assert [c["contribution"] for c in legacy["contributions"]] == \
-        pytest.approx([c["contribution"] for c in null["contributions"]], abs=1e-12)
+    assert [c["contribution"] for c in legacy["contributions"]] == pytest.approx(
+        [c["contribution"] for c in null["contributions"]], abs=1e-12
+    )
 
 
-@pytest.mark.parametrize("patch,field", [({"ca": 5}, "ca"), ({"thal": 4}, "thal"), ({"thal": False}, "thal"),
-                                         ({"ca": "4"}, "ca"), ({"ca": 4.5}, "ca")])
+@pytest.mark.parametrize(
+    "patch,field",
+    [({"ca": 5}, "ca"), ({"thal": 4}, "thal"), ({"thal": False}, "thal"), ({"ca": "4"}, "ca"), ({"ca": 4.5}, "ca")],
+)
 def test_near_misses_of_a_legacy_code_are_still_refused(client, patch, field):
     detail = post(client, "/predict", {**EXAMPLE, **patch}, status=422)["detail"]
     assert detail[0]["loc"] == ["body", field] and BY_NAME[field].rule() in detail[0]["msg"]
@@ -97,8 +105,12 @@ def test_the_prediction_log_records_a_legacy_code_as_null_and_the_drift_reader_r
     patients = [{**EXAMPLE, "ca": 4}, {**EXAMPLE, "thal": 0}, {**EXAMPLE, "ca": 4, "thal": 0}, EXAMPLE]
     post(client, "/predict/batch", {"instances": patients})
     lines = [json.loads(line) for line in path.read_text().splitlines()[before:]]
-    assert [(line["inputs"]["ca"], line["inputs"]["thal"]) for line in lines] == [(None, 1), (0, None), (None, None),
-                                                                                  (0, 1)]
+    assert [(line["inputs"]["ca"], line["inputs"]["thal"]) for line in lines] == [
+        (None, 1),
+        (0, None),
+        (None, None),
+        (0, 1),
+    ]
     assert [line["imputed"] for line in lines] == [["ca"], ["thal"], ["ca", "thal"], []]
     served = load_prediction_log(path)
     tail = served.X.iloc[-4:]
@@ -110,18 +122,28 @@ def test_the_prediction_log_records_a_legacy_code_as_null_and_the_drift_reader_r
     assert ca.n_current == int(served.X["ca"].notna().sum()) < served.n_rows
 
 
-VALID = {"predicted_class": 1, "label": "heart disease", "probability": 0.8, "model_version": "v1",
-         "trace_id": "0123456789abcdef0123456789abcdef", "imputed": ["ca"], "legacy_codes": {"ca": 4}}
+VALID = {
+    "predicted_class": 1,
+    "label": "heart disease",
+    "probability": 0.8,
+    "model_version": "v1",
+    "trace_id": "0123456789abcdef0123456789abcdef",
+    "imputed": ["ca"],
+    "legacy_codes": {"ca": 4},
+}
 
 
-@pytest.mark.parametrize("change,why", [
-    ({}, None),
-    ({"legacy_codes": {}}, None),
-    ({"legacy_codes": {"ca": 3}}, "3 is not a legacy code of ca"),
-    ({"legacy_codes": {"thal": 0}}, "thal, which is not in imputed"),
-    ({"legacy_codes": {"ca": "4"}}, "legacy_codes.ca"),
-    ({"legacy_codes": {"smoker": 1}}, "legacy_codes.smoker"),
-])
+@pytest.mark.parametrize(
+    "change,why",
+    [
+        ({}, None),
+        ({"legacy_codes": {}}, None),
+        ({"legacy_codes": {"ca": 3}}, "3 is not a legacy code of ca"),
+        ({"legacy_codes": {"thal": 0}}, "thal, which is not in imputed"),
+        ({"legacy_codes": {"ca": "4"}}, "legacy_codes.ca"),
+        ({"legacy_codes": {"smoker": 1}}, "legacy_codes.smoker"),
+    ],
+)
 def test_the_clients_check_legacy_codes_against_the_schema(change, why):
     problem = prediction_problem({**VALID, **change})
     assert problem is None if why is None else why in problem, problem
@@ -130,6 +152,7 @@ def test_the_clients_check_legacy_codes_against_the_schema(change, why):
 
 
 # ---------------------------------------------------------------------------------- sex alias
+
 
 def test_sex_is_an_alias_of_gender(client):
     as_gender = post(client, "/predict", {**EXAMPLE, "gender": "female"})
@@ -170,6 +193,7 @@ def test_the_openapi_schema_documents_the_alias_and_the_legacy_codes(client):
 
 # ------------------------------------------------------------------------- one rule, two readers
 
+
 def test_the_loader_and_the_api_read_the_same_legacy_file_alike(client, loaded, tmp_path):
     """A CSV in the widely shared copy's spelling (sex as text, ca 4, thal 0): the loader's
     matrix and the API's answers to the same rows must agree on every patient."""
@@ -180,8 +204,14 @@ def test_the_loader_and_the_api_read_the_same_legacy_file_alike(client, loaded, 
     frame.loc[rng.random(40) < 0.3, "thal"] = "0"
     frame.to_csv(tmp_path / "legacy.csv", index=False)
     data = load_dataset(tmp_path / "legacy.csv", require_target=False)
-    records = [{k: (json.loads(v) if v.strip() and k != "sex" else v.strip() or None) for k, v in row.items()
-                if k in FEATURE_NAMES or k == "sex"} for row in frame.fillna("").to_dict("records")]
+    records = [
+        {
+            k: (json.loads(v) if v.strip() and k != "sex" else v.strip() or None)
+            for k, v in row.items()
+            if k in FEATURE_NAMES or k == "sex"
+        }
+        for row in frame.fillna("").to_dict("records")
+    ]
     got = post(client, "/predict/batch", {"instances": records})["predictions"]
     expected = loaded.pipeline.predict_proba(data.X)[:, 1]
     assert np.abs(np.array([p["probability"] for p in got]) - expected).max() <= 1e-6
@@ -190,6 +220,7 @@ def test_the_loader_and_the_api_read_the_same_legacy_file_alike(client, loaded, 
 
 
 # ---------------------------------------------------------------------- the course's client, live
+
 
 def course_patient(rng: random.Random) -> dict:
     """One patient as the course's client drew it: ca 0-4, thal 0-3, gender as text, the rest
@@ -214,9 +245,16 @@ def test_the_course_client_gets_an_answer_for_every_patient(model_path, tmp_path
     patients = [course_patient(rng) for _ in range(100)]
     n_legacy = sum(p["ca"] == 4 or p["thal"] == 0 for p in patients)
     assert 25 <= n_legacy <= 60  # the draw really holds the codes that were refused (40 of 100 in the issue)
-    with ApiServer(model_path, log=tmp_path / "server.log", ready_timeout=90, log_level="warning",
-                   extra_env={"OTEL_EXPORTER_OTLP_ENDPOINT": None, "OTEL_TRACES_EXPORTER": None}) as api, \
-            requests.Session() as session:
+    with (
+        ApiServer(
+            model_path,
+            log=tmp_path / "server.log",
+            ready_timeout=90,
+            log_level="warning",
+            extra_env={"OTEL_EXPORTER_OTLP_ENDPOINT": None, "OTEL_TRACES_EXPORTER": None},
+        ) as api,
+        requests.Session() as session,
+    ):
         answers = [session.post(api.url + "/predict/", json=p, timeout=10, allow_redirects=False) for p in patients]
     assert [r.status_code for r in answers].count(200) == 100, [r.text for r in answers if r.status_code != 200][:3]
     bodies = [r.json() for r in answers]

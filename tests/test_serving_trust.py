@@ -1,5 +1,6 @@
 """Issue 12: what may be served (the deployer's pin, the card inside the artifact), and a
 readiness that tells the truth about the model and the prediction log."""
+
 from __future__ import annotations
 
 import io
@@ -26,8 +27,9 @@ from conftest import ROOT
 def app_for(model_path, **values):
     """An app whose every environment-backed setting is given, so the developer's env cannot leak in."""
     defaults = {name: Settings.model_fields[name].default for name in ENV_NAMES}
-    settings = Settings(**{**defaults, "model_path": model_path, "background_load": False, "parity_samples": 200,
-                           **values})
+    settings = Settings(
+        **{**defaults, "model_path": model_path, "background_load": False, "parity_samples": 200, **values}
+    )
     return create_app(settings, tracer_provider_=tracer_provider("test", exporters=[]))
 
 
@@ -65,6 +67,7 @@ def forge(path, content) -> None:
 
 # ------------------------------------------------------------------------ 5: the pin
 
+
 def test_a_forged_pickle_never_runs_when_the_model_is_pinned(copy_of_model, tmp_path):
     pin = sha256_file(copy_of_model)
     marker = tmp_path / "pwned"
@@ -98,8 +101,14 @@ def test_the_pin_comes_from_the_environment_or_a_baked_file(copy_of_model, tmp_p
     baked.write_text("0" * 64)
     monkeypatch.setenv("MODEL_SHA256", pin.upper())  # the variable wins over the file
     from heart.serving.settings import load_settings
-    settings = load_settings(model_path=copy_of_model, model_sha256_file=baked, background_load=False,
-                             parity_samples=200, configure_logging=False)
+
+    settings = load_settings(
+        model_path=copy_of_model,
+        model_sha256_file=baked,
+        background_load=False,
+        parity_samples=200,
+        configure_logging=False,
+    )
     with TestClient(create_app(settings, tracer_provider_=tracer_provider("test", exporters=[]))) as c:
         assert c.get("/ready_check").json()["pinned_by"] == "MODEL_SHA256"
     with TestClient(app_for(copy_of_model, model_sha256_file=baked)) as c:
@@ -117,6 +126,7 @@ def test_an_unpinned_model_is_served_with_a_warning_and_says_so(copy_of_model, c
 
 
 # ---------------------------------------------------------------- 6: the card is covered
+
 
 def test_an_edited_card_beside_the_model_is_not_what_is_served(copy_of_model, loaded):
     card = json.loads(card_path_for(copy_of_model).read_text())
@@ -141,6 +151,7 @@ def test_an_edited_card_inside_the_model_breaks_the_pin(copy_of_model, loaded):
 
 # ------------------------------------------------------------- 7: readiness never hangs
 
+
 def test_a_card_without_model_version_fails_readiness_with_the_reason(copy_of_model):
     content = joblib.load(io.BytesIO(copy_of_model.read_bytes()))
     content["card"] = json.dumps({k: v for k, v in json.loads(content["card"]).items() if k != "model_version"})
@@ -156,12 +167,14 @@ def test_a_failure_while_publishing_the_model_fails_readiness(copy_of_model, mon
     monkeypatch.setattr(app.state.serving.metrics.model_info, "labels", lambda **kw: 1 / 0)
     with TestClient(app) as c:
         r = c.get("/ready_check")
-        assert r.status_code == 503 and r.json() == {"status": "failed",
-                                                     "reason": "model could not be loaded: ZeroDivisionError: "
-                                                               "division by zero"}
+        assert r.status_code == 503 and r.json() == {
+            "status": "failed",
+            "reason": "model could not be loaded: ZeroDivisionError: division by zero",
+        }
 
 
 # ---------------------------------------------------------------- 8: replaced as a pair
+
 
 def test_a_crash_between_model_and_card_leaves_the_new_pair_served(copy_of_model, trained, monkeypatch):
     real, calls = artifact.atomic_write, []
@@ -171,6 +184,7 @@ def test_a_crash_between_model_and_card_leaves_the_new_pair_served(copy_of_model
         if path.name.endswith(".card.json"):
             raise KeyboardInterrupt("killed")
         real(path, blob)
+
     monkeypatch.setattr(artifact, "atomic_write", crash_on_the_card)
     with pytest.raises(KeyboardInterrupt):
         artifact.save_model(trained.pipeline, {"note": "retrained"}, copy_of_model)
@@ -182,6 +196,7 @@ def test_a_crash_between_model_and_card_leaves_the_new_pair_served(copy_of_model
 
 # -------------------------------------------------------- 10: a prediction log that fails
 
+
 def test_a_full_prediction_log_never_fails_predictions_and_is_counted(model_path):
     with TestClient(app_for(model_path, prediction_log="/dev/full")) as c:
         assert c.get("/ready_check").status_code == 200
@@ -191,6 +206,7 @@ def test_a_full_prediction_log_never_fails_predictions_and_is_counted(model_path
 
 
 # ------------------------------------------------------------- 11, 12: start-up checks
+
 
 def run(args, env):
     env = {**{k: v for k, v in os.environ.items() if k not in ENV_NAMES.values()}, **env}
@@ -208,8 +224,14 @@ def bad_logs(tmp_path):
         yield ro / "p.jsonl", "Permission denied"
 
 
-@pytest.mark.parametrize("command", [["heart_fastapi.py", "WEB_CONCURRENCY=1"], ["heart_fastapi.py", "WEB_CONCURRENCY=2"],
-                                     ["-m", "uvicorn", "heart_fastapi:app", "--port", "1"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["heart_fastapi.py", "WEB_CONCURRENCY=1"],
+        ["heart_fastapi.py", "WEB_CONCURRENCY=2"],
+        ["-m", "uvicorn", "heart_fastapi:app", "--port", "1"],
+    ],
+)
 def test_a_bad_prediction_log_exits_2_with_one_line_in_every_worker_mode(command, model_path, tmp_path):
     args = [a for a in command if "=" not in a]
     env = dict(a.split("=") for a in command if "=" in a)
@@ -218,12 +240,18 @@ def test_a_bad_prediction_log_exits_2_with_one_line_in_every_worker_mode(command
         assert proc.returncode == 2, proc.stderr
         assert "Traceback" not in proc.stderr and "Started server process" not in proc.stderr
         assert [line for line in proc.stderr.splitlines() if line.startswith("error:")] == [
-            f"error: PREDICTION_LOG (flag --prediction-log) {path}: cannot be opened for appending ({why})"]
+            f"error: PREDICTION_LOG (flag --prediction-log) {path}: cannot be opened for appending ({why})"
+        ]
 
 
-@pytest.mark.parametrize("var, value, rule", [("LOG_LEVEL", "verbose", "one of critical"),
-                                              ("LOG_INPUTS", "maybe", "true or false"),
-                                              ("MODEL_SHA256", "abc", "a sha256")])
+@pytest.mark.parametrize(
+    "var, value, rule",
+    [
+        ("LOG_LEVEL", "verbose", "one of critical"),
+        ("LOG_INPUTS", "maybe", "true or false"),
+        ("MODEL_SHA256", "abc", "a sha256"),
+    ],
+)
 @pytest.mark.parametrize("command", [["heart_fastapi.py"], ["-m", "uvicorn", "heart_fastapi:app", "--port", "1"]])
 def test_a_bad_variable_exits_2_naming_it_under_both_launchers(var, value, rule, command):
     proc = run([sys.executable, *command], {var: value})

@@ -1,5 +1,6 @@
 """The Open Inference Protocol (heart/serving/v2.py): tritonclient against a real server, every
 error path with TestClient, and the same observability as /predict."""
+
 import json
 
 import numpy as np
@@ -35,8 +36,9 @@ def feature_inputs(frame, binary: bool) -> list:
         values = frame[name].to_numpy(dtype=float)
         if name == "gender":
             tensor = triton.InferInput(name, [len(frame)], "BYTES")
-            tensor.set_data_from_numpy(np.array(["male" if v else "Female" for v in values], dtype=object),
-                                       binary_data=binary)
+            tensor.set_data_from_numpy(
+                np.array(["male" if v else "Female" for v in values], dtype=object), binary_data=binary
+            )
         else:
             tensor = triton.InferInput(name, [len(frame)], "FP64")
             tensor.set_data_from_numpy(values, binary_data=binary)
@@ -47,6 +49,7 @@ def feature_inputs(frame, binary: bool) -> list:
 def assert_same_as_batch(url: str, frame, result) -> None:
     """Class, probability (exactly) and label equal /predict/batch's for the same rows."""
     import requests
+
     batch = requests.post(url + "/predict/batch", json={"instances": to_records(frame)}, timeout=60)
     assert batch.status_code == 200, batch.text
     expected = batch.json()["predictions"]
@@ -60,12 +63,20 @@ def assert_same_as_batch(url: str, frame, result) -> None:
 
 # ----------------------------------------------------------------- tritonclient, real server
 
+
 @pytest.fixture(scope="module")
 def server(model_path, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("v2server")
-    api = ApiServer(model_path, log=tmp / "stdout.log", ready_timeout=90,
-                    extra_env={"PREDICTION_LOG": str(tmp / "p.jsonl"),
-                               "OTEL_EXPORTER_OTLP_ENDPOINT": None, "OTEL_TRACES_EXPORTER": None})
+    api = ApiServer(
+        model_path,
+        log=tmp / "stdout.log",
+        ready_timeout=90,
+        extra_env={
+            "PREDICTION_LOG": str(tmp / "p.jsonl"),
+            "OTEL_EXPORTER_OTLP_ENDPOINT": None,
+            "OTEL_TRACES_EXPORTER": None,
+        },
+    )
     with api:
         yield api, triton.InferenceServerClient(f"127.0.0.1:{api.port}", network_timeout=60)
 
@@ -81,7 +92,10 @@ def test_tritonclient_health_and_metadata(server, loaded):
     assert [t["name"] for t in meta["inputs"]] == [*FEATURE_NAMES, "input"]
     assert meta["inputs"][-1] == {"name": "input", "datatype": "FP64", "shape": [-1, 13]}
     assert {t["name"]: (t["datatype"], t["shape"]) for t in meta["outputs"]} == {
-        "predicted_class": ("INT64", [-1]), "probability": ("FP64", [-1]), "label": ("BYTES", [-1])}
+        "predicted_class": ("INT64", [-1]),
+        "probability": ("FP64", [-1]),
+        "label": ("BYTES", [-1]),
+    }
     with pytest.raises(InferenceServerException, match="unknown version 'v0'"):
         client.get_model_metadata(NAME, "v0")
 
@@ -111,8 +125,13 @@ def test_tritonclient_1000_rows_as_one_matrix_tensor(server):
     frame = patients(MAX_BATCH, seed=12)
     matrix = triton.InferInput("input", [MAX_BATCH, len(FEATURE_NAMES)], "FP64")
     matrix.set_data_from_numpy(frame.to_numpy(dtype=float), binary_data=False)
-    result = client.infer(NAME, [matrix], outputs=[triton.InferRequestedOutput(n, binary_data=False)
-                                                    for n in ("predicted_class", "probability", "label")])
+    result = client.infer(
+        NAME,
+        [matrix],
+        outputs=[
+            triton.InferRequestedOutput(n, binary_data=False) for n in ("predicted_class", "probability", "label")
+        ],
+    )
     assert_same_as_batch(api.url, frame, result)
 
 
@@ -128,6 +147,7 @@ def test_tritonclient_sees_the_protocol_error(server):
 
 # ------------------------------------------------------------------- TestClient: error paths
 
+
 @pytest.fixture(scope="module")
 def client(model_path, tmp_path_factory, spans):
     app = make_app(model_path, tmp_path_factory.mktemp("v2"), spans=spans)
@@ -139,6 +159,7 @@ def client(model_path, tmp_path_factory, spans):
 @pytest.fixture(scope="module")
 def spans():
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
     return InMemorySpanExporter()
 
 
@@ -148,7 +169,9 @@ def tensors(records: list[dict], **datatypes) -> list[dict]:
     out = []
     for n in names:
         dt = datatypes.get(n, "BYTES" if n == "gender" else "FP64")
-        out.append({"name": n, "shape": [len(records)], "datatype": dt, "data": [r.get(n, float("nan")) for r in records]})
+        out.append(
+            {"name": n, "shape": [len(records)], "datatype": dt, "data": [r.get(n, float("nan")) for r in records]}
+        )
     return out
 
 
@@ -192,7 +215,8 @@ def test_wrong_shapes_are_refused(client):
 
 def test_wrong_datatypes_are_refused(client):
     assert "datatype INT32 is not accepted: use FP64 or FP32 or INT64" in error(
-        post(client, tensors([EXAMPLE], age="INT32")))
+        post(client, tensors([EXAMPLE], age="INT32"))
+    )
     assert "input 'cp': datatype BYTES is not accepted" in error(post(client, tensors([EXAMPLE], cp="BYTES")))
     fractional = tensors([{**EXAMPLE, "age": 63.5}], age="INT64")
     assert "input 'age': element 0 is 63.5, not INT64" in error(post(client, fractional))
@@ -214,22 +238,36 @@ def test_out_of_range_value_names_feature_and_row_in_the_words_of_predict(client
 
 
 def test_too_many_rows_and_none(client):
-    assert f"N = {MAX_BATCH + 1} rows: send 1 to {MAX_BATCH}" in error(post(client, tensors([EXAMPLE] * (MAX_BATCH + 1))))
-    assert "N = 0 rows" in error(post(client, [{"name": "age", "shape": [0], "datatype": "FP64", "data": []},
-                                               {"name": "gender", "shape": [0], "datatype": "FP64", "data": []}]))
+    assert f"N = {MAX_BATCH + 1} rows: send 1 to {MAX_BATCH}" in error(
+        post(client, tensors([EXAMPLE] * (MAX_BATCH + 1)))
+    )
+    assert "N = 0 rows" in error(
+        post(
+            client,
+            [
+                {"name": "age", "shape": [0], "datatype": "FP64", "data": []},
+                {"name": "gender", "shape": [0], "datatype": "FP64", "data": []},
+            ],
+        )
+    )
 
 
 def test_unknown_output_or_input_name(client):
     outputs = [{"name": "probability"}, {"name": "risk"}]
-    assert error(post(client, tensors([EXAMPLE]), outputs=outputs)) == \
-        "unknown output 'risk': expected one of predicted_class, probability, label"
-    assert "unknown input 'sex'" in error(post(client, [*tensors([EXAMPLE]), {"name": "sex", "shape": [1],
-                                                                               "datatype": "FP64", "data": [1]}]))
+    assert (
+        error(post(client, tensors([EXAMPLE]), outputs=outputs))
+        == "unknown output 'risk': expected one of predicted_class, probability, label"
+    )
+    assert "unknown input 'sex'" in error(
+        post(client, [*tensors([EXAMPLE]), {"name": "sex", "shape": [1], "datatype": "FP64", "data": [1]}])
+    )
 
 
 def test_missing_required_feature_and_null_like_nan(client):
     no_age = [t for t in tensors([EXAMPLE]) if t["name"] != "age"]
-    assert error(post(client, no_age)) == "input 'age' is missing: age is required: must be an integer from 1 to 120 years"
+    assert (
+        error(post(client, no_age)) == "input 'age' is missing: age is required: must be an integer from 1 to 120 years"
+    )
     nan_age = tensors([{**EXAMPLE, "age": float("nan")}])
     assert "row 0: age is required and cannot be null" in error(post(client, nan_age))
 
@@ -263,9 +301,12 @@ def test_fp32_and_int64_inputs_give_predicts_answer(client):
 
 
 def test_binary_body_errors(client):
-    header = json.dumps({"inputs": [{"name": "age", "shape": [1], "datatype": "FP64",
-                                     "parameters": {"binary_data_size": 8}}]}).encode()
-    short = client.post(INFER, content=header + b"\0" * 4, headers={"Inference-Header-Content-Length": str(len(header))})
+    header = json.dumps(
+        {"inputs": [{"name": "age", "shape": [1], "datatype": "FP64", "parameters": {"binary_data_size": 8}}]}
+    ).encode()
+    short = client.post(
+        INFER, content=header + b"\0" * 4, headers={"Inference-Header-Content-Length": str(len(header))}
+    )
     assert "binary_data_size 8 does not fit the 4 bytes" in error(short)
     bad_length = client.post(INFER, content=header, headers={"Inference-Header-Content-Length": "lots"})
     assert "Inference-Header-Content-Length must be a whole number" in error(bad_length)
@@ -282,6 +323,7 @@ def test_not_ready_answers_in_the_protocols_shape(tmp_path):
 
 
 # --------------------------------------------------------------------------- observability
+
 
 def test_v2_is_traced_counted_and_logged_like_predict(client, spans):
     path = client.app.state.serving.settings.prediction_log
@@ -306,8 +348,18 @@ def test_v2_is_traced_counted_and_logged_like_predict(client, spans):
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"])
 def test_infer_refuses_a_body_that_is_not_json_or_binary_tensors(client, content_type):
-    body = json.dumps({"inputs": [{"name": "input", "shape": [1, 13], "datatype": "FP64",
-                                   "data": [63, 1, 3, 145, 233, 1, 0, 150, 0, 2.3, 0, 0, 1]}]})
+    body = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": [1, 13],
+                    "datatype": "FP64",
+                    "data": [63, 1, 3, 145, 233, 1, 0, 150, 0, 2.3, 0, 0, 1],
+                }
+            ]
+        }
+    )
     r = client.post("/v2/models/heart-disease/infer", content=body, headers={"content-type": content_type})
     assert r.status_code == 415 and "application/json" in r.json()["error"]
     ok = client.post("/v2/models/heart-disease/infer", content=body, headers={"content-type": "application/json"})

@@ -1,6 +1,7 @@
 """A fast start (issue 14, part 6): the server imports only what predictions need, SHAP waits for
 the first /explain, the build-time ONNX graph is used only for its own model and still parity-checked,
 and requirements-serve.txt (all the image installs) covers everything the server imports."""
+
 from __future__ import annotations
 
 import json
@@ -99,16 +100,29 @@ def cached_model(model_path, tmp_path_factory) -> Path:
 def not_shipped() -> set[str]:
     """Top-level modules of installed distributions the image lacks (the TestClient's httpx aside)."""
     allowed = closure([*pins("requirements-serve.txt"), "httpx"])
-    return {module for module, dists in metadata.packages_distributions().items()
-            if not {canonicalize_name(d) for d in dists} & allowed and module not in LOCAL}
+    return {
+        module
+        for module, dists in metadata.packages_distributions().items()
+        if not {canonicalize_name(d) for d in dists} & allowed and module not in LOCAL
+    }
 
 
 @pytest.fixture(scope="module")
 def server_run(cached_model) -> dict:
-    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), "MODEL_PATH": str(cached_model),
-           "HOME": os.environ.get("HOME", "/tmp")}
-    done = subprocess.run([sys.executable, "-c", SERVER_RUN, json.dumps(sorted(not_shipped()))], capture_output=True,
-                          text=True, timeout=300, env=env, cwd=ROOT)
+    env = {
+        "PATH": os.environ["PATH"],
+        "PYTHONPATH": str(ROOT),
+        "MODEL_PATH": str(cached_model),
+        "HOME": os.environ.get("HOME", "/tmp"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", SERVER_RUN, json.dumps(sorted(not_shipped()))],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     (result,) = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     return json.loads(result.removeprefix("RESULT "))
@@ -160,6 +174,7 @@ def test_the_package_metadata_reads_the_serving_set_without_pip_options():
 
 # ------------------------------------------------------------------------- the ONNX cache
 
+
 def test_cache_is_used_only_for_its_own_model(cached_model, loaded):
     sha = loaded.card["artifact"]["sha256"]
     graph, record = cache_paths(cached_model)
@@ -202,7 +217,9 @@ def test_a_forged_cache_of_another_model_fails_parity_and_is_not_served(model_pa
     other = to_onnx(train(dataset, seed=7, params={"n_estimators": 5, "max_depth": 2}, cv=False).pipeline)
     graph, record = cache_paths(path)
     graph.write_bytes(other)
-    record.write_text(json.dumps({"model_sha256": loaded.card["artifact"]["sha256"], "onnx_sha256": sha256_bytes(other)}))
+    record.write_text(
+        json.dumps({"model_sha256": loaded.card["artifact"]["sha256"], "onnx_sha256": sha256_bytes(other)})
+    )
     with TestClient(app := make_app(path, background_load=False)) as c:
         state = app.state.serving
         assert state.timings["onnx_cached"] is True

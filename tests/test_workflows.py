@@ -1,5 +1,6 @@
 """The GitHub workflows, offline: actionlint finds nothing in them, CI runs what .ci/run runs, and
 the release workflow's version step tags the image with heart/__init__.py's version (issue 14, part 4)."""
+
 from __future__ import annotations
 
 import os
@@ -23,15 +24,17 @@ def actionlint() -> str:
     found = Path(sys.executable).parent / "actionlint"
     path = str(found) if found.exists() else shutil.which("actionlint")
     if path is None:
-        pytest.fail("actionlint not found: install the test tools with `make install` "
-                    "(pip install -r requirements-dev.txt)")
+        pytest.fail(
+            "actionlint not found: install the test tools with `make install` (pip install -r requirements-dev.txt)"
+        )
     return path
 
 
 def lint(*files: Path) -> subprocess.CompletedProcess:
     # shellcheck, where installed, checks the run: scripts too (actionlint calls it itself)
-    return subprocess.run([actionlint(), "-no-color", "-oneline", *map(str, files)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [actionlint(), "-no-color", "-oneline", *map(str, files)], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
 
 
 def workflow(name: str) -> dict:
@@ -54,13 +57,16 @@ def test_actionlint_reports_a_broken_workflow(tmp_path):
     """The check above can fail: an unknown event, a bad expression and an unknown input are found."""
     broken = tmp_path / ".github" / "workflows" / "broken.yml"
     broken.parent.mkdir(parents=True)
-    broken.write_text("on: pushh\njobs:\n  a:\n    runs-on: ubuntu-24.04\n    steps:\n"
-                      "      - run: echo ${{ github.nope( }}\n"
-                      "      - uses: actions/checkout@v5\n        with:\n          no-such-input: 1\n")
+    broken.write_text(
+        "on: pushh\njobs:\n  a:\n    runs-on: ubuntu-24.04\n    steps:\n"
+        "      - run: echo ${{ github.nope( }}\n"
+        "      - uses: actions/checkout@v5\n        with:\n          no-such-input: 1\n"
+    )
     result = lint(broken)
     assert result.returncode == 1
-    found = {(int(m.group(1)), m.group(2)) for m in re.finditer(r"broken\.yml:(\d+):\d+: .*\[(\w+)\]$",
-                                                                   result.stdout, re.M)}
+    found = {
+        (int(m.group(1)), m.group(2)) for m in re.finditer(r"broken\.yml:(\d+):\d+: .*\[(\w+)\]$", result.stdout, re.M)
+    }
     assert found == {(1, "events"), (6, "expression"), (9, "action")}, result.stdout
     assert '"pushh"' in result.stdout and '"no-such-input"' in result.stdout
 
@@ -75,14 +81,17 @@ def test_ci_runs_what_ci_run_runs():
     assert any(r.strip().endswith("make container-check") for r in runs)
     # the manifests and alert rules, validated as a job of their own (fast feedback)
     assert any("tests/test_deploy.py" in r and "tests/test_monitoring.py" in r for r in runs)
-    assert any("actionlint" in r for r in runs) and any("ruff check ." in r and "ruff format --check ." in r for r in runs)
+    assert any("actionlint" in r for r in runs) and any(
+        "ruff check ." in r and "ruff format --check ." in r for r in runs
+    )
     assert set(doc["on"]) >= {"push", "pull_request"}
     assert doc["permissions"] == {"contents": "read"}
 
 
 def test_ci_installs_the_actionlint_that_the_tests_pin():
-    pinned = [line for line in (ROOT / "requirements-dev.txt").read_text().splitlines()
-              if line.startswith("actionlint")]
+    pinned = [
+        line for line in (ROOT / "requirements-dev.txt").read_text().splitlines() if line.startswith("actionlint")
+    ]
     assert len(pinned) == 1 and re.fullmatch(r"actionlint[\w-]*==[\d.]+", pinned[0])
     runs = " ".join(step.get("run", "") for step in steps(workflow("ci.yml")))
     assert "grep -E '^actionlint' requirements-dev.txt" in runs
@@ -97,10 +106,22 @@ def run_version_step(tmp_path, event: str, ref: str, registry: str) -> tuple[int
     """The release workflow's own version script, run with bash as Actions would run it."""
     output = tmp_path / "github_output"
     output.write_text("")
-    env = {**os.environ, "GITHUB_EVENT_NAME": event, "GITHUB_REF_NAME": ref, "GITHUB_OUTPUT": str(output),
-           "REGISTRY": registry, "IMAGE_NAME": workflow("release.yml")["env"]["IMAGE_NAME"]}
-    result = subprocess.run(["bash", "-e", "-c", release_step("version")["run"]], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=30)
+    env = {
+        **os.environ,
+        "GITHUB_EVENT_NAME": event,
+        "GITHUB_REF_NAME": ref,
+        "GITHUB_OUTPUT": str(output),
+        "REGISTRY": registry,
+        "IMAGE_NAME": workflow("release.yml")["env"]["IMAGE_NAME"],
+    }
+    result = subprocess.run(
+        ["bash", "-e", "-c", release_step("version")["run"]],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     values = dict(line.split("=", 1) for line in output.read_text().splitlines() if "=" in line)
     return result.returncode, values, result.stdout + result.stderr
 
@@ -108,8 +129,11 @@ def run_version_step(tmp_path, event: str, ref: str, registry: str) -> tuple[int
 def test_release_version_step_tags_with_the_package_version(tmp_path):
     rc, values, out = run_version_step(tmp_path, "release", f"v{__version__}", "ghcr.io/acme/")
     assert rc == 0, out
-    assert values == {"version": __version__, "repository": "ghcr.io/acme/heart-disease-mlops",
-                      "registry_host": "ghcr.io"}
+    assert values == {
+        "version": __version__,
+        "repository": "ghcr.io/acme/heart-disease-mlops",
+        "registry_host": "ghcr.io",
+    }
     assert "${{ vars.REGISTRY }}" in release_step("version")["env"]["REGISTRY"]
 
 
@@ -121,11 +145,16 @@ def test_release_refuses_a_tag_that_is_not_the_package_version_or_no_registry(tm
 
 
 def test_release_pushes_both_version_tags_with_an_sbom():
-    (push,) = [s for s in steps(workflow("release.yml"))
-               if s.get("uses", "").startswith("docker/build-push-action") and s["with"].get("push") == "true"]
+    (push,) = [
+        s
+        for s in steps(workflow("release.yml"))
+        if s.get("uses", "").startswith("docker/build-push-action") and s["with"].get("push") == "true"
+    ]
     tags = push["with"]["tags"].strip().splitlines()
-    assert tags == ["${{ steps.version.outputs.repository }}:${{ steps.version.outputs.version }}",
-                    "${{ steps.version.outputs.repository }}:${{ steps.model.outputs.model_version }}"]
+    assert tags == [
+        "${{ steps.version.outputs.repository }}:${{ steps.version.outputs.version }}",
+        "${{ steps.version.outputs.repository }}:${{ steps.model.outputs.model_version }}",
+    ]
     assert push["with"]["sbom"] == "true"
     (sbom,) = [s for s in steps(workflow("release.yml")) if s.get("uses", "").startswith("anchore/sbom-action")]
     assert sbom["with"]["format"] == "spdx-json"

@@ -1,4 +1,5 @@
 """create_app: the prediction API wired from its parts (see heart/serving/__init__.py)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -42,17 +43,27 @@ def create_app(settings: Settings | None = None, tracer_provider_: TracerProvide
     metrics = Metrics()
     state = ServingState(settings=settings, metrics=metrics)
     writer = PredictionWriter(settings.prediction_log, metrics.registry)
-    app = FastAPI(title="Heart-disease prediction API", version=__version__,
-                  lifespan=_lifespan(state, writer, provider if tracer_provider_ is None else None),
-                  docs_url=None, redoc_url=None,  # served from local assets: pages.install_front_doors
-                  description="Predicts angiographic heart disease from 13 clinical features "
-                              "(UCI Cleveland data). Not a medical device.")
+    app = FastAPI(
+        title="Heart-disease prediction API",
+        version=__version__,
+        lifespan=_lifespan(state, writer, provider if tracer_provider_ is None else None),
+        docs_url=None,
+        redoc_url=None,  # served from local assets: pages.install_front_doors
+        description="Predicts angiographic heart disease from 13 clinical features "
+        "(UCI Cleveland data). Not a medical device.",
+    )
     app.state.serving = state
     app.state.metrics = metrics
     app.state.tracer_provider = provider
     app.state.live_drift = drift = live_drift_for(settings, state, metrics)
-    app.state.inference = Inference(state, metrics, provider.get_tracer("heart.api", __version__), writer,
-                                    settings.log_inputs, drift.window if drift else None)
+    app.state.inference = Inference(
+        state,
+        metrics,
+        provider.get_tracer("heart.api", __version__),
+        writer,
+        settings.log_inputs,
+        drift.window if drift else None,
+    )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, max_header_bytes=settings.max_header_bytes)
     tokens = settings.bearer_tokens()
     if tokens:
@@ -69,9 +80,13 @@ def create_app(settings: Settings | None = None, tracer_provider_: TracerProvide
     app.openapi = lambda: routes.openapi(app)
     # Metrics come from Prometheus (/metrics): the instrumentation's own OTel metrics would only
     # cost time per request, so it gets a no-op meter provider.
-    FastAPIInstrumentor.instrument_app(app, tracer_provider=provider, meter_provider=NoOpMeterProvider(),
-                                       exclude_spans=["receive", "send"],
-                                       excluded_urls="metrics,live_check,ready_check")
+    FastAPIInstrumentor.instrument_app(
+        app,
+        tracer_provider=provider,
+        meter_provider=NoOpMeterProvider(),
+        exclude_spans=["receive", "send"],
+        excluded_urls="metrics,live_check,ready_check",
+    )
     return app
 
 
@@ -81,12 +96,23 @@ def _lifespan(state: ServingState, writer: PredictionWriter, own_provider: Trace
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        log.info("startup", extra={"service": SERVICE_NAME, "version": __version__, "pid": os.getpid(),
-                                   "model_path": str(settings.model_path), "log_inputs": settings.log_inputs,
-                                   "prediction_log": str(settings.prediction_log or "")})
+        log.info(
+            "startup",
+            extra={
+                "service": SERVICE_NAME,
+                "version": __version__,
+                "pid": os.getpid(),
+                "model_path": str(settings.model_path),
+                "log_inputs": settings.log_inputs,
+                "prediction_log": str(settings.prediction_log or ""),
+            },
+        )
         # One worker serves its own registry; with more, the supervisor serves them all (heart_fastapi.py).
-        metrics_server = (MetricsServer(settings.metrics_port, state.metrics.registry, settings.host)
-                          if settings.metrics_port is not None and settings.workers == 1 else None)
+        metrics_server = (
+            MetricsServer(settings.metrics_port, state.metrics.registry, settings.host)
+            if settings.metrics_port is not None and settings.workers == 1
+            else None
+        )
         task = asyncio.create_task(asyncio.to_thread(state.load)) if settings.background_load else None
         if task is None:
             state.load()

@@ -5,6 +5,7 @@ need a token. Tokens are compared as SHA-256 digests with hmac.compare_digest, a
 configured token, so neither a token's length nor its first differing byte shows in the time
 taken. A missing or wrong token gets a 401 with `WWW-Authenticate: Bearer` (RFC 6750).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -48,9 +49,22 @@ class BearerAuth:
             return await self.app(scope, receive, send)
         error = "invalid_token" if header else None
         challenge = b'Bearer realm="heart-disease-api"' + (b', error="invalid_token"' if error else b"")
-        body = orjson.dumps({"detail": "a valid bearer token is required: send Authorization: Bearer <token>"
-                             if header is None else "the bearer token is not valid"})
-        await send({"type": "http.response.start", "status": 401,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"www-authenticate", challenge)]})
+        body = orjson.dumps(
+            {
+                "detail": "a valid bearer token is required: send Authorization: Bearer <token>"
+                if header is None
+                else "the bearer token is not valid"
+            }
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"www-authenticate", challenge),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

@@ -7,6 +7,7 @@ loader also reads: `sex` for `gender`, ca = 4 and thal = 0 for "unknown") comes 
 heart/schema.py.
 Only pydantic is imported: a client need not install or start FastAPI to use it.
 """
+
 from __future__ import annotations
 
 import math
@@ -30,11 +31,25 @@ from ..schema import ALIASES, BY_NAME, FEATURE_NAMES, FEATURES, TARGET, Feature
 
 MAX_BATCH = 1000  # patients per /predict/batch request
 LABELS = {int(k): v for k, v in TARGET.labels.items()}
-EXAMPLE = {"age": 63, "gender": "male", "cp": 3, "trestbps": 145, "chol": 233, "fbs": 1, "restecg": 0,
-           "thalach": 150, "exang": 0, "oldpeak": 2.3, "slope": 0, "ca": 0, "thal": 1}
+EXAMPLE = {
+    "age": 63,
+    "gender": "male",
+    "cp": 3,
+    "trestbps": 145,
+    "chol": 233,
+    "fbs": 1,
+    "restecg": 0,
+    "thalach": 150,
+    "exang": 0,
+    "oldpeak": 2.3,
+    "slope": 0,
+    "ca": 0,
+    "thal": 1,
+}
 
 
 # ------------------------------------------------------------------------------------ requests
+
 
 def _error(kind: str, message: str) -> PydanticCustomError:
     return PydanticCustomError(kind, "{message}", {"message": message})
@@ -110,8 +125,10 @@ def _json_schema(f: Feature) -> dict:
     else:
         schema = {"type": "integer", "enum": sorted({*f.codes, *f.missing_codes})}
     if f.missing_codes:
-        desc += (f" Legacy code {', '.join(map(str, f.missing_codes))} = unknown: imputed like a null, and named "
-                 "in the response's legacy_codes.")
+        desc += (
+            f" Legacy code {', '.join(map(str, f.missing_codes))} = unknown: imputed like a null, and named "
+            "in the response's legacy_codes."
+        )
     if f.aliases:
         desc += f" Also accepted as {', '.join(f.aliases)} (the data loader's alias); give one name, not both."
     if f.text_codes:
@@ -158,8 +175,9 @@ def _name_alias_clashes(error: ValidationError) -> ValidationError:
     for err in errors:
         if _is_clash(err):
             alias = err["loc"][-1]
-            cause = _error("alias_conflict", f"{ALIASES[alias]} and {alias} (its alias) are both given: "
-                                             f"send one of them")
+            cause = _error(
+                "alias_conflict", f"{ALIASES[alias]} and {alias} (its alias) are both given: send one of them"
+            )
         else:
             cause = _error(err["type"], err["msg"])
         details.append({"type": cause, "loc": err["loc"], "input": err.get("input")})
@@ -182,8 +200,10 @@ def build_patient_model() -> type[BaseModel]:
             raise ValueError(f"{f.name}: a required feature cannot have a legacy 'unknown' code")
         annotation = Annotated[Any, PlainValidator(_validator(f)), WithJsonSchema(_json_schema(f))]
         default = ... if f.required else None
-        fields[f.name] = (annotation, Field(default, validation_alias=AliasChoices(f.name, *f.aliases))
-                          if f.aliases else default)
+        fields[f.name] = (
+            annotation,
+            Field(default, validation_alias=AliasChoices(f.name, *f.aliases)) if f.aliases else default,
+        )
     return create_model("Patient", __base__=_PatientBody, __doc__="One patient's 13 clinical features.", **fields)
 
 
@@ -191,8 +211,14 @@ Patient = build_patient_model()
 
 
 class Batch(_Body):
-    instances: Annotated[list[Patient], Field(min_length=1, max_length=MAX_BATCH,  # type: ignore[valid-type]
-                                              description=f"1 to {MAX_BATCH} patients")]
+    instances: Annotated[
+        list[Patient],
+        Field(
+            min_length=1,
+            max_length=MAX_BATCH,  # type: ignore[valid-type]
+            description=f"1 to {MAX_BATCH} patients",
+        ),
+    ]
 
 
 # ----------------------------------------------------------------------------------- responses
@@ -212,14 +238,19 @@ class PredictionResult(BaseModel):
     probability: Probability = Field(description="P(heart disease)")
     imputed: list[FeatureName] = Field(description="features that were missing and imputed by the model")
     legacy_codes: dict[FeatureName, Annotated[int, Field(strict=True)]] = Field(
-        default_factory=dict, description='legacy "unknown" codes read as missing (and so imputed), '
-                                          'by feature as sent: {"ca": 4, "thal": 0}; {} if none')
+        default_factory=dict,
+        description='legacy "unknown" codes read as missing (and so imputed), '
+        'by feature as sent: {"ca": 4, "thal": 0}; {} if none',
+    )
 
     @model_validator(mode="after")
     def _consistent(self):
         if self.label != LABELS[self.predicted_class]:
-            raise _error("label_mismatch", f"label {self.label!r} does not match predicted_class "
-                                           f"{self.predicted_class} ({LABELS[self.predicted_class]!r})")
+            raise _error(
+                "label_mismatch",
+                f"label {self.label!r} does not match predicted_class "
+                f"{self.predicted_class} ({LABELS[self.predicted_class]!r})",
+            )
         _check_legacy(self.legacy_codes, self.imputed)
         return self
 
@@ -246,6 +277,7 @@ class BatchResponse(BaseModel):
 
 class ReadyResponse(BaseModel):
     """GET /ready_check's 200 body (its other fields are informational)."""
+
     model_config = ConfigDict(extra="allow")
     status: Annotated[str, StringConstraints(pattern="^ready$")]
 

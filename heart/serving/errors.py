@@ -6,6 +6,7 @@ MAX_REPLY_BYTES whatever the input); 503: the model is not ready, with the reaso
 failure inside the model or anywhere else, with the trace_id that finds it in the logs. A
 client that leaves mid-request is a 499 in the metrics and one log line, not a 500.
 """
+
 from __future__ import annotations
 
 import logging
@@ -25,16 +26,21 @@ from .state import NotReady
 
 log = logging.getLogger("heart.api")
 
-MAX_ERRORS = 20           # problems listed in a 422; the rest are counted in more_errors
-MAX_ECHO_CHARS = 80       # an echoed input, key or message is cut to this many characters
-MAX_MSG_CHARS = 300       # a rule's message (some quote the input)
+MAX_ERRORS = 20  # problems listed in a 422; the rest are counted in more_errors
+MAX_ECHO_CHARS = 80  # an echoed input, key or message is cut to this many characters
+MAX_MSG_CHARS = 300  # a rule's message (some quote the input)
 MAX_REPLY_BYTES = 16_384  # no error reply is larger, whatever the input
-CLIENT_CLOSED = 499       # the common convention (nginx) for "the client went away"
+CLIENT_CLOSED = 499  # the common convention (nginx) for "the client went away"
 
-RESPONSES = {422: {"model": ValidationErrorResponse, "description": "the body breaks a rule; each error's loc "
-                   "names the field (and the row of a batch), msg the rule"},
-             503: {"description": "the model is not loaded (yet), or was refused; the body says why"},
-             500: {"description": "failure inside the model; the body carries the trace_id"}}
+RESPONSES = {
+    422: {
+        "model": ValidationErrorResponse,
+        "description": "the body breaks a rule; each error's loc "
+        "names the field (and the row of a batch), msg the rule",
+    },
+    503: {"description": "the model is not loaded (yet), or was refused; the body says why"},
+    500: {"description": "failure inside the model; the body carries the trace_id"},
+}
 
 
 class PredictionFailed(Exception):
@@ -78,8 +84,11 @@ async def validation_error(request: Request, exc: RequestValidationError) -> JSO
 
 def _item(err: dict) -> dict:
     """One 422 item, worded by the schema's rule, with everything echoed from the input cut."""
-    item = {"loc": [_cut(part) for part in err.get("loc", ())], "msg": _cut(str(err.get("msg", "")), MAX_MSG_CHARS),
-            "type": _cut(str(err.get("type", "")))}
+    item = {
+        "loc": [_cut(part) for part in err.get("loc", ())],
+        "msg": _cut(str(err.get("msg", "")), MAX_MSG_CHARS),
+        "type": _cut(str(err.get("type", ""))),
+    }
     field_name = item["loc"][-1] if item["loc"] else None
     if item["type"] == "missing" and field_name in BY_NAME:
         item["msg"] = f"{field_name} is required: must be {BY_NAME[field_name].rule()}"
@@ -96,26 +105,31 @@ async def client_disconnected(request: Request, exc: ClientDisconnect) -> Respon
     """The client left before its request was read: no answer can reach it. Counted, logged
     once as what it is (no traceback), and recorded as a 499 by the metrics middleware."""
     request.app.state.metrics.client_disconnects.inc()
-    log.info("client_disconnect", extra={"status": CLIENT_CLOSED, "method": request.method,
-                                         "path": request.url.path})
+    log.info("client_disconnect", extra={"status": CLIENT_CLOSED, "method": request.method, "path": request.url.path})
     return Response(status_code=CLIENT_CLOSED)
 
 
 async def not_ready(request: Request, exc: NotReady) -> JSONResponse:
     state = request.app.state.serving
-    return JSONResponse({"detail": f"model not ready: {state.reason}", "status": state.status},
-                        status_code=503, headers={"Retry-After": "5"})
+    return JSONResponse(
+        {"detail": f"model not ready: {state.reason}", "status": state.status},
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )
 
 
 async def prediction_failed(request: Request, exc: PredictionFailed) -> JSONResponse:
-    return JSONResponse({"detail": "internal error while predicting; the trace_id finds it in the logs",
-                         "trace_id": exc.trace_id}, status_code=500)
+    return JSONResponse(
+        {"detail": "internal error while predicting; the trace_id finds it in the logs", "trace_id": exc.trace_id},
+        status_code=500,
+    )
 
 
 async def unexpected(request: Request, exc: Exception) -> JSONResponse:
     trace_id, span_id = current_ids()
-    log.error("unhandled_error", exc_info=exc, extra={"trace_id": trace_id, "span_id": span_id,
-                                                      "path": request.url.path})
+    log.error(
+        "unhandled_error", exc_info=exc, extra={"trace_id": trace_id, "span_id": span_id, "path": request.url.path}
+    )
     return JSONResponse({"detail": "internal server error", "trace_id": trace_id}, status_code=500)
 
 
@@ -142,5 +156,5 @@ def _sanitize(value: Any, depth: int = 0) -> Any:
     if isinstance(value, (int, type(None), bool, float)):
         return value if not isinstance(value, int) or abs(value) < 10**30 else _cut(str(value))
     if isinstance(value, (bytes, bytearray)):
-        return _cut(bytes(value[:MAX_ECHO_CHARS + 1]).decode("utf-8", "replace"))
+        return _cut(bytes(value[: MAX_ECHO_CHARS + 1]).decode("utf-8", "replace"))
     return _cut(str(value))

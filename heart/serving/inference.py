@@ -3,6 +3,7 @@
 Single rows on the ONNX fast path run on the event loop (tens of µs: cheaper than a thread
 hop); batches over INLINE_ROWS and the sklearn fallback run in a worker thread.
 """
+
 from __future__ import annotations
 
 import logging
@@ -64,8 +65,15 @@ def to_rows(patients: list[BaseModel]) -> Rows:
 class Inference:
     """The prediction core shared by /predict, /predict/batch and /explain."""
 
-    def __init__(self, state: ServingState, metrics: Metrics, tracer: trace.Tracer, writer: PredictionWriter,
-                 log_inputs: bool, drift_window: DriftWindow | None = None):
+    def __init__(
+        self,
+        state: ServingState,
+        metrics: Metrics,
+        tracer: trace.Tracer,
+        writer: PredictionWriter,
+        log_inputs: bool,
+        drift_window: DriftWindow | None = None,
+    ):
         self.state, self.metrics, self.tracer, self.writer = state, metrics, tracer, writer
         self.log_inputs = log_inputs
         self.drift_window = drift_window
@@ -75,9 +83,15 @@ class Inference:
         state = self.state
         state.require_ready()
         rows = to_rows(patients)
-        with self.tracer.start_as_current_span("inference", attributes={
-                "model.version": state.model.version, "batch.size": len(patients),
-                "inference.engine": state.predictor.engine, "http.route.endpoint": endpoint}) as span:
+        with self.tracer.start_as_current_span(
+            "inference",
+            attributes={
+                "model.version": state.model.version,
+                "batch.size": len(patients),
+                "inference.engine": state.predictor.engine,
+                "http.route.endpoint": endpoint,
+            },
+        ) as span:
             trace_id, span_id = current_ids()
             try:
                 if state.predictor.inline and len(patients) <= INLINE_ROWS:
@@ -102,20 +116,32 @@ class Inference:
         self.metrics.count_classes(classes.count(1), len(classes))
         self.metrics.count_imputed(imputed)
         if self.writer.enabled():
-            self.writer.write(PredictionRecords(
-                timestamp=now_iso(), trace_id=trace_id, span_id=span_id, model_version=version,
-                latency_ms=round(seconds * 1000, 4), inputs=inputs if self.log_inputs else None,
-                imputed=imputed, predicted_class=classes, probability=proba))
-        return [{"predicted_class": c, "label": LABELS[c], "probability": p, "imputed": miss, "legacy_codes": codes}
-                for c, p, miss, codes in zip(classes, proba, imputed, rows.legacy)]
+            self.writer.write(
+                PredictionRecords(
+                    timestamp=now_iso(),
+                    trace_id=trace_id,
+                    span_id=span_id,
+                    model_version=version,
+                    latency_ms=round(seconds * 1000, 4),
+                    inputs=inputs if self.log_inputs else None,
+                    imputed=imputed,
+                    predicted_class=classes,
+                    probability=proba,
+                )
+            )
+        return [
+            {"predicted_class": c, "label": LABELS[c], "probability": p, "imputed": miss, "legacy_codes": codes}
+            for c, p, miss, codes in zip(classes, proba, imputed, rows.legacy)
+        ]
 
     async def explain(self, patient: BaseModel) -> dict:
         """One patient's probability with each feature's SHAP contribution (the sklearn Pipeline's)."""
         state = self.state
         state.require_ready()
         rows, imputed, inputs, legacy = to_rows([patient])  # legacy codes: imputed (NaN), inputs null
-        with self.tracer.start_as_current_span("explain", attributes={"model.version": state.model.version,
-                                                                      "batch.size": 1}) as span:
+        with self.tracer.start_as_current_span(
+            "explain", attributes={"model.version": state.model.version, "batch.size": 1}
+        ) as span:
             trace_id, span_id = current_ids()
             try:
                 frame = pd.DataFrame(rows, columns=list(FEATURE_NAMES))
@@ -123,20 +149,38 @@ class Inference:
             except Exception as e:  # noqa: BLE001
                 self._failed(span, e, "explain", trace_id, span_id, "explain_failed")
         cls = int(decide(explanation.probability, threshold_of(state.model.card))[0])
-        log.info("explanation", extra={"trace_id": trace_id, "span_id": span_id,
-                                       "model_version": state.model.version, "probability": explanation.probability,
-                                       **({"inputs": inputs[0]} if self.log_inputs else {})})
-        return {"predicted_class": cls, "label": LABELS[cls], "probability": explanation.probability,
-                "base_value": explanation.base_value,
-                "contributions": [{"feature": name, "value": inputs[0][name], "contribution": value}
-                                  for name, value in explanation.contributions],
-                "imputed": imputed[0], "legacy_codes": legacy[0], "model_version": state.model.version,
-                "trace_id": trace_id}
+        log.info(
+            "explanation",
+            extra={
+                "trace_id": trace_id,
+                "span_id": span_id,
+                "model_version": state.model.version,
+                "probability": explanation.probability,
+                **({"inputs": inputs[0]} if self.log_inputs else {}),
+            },
+        )
+        return {
+            "predicted_class": cls,
+            "label": LABELS[cls],
+            "probability": explanation.probability,
+            "base_value": explanation.base_value,
+            "contributions": [
+                {"feature": name, "value": inputs[0][name], "contribution": value}
+                for name, value in explanation.contributions
+            ],
+            "imputed": imputed[0],
+            "legacy_codes": legacy[0],
+            "model_version": state.model.version,
+            "trace_id": trace_id,
+        }
 
     def _failed(self, span, error: Exception, endpoint: str, trace_id: str, span_id: str, event: str, **extra):
         span.record_exception(error)
         span.set_status(trace.Status(trace.StatusCode.ERROR, type(error).__name__))
         self.metrics.errors.labels(endpoint=endpoint).inc()
-        log.error(event, exc_info=error, extra={"trace_id": trace_id, "span_id": span_id,
-                                                "model_version": self.state.model.version, **extra})
+        log.error(
+            event,
+            exc_info=error,
+            extra={"trace_id": trace_id, "span_id": span_id, "model_version": self.state.model.version, **extra},
+        )
         raise PredictionFailed(trace_id) from None

@@ -11,12 +11,13 @@ The reference is the data set drift_analysis_ks.py uses by default (data/data.cs
 only if its sha256 is the one the model card records as the training data: a model trained on
 other data gets no drift gauges rather than wrong ones (the log line says why).
 """
+
 from __future__ import annotations
 
 import logging
 import threading
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -35,8 +36,8 @@ class DriftWindow:
         self.size = size
         self._rows = np.empty((size, n_features), dtype=float)
         self._classes = np.empty(size, dtype=np.int8)
-        self._next = 0     # where the next row goes
-        self.seen = 0      # rows appended since start (the trigger compares it with the last run's)
+        self._next = 0  # where the next row goes
+        self.seen = 0  # rows appended since start (the trigger compares it with the last run's)
         self._lock = threading.Lock()
 
     def append(self, rows: np.ndarray, classes: np.ndarray) -> None:
@@ -50,7 +51,7 @@ class DriftWindow:
                 self._classes[i] = classes[0]
             else:
                 if n > self.size:
-                    rows, classes, n = rows[-self.size:], classes[-self.size:], self.size
+                    rows, classes, n = rows[-self.size :], classes[-self.size :], self.size
                 at = np.arange(i, i + n) % self.size
                 self._rows[at] = rows
                 self._classes[at] = classes
@@ -66,13 +67,19 @@ class DriftWindow:
 class LiveDrift:
     """The background computation: start() with the app, stop() at shutdown."""
 
-    def __init__(self, window: DriftWindow, metrics: Metrics, interval: float, reference: Path | None,
-                 trained_on: Callable[[], str | None]):
+    def __init__(
+        self,
+        window: DriftWindow,
+        metrics: Metrics,
+        interval: float,
+        reference: Path | None,
+        trained_on: Callable[[], str | None],
+    ):
         """`trained_on()` gives the loaded model card's data sha256, or None while no model is loaded."""
         self.window, self.metrics, self.interval = window, metrics, interval
         self.reference_path, self.trained_on = reference, trained_on
-        self.reference = None      # the training features, loaded on the first run after the model
-        self.disabled = ""         # why no gauges are computed, once that is known for good
+        self.reference = None  # the training features, loaded on the first run after the model
+        self.disabled = ""  # why no gauges are computed, once that is known for good
         self._last_seen = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -129,11 +136,20 @@ class LiveDrift:
             return self._disable(f"no reference data: {path} not found")
         data = load_dataset(path)
         if expected and data.sha256 != expected:
-            return self._disable(f"{path} is not the model's training data (sha256 {data.sha256[:12]}... vs "
-                                 f"{expected[:12]}... in the model card)")
+            return self._disable(
+                f"{path} is not the model's training data (sha256 {data.sha256[:12]}... vs "
+                f"{expected[:12]}... in the model card)"
+            )
         self.reference = data.X
-        log.info("live_drift_ready", extra={"reference": str(path), "rows": data.n_rows,
-                                            "window": self.window.size, "interval_s": self.interval})
+        log.info(
+            "live_drift_ready",
+            extra={
+                "reference": str(path),
+                "rows": data.n_rows,
+                "window": self.window.size,
+                "interval_s": self.interval,
+            },
+        )
         return True
 
     def _disable(self, reason: str) -> bool:
@@ -151,5 +167,6 @@ def live_drift_for(settings, state, metrics: Metrics) -> LiveDrift | None:
     def trained_on() -> str | None:
         return state.model.card.get("data", {}).get("sha256", "") if state.ready else None
 
-    return LiveDrift(DriftWindow(settings.drift_window), metrics, settings.drift_interval,
-                     settings.drift_reference, trained_on)
+    return LiveDrift(
+        DriftWindow(settings.drift_window), metrics, settings.drift_interval, settings.drift_reference, trained_on
+    )

@@ -5,6 +5,7 @@ given: the app's registry with one worker (heart.serving.app starts it in the li
 WEB_CONCURRENCY > 1 the supervisor serves one port for all workers (heart_fastapi.py) from a
 registry that gathers them (prometheus_client's multiprocess mode: `multiprocess_registry`).
 """
+
 from __future__ import annotations
 
 import logging

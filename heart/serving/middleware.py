@@ -1,5 +1,6 @@
 """Request bodies: the JSON 413 over the size limit, the 431 over the header limit, the 415 for
 anything but JSON, and bodies validated by pydantic directly, with bounded errors."""
+
 from __future__ import annotations
 
 import orjson
@@ -14,7 +15,7 @@ from .contract import MAX_BATCH
 from .errors import MAX_ERRORS, BoundedValidationError
 
 THREADED_BODY_BYTES = 32_000  # larger bodies (big batches) are validated in a worker thread
-MAX_OBJECT_FIELDS = 64        # a patient has 13; an object with more is refused before validation
+MAX_OBJECT_FIELDS = 64  # a patient has 13; an object with more is refused before validation
 JSON = b"application/json"
 
 
@@ -27,8 +28,9 @@ class BodyLimit:
         self.app = app
         self.max_bytes = max_bytes
         self.max_header_bytes = max_header_bytes
-        self.detail = (f"request body over the limit of {max_bytes:,} bytes; "
-                       f"send at most {MAX_BATCH:,} patients per batch")
+        self.detail = (
+            f"request body over the limit of {max_bytes:,} bytes; send at most {MAX_BATCH:,} patients per batch"
+        )
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -40,8 +42,9 @@ class BodyLimit:
             if name == b"content-length" and value.isdigit():  # else: counted as it arrives
                 declared = int(value)
         if header_bytes > self.max_header_bytes:  # a second line: heart.serving.protocol stops them sooner
-            return await JSONResponse({"detail": f"request headers over {self.max_header_bytes:,} bytes"},
-                                      status_code=431)(scope, receive, send)
+            return await JSONResponse(
+                {"detail": f"request headers over {self.max_header_bytes:,} bytes"}, status_code=431
+            )(scope, receive, send)
         if declared is not None:
             if declared > self.max_bytes:
                 return await JSONResponse({"detail": self.detail}, status_code=413)(scope, receive, send)
@@ -70,8 +73,9 @@ async def parse_body(request: Request, model: type[BaseModel]) -> BaseModel:
     check_json_content_type(request)
     body = await request.body()
     if not body.strip():
-        raise RequestValidationError([{"type": "missing", "loc": ("body",), "msg": "a JSON body is required",
-                                       "input": None}])
+        raise RequestValidationError(
+            [{"type": "missing", "loc": ("body",), "msg": "a JSON body is required", "input": None}]
+        )
     if len(body) > THREADED_BODY_BYTES:
         result = await run_in_threadpool(_validate_large, model, body)
     else:
@@ -106,9 +110,16 @@ def _validate_large(model: type[BaseModel], body: bytes) -> BaseModel | RequestV
         too_wide = None  # pydantic words the syntax error
     if too_wide is not None:
         loc, n = too_wide
-        return BoundedValidationError([{"type": "too_many_fields", "loc": ("body", *loc), "input": None,
-                                        "msg": f"an object with {n:,} fields; at most {MAX_OBJECT_FIELDS} allowed "
-                                               f"(a patient has 13)"}])
+        return BoundedValidationError(
+            [
+                {
+                    "type": "too_many_fields",
+                    "loc": ("body", *loc),
+                    "input": None,
+                    "msg": f"an object with {n:,} fields; at most {MAX_OBJECT_FIELDS} allowed (a patient has 13)",
+                }
+            ]
+        )
     try:
         return model.model_validate_json(body)
     except ValidationError as e:
@@ -132,5 +143,7 @@ def _widest_object(value, loc: tuple = ()) -> tuple[tuple, int] | None:
 def _bounded(error: ValidationError) -> BoundedValidationError:
     """The first MAX_ERRORS of pydantic's errors, with "body" first in loc, and the count of the rest."""
     errors = error.errors(include_url=False)
-    return BoundedValidationError([{**err, "loc": ("body", *err["loc"])} for err in errors[:MAX_ERRORS]],
-                                  more=len(errors) - min(len(errors), MAX_ERRORS))
+    return BoundedValidationError(
+        [{**err, "loc": ("body", *err["loc"])} for err in errors[:MAX_ERRORS]],
+        more=len(errors) - min(len(errors), MAX_ERRORS),
+    )

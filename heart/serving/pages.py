@@ -5,10 +5,12 @@ heart/static/README.md), so the docs render on a machine without internet. The p
 rendered once from heart/schema.py (labels, units, codes, ranges) and served only to clients
 that ask for HTML: curl and every other JSON client keep getting the service's JSON.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
@@ -21,17 +23,21 @@ from ..templates import templates
 HERE = Path(__file__).resolve().parent.parent  # heart/: static/ lives there
 STATIC_DIR = HERE / "static"
 STATIC_URL = "/static"
-DOCS_ASSETS = {"swagger_js_url": f"{STATIC_URL}/swagger-ui/swagger-ui-bundle.js",
-               "swagger_css_url": f"{STATIC_URL}/swagger-ui/swagger-ui.css",
-               "redoc_js_url": f"{STATIC_URL}/redoc/redoc.standalone.js",
-               "favicon_url": f"{STATIC_URL}/favicon.svg"}
+DOCS_ASSETS = {
+    "swagger_js_url": f"{STATIC_URL}/swagger-ui/swagger-ui-bundle.js",
+    "swagger_css_url": f"{STATIC_URL}/swagger-ui/swagger-ui.css",
+    "redoc_js_url": f"{STATIC_URL}/redoc/redoc.standalone.js",
+    "favicon_url": f"{STATIC_URL}/favicon.svg",
+}
 # The docs and the page may load only from this service. This also stops the one request the
 # vendored ReDoc makes to another host (its "API docs by Redocly" logo): blocked in the
 # browser before it leaves, and ReDoc hides the image. Inline script/style: FastAPI's docs
 # pages and the page at / carry their own; blob: is ReDoc's search worker.
-CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
-       "img-src 'self' data:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'; "
-       "base-uri 'self'; form-action 'self'; frame-ancestors 'self'")
+CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'; "
+    "base-uri 'self'; form-action 'self'; frame-ancestors 'self'"
+)
 
 
 def form_field(f: Feature) -> dict[str, Any]:
@@ -40,14 +46,23 @@ def form_field(f: Feature) -> dict[str, Any]:
     Only the canonical codes are offered: legacy sentinels (ca=4, thal=0) mean "unknown",
     which the form says with a blank.
     """
-    field: dict[str, Any] = {"name": f.name, "label": f.description, "unit": f.unit, "required": f.required,
-                             "rule": f.rule().replace(" (text in any case)", "")}
+    field: dict[str, Any] = {
+        "name": f.name,
+        "label": f.description,
+        "unit": f.unit,
+        "required": f.required,
+        "rule": f.rule().replace(" (text in any case)", ""),
+    }
     if f.kind == "continuous":
-        field.update(control="number", low=f.low, high=f.high, step="1" if f.integer else "any",
-                     hint=f"{_num(f.low)} to {_num(f.high)}" + (f" {f.unit}" if f.unit else ""))
+        field.update(
+            control="number",
+            low=f.low,
+            high=f.high,
+            step="1" if f.integer else "any",
+            hint=f"{_num(f.low)} to {_num(f.high)}" + (f" {f.unit}" if f.unit else ""),
+        )
     else:
-        field.update(control="select", options=[(code, meaning) for code, meaning in sorted(f.codes.items())],
-                     hint="")
+        field.update(control="select", options=[(code, meaning) for code, meaning in sorted(f.codes.items())], hint="")
     return field
 
 
@@ -96,21 +111,40 @@ def install_front_doors(app: FastAPI, about: Callable[[], dict]) -> None:
 
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui() -> HTMLResponse:
-        return _locked(get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{title} - Swagger UI",
-                                   swagger_js_url=DOCS_ASSETS["swagger_js_url"],
-                                   swagger_css_url=DOCS_ASSETS["swagger_css_url"],
-                                   swagger_favicon_url=DOCS_ASSETS["favicon_url"],
-                                   swagger_ui_parameters={"validatorUrl": None}))  # no call to validator.swagger.io
+        return _locked(
+            get_swagger_ui_html(
+                openapi_url=app.openapi_url,
+                title=f"{title} - Swagger UI",
+                swagger_js_url=DOCS_ASSETS["swagger_js_url"],
+                swagger_css_url=DOCS_ASSETS["swagger_css_url"],
+                swagger_favicon_url=DOCS_ASSETS["favicon_url"],
+                swagger_ui_parameters={"validatorUrl": None},
+            )
+        )  # no call to validator.swagger.io
 
     @app.get("/redoc", include_in_schema=False)
     async def redoc() -> HTMLResponse:
-        return _locked(get_redoc_html(openapi_url=app.openapi_url, title=f"{title} - ReDoc",
-                              redoc_js_url=DOCS_ASSETS["redoc_js_url"], redoc_favicon_url=DOCS_ASSETS["favicon_url"],
-                              with_google_fonts=False))
+        return _locked(
+            get_redoc_html(
+                openapi_url=app.openapi_url,
+                title=f"{title} - ReDoc",
+                redoc_js_url=DOCS_ASSETS["redoc_js_url"],
+                redoc_favicon_url=DOCS_ASSETS["favicon_url"],
+                with_google_fonts=False,
+            )
+        )
 
-    @app.get("/", tags=["operations"], summary="Service name, version and where the docs are; a web page for browsers",
-             responses={200: {"content": {"text/html": {"schema": {"type": "string"}}},
-                              "description": "JSON, or the web page when Accept prefers text/html"}})
+    @app.get(
+        "/",
+        tags=["operations"],
+        summary="Service name, version and where the docs are; a web page for browsers",
+        responses={
+            200: {
+                "content": {"text/html": {"schema": {"type": "string"}}},
+                "description": "JSON, or the web page when Accept prefers text/html",
+            }
+        },
+    )
     async def root(request: Request) -> Response:
         if wants_html(request.headers.get("accept")):
             return _locked(HTMLResponse(page, headers={"Vary": "Accept"}))

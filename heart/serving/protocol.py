@@ -17,6 +17,7 @@ sent on one is lost to a reset. This protocol adds, per connection:
 heart_fastapi.py uses it; with plain uvicorn: `uvicorn --http heart.serving.protocol:HardenedProtocol`.
 The limits are read from the environment (heart.serving.settings), like the app's settings.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -39,8 +40,10 @@ def limits() -> tuple[int, float]:
 
 
 def _reply(status: bytes, message: bytes) -> bytes:
-    return (b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\nconnection: close\r\n"
-            b"content-length: " + str(len(message)).encode() + b"\r\n\r\n" + message)
+    return (
+        b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\nconnection: close\r\n"
+        b"content-length: " + str(len(message)).encode() + b"\r\n\r\n" + message
+    )
 
 
 class HardenedProtocol(HttpToolsProtocol):
@@ -50,8 +53,8 @@ class HardenedProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self.max_header_bytes, self.request_timeout = limits()
         self._head_bytes = 0
-        self._tail = b""          # the last bytes read, to find a blank line split across reads
-        self._in_head = True      # waiting for (more of) a request's headers
+        self._tail = b""  # the last bytes read, to find a blank line split across reads
+        self._in_head = True  # waiting for (more of) a request's headers
         self._deadline: asyncio.TimerHandle | None = None
         self._draining = False
 
@@ -74,8 +77,14 @@ class HardenedProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         phase = "headers" if self._in_head else "body"
-        log.warning("request_timeout", extra={"phase": phase, "seconds": self.request_timeout,
-                                              "client": f"{self.client[0]}:{self.client[1]}" if self.client else None})
+        log.warning(
+            "request_timeout",
+            extra={
+                "phase": phase,
+                "seconds": self.request_timeout,
+                "client": f"{self.client[0]}:{self.client[1]}" if self.client else None,
+            },
+        )
         if self._in_head:
             self.transport.write(_reply(b"408 Request Timeout", b'{"detail":"request not received in time"}'))
         self.transport.close()  # mid-body: the app's receive() gets http.disconnect
@@ -95,8 +104,12 @@ class HardenedProtocol(HttpToolsProtocol):
             if self._head_bytes > self.max_header_bytes:
                 log.warning("request_headers_too_large", extra={"limit_bytes": self.max_header_bytes})
                 self._disarm()
-                self.transport.write(_reply(b"431 Request Header Fields Too Large",
-                                            b'{"detail":"request headers over %d bytes"}' % self.max_header_bytes))
+                self.transport.write(
+                    _reply(
+                        b"431 Request Header Fields Too Large",
+                        b'{"detail":"request headers over %d bytes"}' % self.max_header_bytes,
+                    )
+                )
                 self.transport.close()
                 return
         super().data_received(data)

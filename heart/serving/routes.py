@@ -3,6 +3,7 @@
 The prediction routes read and validate their own bodies (middleware.parse_body) and write
 their answers with orjson; the OpenAPI document still declares those bodies (openapi()).
 """
+
 from __future__ import annotations
 
 import orjson
@@ -26,11 +27,16 @@ operations = APIRouter(tags=["operations"])
 
 def _body_doc(model) -> dict:
     """openapi_extra declaring a JSON request body the route parses itself (see parse_body)."""
-    return {"requestBody": {"required": True, "content": {"application/json": {
-        "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
+        }
+    }
 
 
 # ---------------------------------------------------------------------------------- predictions
+
 
 async def predict(request: Request) -> Response:
     patient = await parse_body(request, Patient)
@@ -39,26 +45,45 @@ async def predict(request: Request) -> Response:
     return json_response({**results[0], "model_version": shared.serving.model.version, "trace_id": trace_id})
 
 
-predictions.add_api_route("/predict", predict, methods=["POST"], response_model=PredictResponse,
-                          summary="Predict one patient", openapi_extra=_body_doc(Patient))
+predictions.add_api_route(
+    "/predict",
+    predict,
+    methods=["POST"],
+    response_model=PredictResponse,
+    summary="Predict one patient",
+    openapi_extra=_body_doc(Patient),
+)
 # The original course clients post to /predict/: answer it directly, no redirect.
-predictions.add_api_route("/predict/", predict, methods=["POST"], response_model=PredictResponse,
-                          summary="Predict one patient (same as /predict)", operation_id="predict_trailing_slash",
-                          openapi_extra=_body_doc(Patient))
+predictions.add_api_route(
+    "/predict/",
+    predict,
+    methods=["POST"],
+    response_model=PredictResponse,
+    summary="Predict one patient (same as /predict)",
+    operation_id="predict_trailing_slash",
+    openapi_extra=_body_doc(Patient),
+)
 
 
-@predictions.post("/predict/batch", response_model=BatchResponse, openapi_extra=_body_doc(Batch),
-                  summary=f"Predict 1 to {MAX_BATCH} patients, results in input order")
+@predictions.post(
+    "/predict/batch",
+    response_model=BatchResponse,
+    openapi_extra=_body_doc(Batch),
+    summary=f"Predict 1 to {MAX_BATCH} patients, results in input order",
+)
 async def predict_batch(request: Request) -> Response:
     batch = await parse_body(request, Batch)
     shared = request.app.state
     trace_id, results = await shared.inference.predict(batch.instances, "batch")
-    return json_response({"model_version": shared.serving.model.version, "trace_id": trace_id,
-                          "predictions": results})
+    return json_response({"model_version": shared.serving.model.version, "trace_id": trace_id, "predictions": results})
 
 
-@predictions.post("/explain", response_model=ExplainResponse, openapi_extra=_body_doc(Patient),
-                  summary="One patient's probability and each feature's SHAP contribution")
+@predictions.post(
+    "/explain",
+    response_model=ExplainResponse,
+    openapi_extra=_body_doc(Patient),
+    summary="One patient's probability and each feature's SHAP contribution",
+)
 async def explain(request: Request) -> Response:
     patient = await parse_body(request, Patient)
     return JSONResponse(await request.app.state.inference.explain(patient))
@@ -66,21 +91,25 @@ async def explain(request: Request) -> Response:
 
 # ----------------------------------------------------------------------------------- operations
 
+
 @operations.get("/live_check", summary="Liveness: the process is up")
 async def live_check():
     return {"status": "alive"}
 
 
-@operations.get("/ready_check", responses={503: {"description": "not ready; `reason` says why"}},
-                summary="Readiness: 200 once the model is loaded, sha256-verified and parity-checked; "
-                        "503 with the reason")
+@operations.get(
+    "/ready_check",
+    responses={503: {"description": "not ready; `reason` says why"}},
+    summary="Readiness: 200 once the model is loaded, sha256-verified and parity-checked; 503 with the reason",
+)
 async def ready_check(request: Request):
     status, body = request.app.state.serving.readiness()
     return JSONResponse(body, status_code=status)
 
 
-@operations.get("/model", responses={503: {"description": "no model loaded"}},
-                summary="The model card of the model being served")
+@operations.get(
+    "/model", responses={503: {"description": "no model loaded"}}, summary="The model card of the model being served"
+)
 async def model_card(request: Request):
     state = request.app.state.serving
     if state.model is None:
@@ -95,9 +124,14 @@ async def prometheus_metrics(request: Request):
 
 def about(state) -> dict:
     """The root's JSON (browsers asking for HTML get the page instead: heart.serving.pages)."""
-    return {"name": SERVICE_NAME, "version": __version__,
-            "model_version": state.model.version if state.model else None,
-            "status": state.status, "docs": "/docs", "openapi": "/openapi.json"}
+    return {
+        "name": SERVICE_NAME,
+        "version": __version__,
+        "model_version": state.model.version if state.model else None,
+        "status": state.status,
+        "docs": "/docs",
+        "openapi": "/openapi.json",
+    }
 
 
 def openapi(app: FastAPI) -> dict:
@@ -133,5 +167,13 @@ def serve_hot_paths_plainly(app: FastAPI) -> None:
     buys them nothing. The APIRoutes behind stay for /docs and the OpenAPI schema.
     """
     for api_route in [r for r in app.router.routes if isinstance(r, APIRoute) and r.path in HOT_PATHS]:
-        app.router.routes.insert(0, Route(api_route.path, endpoint=api_route.endpoint, methods=["POST"],
-                                          name=api_route.name, include_in_schema=False))
+        app.router.routes.insert(
+            0,
+            Route(
+                api_route.path,
+                endpoint=api_route.endpoint,
+                methods=["POST"],
+                name=api_route.name,
+                include_in_schema=False,
+            ),
+        )

@@ -5,6 +5,7 @@ heart_fastapi.py's flags override them. Fields without a variable name are knobs
 and tools, never read from the environment. A bad value is a SettingsError whose message
 is one line naming the variable (or flag) and the rule.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -23,68 +24,121 @@ ENGINES = ("onnx", "sklearn")
 class Settings(BaseSettings):
     """What the server is told; every field with an env name is also a flag of heart_fastapi.py."""
 
-    model_config = SettingsConfigDict(case_sensitive=True, env_ignore_empty=True, populate_by_name=True,
-                                      frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(
+        case_sensitive=True, env_ignore_empty=True, populate_by_name=True, frozen=True, extra="forbid"
+    )
 
     host: str = Field("0.0.0.0", validation_alias="HOST", description="interface to bind")
     port: int = Field(8000, ge=1, le=65535, validation_alias="PORT", description="TCP port")
-    workers: int = Field(1, ge=1, validation_alias="WEB_CONCURRENCY",
-                         description="worker processes; /metrics merges them")
-    model_path: Path = Field(Path("model.joblib"), validation_alias="MODEL_PATH",
-                             description="model.joblib with its model.card.json beside it")
-    prediction_log: Path | None = Field(None, validation_alias="PREDICTION_LOG",
-                                        description="append one JSON line per served patient to this file (unset = off)")
-    log_inputs: bool = Field(True, validation_alias="LOG_INPUTS",
-                             description="include the patients' inputs in logs and the prediction log; "
-                                         "false keeps health data out of the logs")
+    workers: int = Field(
+        1, ge=1, validation_alias="WEB_CONCURRENCY", description="worker processes; /metrics merges them"
+    )
+    model_path: Path = Field(
+        Path("model.joblib"),
+        validation_alias="MODEL_PATH",
+        description="model.joblib with its model.card.json beside it",
+    )
+    prediction_log: Path | None = Field(
+        None,
+        validation_alias="PREDICTION_LOG",
+        description="append one JSON line per served patient to this file (unset = off)",
+    )
+    log_inputs: bool = Field(
+        True,
+        validation_alias="LOG_INPUTS",
+        description="include the patients' inputs in logs and the prediction log; "
+        "false keeps health data out of the logs",
+    )
     log_level: Literal[LOG_LEVELS] = Field("info", validation_alias="LOG_LEVEL", description="log level")  # type: ignore[valid-type]
-    engine: Literal[ENGINES] = Field("onnx", validation_alias="INFERENCE_ENGINE",  # type: ignore[valid-type]
-                                     description="onnx: the parity-checked ONNX Runtime fast path (falls back to "
-                                                 "sklearn if the check fails); sklearn: the Pipeline itself")
+    engine: Literal[ENGINES] = Field(
+        "onnx",
+        validation_alias="INFERENCE_ENGINE",  # type: ignore[valid-type]
+        description="onnx: the parity-checked ONNX Runtime fast path (falls back to "
+        "sklearn if the check fails); sklearn: the Pipeline itself",
+    )
     # Live drift (heart/serving/live_drift.py):
-    drift_window: int = Field(1000, ge=0, validation_alias="DRIFT_WINDOW",
-                              description="recent predictions kept per worker for the live drift gauges (0 = off)")
-    drift_interval: float = Field(10.0, gt=0, validation_alias="DRIFT_INTERVAL_SECONDS",
-                                  description="seconds between live drift computations (off the request path)")
+    drift_window: int = Field(
+        1000,
+        ge=0,
+        validation_alias="DRIFT_WINDOW",
+        description="recent predictions kept per worker for the live drift gauges (0 = off)",
+    )
+    drift_interval: float = Field(
+        10.0,
+        gt=0,
+        validation_alias="DRIFT_INTERVAL_SECONDS",
+        description="seconds between live drift computations (off the request path)",
+    )
     drift_reference: Path | None = ROOT / "data" / "data.csv"  # knob: the training data, checked against the card
     # Hardening (issue 12; docs/serving.md, "Reliability"):
-    request_timeout: float = Field(15.0, gt=0, validation_alias="REQUEST_TIMEOUT_SECONDS",
-                                   description="seconds a client has to send a whole request (headers and body) "
-                                               "from its first byte; a stalled one is closed")
-    max_header_bytes: int = Field(65_536, ge=1024, validation_alias="MAX_HEADER_BYTES",
-                                  description="request headers over this total get a 431 and the connection closed")
-    graceful_timeout: float = Field(15.0, ge=0, validation_alias="GRACEFUL_TIMEOUT",
-                                    description="seconds in-flight requests get to finish after SIGTERM; must fit "
-                                                "in the pod's terminationGracePeriodSeconds minus its preStop sleep")
-    metrics_port: int | None = Field(None, ge=1, le=65535, validation_alias="METRICS_PORT",
-                                     description="serve /metrics on this port only, not on the API port "
-                                                 "(unset = on the API port)")
-    api_tokens: str | None = Field(None, repr=False, validation_alias="API_TOKENS",
-                                   description="comma-separated bearer tokens the prediction routes require "
-                                               "(unset, with API_TOKENS_FILE unset = no auth)")
-    api_tokens_file: Path | None = Field(None, validation_alias="API_TOKENS_FILE",
-                                         description="a file of bearer tokens, one a line or comma-separated "
-                                                     "(a mounted Kubernetes Secret)")
+    request_timeout: float = Field(
+        15.0,
+        gt=0,
+        validation_alias="REQUEST_TIMEOUT_SECONDS",
+        description="seconds a client has to send a whole request (headers and body) "
+        "from its first byte; a stalled one is closed",
+    )
+    max_header_bytes: int = Field(
+        65_536,
+        ge=1024,
+        validation_alias="MAX_HEADER_BYTES",
+        description="request headers over this total get a 431 and the connection closed",
+    )
+    graceful_timeout: float = Field(
+        15.0,
+        ge=0,
+        validation_alias="GRACEFUL_TIMEOUT",
+        description="seconds in-flight requests get to finish after SIGTERM; must fit "
+        "in the pod's terminationGracePeriodSeconds minus its preStop sleep",
+    )
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        validation_alias="METRICS_PORT",
+        description="serve /metrics on this port only, not on the API port (unset = on the API port)",
+    )
+    api_tokens: str | None = Field(
+        None,
+        repr=False,
+        validation_alias="API_TOKENS",
+        description="comma-separated bearer tokens the prediction routes require "
+        "(unset, with API_TOKENS_FILE unset = no auth)",
+    )
+    api_tokens_file: Path | None = Field(
+        None,
+        validation_alias="API_TOKENS_FILE",
+        description="a file of bearer tokens, one a line or comma-separated (a mounted Kubernetes Secret)",
+    )
     # Trust (docs/security.md): the pin comes from whoever deploys the model, never from the artifact.
-    model_sha256: str | None = Field(None, validation_alias="MODEL_SHA256", pattern=r"^[0-9a-f]{64}$",
-                                     description="sha256 of the model file (`sha256sum model.joblib`); a file that "
-                                                 "does not match is refused before it is unpickled")
-    model_sha256_file: Path | None = Field(None, validation_alias="MODEL_SHA256_FILE",
-                                           description="a file holding the pin (the image bakes /app/model.sha256); "
-                                                       "MODEL_SHA256 wins when both are set")
-    require_model_pin: bool = Field(False, validation_alias="REQUIRE_MODEL_PIN",
-                                    description="refuse a model with no pin (the image sets true); "
-                                                "false serves it with a warning")
+    model_sha256: str | None = Field(
+        None,
+        validation_alias="MODEL_SHA256",
+        pattern=r"^[0-9a-f]{64}$",
+        description="sha256 of the model file (`sha256sum model.joblib`); a file that "
+        "does not match is refused before it is unpickled",
+    )
+    model_sha256_file: Path | None = Field(
+        None,
+        validation_alias="MODEL_SHA256_FILE",
+        description="a file holding the pin (the image bakes /app/model.sha256); MODEL_SHA256 wins when both are set",
+    )
+    require_model_pin: bool = Field(
+        False,
+        validation_alias="REQUIRE_MODEL_PIN",
+        description="refuse a model with no pin (the image sets true); false serves it with a warning",
+    )
 
     @field_validator("model_sha256", mode="before")
     @classmethod
     def _lower_hex(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
+
     # Knobs for tests and tools (no environment variable):
-    parity_samples: int = 2000                # schema samples checked at load, besides data/data.csv
+    parity_samples: int = 2000  # schema samples checked at load, besides data/data.csv
     parity_data: Path | None = ROOT / "data" / "data.csv"  # rows checked at load if the file exists
-    background_load: bool = True              # load after start-up, so probes answer while loading
-    max_body_bytes: int = 4_000_000           # larger bodies get a JSON 413 (BodyLimit)
+    background_load: bool = True  # load after start-up, so probes answer while loading
+    max_body_bytes: int = 4_000_000  # larger bodies get a JSON 413 (BodyLimit)
     configure_logging: bool = True
 
     @field_validator("*", mode="before")
@@ -99,8 +153,9 @@ class Settings(BaseSettings):
         return value.lower() if info.field_name in ("log_level", "engine") else value
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
-                                   file_secret_settings) -> tuple[PydanticBaseSettingsSource, ...]:
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         return init_settings, _NamedVariablesOnly(settings_cls)
 
     @field_validator("api_tokens_file")
@@ -140,20 +195,44 @@ class _NamedVariablesOnly(EnvSettingsSource):
 
 
 ENV_NAMES = {name: f.validation_alias for name, f in Settings.model_fields.items() if f.validation_alias}
-FLAGS = {"host": "--host", "port": "--port", "workers": "--workers", "model_path": "--model-path",
-         "prediction_log": "--prediction-log", "log_inputs": "--log-inputs", "log_level": "--log-level",
-         "engine": "--engine", "drift_window": "--drift-window", "drift_interval": "--drift-interval",
-         "request_timeout": "--request-timeout", "graceful_timeout": "--graceful-timeout", "metrics_port": "--metrics-port"}
-RULES = {"host": "an interface name or address", "port": "a whole number from 1 to 65535",
-         "workers": "a whole number, at least 1", "model_path": "a file path", "prediction_log": "a file path",
-         "log_inputs": "true or false", "log_level": "one of " + ", ".join(LOG_LEVELS),
-         "engine": " or ".join(ENGINES), "drift_window": "a whole number, at least 0 (0 = off)",
-         "drift_interval": "a number of seconds over 0", "request_timeout": "a number of seconds over 0",
-         "max_header_bytes": "a whole number of bytes, at least 1024", "graceful_timeout": "a number of seconds, 0 or more",
-         "metrics_port": "a whole number from 1 to 65535", "api_tokens_file": "a readable file"}
+FLAGS = {
+    "host": "--host",
+    "port": "--port",
+    "workers": "--workers",
+    "model_path": "--model-path",
+    "prediction_log": "--prediction-log",
+    "log_inputs": "--log-inputs",
+    "log_level": "--log-level",
+    "engine": "--engine",
+    "drift_window": "--drift-window",
+    "drift_interval": "--drift-interval",
+    "request_timeout": "--request-timeout",
+    "graceful_timeout": "--graceful-timeout",
+    "metrics_port": "--metrics-port",
+}
+RULES = {
+    "host": "an interface name or address",
+    "port": "a whole number from 1 to 65535",
+    "workers": "a whole number, at least 1",
+    "model_path": "a file path",
+    "prediction_log": "a file path",
+    "log_inputs": "true or false",
+    "log_level": "one of " + ", ".join(LOG_LEVELS),
+    "engine": " or ".join(ENGINES),
+    "drift_window": "a whole number, at least 0 (0 = off)",
+    "drift_interval": "a number of seconds over 0",
+    "request_timeout": "a number of seconds over 0",
+    "max_header_bytes": "a whole number of bytes, at least 1024",
+    "graceful_timeout": "a number of seconds, 0 or more",
+    "metrics_port": "a whole number from 1 to 65535",
+    "api_tokens_file": "a readable file",
+}
 FLAGS["model_sha256"] = "--model-sha256"  # trust (docs/security.md)
-RULES.update(model_sha256="a sha256 (64 hex digits, as `sha256sum model.joblib` prints)",
-             model_sha256_file="a file path", require_model_pin="true or false")
+RULES.update(
+    model_sha256="a sha256 (64 hex digits, as `sha256sum model.joblib` prints)",
+    model_sha256_file="a file path",
+    require_model_pin="true or false",
+)
 
 
 class SettingsError(ValueError):

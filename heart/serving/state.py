@@ -8,6 +8,7 @@ otherwise served with a warning, heart_model_pinned 0 and "pinned": false in rea
 Pipeline. /ready_check answers 503 with the reason until all of that has passed, and the
 prediction routes refuse to serve until then.
 """
+
 from __future__ import annotations
 
 import gc
@@ -53,9 +54,13 @@ class ServingState:
     pin_source: str = "none"  # which setting pinned the model: MODEL_SHA256, MODEL_SHA256_FILE or none
 
     def __post_init__(self) -> None:
-        self.pinned_gauge = Gauge("heart_model_pinned", "1 when the served model matched a deployer's sha256 pin, "
-                                  "0 when it is served unpinned (with several workers: all of them)",
-                                  registry=self.metrics.registry, multiprocess_mode="livemin")
+        self.pinned_gauge = Gauge(
+            "heart_model_pinned",
+            "1 when the served model matched a deployer's sha256 pin, "
+            "0 when it is served unpinned (with several workers: all of them)",
+            registry=self.metrics.registry,
+            multiprocess_mode="livemin",
+        )
 
     @property
     def ready(self) -> bool:
@@ -85,10 +90,19 @@ class ServingState:
         # move it out of the collector's view, so full collections stay short (p99 latency).
         gc.collect()
         gc.freeze()
-        log.info("model_loaded", extra={"model_version": model.version, "model_path": str(path),
-                                        "sha256": model.sha256, "pinned_by": self.pin_source,
-                                        "engine": predictor.engine, "parity": parity.as_dict(),
-                                        "seconds": round(time.perf_counter() - t0, 3), "timings": self.timings})
+        log.info(
+            "model_loaded",
+            extra={
+                "model_version": model.version,
+                "model_path": str(path),
+                "sha256": model.sha256,
+                "pinned_by": self.pin_source,
+                "engine": predictor.engine,
+                "parity": parity.as_dict(),
+                "seconds": round(time.perf_counter() - t0, 3),
+                "timings": self.timings,
+            },
+        )
 
     def _publish(self, model, predictor, parity) -> None:
         """Labels first (they read the card), status last: a request sees all of it or none."""
@@ -113,12 +127,18 @@ class ServingState:
             self.pin_source = "MODEL_SHA256_FILE"
             return parse_sha256(text, where)
         if settings.require_model_pin:
-            raise ModelError(f"{settings.model_path}: no pin, and REQUIRE_MODEL_PIN is true: set MODEL_SHA256 to "
-                             "the sha256 of the model you mean to serve (`sha256sum model.joblib`)")
-        log.warning("model_unpinned", extra={
-            "model_path": str(settings.model_path),
-            "reason": "no MODEL_SHA256 or MODEL_SHA256_FILE: nothing outside the file vouches for it, and "
-                      "loading a joblib file runs whatever code it holds (docs/security.md)"})
+            raise ModelError(
+                f"{settings.model_path}: no pin, and REQUIRE_MODEL_PIN is true: set MODEL_SHA256 to "
+                "the sha256 of the model you mean to serve (`sha256sum model.joblib`)"
+            )
+        log.warning(
+            "model_unpinned",
+            extra={
+                "model_path": str(settings.model_path),
+                "reason": "no MODEL_SHA256 or MODEL_SHA256_FILE: nothing outside the file vouches for it, and "
+                "loading a joblib file runs whatever code it holds (docs/security.md)",
+            },
+        )
         return None
 
     def _build(self):
@@ -128,6 +148,7 @@ class ServingState:
         data = None
         if self.settings.parity_data is not None and Path(self.settings.parity_data).is_file():
             from ..data import load_dataset
+
             data = load_dataset(self.settings.parity_data).X
         rows = parity_rows(self.settings.parity_samples, seed=0, data=data)
         cached = None
@@ -135,8 +156,9 @@ class ServingState:
             cached = read_cache(self.settings.model_path, model.card["artifact"]["sha256"])
         self.timings["onnx_cached"] = cached is not None
         lap("parity_rows")
-        predictor, parity = build_predictor(model.pipeline, rows, self.settings.engine, threshold_of(model.card),
-                                            onnx_bytes=cached)
+        predictor, parity = build_predictor(
+            model.pipeline, rows, self.settings.engine, threshold_of(model.card), onnx_bytes=cached
+        )
         lap("fast_path")  # the conversion (unless cached), the ONNX Runtime session and the parity check
         self.timings["parity"] = parity.seconds
         return model, predictor, parity
@@ -169,8 +191,14 @@ class ServingState:
         """(HTTP status, body) of /ready_check."""
         if not self.ready:
             return 503, {"status": self.status, "reason": self.reason}
-        return 200, {"status": "ready", "model_version": self.model.version, "engine": self.predictor.engine,
-                     "parity": self.parity.as_dict(), "pinned": self.model.pinned, "pinned_by": self.pin_source}
+        return 200, {
+            "status": "ready",
+            "model_version": self.model.version,
+            "engine": self.predictor.engine,
+            "parity": self.parity.as_dict(),
+            "pinned": self.model.pinned,
+            "pinned_by": self.pin_source,
+        }
 
 
 class _Laps:

@@ -11,6 +11,7 @@ optional feature; or one [N, 13] FP64/FP32 tensor named `input`, columns in sche
 Outputs: predicted_class (INT64), probability (FP64), label (BYTES), each [N].
 The binary tensor data extension is supported both ways (tritonclient's default).
 """
+
 from __future__ import annotations
 
 import math
@@ -67,6 +68,7 @@ class _Output(BaseModel):
 
 class InferRequest(BaseModel):
     """$inference_request of the protocol (unknown keys are ignored, as the spec allows)."""
+
     model_config = ConfigDict(extra="ignore")
     id: str | None = None
     parameters: dict[str, Any] | None = None
@@ -75,6 +77,7 @@ class InferRequest(BaseModel):
 
 
 # ------------------------------------------------------------------------------ model identity
+
 
 def _model_version(request: Request, require_ready: bool = True) -> str:
     """The served version after checking the path's name (and version): 404 / 503 otherwise."""
@@ -87,14 +90,17 @@ def _model_version(request: Request, require_ready: bool = True) -> str:
             return ""
         raise V2Error(f"model not ready: {state.reason}", 503)
     if version is not None and version != state.model.version:
-        raise V2Error(f"unknown version {version!r} of model {MODEL_NAME!r}: "
-                      f"this server serves version {state.model.version!r}", 404)
+        raise V2Error(
+            f"unknown version {version!r} of model {MODEL_NAME!r}: this server serves version {state.model.version!r}",
+            404,
+        )
     return state.model.version
 
 
 def _error(e: V2Error) -> JSONResponse:
-    return JSONResponse({"error": e.message}, status_code=e.status,
-                        headers={"Retry-After": "5"} if e.status == 503 else None)
+    return JSONResponse(
+        {"error": e.message}, status_code=e.status, headers={"Retry-After": "5"} if e.status == 503 else None
+    )
 
 
 def _routes(path: str, endpoint, methods: list[str]) -> None:
@@ -103,6 +109,7 @@ def _routes(path: str, endpoint, methods: list[str]) -> None:
 
 
 # ------------------------------------------------------------------------------------- health
+
 
 @router.get("/v2", include_in_schema=False)
 async def server_metadata():
@@ -131,8 +138,9 @@ async def model_ready(request: Request):
     state = request.app.state.serving
     if state.ready:
         return {"name": MODEL_NAME, "ready": True}
-    return JSONResponse({"name": MODEL_NAME, "ready": False, "error": f"model not ready: {state.reason}"},
-                        status_code=400)
+    return JSONResponse(
+        {"name": MODEL_NAME, "ready": False, "error": f"model not ready: {state.reason}"}, status_code=400
+    )
 
 
 async def model_metadata(request: Request):
@@ -142,9 +150,13 @@ async def model_metadata(request: Request):
         return _error(e)
     engine = request.app.state.serving.predictor.engine
     features = [{"name": f.name, "datatype": "FP64", "shape": [-1]} for f in FEATURES]
-    return {"name": MODEL_NAME, "versions": [version], "platform": f"{engine}_sklearn_pipeline",
-            "inputs": [*features, {"name": MATRIX_INPUT, "datatype": "FP64", "shape": [-1, len(FEATURES)]}],
-            "outputs": [{"name": n, "datatype": d, "shape": [-1]} for n, d in OUTPUTS.items()]}
+    return {
+        "name": MODEL_NAME,
+        "versions": [version],
+        "platform": f"{engine}_sklearn_pipeline",
+        "inputs": [*features, {"name": MATRIX_INPUT, "datatype": "FP64", "shape": [-1, len(FEATURES)]}],
+        "outputs": [{"name": n, "datatype": d, "shape": [-1]} for n, d in OUTPUTS.items()],
+    }
 
 
 _routes("/v2/models/{name}/ready", model_ready, ["GET"])
@@ -161,8 +173,9 @@ INFER_TYPES = (b"application/json", b"application/octet-stream")
 def _check_content_type(request: Request) -> None:
     for name, value in request.scope["headers"]:
         if name == b"content-type" and value.split(b";", 1)[0].strip().lower() not in INFER_TYPES:
-            raise V2Error("the body must be JSON (application/json), or JSON with binary tensors "
-                          "(application/octet-stream)", 415)
+            raise V2Error(
+                "the body must be JSON (application/json), or JSON with binary tensors (application/octet-stream)", 415
+            )
 
 
 async def infer(request: Request) -> Response:
@@ -179,8 +192,7 @@ async def infer(request: Request) -> Response:
         except NotReady:
             raise V2Error(f"model not ready: {request.app.state.serving.reason}", 503) from None
         except PredictionFailed as e:
-            raise V2Error(f"internal error while predicting; trace_id {e.trace_id} finds it in the logs",
-                          500) from None
+            raise V2Error(f"internal error while predicting; trace_id {e.trace_id} finds it in the logs", 500) from None
     except V2Error as e:
         return _error(e)
     return _respond(req, results, version, trace_id)
@@ -213,9 +225,11 @@ def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     if header_length is None:
         return body, b""
     if not header_length.strip().isdigit() or int(header_length) > len(body):
-        raise V2Error(f"Inference-Header-Content-Length must be a whole number of bytes up to the body's "
-                      f"{len(body)}, got {header_length!r}")
-    return body[:int(header_length)], body[int(header_length):]
+        raise V2Error(
+            f"Inference-Header-Content-Length must be a whole number of bytes up to the body's "
+            f"{len(body)}, got {header_length!r}"
+        )
+    return body[: int(header_length)], body[int(header_length) :]
 
 
 def _rule_errors(e: ValidationError) -> str:
@@ -228,13 +242,16 @@ def _rule_errors(e: ValidationError) -> str:
 
 # ------------------------------------------------------------------------------------- tensors
 
+
 def _tensors(inputs: list[_Tensor], binary: bytes) -> dict[str, tuple[list, list[int]]]:
     """Each input's name -> (its elements flat, as Python values; its shape), datatype-checked."""
     out, offset = {}, 0
     for t in inputs:
         if t.name != MATRIX_INPUT and t.name not in BY_NAME:
-            raise V2Error(f"unknown input {t.name!r}: expected the features ({', '.join(FEATURE_NAMES)}) "
-                          f"or one [N, {len(FEATURES)}] tensor named {MATRIX_INPUT!r}")
+            raise V2Error(
+                f"unknown input {t.name!r}: expected the features ({', '.join(FEATURE_NAMES)}) "
+                f"or one [N, {len(FEATURES)}] tensor named {MATRIX_INPUT!r}"
+            )
         if t.name in out:
             raise V2Error(f"input {t.name!r} is given twice")
         allowed = ("FP64", "FP32", "INT64", "BYTES") if t.name in TEXT_FEATURES else ("FP64", "FP32", "INT64")
@@ -247,9 +264,11 @@ def _tensors(inputs: list[_Tensor], binary: bytes) -> dict[str, tuple[list, list
         size = (t.parameters or {}).get("binary_data_size")
         if size is not None:
             if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(binary):
-                raise V2Error(f"input {t.name!r}: binary_data_size {size!r} does not fit the "
-                              f"{len(binary) - offset} bytes of binary data left")
-            values = _from_binary(t, binary[offset:offset + size])
+                raise V2Error(
+                    f"input {t.name!r}: binary_data_size {size!r} does not fit the "
+                    f"{len(binary) - offset} bytes of binary data left"
+                )
+            values = _from_binary(t, binary[offset : offset + size])
             offset += size
         elif t.data is None:
             raise V2Error(f"input {t.name!r} has no data (neither `data` nor binary_data_size)")
@@ -289,7 +308,7 @@ def _from_binary(t: _Tensor, raw: bytes) -> list:
             raise V2Error(f"input {t.name!r}: BYTES data is cut short at byte {i}")
         n = struct.unpack_from("<I", raw, i)[0]
         try:
-            values.append(raw[i + 4:i + 4 + n].decode())
+            values.append(raw[i + 4 : i + 4 + n].decode())
         except UnicodeDecodeError:
             raise V2Error(f"input {t.name!r}: element {len(values)} is not UTF-8 text") from None
         i += 4 + n
@@ -316,8 +335,10 @@ def _columns(tensors: dict[str, tuple[list, list[int]]]) -> dict[str, list]:
             raise V2Error(f"send either the [N, {width}] tensor {MATRIX_INPUT!r} or one tensor per feature, not both")
         values, shape = tensors[MATRIX_INPUT]
         if len(shape) != 2 or shape[1] != width:
-            raise V2Error(f"input {MATRIX_INPUT!r}: shape must be [N, {width}] (columns in schema order: "
-                          f"{', '.join(FEATURE_NAMES)}), got {shape}")
+            raise V2Error(
+                f"input {MATRIX_INPUT!r}: shape must be [N, {width}] (columns in schema order: "
+                f"{', '.join(FEATURE_NAMES)}), got {shape}"
+            )
         n = shape[0]
         columns = {name: values[j::width] for j, name in enumerate(FEATURE_NAMES)}
     else:
@@ -339,6 +360,7 @@ def _columns(tensors: dict[str, tuple[list, list[int]]]) -> dict[str, list]:
 
 # ----------------------------------------------------------------------------------- response
 
+
 def _respond(req: InferRequest, results: list[dict], version: str, trace_id: str) -> Response:
     """The requested outputs (all three by default), each as JSON data or binary, per the request."""
     binary_default = bool((req.parameters or {}).get("binary_data_output", False))
@@ -354,13 +376,21 @@ def _respond(req: InferRequest, results: list[dict], version: str, trace_id: str
         else:
             tensor["data"] = values
         outputs.append(tensor)
-    payload = {"model_name": MODEL_NAME, "model_version": version, **({"id": req.id} if req.id is not None else {}),
-               "parameters": {"trace_id": trace_id}, "outputs": outputs}
+    payload = {
+        "model_name": MODEL_NAME,
+        "model_version": version,
+        **({"id": req.id} if req.id is not None else {}),
+        "parameters": {"trace_id": trace_id},
+        "outputs": outputs,
+    }
     header = orjson.dumps(payload)
     if not chunks:
         return Response(header, media_type="application/json")
-    return Response(header + b"".join(chunks), media_type="application/octet-stream",
-                    headers={"Inference-Header-Content-Length": str(len(header))})
+    return Response(
+        header + b"".join(chunks),
+        media_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )
 
 
 def _to_binary(datatype: str, values: list) -> bytes:
