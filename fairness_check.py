@@ -15,10 +15,8 @@ from pathlib import Path
 from heart import cli, fairness
 from heart.decision import threshold_of
 from heart.model import DEFAULT_SEED, card_split, forest_from_card
-from heart.report import format_table, plot_fairness, write_json
+from heart.report import FAIRNESS_SHOWN, format_table, plot_fairness, write_json
 from heart.schema import FEATURE_NAMES
-
-SHOWN = ("accuracy", "selection_rate", "true_positive_rate", "false_negative_rate", "false_positive_rate", "precision")
 
 
 def parse_args(argv):
@@ -61,7 +59,12 @@ def main(argv=None) -> int:
     for part, title in ((result.held_out, "held-out split"), (result.out_of_fold, "out-of-fold predictions, all rows")):
         print(f"\n{title} (n={part.n}), by {args.sensitive}:")
         rows = [
-            [g, part.by_group[g]["count"], part.by_group[g]["positives"], *(part.by_group[g][m] for m in SHOWN)]
+            [
+                g,
+                part.by_group[g]["count"],
+                part.by_group[g]["positives"],
+                *(part.by_group[g][m] for m in FAIRNESS_SHOWN),
+            ]
             for g in part.groups
         ]
         rows.append(
@@ -69,7 +72,7 @@ def main(argv=None) -> int:
                 "overall",
                 part.n,
                 sum(part.by_group[g]["positives"] for g in part.groups),
-                *(part.overall[m] for m in SHOWN),
+                *(part.overall[m] for m in FAIRNESS_SHOWN),
             ]
         )
         print(format_table(["group", "n", "disease", "accuracy", "selection", "TPR", "FNR", "FPR", "precision"], rows))
@@ -80,12 +83,16 @@ def main(argv=None) -> int:
                 [
                     [pair, m, gap[m].gap, gap[m].ci95[0], gap[m].ci95[1], "yes" if gap[m].excludes_zero else "no"]
                     for pair, gap in part.gaps.items()
-                    for m in SHOWN
+                    for m in FAIRNESS_SHOWN
                 ],
             )
         )
         print("\nFairlearn between-groups difference (max - min) and ratio (min / max):")
-        print(format_table(["metric", "difference", "ratio"], [[m, part.difference[m], part.ratio[m]] for m in SHOWN]))
+        print(
+            format_table(
+                ["metric", "difference", "ratio"], [[m, part.difference[m], part.ratio[m]] for m in FAIRNESS_SHOWN]
+            )
+        )
         print(
             f"demographic parity difference {part.demographic_parity_difference:.3f}, "
             f"equalized odds difference {part.equalized_odds_difference:.3f}"

@@ -23,6 +23,7 @@ from jinja2 import UndefinedError
 from markupsafe import Markup
 
 from .artifact import atomic_write
+from .report import FAIRNESS_SHOWN
 from .schema import BY_NAME
 from .templates import templates
 
@@ -144,16 +145,6 @@ def _calibration(cal: Any) -> dict | None:
     return {"facts": facts, "tables": tables}
 
 
-FAIR_METRICS = (
-    "accuracy",
-    "selection_rate",
-    "true_positive_rate",
-    "false_negative_rate",
-    "false_positive_rate",
-    "precision",
-)
-
-
 def fairness_section(doc: dict, reports: Path, path: Path) -> dict:
     """One sensitive feature: groups, gaps with bootstrap CIs, and the mitigation before/after."""
     feature = doc["sensitive_feature"]
@@ -161,7 +152,7 @@ def fairness_section(doc: dict, reports: Path, path: Path) -> dict:
     clear = [
         f"{m.replace('_', ' ')} ({pair}: {g[m]['gap']:+.2f}, 95% CI {g[m]['ci95'][0]:+.2f} to {g[m]['ci95'][1]:+.2f})"
         for pair, g in oof["gaps"].items()
-        for m in FAIR_METRICS
+        for m in FAIRNESS_SHOWN
         if g[m].get("excludes_zero")
     ]
     summary = f"Across all {oof['n']} patients (out-of-fold predictions), " + (
@@ -187,7 +178,7 @@ def fairness_section(doc: dict, reports: Path, path: Path) -> dict:
         "doc": doc,
         "feature": feature,
         "label": BY_NAME[feature].description if feature in BY_NAME else feature,
-        "metrics": FAIR_METRICS,
+        "metrics": FAIRNESS_SHOWN,
         "summary": summary,
         "command": command,
         "file": path.name,

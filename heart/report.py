@@ -94,7 +94,8 @@ def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
     return path
 
 
-FAIRNESS_PLOTTED = (
+# The per-group metrics shown for fairness: the table of fairness_check.py, its plot and the HTML report.
+FAIRNESS_SHOWN = (
     "accuracy",
     "selection_rate",
     "true_positive_rate",
@@ -115,11 +116,11 @@ def plot_fairness(result: FairnessReport, path: str | Path) -> Path:
     ):
         groups = part.groups
         width = 0.8 / len(groups)
-        x = np.arange(len(FAIRNESS_PLOTTED))
+        x = np.arange(len(FAIRNESS_SHOWN))
         for i, g in enumerate(groups):
-            vals = [part.by_group[g][m] for m in FAIRNESS_PLOTTED]
+            vals = [part.by_group[g][m] for m in FAIRNESS_SHOWN]
             ax.bar(x + (i - (len(groups) - 1) / 2) * width, vals, width, label=f"{g} (n={part.by_group[g]['count']})")
-        ax.set_xticks(x, [m.replace("_", " ") for m in FAIRNESS_PLOTTED], rotation=25, ha="right")
+        ax.set_xticks(x, [m.replace("_", " ") for m in FAIRNESS_SHOWN], rotation=25, ha="right")
         tpr = [(pair, g["true_positive_rate"]) for pair, g in list(part.gaps.items())[:3]]
         lines = [f"TPR {pair}: {g.gap:+.2f} [{g.ci95[0]:+.2f}, {g.ci95[1]:+.2f}]" for pair, g in tpr]
         ax.set_title("\n".join([f"{title} (n={part.n})", *lines]), fontsize=9)
