@@ -119,7 +119,8 @@ container-check:  ## build, run and check the container without a registry (dock
 # Mutation testing (docs/testing.md): not in .ci/run, too slow for every stop. One mutmut run per module
 # (2 workers), so a module's results land as soon as it is done; a module here must also be in
 # pyproject.toml's [tool.mutmut] only_mutate. Logs in reports/mutation-<module>.log.
-MUTATION_MODULES ?= schema samples data drift fairness poisoning
+MUTATION_MODULES ?= schema samples data drift fairness poisoning label_check model artifact fast decision \
+	serving.contract serving.inference
 
 mutation: $(STAMP)  ## mutation testing (mutmut) of MUTATION_MODULES -> reports/mutation.json (slow: ~1 h on 2 cores)
 	@mkdir -p $(REPORTS); start=$$(date +%s); \
