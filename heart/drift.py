@@ -107,10 +107,12 @@ def psi(ref: np.ndarray, cur: np.ndarray, edges: np.ndarray | None = None, codes
 
 
 def _decile_edges(ref: np.ndarray) -> np.ndarray:
-    """The reference's deciles, open at both ends. A constant reference has one distinct
-    quantile: it still gets three bins (below, at and above that value), or any shift would score 0."""
+    """The reference's deciles, open at both ends. A reference with one or two distinct deciles
+    (a constant column, or one that is mostly a single value, like 95% zeros) would be left with
+    one bin [-inf, inf] once its ends are opened: it gets three bins instead (below, at and above
+    its lowest decile), or any shift would score 0."""
     edges = np.unique(np.quantile(ref, np.linspace(0, 1, PSI_BINS + 1)))
-    if edges.size < 2:  # histogram bins are [low, high): the middle one holds exactly the value
+    if edges.size < 3:  # histogram bins are [low, high): the middle one holds exactly the value
         return np.array([-np.inf, edges[0], np.nextafter(edges[0], np.inf), np.inf])
     edges[0], edges[-1] = -np.inf, np.inf
     return edges

@@ -251,3 +251,19 @@ def test_a_constant_reference_still_sees_a_shift():
     shifted = np.array([200.0, 250.0, 300.0] * 50)
     assert drift.psi(ref, shifted, edges) > 1.0
     assert drift.psi(ref, np.full(200, 150.0), edges) > 1.0
+
+
+def test_a_mostly_constant_reference_still_sees_a_shift():
+    """Two distinct deciles (95 zeros then 1..5: every decile up to the 9th is 0, the 10th is 5)
+    used to give the single bin [-inf, inf] and PSI 0 whatever the current data."""
+    ref = np.r_[np.zeros(95), np.arange(1.0, 6.0)]
+    edges = drift._decile_edges(ref)
+    assert edges.tolist() == [-np.inf, 0.0, np.nextafter(0.0, np.inf), np.inf]
+    # ref shares (below, at, above 0) = (0, 0.95, 0.05); all-5 current = (0, 0, 1):
+    # (1 - 0.05) ln(1 / 0.05) + (1e-4 - 0.95) ln(1e-4 / 0.95), the empty bins clipped to PSI_EPS
+    want = 0.95 * np.log(20) + (1e-4 - 0.95) * np.log(1e-4 / 0.95)
+    assert drift.psi(ref, np.full(100, 5.0), edges) == pytest.approx(want)
+    # three distinct deciles keep the ordinary rule: 50 zeros then 50 ones have deciles 0 (x5),
+    # 0.5 (the median, halfway between rows 49 and 50) and 1 (x5): ends opened, 0.5 stays
+    half = drift._decile_edges(np.r_[np.zeros(50), np.ones(50)])
+    assert half.tolist() == [-np.inf, 0.5, np.inf]
