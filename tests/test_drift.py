@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as scipy_stats
 
 from heart import drift
 from heart.data import DataError
@@ -267,3 +268,85 @@ def test_a_mostly_constant_reference_still_sees_a_shift():
     # 0.5 (the median, halfway between rows 49 and 50) and 1 (x5): ends opened, 0.5 stays
     half = drift._decile_edges(np.r_[np.zeros(50), np.ones(50)])
     assert half.tolist() == [-np.inf, 0.5, np.inf]
+
+
+def test_adjust_defaults_to_benjamini_hochberg_and_names_the_choices():
+    p = np.array([0.01, 0.04, 0.03, 0.5])
+    # BH by hand: sorted 0.01, 0.03, 0.04, 0.5 -> 0.04, 0.04 (0.03*4/3 and 0.04*4/3 step-up), 0.5
+    np.testing.assert_allclose(drift.adjust(p), [0.04, 0.04 * 4 / 3, 0.04 * 4 / 3, 0.5])
+    with pytest.raises(ValueError, match="^unknown correction 'holm': choose one of bh, bonferroni$"):
+        drift.adjust(p, "holm")
+
+
+def test_float32_p_values_are_adjusted_in_double_precision():
+    p32 = np.array([0.1, 0.3, 0.7], dtype=np.float32)
+    got = drift.adjust(p32, "bonferroni")
+    # the float32 product 3 * float32(0.1) rounds to another float32 than the exact double product
+    want = np.minimum(p32.astype(np.float64) * 3, 1.0)
+    assert got.dtype == np.float64 and got.tolist() == want.tolist()
+    assert want[0] != float(np.float32(0.1) * np.float32(3))
+
+
+def test_a_frame_of_python_objects_is_read_as_floats(dataset):
+    """A frame built from JSON rows can hold Python objects (None for a missing value): both
+    sides are read as floats, so the report is the one of the float frame."""
+    ref, cur = dataset.X.iloc[:150], dataset.X.iloc[150:]
+    assert ref.isna().any().any()  # missing values (ca, thal) are among the objects
+    want = json.dumps(drift.drift_report(ref, cur).to_dict())  # json: NaN compares equal as text
+    for a, b in ((ref.astype(object), cur), (ref, cur.astype(object))):
+        assert json.dumps(drift.drift_report(a, b).to_dict()) == want
+
+
+def test_bonferroni_multiplies_every_p_value_by_the_number_of_tests(dataset):
+    cur = dataset.X.sample(100, random_state=0).assign(age=lambda X: X["age"] + 10, chol=lambda X: X["chol"] * 1.3)
+    r = drift.drift_report(dataset.X, cur, correction="bonferroni")
+    p = np.array([x.p_value for x in r.features])
+    got = np.array([x.p_adjusted for x in r.features])
+    np.testing.assert_allclose(got, np.minimum(p * 13, 1.0), rtol=1e-12)
+    assert not np.allclose(got, drift.adjust(p, "bh"))  # the two corrections differ on these data
+
+
+def _feature(name):
+    return next(x for x in FEATURES if x.name == name)
+
+
+def test_chi_squared_by_hand_keeps_a_code_seen_once_and_drops_a_code_never_seen():
+    """cp: code 2 (non-anginal pain) is seen once in all, code 3 (typical angina) never; the test
+    runs on the 2x3 table of codes 0-2, every code of the schema gets a share, 0.0 if absent."""
+    ref = np.array([0, 0, 0, 0, 1, 1, 2], dtype=float)  # counts 4, 2, 1, 0
+    cur = np.array([0, 1, 1, 1, 1, 1], dtype=float)  # counts 1, 5, 0, 0
+    r = drift.feature_drift(_feature("cp"), ref, cur)
+    observed = np.array([[4, 2, 1], [1, 5, 0]])
+    expected = np.outer(observed.sum(axis=1), observed.sum(axis=0)) / observed.sum()  # row total * column total / N
+    stat = ((observed - expected) ** 2 / expected).sum()  # no continuity correction: 2 degrees of freedom
+    assert (r.test, r.wasserstein) == ("chi2", None)
+    assert r.statistic == pytest.approx(stat, rel=1e-12)
+    assert r.p_value == pytest.approx(scipy_stats.chi2.sf(stat, df=2), rel=1e-12)
+    assert r.reference_share == {
+        "asymptomatic": 4 / 7,
+        "atypical angina": 2 / 7,
+        "non-anginal pain": 1 / 7,
+        "typical angina": 0.0,
+    }
+    assert r.current_share == {
+        "asymptomatic": 1 / 6,
+        "atypical angina": 5 / 6,
+        "non-anginal pain": 0.0,
+        "typical angina": 0.0,
+    }
+    rs, cs = np.array([4 / 7, 2 / 7, 1 / 7, 1e-4]), np.array([1 / 6, 5 / 6, 1e-4, 1e-4])  # empty codes at PSI_EPS
+    assert r.psi == pytest.approx(np.sum((cs - rs) * np.log(cs / rs)), rel=1e-12)
+
+
+def test_one_and_the_same_code_on_both_sides_is_no_drift():
+    """fbs all 'no' in both samples: the 'yes' column is empty, chi-squared is not defined on it,
+    and the distributions are identical: statistic 0, p-value 1, PSI 0."""
+    r = drift.feature_drift(_feature("fbs"), np.zeros(20), np.zeros(30))
+    assert (r.test, r.statistic, r.p_value, r.psi) == ("chi2", 0.0, 1.0, 0.0)
+    assert r.reference_share == r.current_share == {"no": 1.0, "yes": 0.0}
+
+
+def test_a_code_outside_the_schema_is_shown_by_its_number():
+    r = drift.feature_drift(_feature("gender"), np.array([0.0, 1, 1, 0]), np.array([0.0, 1, 7, 7]))
+    assert r.reference_share == {"female": 0.5, "male": 0.5, "7": 0.0}
+    assert r.current_share == {"female": 0.25, "male": 0.25, "7": 0.5}
