@@ -350,3 +350,12 @@ def test_a_code_outside_the_schema_is_shown_by_its_number():
     r = drift.feature_drift(_feature("gender"), np.array([0.0, 1, 1, 0]), np.array([0.0, 1, 7, 7]))
     assert r.reference_share == {"female": 0.5, "male": 0.5, "7": 0.0}
     assert r.current_share == {"female": 0.25, "male": 0.25, "7": 0.5}
+
+
+def test_continuous_psi_by_hand_over_the_reference_deciles():
+    """ref 40, 50, 60, 70: its deciles are 40, 43, ..., 70 (linear interpolation, a step of 3),
+    so the ten bins hold ref at bins 0, 3, 6, 9 (a quarter each); cur 50, 60, 70, 80 fills bins
+    3, 6 (a quarter each) and 9 (a half), and leaves bin 0 empty (PSI_EPS)."""
+    r = drift.feature_drift(_feature("age"), np.array([40.0, 50, 60, 70]), np.array([50.0, 60, 70, 80]))
+    want = (1e-4 - 0.25) * np.log(1e-4 / 0.25) + (0.5 - 0.25) * np.log(0.5 / 0.25)
+    assert r.psi == pytest.approx(want, rel=1e-12)
