@@ -485,14 +485,12 @@ def test_a_hand_made_file_with_a_correct_trailer_loads(tmp_path):
     assert model.version == "1.0.0-abc" and model.pipeline == PIPE
 
 
-@pytest.mark.parametrize(
-    "payload, error",
-    [
-        (b"", "EOFError: "),  # a correct trailer over nothing
-        (b"this is not a pickle at all", "IndexError: pop from empty list"),
-    ],
-)
-def test_a_checked_payload_that_is_no_pickle_is_called_damaged(tmp_path, payload, error):
+@pytest.mark.parametrize("payload", [b"", b"this is not a pickle at all"], ids=["nothing", "text"])
+def test_a_checked_payload_that_is_no_pickle_is_called_damaged(tmp_path, payload):
+    """A correct trailer over bytes joblib cannot load: the message names joblib's own error."""
+    with pytest.raises(Exception) as joblib_error:  # what joblib itself raises for these bytes
+        joblib.load(io.BytesIO(payload))
+    error = f"{type(joblib_error.value).__name__}: {joblib_error.value}"  # EOFError / IndexError here
     path = tmp_path / "model.joblib"
     path.write_bytes(trailed(payload))
     for copy in (None, "{not json", "[1]", '{"libraries": []}', '{"libraries": {}}'):
