@@ -347,15 +347,18 @@ def test_a_required_feature_with_a_legacy_code_is_a_declaration_error(monkeypatc
     assert str(e.value) == "grade: a required feature cannot have a legacy 'unknown' code"
 
 
-def test_an_optional_feature_with_a_legacy_code_and_a_required_one_without_are_fine(monkeypatch):
+def test_an_optional_feature_with_a_legacy_code_or_an_alias_and_a_required_one_without_are_fine(monkeypatch):
     extra = (
         Feature("grade", "categorical", "Grade", codes={1: "a"}, missing_codes=(9,)),
         Feature("level", "categorical", "Level", codes={1: "a"}, required=True),
+        Feature("stage", "categorical", "Stage", codes={1: "a", 2: "b"}, aliases=("phase",)),
     )
     monkeypatch.setattr(contract, "FEATURES", (*contract.FEATURES, *extra))
     model = build_patient_model()
-    assert errors_of(model, EXAMPLE)[0]["loc"] == ("level",)
-    assert model.model_validate({**EXAMPLE, "level": 1, "grade": 9}).__dict__["grade"] == 9
+    assert [(e["type"], e["loc"]) for e in errors_of(model, EXAMPLE)] == [("missing", ("level",))]
+    got = model.model_validate({**EXAMPLE, "level": 1, "grade": 9}).__dict__
+    assert got["grade"] == 9 and type(got["grade"]) is LegacyCode and got["stage"] is None  # optional, alias or not
+    assert model.model_validate({**EXAMPLE, "level": 1, "phase": 2}).__dict__["stage"] == 2.0
 
 
 # ----------------------------------------------------------------------- name and alias clash
@@ -422,6 +425,17 @@ def test_errors_without_a_clash_are_passed_on_untouched():
 )
 def test_a_clash_is_an_extra_field_error_at_an_alias(err, clash):
     assert _is_clash(err) is clash
+
+
+def test_pydantics_options_reach_pydantic_both_ways():
+    class Record:  # attributes, not a dict: only valid with from_attributes
+        age, gender = 50, "male"
+
+    assert Patient.model_validate(Record(), from_attributes=True).__dict__["gender"] == 1.0
+    # by name only: `sex` is then an extra field, so a clash (and gender is missing)
+    with pytest.raises(ValidationError) as e:
+        Patient.model_validate_json('{"age": 50, "sex": "male"}', by_alias=False, by_name=True)
+    assert [(x["type"], x["loc"]) for x in e.value.errors()] == [("missing", ("gender",)), ("alias_conflict", ("sex",))]
 
 
 def test_valid_bodies_validate_both_ways():
