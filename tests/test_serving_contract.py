@@ -85,6 +85,31 @@ def test_oldpeak_takes_any_number_from_minus_5_to_10(value, expected):
     assert got == expected and type(got) is float
 
 
+@pytest.mark.parametrize(
+    "name,values",
+    [
+        ("age", [1, 120, 63, 63.0]),
+        ("oldpeak", [-5, 10, -5.0, 10.0, 2.3]),
+        ("chol", [50, 800]),
+        ("gender", [0, 1, 1.0]),
+        ("ca", [0, 3, 4, 4.0]),
+        ("thal", [0, 1, 3]),
+    ],
+)
+def test_a_valid_number_takes_the_hot_path_only(monkeypatch, name, values):
+    """The docstring's promise: a valid JSON number (limits included) costs one comparison chain,
+    never the slow path that words errors."""
+
+    def slow_path(*args):
+        raise AssertionError(f"slow path taken for {args[1]!r}")
+
+    monkeypatch.setattr(contract, "_slow_path", slow_path)
+    validate = _validator(BY_NAME[name])
+    assert [validate(v) for v in values] == [float(v) for v in values]
+    with pytest.raises(AssertionError, match="slow path taken for 'male'"):
+        validate("male")  # text always goes the slow way
+
+
 @pytest.mark.parametrize("value,shown", [(-5.1, "-5.1"), (10.01, "10.01"), (11, "11"), (-6, "-6")])
 def test_oldpeak_just_outside_its_limits_is_refused(value, shown):
     e = refused("oldpeak", value)
@@ -273,6 +298,19 @@ def test_a_feature_with_several_legacy_codes_aliases_and_text_codes_lists_them_a
     }
 
 
+def test_an_optional_feature_with_text_codes_adds_null_to_its_choices():
+    f = Feature("grade", "binary", "Grade", codes={0: "low", 1: "high"}, text_codes={"low": 0, "high": 1})
+    assert _json_schema(f) == {
+        "anyOf": [
+            {"type": "integer", "enum": [0, 1]},
+            {"type": "string", "enum": ["HIGH", "High", "LOW", "Low", "high", "low"]},
+            {"type": "null"},
+        ],
+        "title": "grade",
+        "description": "Grade. Rule: one of 0, 1, 'low', 'high'. Optional: null or omitted is imputed by the model.",
+    }
+
+
 def test_a_continuous_feature_without_a_unit_has_no_brackets():
     f = Feature("score", "continuous", "Score", low=0, high=2.5)
     assert _json_schema(f) == {
@@ -297,9 +335,9 @@ def test_a_validator_of_a_feature_with_two_legacy_codes_reads_both():
 # ------------------------------------------------------------------------ the Patient model
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def fresh():
-    """A Patient model built now (the module's Patient was built at import)."""
+    """A Patient model built now, in each test (the module's Patient was built at import)."""
     return build_patient_model()
 
 

@@ -222,7 +222,7 @@ def value(metrics, name, **labels):
 
 
 def test_predict_answers_each_patient_in_order_with_its_label_imputed_and_legacy_codes(spans, monkeypatch):
-    monkeypatch.setattr(inference, "time", Clock(10.0, 10.0123456))
+    monkeypatch.setattr(inference, "time", Clock(0.0, 0.01234567))
     predictor, writer, window, metrics = FakePredictor([0.8, 0.2, 0.5]), FakeWriter(), FakeWindow(), Metrics()
     core = make(spans, FakeState(predictor), writer, window=window, metrics=metrics)
     bodies = [EXAMPLE, {**EXAMPLE, "ca": 4, "chol": None}, {"age": 40, "gender": "female"}]
@@ -251,7 +251,7 @@ def test_predict_answers_each_patient_in_order_with_its_label_imputed_and_legacy
     assert value(metrics, "heart_imputed_fields_total", feature="age") == 0
     labels = {"endpoint": "batch", "engine": "fake-engine"}
     assert value(metrics, "heart_inference_duration_seconds_count", **labels) == 1
-    assert value(metrics, "heart_inference_duration_seconds_sum", **labels) == pytest.approx(0.0123456, abs=1e-9)
+    assert value(metrics, "heart_inference_duration_seconds_sum", **labels) == pytest.approx(0.01234567, abs=1e-12)
 
     # the drift window gets the very rows and classes
     ((rows, classes),) = window.appended
@@ -262,7 +262,7 @@ def test_predict_answers_each_patient_in_order_with_its_label_imputed_and_legacy
     span = spans[0].get_finished_spans()[0]
     assert batch.trace_id == trace_id == format(span.context.trace_id, "032x")
     assert batch.span_id == format(span.context.span_id, "016x")
-    assert batch.model_version == "v-test" and batch.latency_ms == 12.3456
+    assert batch.model_version == "v-test" and batch.latency_ms == 12.3457  # 12.34567 ms to 4 places
     assert batch.inputs == to_rows(patients(*bodies)).inputs and batch.imputed == [[], ["chol", "ca"], rest]
     assert batch.predicted_class == [1, 0, 1] and batch.probability == [0.8, 0.2, 0.5]
     assert batch.timestamp.endswith("+00:00") and "T" in batch.timestamp
@@ -300,10 +300,17 @@ def test_a_disabled_writer_is_not_written(spans):
 )
 def test_small_inline_batches_run_on_the_loop_and_the_rest_in_a_worker_thread(spans, inline, n, on_the_loop):
     assert INLINE_ROWS == 64
-    predictor = FakePredictor([0.7], inline=inline)
-    core = make(spans, FakeState(predictor))
-    _, results = asyncio.run(core.predict(patients(*[EXAMPLE] * n), "batch"))
+    predictor, writer, metrics = FakePredictor([0.7], inline=inline), FakeWriter(), Metrics()
+    core = make(spans, FakeState(predictor), writer, metrics=metrics)
+    trace_id, results = asyncio.run(core.predict(patients(*[EXAMPLE] * n), "batch"))
     assert len(results) == n and (predictor.calls[0][1] == threading.get_ident()) is on_the_loop
+    # either way, the same endpoint, rows and ids reach the counts and the log
+    assert value(metrics, "heart_inference_duration_seconds_count", endpoint="batch", engine="fake-engine") == 1
+    assert value(metrics, "heart_predictions_total", predicted_class="1") == n
+    (span,) = spans[0].get_finished_spans()
+    (batch,) = writer.batches
+    assert (batch.trace_id, batch.span_id) == (trace_id, format(span.context.span_id, "016x"))
+    assert len(batch.inputs) == n and batch.inputs[0] == {**EXAMPLE, "gender": 1}
 
 
 def test_predict_when_not_ready_raises_not_ready_before_the_model_runs(spans):
@@ -425,6 +432,7 @@ def test_an_explainer_failure_is_prediction_failed_counted_on_explain(spans, api
     assert value(metrics, "heart_prediction_errors_total", endpoint="explain") == 1
     (record,) = [r for r in api_log if r.levelno >= logging.ERROR]
     assert record.getMessage() == "explain_failed" and record.exc_info[1].args == ("shap broke",)
+    assert (record.trace_id, record.span_id) == (e.value.trace_id, format(span.context.span_id, "016x"))
     assert record.model_version == "v-test" and not hasattr(record, "batch_size")
     assert not [r for r in api_log if r.getMessage() == "explanation"]
 
