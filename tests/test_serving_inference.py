@@ -222,7 +222,7 @@ def value(metrics, name, **labels):
 
 
 def test_predict_answers_each_patient_in_order_with_its_label_imputed_and_legacy_codes(spans, monkeypatch):
-    monkeypatch.setattr(inference, "time", Clock(0.0, 0.01234567))
+    monkeypatch.setattr(inference, "time", Clock(5.0, 5.01234567))  # 12.34567 ms, measured from t0 = 5 s
     predictor, writer, window, metrics = FakePredictor([0.8, 0.2, 0.5]), FakeWriter(), FakeWindow(), Metrics()
     core = make(spans, FakeState(predictor), writer, window=window, metrics=metrics)
     bodies = [EXAMPLE, {**EXAMPLE, "ca": 4, "chol": None}, {"age": 40, "gender": "female"}]
