@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from pydantic_core import PydanticCustomError
 
 import heart.serving.contract as contract
@@ -533,7 +533,3 @@ def test_a_label_that_does_not_match_the_class_is_a_bad_response():
     assert [(e["type"], e["msg"]) for e in errors] == [
         ("label_mismatch", "label 'no heart disease' does not match predicted_class 1 ('heart disease')")
     ]
-
-
-def test_a_result_model_is_a_pydantic_model():
-    assert issubclass(PredictionResult, BaseModel)
