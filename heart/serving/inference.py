@@ -27,6 +27,9 @@ from .live_drift import DriftWindow
 from .state import ServingState
 
 log = logging.getLogger("heart.api")
+# Every error inside a span is caught and recorded by _failed (its real type); the PredictionFailed
+# that carries the 500 out must not overwrite that status with its own name.
+SPAN_ERRORS_BY_HAND = {"record_exception": False, "set_status_on_exception": False}
 INLINE_ROWS = 64  # up to this many rows, ONNX inference (~tens of µs) runs on the event loop
 _INT_FEATURES = tuple(f.discrete or f.integer for f in FEATURES)
 _LEGACY_NAMES = tuple(f.name for f in FEATURES if f.missing_codes)  # where a LegacyCode can be
@@ -91,6 +94,7 @@ class Inference:
                 "inference.engine": state.predictor.engine,
                 "http.route.endpoint": endpoint,
             },
+            **SPAN_ERRORS_BY_HAND,
         ) as span:
             trace_id, span_id = current_ids()
             try:
@@ -140,7 +144,7 @@ class Inference:
         state.require_ready()
         rows, imputed, inputs, legacy = to_rows([patient])  # legacy codes: imputed (NaN), inputs null
         with self.tracer.start_as_current_span(
-            "explain", attributes={"model.version": state.model.version, "batch.size": 1}
+            "explain", attributes={"model.version": state.model.version, "batch.size": 1}, **SPAN_ERRORS_BY_HAND
         ) as span:
             trace_id, span_id = current_ids()
             try:
