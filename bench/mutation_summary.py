@@ -47,11 +47,12 @@ def _score(row: dict) -> float | None:
 
 
 def table(summary: dict) -> str:
-    cols = ("killed", "survived", "timeout", "no tests", "total")
-    lines = [f"{'module':<20}" + "".join(f"{c:>10}" for c in cols) + f"{'score':>8}"]
+    cols = ("killed", "survived", "timeout", "no tests", "checked", "total")
+    lines = [f"{'module':<24}" + "".join(f"{c:>10}" for c in cols) + f"{'score':>8}"]
     for name, row in [*summary["modules"].items(), ("overall", summary["overall"])]:
         score = "-" if row["score"] is None else f"{100 * row['score']:.1f}%"
-        lines.append(f"{name:<20}" + "".join(f"{row.get(c, 0):>10}" for c in cols) + f"{score:>8}")
+        row = {**row, "checked": row["total"] - row.get("not checked", 0)}
+        lines.append(f"{name:<24}" + "".join(f"{row.get(c, 0):>10}" for c in cols) + f"{score:>8}")
     return "\n".join(lines)
 
 
