@@ -344,7 +344,8 @@ def test_train_cross_validates_on_the_training_part_and_scores_the_test_part(dat
         assert call["index"] == list(X.index[tr]) and call["y"] == list(y[tr])
         assert (call["seed"], call["n_jobs"]) == (3, 1)
     assert isinstance(fake.calls[2]["pipeline"].named_steps["model"], CalibratedClassifierCV)
-    assert isinstance(fake.calls[3]["pipeline"].named_steps["model"], LogisticRegression)
+    baseline_model = fake.calls[3]["pipeline"].named_steps["model"]
+    assert isinstance(baseline_model, LogisticRegression) and baseline_model.random_state == 3
     forest_cv = {"roc_auc": {"mean": 0.90, "sd": 0.03}, "brier": {"mean": 0.1, "sd": 0.0}}
     assert result.metrics["random_forest"]["cv"] == forest_cv
     assert result.metrics["logistic_regression"]["cv"] == {
@@ -373,6 +374,17 @@ def test_train_without_cv_or_tuning_has_only_test_figures(dataset, monkeypatch):
     assert set(result.reliability) == {"test"} and sum(b["count"] for b in result.reliability["test"]) == 61
     assert result.params == {**M.FOREST_DEFAULTS, "n_estimators": 3}
     assert M.forest_of(result.pipeline).random_state == 42 and len(result.test_idx) == 61
+
+
+def test_train_cross_validates_by_default_on_two_threads(dataset, monkeypatch):
+    fake = _FakeCV()
+    monkeypatch.setattr(M, "cross_validate", fake)
+    result = train(dataset, params={"n_estimators": 3})
+    assert [(c["seed"], c["n_jobs"]) for c in fake.calls] == [(42, 2), (42, 2)]  # forest, then baseline
+    assert set(result.metrics["random_forest"]) == {"cv", "test"} and set(result.reliability) == {
+        "cv_out_of_fold",
+        "test",
+    }
 
 
 def _small_result(dataset, calibration=M.CALIBRATION, with_cv=True):
@@ -408,10 +420,15 @@ def test_build_card_records_data_split_cv_model_and_libraries(dataset):
     assert created.utcoffset().total_seconds() == 0 and created.microsecond == 0
     assert len(card["created_at"]) == len("2026-01-01T00:00:00+00:00")
     assert abs((datetime.now(UTC) - created).total_seconds()) < 60
-    assert card["intended_use"].startswith("Teaching and reference MLOps service: estimates the probability")
-    assert card["intended_use"].endswith("Not a medical device; not for diagnosis or treatment decisions.")
-    assert card["limitations"].startswith("Trained on 303 patients from one hospital (Cleveland Clinic, 1988)")
-    assert card["limitations"].endswith("calibration and fairness across groups are limited by that sample.")
+    # the card's wording, exactly: readers (and /model) see these sentences as written
+    assert card["intended_use"] == (
+        "Teaching and reference MLOps service: estimates the probability of angiographic heart disease "
+        "from 13 clinical measurements. Not a medical device; not for diagnosis or treatment decisions."
+    )
+    assert card["limitations"] == (
+        "Trained on 303 patients from one hospital (Cleveland Clinic, 1988), mostly men; calibration "
+        "and fairness across groups are limited by that sample."
+    )
     assert card["data"] == {
         "file": "data.csv",
         "sha256": dataset.sha256,
