@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -180,10 +181,14 @@ def test_compute_metrics_values_computed_by_hand():
 
 
 def test_compute_metrics_on_one_class_gives_nan_auc_and_zero_for_undefined_rates():
-    only_sick = M.compute_metrics(np.array([1, 1, 1]), np.array([0.9, 0.8, 0.2]))
+    """A fold (or a fairness group) with one class: the undefined rates are 0, silently
+    (zero_division=0; sklearn's default would warn on every such fold)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        only_sick = M.compute_metrics(np.array([1, 1, 1]), np.array([0.9, 0.8, 0.2]))
+        only_healthy = M.compute_metrics(np.array([0, 0]), np.array([0.1, 0.2]))
     assert np.isnan(only_sick["roc_auc"])
     assert only_sick["recall"] == pytest.approx(2 / 3) and only_sick["specificity"] == 0.0  # no healthy row
-    only_healthy = M.compute_metrics(np.array([0, 0]), np.array([0.1, 0.2]))
     assert only_healthy["recall"] == 0.0 and only_healthy["f1"] == 0.0  # no sick row, none predicted sick
     assert only_healthy["specificity"] == 1.0 and only_healthy["accuracy"] == 1.0
     assert only_healthy["brier"] == pytest.approx((0.01 + 0.04) / 2)
