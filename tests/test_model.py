@@ -215,6 +215,8 @@ def test_preprocessor_median_imputes_and_one_hots_by_name(dataset):
     names = list(pre.get_feature_names_out())
     ordered = [f.name for f in FEATURES if not f.nominal]
     assert isinstance(out, np.ndarray) and out.shape[0] == 6
+    # the step names are the set_params / get_params keys (preprocess__nominal__onehotencoder__...)
+    assert [name for name, _, _ in pre.transformers] == ["numeric", "nominal"]
     assert names[: len(ordered)] == ordered  # unscaled, un-prefixed numeric columns first
     np.testing.assert_array_equal(out[:, names.index("age")], [40.0, 50.0, 50.0, 90.0, 45.0, 52.0])
     np.testing.assert_array_equal(out[:, names.index("chol")], X["chol"].to_numpy())
