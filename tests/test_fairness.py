@@ -1,12 +1,16 @@
 """Fairness numbers match a hand computation, intervals are sane, mitigation does its job."""
 
+import dataclasses
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
+from fairlearn.postprocessing import ThresholdOptimizer
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.naive_bayes import GaussianNB
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -276,3 +280,248 @@ def test_analysis_with_a_small_model_reports_what_it_was_asked(dataset):
         fairness.analyze(fitted, _linear(), X, y, train_idx, test_idx, "chol", n_boot=5, n_jobs=1).grouping
         == "tertiles"
     )
+
+
+# --- Value checks against independent computations (mutation testing, issue 15) ---
+
+
+def _rates_by_confusion_counts(yt, yp):
+    """The six metrics from the confusion counts (tn, fp, fn, tp): an independent route to _group_metrics."""
+    tn, fp, fn, tp = np.bincount(2 * yt + yp, minlength=4)
+    n = tn + fp + fn + tp
+    tpr = tp / (tp + fn) if tp + fn else np.nan
+    return {
+        "accuracy": (tp + tn) / n if n else np.nan,
+        "selection_rate": (tp + fp) / n if n else np.nan,
+        "true_positive_rate": tpr,
+        "false_negative_rate": 1 - tpr,
+        "false_positive_rate": fp / (fp + tn) if fp + tn else np.nan,
+        "precision": (tp / (tp + fp) if tp + fp else 0.0) if n else np.nan,
+    }
+
+
+def test_bootstrap_bounds_are_the_2_5_and_97_5_percentiles_of_an_independent_resampling():
+    """Redo the bootstrap by hand (same generator, n rows drawn with replacement from all rows, the gap per
+    resample from the confusion counts, undefined resamples dropped) and compare both bounds exactly."""
+    data = np.random.default_rng(11)
+    y = data.integers(0, 2, 40)
+    y[:10] = [1, 0, 0, 0, 0, 0, 0, 0, 0, 1]  # group "f": two positives, so its TPR is often undefined
+    pred = data.integers(0, 2, 40)
+    groups = pd.Series(["f"] * 10 + ["m"] * 30)
+    r = fairness.group_report(y, pred, groups, seed=7, n_boot=300)
+    rng = np.random.default_rng(7)
+    g = groups.to_numpy()
+    gaps = {m: [] for m in fairness.METRICS}
+    for _ in range(300):
+        idx = rng.integers(0, 40, 40)
+        yb, pb, gb = y[idx], pred[idx], g[idx]
+        f = _rates_by_confusion_counts(yb[gb == "f"], pb[gb == "f"])
+        m = _rates_by_confusion_counts(yb[gb == "m"], pb[gb == "m"])
+        for k in gaps:
+            gaps[k].append(m[k] - f[k])
+    assert list(r.gaps) == ["m - f"]
+    for k, values in gaps.items():
+        v = np.array(values, dtype=float)
+        v = v[~np.isnan(v)]
+        got = r.gaps["m - f"][k]
+        assert got.boot_samples == v.size, k
+        assert got.ci95 == pytest.approx(list(np.percentile(v, [2.5, 97.5])), abs=1e-12), k
+        assert got.ci95[0] < got.ci95[1], k
+    # the TPR of a 2-positive group is undefined in a good share of resamples, and those are dropped
+    assert 150 < r.gaps["m - f"]["true_positive_rate"].boot_samples < 300
+    assert r.gaps["m - f"]["accuracy"].boot_samples == 300
+
+
+def test_an_interval_touching_zero_does_not_exclude_it():
+    """One wrong prediction among 40 rows of one group: a resample misses that row about 37% of the time
+    ((79/80)^80), so the 2.5th percentile of the gap is exactly 0 and the interval does not exclude 0."""
+    y = np.array([1, 0] * 40)
+    one_wrong_in_a, one_wrong_in_b = y.copy(), y.copy()
+    one_wrong_in_a[3] = 1 - y[3]
+    one_wrong_in_b[43] = 1 - y[43]
+    groups = pd.Series(["a"] * 40 + ["b"] * 40)
+    up = fairness.group_report(y, one_wrong_in_a, groups, seed=0, n_boot=200).gaps["b - a"]["accuracy"]
+    assert up.ci95[0] == 0.0 and 0 < up.ci95[1] < 0.2 and up.gap == pytest.approx(1 / 40)
+    assert up.excludes_zero is False
+    down = fairness.group_report(y, one_wrong_in_b, groups, seed=0, n_boot=200).gaps["b - a"]["accuracy"]
+    assert down.ci95[1] == 0.0 and -0.2 < down.ci95[0] < 0 and down.gap == pytest.approx(-1 / 40)
+    assert down.excludes_zero is False
+
+
+def test_a_gap_undefined_in_every_resample_has_no_interval():
+    y = np.array([1, 0, 1, 0, 0, 0, 0, 0])
+    pred = np.array([1, 0, 0, 0, 1, 0, 0, 0])
+    groups = pd.Series(["a"] * 4 + ["b"] * 4)  # b has no positives: its TPR never exists
+    gap = fairness.group_report(y, pred, groups, seed=0, n_boot=50).gaps["b - a"]["true_positive_rate"]
+    assert gap.boot_samples == 0 and gap.excludes_zero is False
+    assert np.isnan(gap.gap) and len(gap.ci95) == 2 and np.isnan(gap.ci95).all()
+
+
+def _quick():
+    """Gaussian naive Bayes: fits in closed form (fast), and its out-of-fold scores depend on the folds."""
+    return make_pipeline(SimpleImputer(), GaussianNB())
+
+
+def _small_set(dataset, rows=120):
+    """The first rows of the data set: enough for 5-fold CV of a linear model, fast."""
+    X, y = dataset.X.iloc[:rows].reset_index(drop=True), dataset.y[:rows]
+    train_idx, test_idx = np.arange(0, rows, 3)[:-5], np.arange(1, rows, 3)
+    return X, y, train_idx, test_idx
+
+
+def test_out_of_fold_scores_are_a_seeded_stratified_5_fold_cross_val_predict(dataset):
+    X, y, _, _ = _small_set(dataset)
+    got = fairness.out_of_fold_scores(_quick(), X, y, seed=3, n_jobs=1)
+    cv = StratifiedKFold(n_splits=5, shuffle=True, random_state=3)  # independent sklearn call
+    expected = cross_val_predict(_quick(), X, y, cv=cv, method="predict_proba")[:, 1]
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+    other_seed = fairness.out_of_fold_scores(_quick(), X, y, seed=4, n_jobs=1)
+    assert np.abs(other_seed - got).max() > 1e-3  # the folds depend on the seed, so the check bites
+
+
+def test_analysis_wires_seed_threshold_and_rows_to_its_parts(dataset):
+    """analyze() = held-out predictions of the saved model + out-of-fold scores of a fresh copy over all rows
+    (and over the training rows for mitigation), each cut at the given threshold, with the given seed."""
+    X, y, train_idx, test_idx = _small_set(dataset)
+    fitted = _quick().fit(X.iloc[train_idx], y[train_idx])
+    r = fairness.analyze(
+        fitted, _quick(), X, y, train_idx, test_idx, "gender", seed=3, n_boot=30, threshold=0.4, n_jobs=1
+    )
+    groups = fairness.sensitive_groups(X, "gender")
+    proba = fitted.predict_proba(X)[:, 1]
+    assert r.bootstrap == fairness.Bootstrap(resamples=30, seed=3)
+    assert r.held_out == fairness.group_report(
+        y[test_idx], (proba[test_idx] >= 0.4).astype(int), groups.iloc[test_idx], 3, 30
+    )
+
+    def oof(rows):
+        cv = StratifiedKFold(n_splits=5, shuffle=True, random_state=3)
+        return cross_val_predict(_quick(), X.iloc[rows], y[rows], cv=cv, method="predict_proba")[:, 1]
+
+    everything = np.arange(len(y))
+    assert r.out_of_fold == fairness.group_report(y, (oof(everything) >= 0.4).astype(int), groups, 3, 30)
+    expected = fairness.mitigate(
+        oof(train_idx),
+        y[train_idx],
+        groups.iloc[train_idx],
+        proba[test_idx],
+        y[test_idx],
+        groups.iloc[test_idx],
+        3,
+        0.4,
+    )
+    assert r.mitigation == expected
+
+
+def test_analysis_defaults_are_gender_and_seed_0(dataset):
+    X, y, train_idx, test_idx = _small_set(dataset, rows=60)
+    fitted = _quick().fit(X.iloc[train_idx], y[train_idx])
+    r = fairness.analyze(fitted, _quick(), X, y, train_idx, test_idx, n_boot=20, n_jobs=1)
+    assert r.bootstrap == fairness.Bootstrap(resamples=20, seed=0, interval="percentile 95%")
+    assert (r.sensitive_feature, r.grouping, r.threshold) == ("gender", "schema codes", 0.5)
+    assert r.held_out.groups == ["female", "male"]
+
+
+def _scores(seed, n=80):
+    """Scores that separate the classes imperfectly, a little higher in group b (so the groups' error rates differ)."""
+    rng = np.random.default_rng(seed)
+    g = pd.Series(np.where(np.arange(n) < n // 2, "a", "b"))
+    y = rng.integers(0, 2, n)
+    s = np.clip(0.5 * y + rng.normal(0.25, 0.25, n) + np.where(g == "b", 0.15, 0), 0, 1)
+    return s, y, g
+
+
+def _by_hand(y, pred, g):
+    """accuracy, selection rate, demographic parity and equalized odds differences of two groups, by hand."""
+    sel = [pred[g == k].mean() for k in ("a", "b")]
+    tpr = [pred[(g == k) & (y == 1)].mean() for k in ("a", "b")]
+    fpr = [pred[(g == k) & (y == 0)].mean() for k in ("a", "b")]
+    return fairness.Disparities(
+        accuracy=pytest.approx(np.mean(pred == y)),
+        selection_rate=pytest.approx(pred.mean()),
+        demographic_parity_difference=pytest.approx(abs(sel[0] - sel[1])),
+        equalized_odds_difference=pytest.approx(max(abs(tpr[0] - tpr[1]), abs(fpr[0] - fpr[1]))),
+    )
+
+
+def test_mitigation_compares_the_plain_threshold_with_seeded_equalized_odds_thresholds():
+    fit_s, fit_y, fit_g = _scores(0)
+    test_s, test_y, test_g = _scores(1, n=60)
+    mit = fairness.mitigate(fit_s, fit_y, fit_g, test_s, test_y, test_g, seed=2, threshold=0.6)
+    g_fit, g_test = fit_g.to_numpy(), test_g.to_numpy()
+    assert mit.train_out_of_fold.before == _by_hand(fit_y, (fit_s >= 0.6).astype(int), g_fit)
+    assert mit.held_out.before == _by_hand(test_y, (test_s >= 0.6).astype(int), g_test)
+    # after: fairlearn's ThresholdOptimizer for equalized odds / balanced accuracy, fitted here independently
+    opt = ThresholdOptimizer(
+        estimator=fairness._GivenScores().fit(None),
+        constraints="equalized_odds",
+        objective="balanced_accuracy_score",
+        prefit=True,
+        predict_method="predict_proba",
+    ).fit(fit_s.reshape(-1, 1), fit_y, sensitive_features=g_fit)
+    for view, s, y, g in (("train_out_of_fold", fit_s, fit_y, g_fit), ("held_out", test_s, test_y, g_test)):
+        after = np.asarray(opt.predict(s.reshape(-1, 1), sensitive_features=g, random_state=2)).astype(int)
+        assert getattr(mit, view).after == _by_hand(y, after, g), view
+    assert mit.method == (
+        "fairlearn ThresholdOptimizer(constraints='equalized_odds', objective='balanced_accuracy_score'), "
+        "randomised thresholds per group, fitted on out-of-fold scores of the training rows"
+    )
+    assert mit.skipped == ""
+    assert mit.to_dict() == {
+        "method": mit.method,
+        "train_out_of_fold": dataclasses.asdict(mit.train_out_of_fold),
+        "held_out": dataclasses.asdict(mit.held_out),
+    }
+    assert list(mit.to_dict()) == ["method", "train_out_of_fold", "held_out"]
+
+
+def test_mitigation_randomises_with_its_seed_and_defaults_to_seed_0():
+    s, y, g = _scores(0)
+    seed0 = fairness.mitigate(s, y, g, s, y, g, seed=0)
+    assert fairness.mitigate(s, y, g, s, y, g) == seed0
+    assert fairness.mitigate(s, y, g, s, y, g, seed=5).held_out.after != seed0.held_out.after
+    assert seed0.held_out.before == fairness.mitigate(s, y, g, s, y, g, seed=5).held_out.before
+
+
+def test_group_report_defaults_to_seed_0():
+    y = np.array([1, 0] * 20)
+    pred = np.array([1, 0, 0, 0, 1, 1] * 6 + [1, 0, 1, 1])
+    groups = pd.Series(["a"] * 20 + ["b"] * 20)
+    assert fairness.group_report(y, pred, groups, n_boot=50) == fairness.group_report(
+        y, pred, groups, seed=0, n_boot=50
+    )
+    assert fairness.group_report(y, pred, groups, n_boot=50) != fairness.group_report(
+        y, pred, groups, seed=1, n_boot=50
+    )
+
+
+def test_report_dict_is_each_part_as_plain_data():
+    y = np.array([1, 0, 1, 0, 1, 1, 0, 0])
+    pred = np.array([1, 0, 0, 0, 1, 1, 1, 0])
+    held = fairness.group_report(y, pred, pd.Series(["a"] * 4 + ["b"] * 4), seed=1, n_boot=20)
+    oof = fairness.group_report(y, 1 - pred, pd.Series(["a", "b"] * 4), seed=2, n_boot=20)
+    mit = fairness.Mitigation(skipped="why")
+    report = fairness.FairnessReport("gender", "schema codes", 0.4, fairness.Bootstrap(20, 3), held, oof, mit)
+    d = report.to_dict()
+    assert d == {
+        "sensitive_feature": "gender",
+        "grouping": "schema codes",
+        "threshold": 0.4,
+        "bootstrap": {"resamples": 20, "seed": 3, "interval": "percentile 95%"},
+        "held_out": dataclasses.asdict(held),
+        "out_of_fold": dataclasses.asdict(oof),
+        "mitigation": {"skipped": "why"},
+    }
+    assert list(d) == [
+        "sensitive_feature",
+        "grouping",
+        "threshold",
+        "bootstrap",
+        "held_out",
+        "out_of_fold",
+        "mitigation",
+    ]
+    assert (
+        held.to_dict() == dataclasses.asdict(held) and held.to_dict()["gaps"]["b - a"]["accuracy"]["boot_samples"] == 20
+    )
+    json.dumps(d, allow_nan=False)

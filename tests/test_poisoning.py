@@ -1,10 +1,15 @@
 """Poisoning: flips are counted and seeded, 0% is the clean model, the defense beats chance."""
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, recall_score, roc_auc_score
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -228,3 +233,302 @@ def test_run_poisoning_counts_and_keys_on_a_small_set():
         assert [p.rate for p in r.sweep[name]] == [0.0, 0.3]
         assert [p.summary.flipped.mean for p in r.sweep[name]] == [0.0, 12.0]
         assert r.sweep[name][0].summary.metrics["accuracy"].mean == 1.0
+
+
+# --- Value checks against independent computations (mutation testing, issue 15) ---
+
+
+def test_random_flips_are_a_seeded_choice_without_replacement_from_all_rows():
+    y = np.array([1, 0, 0] * 10)
+    poisoned, flipped = poisoning.flip_labels(y, 0.3, np.random.default_rng(5))
+    # round(0.3 * 30) = 9 rows, drawn as numpy draws them from the same generator (independent replication)
+    expected = np.sort(np.random.default_rng(5).choice(np.arange(30), size=9, replace=False))
+    np.testing.assert_array_equal(flipped, expected)
+    np.testing.assert_array_equal(poisoned, np.where(np.isin(np.arange(30), expected), 1 - y, y))
+    assert poisoned.dtype.kind == "i"
+
+
+def test_targeted_flips_are_a_seeded_choice_among_the_positives_only():
+    y = np.array([1, 0, 0] * 10)  # 10 positives at 0, 3, ..., 27
+    poisoned, flipped = poisoning.flip_labels(y, 0.2, np.random.default_rng(5), targeted=True)
+    expected = np.sort(np.random.default_rng(5).choice(np.arange(0, 30, 3), size=6, replace=False))
+    np.testing.assert_array_equal(flipped, expected)
+    assert poisoned.sum() == 4 and (poisoned[flipped] == 0).all()
+    _, every = poisoning.flip_labels(y, 0.5, np.random.default_rng(5), targeted=True)
+    np.testing.assert_array_equal(every, np.arange(0, 30, 3))  # budget 15 > 10 positives: all of them
+
+
+# rate * n in floating point: 3.5, 4.5, 1.5, 2.1, 1.5 (checked with Python); round() takes 3.5 and 4.5 to the even
+# 4, 1.5 to 2, 2.1 to 2. Truncation would give 3, 4, 1, 2, 1; ceil 4, 5, 2, 3, 2.
+@pytest.mark.parametrize("rate, n, budget", [(0.35, 10, 4), (0.45, 10, 4), (0.15, 10, 2), (0.21, 10, 2), (0.06, 25, 2)])
+def test_the_budget_is_rounded_half_to_even_not_truncated_nor_ceiled(rate, n, budget):
+    y = np.zeros(n, dtype=int)
+    _, flipped = poisoning.flip_labels(y, rate, np.random.default_rng(0))
+    assert len(flipped) == budget
+
+
+class _FeatureIsTheScore(ClassifierMixin, BaseEstimator):
+    """P(class 1) = the row's oldpeak, whatever the training fold: out-of-fold scores chosen by hand."""
+
+    def fit(self, X, y):
+        self.classes_ = np.array([0, 1])
+        return self
+
+    def predict_proba(self, X):
+        s = X["oldpeak"].to_numpy(dtype=float)
+        return np.column_stack([1 - s, s])
+
+    def predict(self, X):
+        return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
+
+
+def _scored(p):
+    return pd.DataFrame(0.0, index=range(len(p)), columns=list(FEATURE_NAMES)).assign(oldpeak=p)
+
+
+def test_a_label_is_suspicious_from_exactly_the_other_class_threshold():
+    """Eight rows of each class. Class 1's threshold t1 = mean P(1) over label 1 = (7 * 0.5 + 0.75) / 8 = 0.53125,
+    class 0's t0 = mean P(0) over label 0 = (6 * 0.5 + 0.75 + 0.25) / 8 = 0.5. A positive at P(1) = 0.5 has
+    P(0) = 0.5 = t0 exactly (confident in class 0) and P(1) < t1 (not in its own): suspicious, rows 0-6.
+    The last negative (P(1) = 0.75 >= t1, P(0) < t0) is suspicious too; the other negatives sit at P(0) = t0."""
+    p = [0.5] * 7 + [0.75] + [0.5] * 6 + [0.75, 0.25]
+    y = np.array([1] * 8 + [0] * 8)
+    found, p1 = poisoning.find_label_issues(_FeatureIsTheScore(), _scored(p), y, seed=0)
+    np.testing.assert_array_equal(found, [0, 1, 2, 3, 4, 5, 6, 14])
+    np.testing.assert_array_equal(p1, p)
+
+
+def test_a_label_confident_in_both_classes_by_the_same_margin_is_kept():
+    """Every P(1) is 0.5, so both thresholds are 0.5 and every row is at both thresholds, with equal margins (0):
+    the other class is not *more* confident, so nothing is suspicious."""
+    y = np.array([1, 0] * 8)
+    found, _ = poisoning.find_label_issues(_FeatureIsTheScore(), _scored([0.5] * 16), y, seed=0)
+    assert found.size == 0
+
+
+def test_a_label_confident_in_both_classes_but_more_in_the_other_is_suspicious():
+    """A model backwards: positives at P(1) = 0.25, negatives at 0.75, so t1 = 0.25 and t0 = 0.25. A positive is at
+    its own threshold (margin 0) and 0.5 above the other's: confident in both, more in the other -> every row."""
+    y = np.array([1] * 8 + [0] * 8)
+    found, _ = poisoning.find_label_issues(_FeatureIsTheScore(), _scored([0.25] * 8 + [0.75] * 8), y, seed=0)
+    np.testing.assert_array_equal(found, np.arange(16))
+
+
+def test_one_class_only_cannot_be_cross_validated():
+    X, _ = _synthetic(20)
+    for y in (np.zeros(20, dtype=int), np.ones(20, dtype=int)):
+        found, p1 = poisoning.find_label_issues(_linear(), X, y, seed=0)
+        assert found.size == 0 and found.dtype.kind == "i" and p1.shape == (20,) and np.isnan(p1).all()
+
+
+def test_label_issue_folds_are_seeded_stratified_5_fold():
+    X, y = _synthetic(60)
+    y = y.copy()
+    y[[3, 10, 20, 40, 50, 57]] = 1 - y[[3, 10, 20, 40, 50, 57]]
+    _, p1 = poisoning.find_label_issues(_linear(), X, y, seed=4)
+    cv = StratifiedKFold(n_splits=5, shuffle=True, random_state=4)  # independent sklearn call
+    np.testing.assert_allclose(p1, cross_val_predict(_linear(), X, y, cv=cv, method="predict_proba")[:, 1], atol=1e-12)
+
+
+def _metrics_by_sklearn(model, X_te, y_te):
+    proba = model.predict_proba(X_te)[:, 1]
+    pred = (proba >= 0.5).astype(int)
+    return {
+        "accuracy": accuracy_score(y_te, pred),
+        "roc_auc": roc_auc_score(y_te, proba),
+        "recall": recall_score(y_te, pred),
+    }
+
+
+@pytest.mark.parametrize("action", ["drop", "relabel"])
+def test_defense_refits_on_the_cleaned_labels(action):
+    """Nine positives hidden as negatives; the defense finds some of them and the refit model is scored on clean labels.
+    Expected: a model fitted here on the rows minus the found ones (drop) or on the found labels flipped back."""
+    X, y = _synthetic()
+    flipped = np.arange(55, 100, 5)
+    noisy = y.copy()
+    noisy[flipped] = 0
+    found, _ = poisoning.find_label_issues(_linear(), X, noisy, seed=0)
+    assert 0 < found.size < flipped.size
+    if action == "drop":
+        keep = np.array([i for i in range(100) if i not in set(found)])
+        model = _linear().fit(X.iloc[keep], noisy[keep])
+    else:
+        fixed = noisy.copy()
+        fixed[found] = 1
+        model = _linear().fit(X, fixed)
+    expected = _metrics_by_sklearn(model, X, y)
+    assert expected != _metrics_by_sklearn(_linear().fit(X, noisy), X, y)  # cleaning changes the numbers
+    d = poisoning.defend(_linear(), X, noisy, flipped, X, y, seed=0, action=action)
+    assert d.metrics_after == pytest.approx(expected)
+    assert (d.flagged, d.true_positives, d.flipped) == (found.size, np.intersect1d(found, flipped).size, 9)
+    assert d.chance_precision == pytest.approx(0.09) and d.recall == pytest.approx(found.size / 9)
+
+
+def test_every_label_positive_leaves_a_model_that_always_says_disease():
+    X, y = _synthetic(40)
+    m = poisoning._score(_linear(), X, np.ones(40, dtype=int), X, y)
+    assert m == {"accuracy": 0.5, "roc_auc": 0.5, "recall": 1.0}
+
+
+def test_the_score_is_the_refitted_model_on_the_test_rows():
+    X, y = _synthetic(60)
+    noisy = y.copy()
+    noisy[[31, 35, 40, 45]] = 0
+    train, test = np.arange(0, 60, 2), np.arange(1, 60, 2)
+    m = poisoning._score(_linear(), X.iloc[train], noisy[train], X.iloc[test], y[test])
+    assert m == pytest.approx(_metrics_by_sklearn(_linear().fit(X.iloc[train], noisy[train]), X.iloc[test], y[test]))
+    assert list(m) == ["accuracy", "roc_auc", "recall"]
+
+
+def test_two_runs_have_the_sample_sd():
+    s = poisoning.summarize_runs([_run(10, 0.5), _run(13, 0.9)])
+    assert s.flipped.sd == pytest.approx(np.sqrt(4.5))  # ((1.5^2 + 1.5^2) / (2 - 1)) ** 0.5
+    assert s.metrics["recall"].sd == pytest.approx(np.sqrt(0.08)) and s.metrics["recall"].mean == pytest.approx(0.7)
+
+
+def _noisy_synthetic(n=100):
+    """As _synthetic, with labels from the feature plus noise, so rows near the boundary disagree with the model."""
+    X, _ = _synthetic(n)
+    x = X["oldpeak"].to_numpy()
+    return X, (x + np.random.default_rng(2).normal(0, 1.0, n) > 0).astype(int)
+
+
+@pytest.fixture  # per test: mutmut maps a function to the tests whose own run reaches it
+def small():
+    X, y = _noisy_synthetic()
+    train_idx, test_idx = np.arange(0, 100, 2)[:40], np.arange(1, 100, 2)
+    report = poisoning.run_poisoning(
+        _linear(),
+        X,
+        y,
+        train_idx,
+        test_idx,
+        rate=0.17,
+        seeds=(3, 1),
+        sweep_rates=(0.0, 0.33),
+        action="relabel",
+        n_jobs=1,
+    )
+    return X, y, train_idx, test_idx, report
+
+
+def test_every_attack_run_is_its_seeded_flip_scored_by_a_refit(small):
+    """Every run = flip_labels with its own seed's generator, a model refitted here on those labels, scored on the
+    test rows; the budget is round(0.17 * 40) = round(6.8) = 7 rows (truncation: 6), the sweep's 0.33 * 40 = 13.2 -> 13."""
+    X, y, train_idx, test_idx, r = small
+    X_tr, y_tr, X_te, y_te = X.iloc[train_idx], y[train_idx], X.iloc[test_idx], y[test_idx]
+    assert (r.train_rows, r.test_rows, r.train_positives, r.rate, r.budget_rows) == (40, 50, y_tr.sum(), 0.17, 7)
+    assert r.clean == pytest.approx(_metrics_by_sklearn(_linear().fit(X_tr, y_tr), X_te, y_te))
+    for name, targeted in (("random", False), ("targeted_positive_to_negative", True)):
+        runs = r.attacks[name].runs
+        assert [(x.seed, x.targeted, x.rate, x.flipped) for x in runs] == [
+            (3, targeted, 0.17, 7),
+            (1, targeted, 0.17, 7),
+        ]
+        for run in runs:
+            poisoned, flipped = poisoning.flip_labels(y_tr, 0.17, np.random.default_rng(run.seed), targeted)
+            assert run.metrics == pytest.approx(_metrics_by_sklearn(_linear().fit(X_tr, poisoned), X_te, y_te))
+            expected = poisoning.defend(_linear(), X_tr, poisoned, flipped, X_te, y_te, run.seed, "relabel")
+            assert run.defense == expected and run.defense.action == "relabel"
+        summary = r.attacks[name].summary
+        recall = [x.metrics["recall"] for x in runs]
+        assert summary.metrics["recall"].mean == pytest.approx(np.mean(recall))
+        assert summary.metrics["recall"].sd == pytest.approx(np.std(recall, ddof=1))
+        assert summary.defense.flagged.mean == pytest.approx(np.mean([x.defense.flagged for x in runs]))
+        assert [p.rate for p in r.sweep[name]] == [0.0, 0.33]
+        assert [p.summary.flipped.mean for p in r.sweep[name]] == [0.0, 13.0]
+        assert all(p.summary.defense is None for p in r.sweep[name])
+        for point in r.sweep[name]:
+            accuracy = [
+                accuracy_score(
+                    y_te,
+                    _linear()
+                    .fit(X_tr, poisoning.flip_labels(y_tr, point.rate, np.random.default_rng(s), targeted)[0])
+                    .predict(X_te),
+                )
+                for s in (3, 1)
+            ]
+            assert point.summary.metrics["accuracy"].mean == pytest.approx(np.mean(accuracy)), (name, point.rate)
+
+
+def test_the_clean_labels_defense_runs_with_the_first_seed(small):
+    """On these labels the folds of seed 3 (the first) flag one row more than those of seed 1: the check bites."""
+    X, y, train_idx, test_idx, r = small
+    X_tr, y_tr, X_te, y_te = X.iloc[train_idx], y[train_idx], X.iloc[test_idx], y[test_idx]
+    none = np.array([], dtype=int)
+    first, second = (poisoning.defend(_linear(), X_tr, y_tr, none, X_te, y_te, s, "relabel") for s in (3, 1))
+    assert first.flagged != second.flagged
+    got = r.defense_on_clean_labels
+    assert (got.action, got.flagged, got.flipped, got.true_positives) == ("relabel", first.flagged, 0, 0)
+    assert got.precision == 0.0 and np.isnan(got.recall) and got.chance_precision == 0.0
+    assert got.metrics_after == first.metrics_after
+
+
+def test_the_report_dict_of_a_small_run_keeps_the_json_shape(small):
+    r = small[-1]
+    d = r.to_dict()
+    assert list(d) == [
+        "train_rows",
+        "test_rows",
+        "train_positives",
+        "rate",
+        "budget_rows",
+        "seeds",
+        "clean",
+        "defense_on_clean_labels",
+        "attacks",
+        "sweep",
+    ]
+    assert (d["train_rows"], d["test_rows"], d["train_positives"], d["rate"], d["budget_rows"], d["seeds"]) == (
+        40,
+        50,
+        r.train_positives,
+        0.17,
+        7,
+        [3, 1],
+    )
+    assert d["clean"] == r.clean and d["defense_on_clean_labels"] == dataclasses.asdict(r.defense_on_clean_labels)
+    assert list(d["attacks"]) == ["random", "targeted_positive_to_negative"]
+    attack = d["attacks"]["targeted_positive_to_negative"]
+    assert list(attack) == ["summary", "runs"]
+    summary = r.attacks["targeted_positive_to_negative"].summary
+    assert attack["summary"] == {
+        "flipped": {"mean": 7.0, "sd": 0.0},
+        **{m: dataclasses.asdict(summary.metrics[m]) for m in poisoning.REPORTED},
+        "defense": dataclasses.asdict(summary.defense),
+    }
+    assert list(attack["summary"]) == ["flipped", "accuracy", "roc_auc", "recall", "defense"]
+    run = r.attacks["targeted_positive_to_negative"].runs[1]
+    assert attack["runs"][1] == dataclasses.asdict(run) and attack["runs"][1]["defense"]["action"] == "relabel"
+    point = d["sweep"]["random"][1]
+    summary = r.sweep["random"][1].summary
+    assert point == {
+        "rate": 0.33,
+        "flipped": {"mean": 13.0, "sd": 0.0},
+        **{m: dataclasses.asdict(summary.metrics[m]) for m in poisoning.REPORTED},
+    }
+    assert list(point) == ["rate", "flipped", "accuracy", "roc_auc", "recall"]
+    assert [p["rate"] for p in d["sweep"]["targeted_positive_to_negative"]] == [0.0, 0.33]
+
+
+def test_run_poisoning_defaults_are_five_seeds_and_drop():
+    """A model that needs no fitting (its score is oldpeak) keeps the 5 seeds x (1 + 1 sweep rate) x 2 runs quick."""
+    X = _scored(np.linspace(0.01, 0.99, 50))
+    y = (X["oldpeak"].to_numpy() > 0.5).astype(int)
+    r = poisoning.run_poisoning(
+        _FeatureIsTheScore(), X, y, np.arange(0, 50, 2), np.arange(1, 50, 2), sweep_rates=(0.0,), n_jobs=1
+    )
+    assert r.seeds == [0, 1, 2, 3, 4] and r.rate == 0.2 and r.budget_rows == 5
+    assert [x.seed for x in r.attacks["random"].runs] == [0, 1, 2, 3, 4]
+    assert {x.defense.action for x in r.attacks["random"].runs} == {
+        "drop"
+    } and r.defense_on_clean_labels.action == "drop"
+
+
+def test_the_defense_drops_by_default():
+    """P(1) = oldpeak: t0 = 4.3 / 6, t1 = 4.6 / 6; only the row labelled 0 at P(1) = 0.95 >= t1 (P(0) < t0) is an issue."""
+    p = np.array([0.05, 0.1, 0.15, 0.2, 0.25, 0.95, 0.7, 0.75, 0.8, 0.85, 0.9, 0.6])
+    y = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
+    d = poisoning.defend(_FeatureIsTheScore(), _scored(p), y, np.array([5]), _scored(p), y, seed=0)
+    assert (d.action, d.flagged, d.true_positives, d.precision, d.recall) == ("drop", 1, 1, 1.0, 1.0)
