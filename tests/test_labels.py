@@ -403,3 +403,16 @@ def test_warning_only_for_an_inconclusive_record():
     assert label_check.warning({"verdict": "consistent", "summary": "x"}) is None
     assert label_check.warning({"verdict": "inverted", "summary": "x"}) is None
     assert label_check.warning({"flipped": False, "check": "off (--no-label-check)"}) is None
+
+
+def test_a_yes_no_finding_typed_as_nullable_boolean_is_read_as_0_1_with_missing(dataset):
+    # exang (exercise-induced angina) as pandas' "boolean" dtype, one value missing (pd.NA):
+    # the same evidence as the float column with NaN there (the missing row is skipped).
+    X = dataset.X.copy()
+    X["exang"] = X["exang"].astype("boolean")
+    X.loc[5, "exang"] = pd.NA
+    reference = dataset.X.copy()
+    reference.loc[5, "exang"] = np.nan
+    result = check_labels(X, dataset.y)
+    assert result == check_labels(reference, dataset.y)
+    assert [e.rows for e in result.evidence][3] == 302
