@@ -364,3 +364,45 @@ def test_a_failing_parity_check_is_a_conversion_failure_too(tiny, monkeypatch):
     monkeypatch.setattr(fast, "check_parity", broken)
     predictor, parity = build_predictor(tiny, parity_rows(10))
     assert predictor.engine == "sklearn" and parity.reason == "conversion failed: ValueError: bad rows"
+
+
+# --- parity_rows: the rows the check runs on ----------------------------------------------
+
+
+def test_parity_rows_put_the_data_first_then_seeded_uniform_samples(dataset):
+    from heart.samples import sample
+
+    names = [f.name for f in FEATURES]
+    samples = sample(50, seed=3, mode="uniform")[names].to_numpy(dtype=float)
+    np.testing.assert_array_equal(parity_rows(50, seed=3, missing_rate=0.0), samples)
+    # the data's columns in another order are put back in schema order, and come first
+    shuffled = dataset.X[names[::-1]]
+    rows = parity_rows(50, seed=3, missing_rate=0.0, data=shuffled)
+    assert rows.shape == (303 + 50, 13)
+    np.testing.assert_array_equal(rows[:303], dataset.X.to_numpy(dtype=float))  # NaN where the data has NaN
+    np.testing.assert_array_equal(rows[303:], samples)
+
+
+def test_parity_rows_leave_out_optional_features_at_the_missing_rate():
+    optional = [i for i, f in enumerate(FEATURES) if not f.required]
+    required = [i for i, f in enumerate(FEATURES) if f.required]
+    X = parity_rows(4000, seed=5)  # default rate 0.2: 4000 draws per feature, sd 0.0063
+    share = np.isnan(X[:, optional]).mean(axis=0)
+    assert ((share > 0.17) & (share < 0.23)).all(), share
+    assert not np.isnan(X[:, required]).any()
+    assert not np.isnan(parity_rows(300, missing_rate=0.0)).any()
+    all_missing = parity_rows(300, missing_rate=1.0)
+    assert np.isnan(all_missing[:, optional]).all() and not np.isnan(all_missing[:, required]).any()
+    assert 0.45 < np.isnan(parity_rows(2000, seed=2, missing_rate=0.5)[:, optional]).mean() < 0.55
+
+
+def test_parity_rows_are_reproducible_by_seed():
+    np.testing.assert_array_equal(parity_rows(100, seed=4), parity_rows(100, seed=4))
+    a, b = parity_rows(100, seed=4), parity_rows(100, seed=5)
+    assert not np.array_equal(np.isnan(a), np.isnan(b))
+    # The missing cells come from their own stream, default_rng(seed + 1), one draw of n per
+    # optional feature in schema order (so the values match sample(seed) whatever the rate).
+    rng = np.random.default_rng(4 + 1)
+    for i, f in enumerate(FEATURES):
+        if not f.required:
+            np.testing.assert_array_equal(np.isnan(a[:, i]), rng.random(100) < 0.2)
