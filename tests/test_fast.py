@@ -406,3 +406,13 @@ def test_parity_rows_are_reproducible_by_seed():
     for i, f in enumerate(FEATURES):
         if not f.required:
             np.testing.assert_array_equal(np.isnan(a[:, i]), rng.random(100) < 0.2)
+
+
+def test_onnx_session_is_created_without_a_provider_fallback(tiny, capfd):
+    # ONNX Runtime prints "EP Error ... Falling back to ['CPUExecutionProvider']" when asked for a
+    # provider it does not know: the fast path names one that exists, so nothing is printed.
+    graph = fast.to_onnx(tiny)
+    capfd.readouterr()
+    OnnxPredictor(tiny, onnx_bytes=graph)
+    out, err = capfd.readouterr()
+    assert "EP Error" not in out + err and "Falling back" not in out + err, out + err
