@@ -416,3 +416,12 @@ def test_onnx_session_is_created_without_a_provider_fallback(tiny, capfd):
     OnnxPredictor(tiny, onnx_bytes=graph)
     out, err = capfd.readouterr()
     assert "EP Error" not in out + err and "Falling back" not in out + err, out + err
+
+
+def test_predictors_read_rows_spelled_as_text(tiny, dataset):
+    # Rows parsed from a CSV arrive as text: "3.0" must be the code 3 for the one-hot step, not
+    # an unknown category (which would silently zero the column and change the probability).
+    rows = dataset.X.to_numpy(dtype=float)[:20]
+    as_text = [[repr(float(v)) for v in row] for row in rows]
+    for predictor in (SklearnPredictor(tiny), OnnxPredictor(tiny)):
+        np.testing.assert_array_equal(predictor.predict_proba(as_text), predictor.predict_proba(rows))
