@@ -425,3 +425,10 @@ def test_predictors_read_rows_spelled_as_text(tiny, dataset):
     as_text = [[repr(float(v)) for v in row] for row in rows]
     for predictor in (SklearnPredictor(tiny), OnnxPredictor(tiny)):
         np.testing.assert_array_equal(predictor.predict_proba(as_text), predictor.predict_proba(rows))
+
+
+def test_parity_rows_default_seed_is_0_and_data_as_text_reads_as_numbers(dataset):
+    np.testing.assert_array_equal(parity_rows(30), parity_rows(30, seed=0))
+    rows = parity_rows(0, data=dataset.X.astype(str))  # "63.0", "nan": read as 63.0 and NaN
+    assert rows.dtype == np.float64
+    np.testing.assert_array_equal(rows, dataset.X.to_numpy(dtype=float))
