@@ -24,6 +24,15 @@ def test_decide_is_greater_or_equal():
     assert threshold_of({"threshold": 0.3}) == 0.3 and threshold_of({}) == 0.5 and threshold_of(None) == 0.5
 
 
+def test_decide_reads_probabilities_spelled_as_text_or_missing():
+    # A probability read back from a CSV or a JSON log can arrive as text: "0.5" is at the
+    # threshold, so class 1, the same as the float 0.5; a missing one (None -> NaN) is never
+    # at or above any threshold, so it can never be called disease.
+    assert decide(["0.7", "0.3", "0.5", "5e-1"], 0.5).tolist() == [1, 0, 1, 1]
+    assert decide([None, 0.9, None], 0.5).tolist() == [0, 1, 0]
+    assert decide(None, 0.0).tolist() == [0]
+
+
 def test_metrics_put_a_probability_at_the_threshold_in_class_1():
     y = np.array([1, 0, 1, 0])
     at = compute_metrics(y, np.array([0.4, 0.4, 0.4, 0.1]), threshold=0.4)
