@@ -221,6 +221,8 @@ def test_to_onnx_has_one_float_input_of_13_columns_and_a_probability_tensor(tiny
     assert outputs["probabilities"].type.HasField("tensor_type")
 
 
+# the positional copy is fed plain arrays on purpose, which sklearn remarks on
+@pytest.mark.filterwarnings("ignore:X does not have valid feature names:UserWarning")
 def test_positional_selects_columns_by_their_schema_index(tiny):
     from sklearn.compose import ColumnTransformer
 
