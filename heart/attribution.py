@@ -27,7 +27,7 @@ import shap
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.pipeline import Pipeline
 
-from .schema import BY_NAME, FEATURE_NAMES
+from .schema import BY_NAME, FEATURE_NAMES, lower_first
 
 
 @dataclass
@@ -153,7 +153,7 @@ def describe_value(name: str, values: np.ndarray, reference: np.ndarray | None =
     f = BY_NAME[name]
     present = values[~np.isnan(values)]
     if present.size == 0:
-        return f"a missing {_lower_first(f.description)}", int(values.size)
+        return f"a missing {lower_first(f.description)}", int(values.size)
     if f.discrete:
         codes, counts = np.unique(present, return_counts=True)
         order = np.argsort(-counts, kind="stable")
@@ -165,15 +165,15 @@ def describe_value(name: str, values: np.ndarray, reference: np.ndarray | None =
                 break
         meanings = [f.codes.get(c, str(c)) for c in chosen]
         if set(f.codes.values()) == {"no", "yes"} and len(chosen) == 1:
-            phrase = _lower_first(f.description)
+            phrase = lower_first(f.description)
             phrase = phrase if meanings[0] == "yes" else "no " + phrase
         else:
-            phrase = _lower_first(f.description) + " " + " or ".join(f'"{m}"' for m in meanings)
+            phrase = lower_first(f.description) + " " + " or ".join(f'"{m}"' for m in meanings)
         return phrase, covered
     median = float(np.median(present))
     unit = f" {f.unit}" if f.unit else ""
     if reference is None or reference[~np.isnan(reference)].size == 0:
-        return f"{_lower_first(f.description)} around {median:g}{unit}", int(present.size)
+        return f"{lower_first(f.description)} around {median:g}{unit}", int(present.size)
     ref = float(np.nanmedian(reference))
     direction = "higher" if median > ref else "lower" if median < ref else "typical"
     n = int(
@@ -183,7 +183,7 @@ def describe_value(name: str, values: np.ndarray, reference: np.ndarray | None =
         if direction == "lower"
         else present.size
     )
-    return (f"a {direction} {_lower_first(f.description)} (median {median:g}{unit} vs {ref:g}{unit} overall)"), n
+    return (f"a {direction} {lower_first(f.description)} (median {median:g}{unit} vs {ref:g}{unit} overall)"), n
 
 
 def describe_rows(
@@ -232,8 +232,3 @@ def describe_rows(
         "drivers": drivers,
         "text": f"{said[0].upper() + said[1:]} {verb} the predicted risk.",
     }
-
-
-def _lower_first(text: str) -> str:
-    """'Slope of the peak exercise ST segment' -> 'slope of ...', keeping ST as it is."""
-    return text[:1].lower() + text[1:]

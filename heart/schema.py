@@ -169,11 +169,12 @@ class RiskDirection:
     @property
     def label(self) -> str:
         f = BY_NAME[self.feature]
-        what = _lower_first(f.description) + (f' "{f.codes[self.code]}"' if self.code is not None else "")
+        what = lower_first(f.description) + (f' "{f.codes[self.code]}"' if self.code is not None else "")
         return what + (" (raises risk)" if self.direction > 0 else " (lowers risk)")
 
 
-def _lower_first(text: str) -> str:
+def lower_first(text: str) -> str:
+    """A description inside a sentence: 'Chest pain type' -> 'chest pain type', 'ST depression' kept."""
     return text[:1].lower() + text[1:] if not text[:2].isupper() else text
 
 

@@ -10,7 +10,7 @@ expected score. With an uncalibrated forest the factor is 1 (plain Tree SHAP).
 import numpy as np
 import shap
 
-from heart.attribution import PipelineExplainer
+from heart.attribution import PipelineExplainer, describe_value
 from heart.model import build_forest, predict_proba
 from heart.schema import FEATURE_NAMES
 
@@ -61,3 +61,14 @@ def test_one_patient_sorted_by_size_with_missing_values(loaded, dataset):
     assert sizes == sorted(sizes, reverse=True)
     assert abs(e.probability - predict_proba(loaded.pipeline, row)[0]) < 1e-9
     assert abs(e.base_value + sum(v for _, v in e.contributions) - e.probability) < 1e-9
+
+
+def test_a_description_starting_with_an_acronym_keeps_it_inside_the_phrase():
+    # 'ST depression ...' read 'sT depression ...' when the first letter was lowered blindly
+    phrase, n = describe_value("oldpeak", np.array([np.nan, np.nan]))
+    assert (phrase, n) == ("a missing ST depression induced by exercise relative to rest", 2)
+    phrase, n = describe_value("oldpeak", np.array([2.0, 3.0, 0.5]), reference=np.array([1.0, 1.0, 1.0]))
+    assert (phrase, n) == (
+        "a higher ST depression induced by exercise relative to rest (median 2 mm vs 1 mm overall)",
+        2,
+    )

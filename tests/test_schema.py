@@ -8,7 +8,7 @@ import pytest
 
 from heart.data import load_dataset
 from heart.samples import sample, to_records
-from heart.schema import BY_NAME, FEATURE_NAMES, FEATURES, REQUIRED, Feature, describe, markdown_table
+from heart.schema import BY_NAME, FEATURE_NAMES, FEATURES, REQUIRED, Feature, describe, lower_first, markdown_table
 
 
 def test_thirteen_features_with_a_rule_each():
@@ -173,3 +173,17 @@ def test_docs_table_rows_by_kind():
         "3 reversible defect (legacy 0 = unknown) | yes |"
     )
     assert len(rows) == 13
+
+
+@pytest.mark.parametrize(
+    "text, inside_a_sentence",
+    [
+        ("Chest pain type", "chest pain type"),
+        ("ST depression induced by exercise relative to rest", "ST depression induced by exercise relative to rest"),
+        ("Ab", "ab"),  # two letters, only the first is a capital
+        ("aB", "aB"),  # already lower: nothing to do, the capital B is not touched
+        ("", ""),
+    ],
+)
+def test_lower_first_lowers_a_capital_but_keeps_an_acronym(text, inside_a_sentence):
+    assert lower_first(text) == inside_a_sentence
