@@ -117,15 +117,16 @@ container-check:  ## build, run and check the container without a registry (dock
 	bash deploy/container_check.sh
 
 # Mutation testing (docs/testing.md): not in .ci/run, too slow for every stop. One mutmut run per module
-# (2 workers), so a module's results land as soon as it is done; a module here must also be in
-# pyproject.toml's [tool.mutmut] only_mutate. Logs in reports/mutation-<module>.log.
+# (2 workers of one BLAS/OpenMP thread each: two cores), so a module's results land as soon as it is
+# done; a module here must also be in pyproject.toml's [tool.mutmut] only_mutate. Logs in
+# reports/mutation-<module>.log.
 MUTATION_MODULES ?= schema samples data drift fairness poisoning label_check model artifact fast decision \
 	serving.contract serving.inference
 
-mutation: $(STAMP)  ## mutation testing (mutmut) of MUTATION_MODULES -> reports/mutation.json (slow: ~1 h on 2 cores)
+mutation: $(STAMP)  ## mutation testing (mutmut) of MUTATION_MODULES -> reports/mutation.json (hours on 2 cores; MUTATION_MODULES=drift for one)
 	@mkdir -p $(REPORTS); start=$$(date +%s); \
 	for m in $(MUTATION_MODULES); do \
 	  echo "mutmut: heart.$$m"; \
-	  $(VENV)/bin/mutmut run --max-children 2 "heart.$$m.*" > $(REPORTS)/mutation-$$m.log 2>&1 || { tail -20 $(REPORTS)/mutation-$$m.log; exit 1; }; \
+	  OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children 2 "heart.$$m.*" > $(REPORTS)/mutation-$$m.log 2>&1 || { tail -20 $(REPORTS)/mutation-$$m.log; exit 1; }; \
 	done; \
 	$(PY) -m bench.mutation_summary --out $(REPORTS)/mutation.json --wall-seconds $$(( $$(date +%s) - start ))
