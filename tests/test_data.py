@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from heart.data import DataError, check_class_sizes, load_dataset
+from heart import data as data_module
+from heart.data import DataError, Dataset, check_class_sizes, load_dataset, read_text
 from heart.predlog import load_prediction_log
 from heart.schema import FEATURE_NAMES
 
@@ -410,3 +413,74 @@ def test_cross_validation_runs_no_worker_processes_that_a_kill_could_orphan(tmp_
     finally:
         proc.kill()
         proc.wait(30)
+
+
+def labelled(positives: int, negatives: int, source="few.csv"):
+    """A Dataset with only labels: check_class_sizes reads nothing else."""
+    y = np.array([1] * positives + [0] * negatives)
+    return Dataset(X=pd.DataFrame(index=range(y.size)), y=y, source=source, sha256="0" * 64)
+
+
+def test_both_short_classes_are_named_in_one_message_with_the_file():
+    with pytest.raises(DataError) as e:
+        check_class_sizes(labelled(3, 4), test_size=0.2, folds=5)
+    assert e.value.source == "few.csv"
+    # smallest n with n - max(1, round(0.2 n)) >= 5 is 6 (6 - 1 = 5), by hand
+    assert str(e.value) == (
+        "few.csv: too few rows to train on: 3 rows of 'heart disease', 4 rows of 'no heart disease'; "
+        "each class needs at least 6 (1 held out for testing, 5 for the cross-validation folds)"
+    )
+
+
+def test_the_minimum_is_found_for_many_folds_too():
+    # 100 folds, a fifth held out: 125 - round(25.0) = 100, while 124 - round(24.8) = 99, by hand
+    with pytest.raises(DataError, match="each class needs at least 125 "):
+        check_class_sizes(labelled(124, 500), test_size=0.2, folds=100)
+    check_class_sizes(labelled(125, 125), test_size=0.2, folds=100)
+
+
+class CountingFile(io.BytesIO):
+    """A file that records how much each read asked for."""
+
+    def __init__(self, data: bytes):
+        super().__init__(data)
+        self.asked = []
+
+    def read(self, size=-1):
+        self.asked.append(size)
+        return super().read(size)
+
+
+def test_read_text_asks_for_one_byte_past_the_limit_and_no_more(monkeypatch):
+    # a device or pipe never ends: reading must be bounded, not a read of the whole file
+    fake = CountingFile(b"x" * 1000)
+    monkeypatch.setattr(data_module, "opened", lambda *a, **k: contextlib.nullcontext(fake))
+    with pytest.raises(DataError) as e:
+        read_text("big.csv", "a CSV file", max_bytes=10)
+    assert fake.asked == [11]
+    assert e.value.source == "big.csv"
+    assert str(e.value) == "big.csv: larger than the 1e-05 MB limit for a CSV file (train.py: --max-data-mb)"
+
+
+@pytest.mark.parametrize("size, refused", [(10, False), (11, True)])
+def test_a_file_of_exactly_the_limit_is_read_and_one_byte_more_is_not(tmp_path, size, refused):
+    path = tmp_path / "edge.csv"
+    path.write_bytes(b"y" * size)
+    if refused:
+        with pytest.raises(DataError, match="larger than the 1e-05 MB limit"):
+            read_text(str(path), "a CSV file", max_bytes=10)
+    else:
+        assert read_text(str(path), "a CSV file", max_bytes=10) == "y" * 10
+
+
+@pytest.mark.parametrize(
+    "blob, line, byte",
+    [(b"\xff", 1, "0xff"), (b"\n\xff", 2, "0xff"), (b"a,b\n\n1,\xff", 3, "0xff"), (b"\n\n\n\xfe\n", 4, "0xfe")],
+)
+def test_the_line_of_the_first_bad_byte_counts_a_newline_at_the_very_start(tmp_path, blob, line, byte):
+    path = tmp_path / "bad.csv"
+    path.write_bytes(blob)
+    with pytest.raises(DataError) as e:
+        read_text(str(path), "a CSV file")
+    assert [p.line for p in e.value.problems] == [line]
+    assert f"not UTF-8 text (byte {byte}): expected a CSV file" in str(e.value)
