@@ -180,6 +180,7 @@ def test_docs_table_rows_by_kind():
     [
         ("Chest pain type", "chest pain type"),
         ("ST depression induced by exercise relative to rest", "ST depression induced by exercise relative to rest"),
+        ("STs in leads V1-V3", "STs in leads V1-V3"),  # an acronym is its first two letters
         ("Ab", "ab"),  # two letters, only the first is a capital
         ("aB", "aB"),  # already lower: nothing to do, the capital B is not touched
         ("", ""),
