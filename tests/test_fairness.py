@@ -2,11 +2,13 @@
 
 import dataclasses
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
 from fairlearn.postprocessing import ThresholdOptimizer
+from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
@@ -16,6 +18,17 @@ from sklearn.preprocessing import StandardScaler
 
 from heart import fairness
 from heart.model import card_split, forest_from_card
+
+# the top-level keys of the JSON report the script writes, in order
+REPORT_KEYS = (
+    "sensitive_feature",
+    "grouping",
+    "threshold",
+    "bootstrap",
+    "held_out",
+    "out_of_fold",
+    "mitigation",
+)
 
 
 def test_group_metrics_match_a_hand_computation():
@@ -118,15 +131,7 @@ def test_threshold_optimizer_reduces_the_gap_it_was_fitted_on(result):
 
 def test_report_dict_has_the_json_shape_the_scripts_write(result):
     d = result.to_dict()
-    assert list(d) == [
-        "sensitive_feature",
-        "grouping",
-        "threshold",
-        "bootstrap",
-        "held_out",
-        "out_of_fold",
-        "mitigation",
-    ]
+    assert list(d) == list(REPORT_KEYS)
     assert d["bootstrap"] == {"resamples": 300, "seed": 0, "interval": "percentile 95%"}
     gap = d["held_out"]["gaps"]["male - female"]["true_positive_rate"]
     assert gap == {
@@ -512,16 +517,64 @@ def test_report_dict_is_each_part_as_plain_data():
         "out_of_fold": dataclasses.asdict(oof),
         "mitigation": {"skipped": "why"},
     }
-    assert list(d) == [
-        "sensitive_feature",
-        "grouping",
-        "threshold",
-        "bootstrap",
-        "held_out",
-        "out_of_fold",
-        "mitigation",
-    ]
+    assert list(d) == list(REPORT_KEYS)
     assert (
         held.to_dict() == dataclasses.asdict(held) and held.to_dict()["gaps"]["b - a"]["accuracy"]["boot_samples"] == 20
     )
     json.dumps(d, allow_nan=False)
+
+
+def three_groups():
+    """'a': 1 row, first in order; 'b': 6 rows all predicted positive; 'c': 8 rows (the
+    reference, the largest) none predicted positive, so its precision is 0 by zero_division."""
+    y = np.array([1] + [1, 1, 1, 0, 0, 0] + [1, 1, 0, 0, 0, 0, 0, 0])
+    pred = np.array([0] + [1] * 6 + [0] * 8)
+    groups = pd.Series(["a"] + ["b"] * 6 + ["c"] * 8)
+    return y, pred, groups
+
+
+def test_group_report_counts_rates_and_summaries_by_hand():
+    y, pred, groups = three_groups()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UndefinedMetricWarning)  # precision 0/0 is 0, silently
+        r = fairness.group_report(y, pred, groups, seed=0, n_boot=50)
+    b, c = r.by_group["b"], r.by_group["c"]
+    assert (b["accuracy"], b["selection_rate"], b["true_positive_rate"], b["precision"]) == (0.5, 1.0, 1.0, 0.5)
+    assert (c["accuracy"], c["selection_rate"], c["true_positive_rate"], c["precision"]) == (0.75, 0.0, 0.0, 0.0)
+    counts = {k: (v["count"], v["positives"]) for k, v in r.by_group.items()}
+    assert counts == {"a": (1, 1), "b": (6, 3), "c": (8, 2)}
+    assert all(type(v["count"]) is int for v in r.by_group.values())
+    # the summaries are the metrics only, never the group size
+    assert set(r.overall) == set(r.difference) == set(r.ratio) == set(fairness.METRICS)
+    assert (r.overall["accuracy"], r.overall["selection_rate"]) == (9 / 15, 6 / 15)
+    assert (r.difference["selection_rate"], r.ratio["selection_rate"], r.ratio["precision"]) == (1.0, 0.0, 0.0)
+
+
+def test_a_gap_whose_whole_interval_is_positive_excludes_zero():
+    y, pred, groups = three_groups()
+    gap = fairness.group_report(y, pred, groups, seed=0, n_boot=50).gaps["b - c"]["selection_rate"]
+    # b always selects, c never: every resample's gap is exactly 1
+    assert (gap.gap, gap.ci95, gap.excludes_zero) == (1.0, [1.0, 1.0], True)
+
+
+def test_a_group_missing_from_a_resample_does_not_drop_the_others():
+    y, pred, groups = three_groups()
+    n_boot, g = 60, groups.to_numpy()
+    report = fairness.group_report(y, pred, groups, seed=4, n_boot=n_boot)
+    # replay the resamples: "b - c" is defined whenever b and c are drawn, whether or not "a" is
+    rng = np.random.default_rng(4)
+    draws = [set(g[rng.integers(0, len(y), len(y))]) for _ in range(n_boot)]
+    both = sum({"b", "c"} <= d for d in draws)
+    assert sum("a" not in d for d in draws) > 10  # "a" is often left out, so the rule is exercised
+    assert report.gaps["b - c"]["selection_rate"].boot_samples == both
+    assert report.gaps["a - c"]["accuracy"].boot_samples == sum({"a", "c"} <= d for d in draws)
+
+
+def test_a_value_exactly_on_a_tertile_cut_belongs_to_the_lower_third():
+    # 7 values 1..7: numpy's linear quantiles at 1/3 and 2/3 fall on 3 and 5 exactly (positions 2
+    # and 4); each third's label reads "low-high", so a value on a cut is the top of the lower one
+    X = pd.DataFrame({"trestbps": [1.0, 2, 3, 4, 5, 6, 7]})
+    assert (
+        list(fairness.sensitive_groups(X, "trestbps"))
+        == ["1: 1-3 mm Hg"] * 3 + ["2: 3-5 mm Hg"] * 2 + ["3: 5-7 mm Hg"] * 2
+    )

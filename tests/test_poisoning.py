@@ -17,6 +17,20 @@ from heart import poisoning
 from heart.model import card_split, forest_from_card
 from heart.schema import FEATURE_NAMES
 
+# the top-level keys of the JSON report the script writes, in order
+REPORT_KEYS = (
+    "train_rows",
+    "test_rows",
+    "train_positives",
+    "rate",
+    "budget_rows",
+    "seeds",
+    "clean",
+    "defense_on_clean_labels",
+    "attacks",
+    "sweep",
+)
+
 
 def test_flips_are_the_budget_seeded_and_targeted_flips_only_positives():
     y = np.array([1] * 40 + [0] * 60)
@@ -74,18 +88,7 @@ def test_defense_finds_flipped_labels_better_than_chance(result):
 
 def test_report_dict_keeps_the_json_shape(result):
     d = result.to_dict()
-    assert list(d) == [
-        "train_rows",
-        "test_rows",
-        "train_positives",
-        "rate",
-        "budget_rows",
-        "seeds",
-        "clean",
-        "defense_on_clean_labels",
-        "attacks",
-        "sweep",
-    ]
+    assert list(d) == list(REPORT_KEYS)
     summary = d["attacks"]["random"]["summary"]
     assert list(summary) == ["flipped", *poisoning.REPORTED, "defense"]
     assert summary["recall"] == {
@@ -468,18 +471,7 @@ def test_the_clean_labels_defense_runs_with_the_first_seed(small):
 def test_the_report_dict_of_a_small_run_keeps_the_json_shape(small):
     r = small[-1]
     d = r.to_dict()
-    assert list(d) == [
-        "train_rows",
-        "test_rows",
-        "train_positives",
-        "rate",
-        "budget_rows",
-        "seeds",
-        "clean",
-        "defense_on_clean_labels",
-        "attacks",
-        "sweep",
-    ]
+    assert list(d) == list(REPORT_KEYS)
     assert (d["train_rows"], d["test_rows"], d["train_positives"], d["rate"], d["budget_rows"], d["seeds"]) == (
         40,
         50,
