@@ -384,19 +384,27 @@ def test_out_of_fold_scores_are_a_seeded_stratified_5_fold_cross_val_predict(dat
     assert np.abs(other_seed - got).max() > 1e-3  # the folds depend on the seed, so the check bites
 
 
+def same(a, b) -> bool:
+    """Dataclass equality where NaN (a 0/0 rate) equals NaN, as it does in the JSON report."""
+    return json.dumps(dataclasses.asdict(a)) == json.dumps(dataclasses.asdict(b))
+
+
 def test_analysis_wires_seed_threshold_and_rows_to_its_parts(dataset):
     """analyze() = held-out predictions of the saved model + out-of-fold scores of a fresh copy over all rows
     (and over the training rows for mitigation), each cut at the given threshold, with the given seed."""
     X, y, train_idx, test_idx = _small_set(dataset)
     fitted = _quick().fit(X.iloc[train_idx], y[train_idx])
+    # a threshold from the held-out scores (their lower quartile), so that it cuts differently
+    # from the default 0.5 there (asserted below) and a threshold not passed on would show
+    t = float(np.sort(fitted.predict_proba(X.iloc[test_idx])[:, 1])[len(test_idx) // 4])
     r = fairness.analyze(
-        fitted, _quick(), X, y, train_idx, test_idx, "gender", seed=3, n_boot=30, threshold=0.4, n_jobs=1
+        fitted, _quick(), X, y, train_idx, test_idx, "gender", seed=3, n_boot=30, threshold=t, n_jobs=1
     )
     groups = fairness.sensitive_groups(X, "gender")
     proba = fitted.predict_proba(X)[:, 1]
     assert r.bootstrap == fairness.Bootstrap(resamples=30, seed=3)
-    assert r.held_out == fairness.group_report(
-        y[test_idx], (proba[test_idx] >= 0.4).astype(int), groups.iloc[test_idx], 3, 30
+    assert same(
+        r.held_out, fairness.group_report(y[test_idx], (proba[test_idx] >= t).astype(int), groups.iloc[test_idx], 3, 30)
     )
 
     def oof(rows):
@@ -404,7 +412,7 @@ def test_analysis_wires_seed_threshold_and_rows_to_its_parts(dataset):
         return cross_val_predict(_quick(), X.iloc[rows], y[rows], cv=cv, method="predict_proba")[:, 1]
 
     everything = np.arange(len(y))
-    assert r.out_of_fold == fairness.group_report(y, (oof(everything) >= 0.4).astype(int), groups, 3, 30)
+    assert same(r.out_of_fold, fairness.group_report(y, (oof(everything) >= t).astype(int), groups, 3, 30))
     expected = fairness.mitigate(
         oof(train_idx),
         y[train_idx],
@@ -413,9 +421,16 @@ def test_analysis_wires_seed_threshold_and_rows_to_its_parts(dataset):
         y[test_idx],
         groups.iloc[test_idx],
         3,
-        0.4,
+        t,
     )
-    assert r.mitigation == expected
+    assert same(r.mitigation, expected)
+    # the mitigation ran (a skipped one would hide a threshold not passed on) and the threshold
+    # shows in it: its "before" is the held-out rows cut at t, not at the default 0.5
+    assert not r.mitigation.skipped
+    assert r.mitigation.held_out.before == fairness._disparities(
+        y[test_idx], (proba[test_idx] >= t).astype(int), groups.iloc[test_idx].to_numpy()
+    )
+    assert (proba[test_idx] >= t).sum() != (proba[test_idx] >= 0.5).sum()
 
 
 def test_analysis_defaults_are_gender_and_seed_0(dataset):
