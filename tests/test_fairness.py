@@ -16,7 +16,7 @@ from sklearn.naive_bayes import GaussianNB
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from heart import fairness
+from heart.analyses import fairness
 from heart.model import card_split, forest_from_card
 
 # the top-level keys of the JSON report the script writes, in order

@@ -13,7 +13,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from heart import poisoning
+from heart.analyses import poisoning
 from heart.model import card_split, forest_from_card
 from heart.schema import FEATURE_NAMES
 
