@@ -68,6 +68,7 @@ def test_defaults_and_every_variable_by_its_name(monkeypatch):
         "MAX_HEADER_BYTES": "65536",
         "GRACEFUL_TIMEOUT": "15.0",
         "METRICS_PORT": None,
+        "API_AUTH": None,
         "API_TOKENS": None,
         "API_TOKENS_FILE": None,
         "MODEL_SHA256": None,
@@ -78,11 +79,11 @@ def test_defaults_and_every_variable_by_its_name(monkeypatch):
 
 def test_empty_variables_mean_the_default_and_only_declared_variables_are_read(monkeypatch):
     monkeypatch.setenv("PREDICTION_LOG", "")
-    monkeypatch.setenv("LOG_INPUTS", " ")
+    monkeypatch.setenv("ACCESS_LOG", " ")
     monkeypatch.setenv("prediction_log", "by-field-name.jsonl")  # a field's own name is not its variable
     monkeypatch.setenv("PARITY_SAMPLES", "3")  # a create_app knob, never configuration
     s = load_settings()
-    assert s.prediction_log is None and s.log_inputs is True
+    assert s.prediction_log is None and s.access_log is False
     assert "parity_samples" not in Settings.model_fields
 
 
@@ -99,7 +100,7 @@ def test_to_env_round_trips():
         ("LOG_INPUTS", "maybe", "--log-inputs", "true or false"),
         ("PORT", "abc", "--port", "a whole number from 1 to 65535"),
         ("PORT", "70000", "--port", "a whole number from 1 to 65535"),
-        ("WEB_CONCURRENCY", "0", "--workers", "a whole number, at least 1"),
+        ("WEB_CONCURRENCY", "0", "--workers", "a whole number from 1 to 64"),
         ("INFERENCE_ENGINE", "gpu", "--engine", "onnx or sklearn"),
     ],
 )

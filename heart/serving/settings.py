@@ -9,26 +9,35 @@ whose message is one line naming the variable (or flag) and the rule.
 
 from __future__ import annotations
 
+import os
+import re
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from ..artifact import ModelError, parse_sha256
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 ENGINES = ("onnx", "sklearn")
+AUTH_MODES = ("tokens", "open")
+MAX_SECRET_FILE_BYTES = 1_048_576  # a token or pin file larger than this is a mistake, not a Secret
+TOKEN_RE = re.compile(r"[\x21-\x7e]+")  # what an Authorization header can carry: visible ASCII
 
 
-def setting(default: Any, env: str, rule: str, help: str, *, flag: bool = True, **constraints: Any) -> Any:
+def setting(
+    default: Any, env: str, rule: str, help: str, *, flag: bool = True, secure: bool = False, **constraints: Any
+) -> Any:
     """A field of Settings: its variable, its help and its rule, in one place. flag=False keeps
-    it off the command line (a secret would show in `ps`)."""
-    return Field(
-        default, validation_alias=env, description=help, json_schema_extra={"rule": rule, "flag": flag}, **constraints
-    )
+    it off the command line (a secret would show in `ps`); secure=True refuses a blank value
+    (set but blank never turns a safeguard off: it is a mistake, such as an empty Secret)."""
+    extra = {"rule": rule, "flag": flag, "secure": secure}
+    return Field(default, validation_alias=env, description=help, json_schema_extra=extra, **constraints)
 
 
 class Pin(NamedTuple):
@@ -42,13 +51,13 @@ class Settings(BaseSettings):
     """What the server is told: every field is an environment variable and (most) a flag."""
 
     model_config = SettingsConfigDict(
-        case_sensitive=True, env_ignore_empty=True, populate_by_name=True, frozen=True, extra="forbid"
+        case_sensitive=True, env_ignore_empty=False, populate_by_name=True, frozen=True, extra="forbid"
     )
 
     host: str = setting("0.0.0.0", "HOST", "an interface name or address", "interface to bind")
     port: int = setting(8000, "PORT", "a whole number from 1 to 65535", "TCP port", ge=1, le=65535)
     workers: int = setting(
-        1, "WEB_CONCURRENCY", "a whole number, at least 1", "worker processes; /metrics merges them", ge=1
+        1, "WEB_CONCURRENCY", "a whole number from 1 to 64", "worker processes; /metrics merges them", ge=1, le=64
     )
     model_path: Path = setting(
         Path("model.joblib"), "MODEL_PATH", "a file path", "model.joblib with its model.card.json beside it"
@@ -56,7 +65,7 @@ class Settings(BaseSettings):
     prediction_log: Path | None = setting(
         None,
         "PREDICTION_LOG",
-        "a file path",
+        "a path to a regular file",
         "append one JSON line per served patient to this file (unset = off)",
     )
     log_inputs: bool = setting(
@@ -64,6 +73,7 @@ class Settings(BaseSettings):
         "LOG_INPUTS",
         "true or false",
         "include the patients' inputs in logs and the prediction log; false keeps health data out of the logs",
+        secure=True,
     )
     log_level: Literal[LOG_LEVELS] = setting("info", "LOG_LEVEL", "one of " + ", ".join(LOG_LEVELS), "log level")  # type: ignore[valid-type]
     access_log: bool = setting(False, "ACCESS_LOG", "true or false", "also log every HTTP request (costs throughput)")
@@ -78,54 +88,74 @@ class Settings(BaseSettings):
     drift_window: int = setting(
         1000,
         "DRIFT_WINDOW",
-        "a whole number, at least 0 (0 = off)",
+        "a whole number from 0 to 100000 (0 = off)",
         "recent predictions kept per worker for the live drift gauges (0 = off)",
         ge=0,
+        le=100_000,
     )
     drift_interval: float = setting(
         10.0,
         "DRIFT_INTERVAL_SECONDS",
-        "a number of seconds over 0",
+        "a number of seconds from 0.1 to 86400",
         "seconds between live drift computations (off the request path)",
-        gt=0,
+        ge=0.1,
+        le=86_400,
+        allow_inf_nan=False,
     )
     # Hardening (docs/serving.md, "Reliability"):
     request_timeout: float = setting(
         15.0,
         "REQUEST_TIMEOUT_SECONDS",
-        "a number of seconds over 0",
-        "seconds a client has to send a whole request (headers and body) from its first byte; a stalled one is closed",
-        gt=0,
+        "a number of seconds from 1 to 3600",
+        "seconds a client has to send a whole request (headers and body) from its first byte; a stalled one is "
+        "closed (the metrics port too)",
+        ge=1,
+        le=3600,
+        allow_inf_nan=False,
     )
     max_header_bytes: int = setting(
         65_536,
         "MAX_HEADER_BYTES",
-        "a whole number of bytes, at least 1024",
+        "a whole number of bytes from 1024 to 1048576",
         "request headers over this total get a 431 and the connection closed",
         ge=1024,
+        le=1_048_576,
     )
     graceful_timeout: float = setting(
         15.0,
         "GRACEFUL_TIMEOUT",
-        "a number of seconds, 0 or more",
+        "a number of seconds from 0 to 3600",
         "seconds in-flight requests get to finish after SIGTERM; must fit in the pod's "
         "terminationGracePeriodSeconds minus its preStop sleep",
         ge=0,
+        le=3600,
+        allow_inf_nan=False,
     )
     metrics_port: int | None = setting(
         None,
         "METRICS_PORT",
-        "a whole number from 1 to 65535",
+        "a whole number from 1 to 65535, not PORT",
         "serve /metrics on this port only, not on the API port (unset = on the API port)",
         ge=1,
         le=65535,
     )
+    # Access (docs/security.md, "Who may call what"):
+    api_auth: Literal[AUTH_MODES] | None = setting(  # type: ignore[valid-type]
+        None,
+        "API_AUTH",
+        " or ".join(AUTH_MODES),
+        "tokens: every route but the public ones needs a bearer token (none configured = exit 2); open: no "
+        "auth, on purpose (tokens configured too = exit 2); unset: tokens if API_TOKENS or API_TOKENS_FILE "
+        "is set, else open with a warning",
+        secure=True,
+    )
     api_tokens: str | None = setting(
         None,
         "API_TOKENS",
-        "comma-separated tokens",
-        "comma-separated bearer tokens the prediction routes require (unset, with API_TOKENS_FILE unset = no auth)",
+        "comma-separated tokens (visible ASCII)",
+        "comma-separated bearer tokens every route but the public ones requires",
         flag=False,
+        secure=True,
         repr=False,
     )
     api_tokens_file: Path | None = setting(
@@ -133,6 +163,7 @@ class Settings(BaseSettings):
         "API_TOKENS_FILE",
         "a readable file",
         "a file of bearer tokens, one a line or comma-separated (a mounted Kubernetes Secret)",
+        secure=True,
     )
     # Trust (docs/security.md): the pin comes from whoever deploys the model, never from the artifact.
     model_sha256: str | None = setting(
@@ -141,6 +172,7 @@ class Settings(BaseSettings):
         "a sha256 (64 hex digits, as `sha256sum model.joblib` prints)",
         "sha256 of the model file (`sha256sum model.joblib`); a file that does not match is refused "
         "before it is unpickled",
+        secure=True,
         pattern=r"^[0-9a-f]{64}$",
     )
     model_sha256_file: Path | None = setting(
@@ -148,29 +180,29 @@ class Settings(BaseSettings):
         "MODEL_SHA256_FILE",
         "a file path",
         "a file holding the pin (the image bakes /app/model.sha256); MODEL_SHA256 wins when both are set",
+        secure=True,
     )
     require_model_pin: bool = setting(
         False,
         "REQUIRE_MODEL_PIN",
         "true or false",
         "refuse a model with no pin (the image sets true); false serves it with a warning",
+        secure=True,
     )
-
-    @field_validator("model_sha256", mode="before")
-    @classmethod
-    def _lower_hex(cls, value: Any) -> Any:
-        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("*", mode="before")
     @classmethod
     def _trimmed(cls, value: Any, info: ValidationInfo) -> Any:
-        """Spaces around a value do not count, and a blank value means the default."""
+        """Spaces around a value do not count; a blank value means the default, except for a
+        security setting, where it is refused (an empty Secret must not turn a safeguard off)."""
         if not isinstance(value, str):
             return value
         value = value.strip()
         if not value:
+            if _extra(cls.model_fields[info.field_name])["secure"]:
+                raise PydanticCustomError("blank", "set but blank")
             return cls.model_fields[info.field_name].default
-        return value.lower() if info.field_name in ("log_level", "engine") else value
+        return value.lower() if info.field_name in ("log_level", "engine", "api_auth", "model_sha256") else value
 
     @classmethod
     def settings_customise_sources(
@@ -185,30 +217,51 @@ class Settings(BaseSettings):
             raise ValueError("not a readable file")
         return value
 
+    def check(self) -> None:
+        """What no single field can say: a SettingsError naming the settings that disagree."""
+        if self.metrics_port is not None and self.metrics_port == self.port:
+            raise SettingsError(f"METRICS_PORT (flag --metrics-port) must differ from PORT ({self.port})")
+        self.bearer_tokens()
+
     def bearer_tokens(self) -> list[str]:
-        """The tokens the prediction routes accept; [] = auth off. Set but empty is refused, so
-        an empty Secret never opens the API by accident."""
-        if self.api_tokens is None and self.api_tokens_file is None:
+        """The tokens every non-public route requires; [] = the API is open. API_AUTH says
+        which it must be; set but empty, unreadable or contradicting API_AUTH is refused."""
+        configured = self.api_tokens is not None or self.api_tokens_file is not None
+        if self.api_auth == "open":
+            if configured:
+                raise SettingsError("API_AUTH is open but API_TOKENS or API_TOKENS_FILE is set: unset one or the other")
             return []
-        text = (self.api_tokens or "") + "," + (self.api_tokens_file.read_text() if self.api_tokens_file else "")
+        if not configured:
+            if self.api_auth == "tokens":
+                raise SettingsError("API_AUTH is tokens but neither API_TOKENS nor API_TOKENS_FILE is set")
+            return []
+        text = self.api_tokens or ""
+        if self.api_tokens_file is not None:
+            text += "," + read_secret_file(self.api_tokens_file, "API_TOKENS_FILE")
         tokens = [t.strip() for t in text.replace("\n", ",").split(",") if t.strip()]
         if not tokens:
             raise SettingsError("API_TOKENS / API_TOKENS_FILE is set but holds no token")
+        for i, token in enumerate(tokens, 1):
+            if not TOKEN_RE.fullmatch(token):  # never echoed: it is a secret
+                raise SettingsError(
+                    f"API_TOKENS / API_TOKENS_FILE: token {i} holds a space, a control or a non-ASCII "
+                    "character, which an Authorization header cannot carry"
+                )
         return tokens
 
-    def pin(self) -> Pin:
+    def pin(self, require: bool = True) -> Pin:
         """The deployer's pin: MODEL_SHA256 wins over MODEL_SHA256_FILE. ModelError when the file
-        cannot be read or holds no sha256, or when there is no pin and REQUIRE_MODEL_PIN is true."""
+        cannot be read or holds no sha256, or (require) when there is no pin and REQUIRE_MODEL_PIN is true."""
         if self.model_sha256:
             return Pin(self.model_sha256, "MODEL_SHA256")
         if self.model_sha256_file is not None:
             where = f"MODEL_SHA256_FILE {self.model_sha256_file}"
             try:
-                text = Path(self.model_sha256_file).read_text(encoding="ascii", errors="replace")
-            except OSError as e:
-                raise ModelError(f"{where}: cannot be read ({e.strerror or e})") from None
+                text = read_secret_file(self.model_sha256_file, "MODEL_SHA256_FILE", errors="replace")
+            except SettingsError as e:
+                raise ModelError(str(e)) from None
             return Pin(parse_sha256(text, where), "MODEL_SHA256_FILE")
-        if self.require_model_pin:
+        if require and self.require_model_pin:
             raise ModelError(
                 f"{self.model_path}: no pin, and REQUIRE_MODEL_PIN is true: set MODEL_SHA256 to "
                 "the sha256 of the model you mean to serve (`sha256sum model.joblib`)"
@@ -245,6 +298,28 @@ class SettingsError(ValueError):
     """A bad configuration value; str() is one line naming the variable or flag and the rule."""
 
 
+def read_secret_file(path: Path, setting_name: str, errors: str = "strict") -> str:
+    """A small regular file's UTF-8 text, or a SettingsError naming the setting. Opened without
+    blocking, so a FIFO (or a device) is refused at once instead of hanging start-up."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as e:
+        raise SettingsError(f"{setting_name} {path}: cannot be read ({e.strerror})") from None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise SettingsError(f"{setting_name} {path}: not a regular file")
+        try:
+            raw = fh.read(MAX_SECRET_FILE_BYTES + 1)
+        except OSError as e:
+            raise SettingsError(f"{setting_name} {path}: cannot be read ({e.strerror})") from None
+    if len(raw) > MAX_SECRET_FILE_BYTES:
+        raise SettingsError(f"{setting_name} {path}: over {MAX_SECRET_FILE_BYTES:,} bytes")
+    try:
+        return raw.decode("utf-8", errors)
+    except UnicodeDecodeError as e:
+        raise SettingsError(f"{setting_name} {path}: not UTF-8 text (byte {e.start})") from None
+
+
 def load_settings(flags: Mapping[str, Any] | None = None) -> Settings:
     """Settings from the environment, `flags` (field name -> value as typed) overriding it."""
     try:
@@ -265,5 +340,11 @@ def describe(error: ValidationError) -> str:
             where = f"environment variable {key}" + (f" (flag {FLAGS[name]})" if name in FLAGS else "")
         else:
             where = FLAGS.get(name, name)
-        parts.append(f"{where} must be {rule}, got {err['input']!r}")
+        if err["type"] == "blank":
+            parts.append(f"{where} is set but blank: give {rule}, or unset it")
+        elif name == "api_tokens":  # a secret: never echoed
+            parts.append(f"{where} must be {rule}")
+        else:
+            got = repr(err["input"])
+            parts.append(f"{where} must be {rule}, got {got if len(got) <= 80 else got[:80] + '...'}")
     return "; ".join(parts)
