@@ -21,7 +21,8 @@ from .auth import BearerAuth
 from .inference import Inference
 from .live_drift import live_drift_for
 from .logs import STDOUT_HANDLER, setup_logging
-from .metrics import Metrics, MetricsServer, mark_worker_dead
+from .metrics import Metrics, mark_worker_dead
+from .metrics_server import MetricsServer
 from .middleware import MAX_BODY_BYTES, BodyLimit, ObservabilityMiddleware
 from .pages import install_front_doors
 from .settings import Settings, load_settings
@@ -94,9 +95,11 @@ def create_app(
 
 
 def _layers(app: FastAPI, settings: Settings, metrics: Metrics, max_body_bytes: int) -> None:
-    """What every request passes through, outermost last: metrics and trace ids, auth, body limits, errors."""
+    """What every request passes through, outermost last: metrics and trace ids, auth (deny by
+    default: every route but auth.PUBLIC, including routes added later), body limits, errors."""
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes, max_header_bytes=settings.max_header_bytes)
     tokens = settings.bearer_tokens()
+    app.state.auth = "tokens" if tokens else "open"
     if tokens:
         app.add_middleware(BearerAuth, tokens=tokens)
     app.add_middleware(ObservabilityMiddleware, metrics=metrics, static_paths=routes.HOT_PATHS)
@@ -129,11 +132,12 @@ def _lifespan(state: ServingState, writer: PredictionWriter, own_provider: Trace
                 "model_path": str(settings.model_path),
                 "log_inputs": settings.log_inputs,
                 "prediction_log": str(settings.prediction_log or ""),
+                "auth": app.state.auth,
             },
         )
         # One worker serves its own registry; with more, the supervisor serves them all (heart_fastapi.py).
         metrics_server = (
-            MetricsServer(settings.metrics_port, state.metrics.registry, settings.host)
+            MetricsServer.for_settings(settings, state.metrics.registry)
             if settings.metrics_port is not None and settings.workers == 1
             else None
         )

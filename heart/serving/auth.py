@@ -1,9 +1,16 @@
-"""Optional bearer-token auth for the prediction routes (API_TOKENS / API_TOKENS_FILE).
+"""Bearer-token auth, deny by default: with tokens configured, every request needs one except
+the short PUBLIC list (API_AUTH, API_TOKENS / API_TOKENS_FILE; docs/security.md).
 
-Off unless tokens are configured; the probes (/live_check, /ready_check) and the pages never
-need a token. Tokens are compared as SHA-256 digests with hmac.compare_digest, against every
-configured token, so neither a token's length nor its first differing byte shows in the time
-taken. A missing or wrong token gets a 401 with `WWW-Authenticate: Bearer` (RFC 6750).
+The check is one ASGI layer in front of the router, so a route added later (by anyone, in
+any router) is protected without being listed anywhere; an unknown path is a 401 too, so an
+anonymous client cannot map the API. Public: the probes (Kubernetes' and KServe's), the page
+at / with its assets, and the docs with the OpenAPI document they render. Not public:
+/model (the card: metrics, threshold, training data), /metrics on the API port (give
+Prometheus the token, or use METRICS_PORT, a separate listener kept off the Service), and
+every other V2 route. Tokens are compared as SHA-256 digests with hmac.compare_digest,
+against every configured token, so neither a token's length nor its first differing byte
+shows in the time taken. A missing or wrong token gets a 401 with `WWW-Authenticate: Bearer`
+(RFC 6750).
 """
 
 from __future__ import annotations
@@ -14,22 +21,47 @@ from collections.abc import Iterable
 
 import orjson
 
-PROTECTED = ("/predict", "/predict/", "/predict/batch", "/explain")
+PROBES = ("/live_check", "/ready_check", "/v2/health/live", "/v2/health/ready")
+PAGES = ("/", "/docs", "/redoc", "/openapi.json")
+PUBLIC = frozenset((*PROBES, *PAGES))
+PUBLIC_PREFIXES = ("/static/",)  # the page's and the docs' vendored assets (read-only files)
+REALM = b'Bearer realm="heart-disease-api"'
+
+
+def is_public(scope) -> bool:
+    """The path as the router matches it (without a --root-path prefix) is on the public list."""
+    path, root = scope["path"], scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    return path in PUBLIC or path.startswith(PUBLIC_PREFIXES)
 
 
 def _digest(token: bytes) -> bytes:
     return hashlib.sha256(token).digest()
 
 
-class BearerAuth:
-    """Pure ASGI: only requests to `paths` are checked; the rest pass untouched."""
+def _reply(detail: str, challenge: bytes) -> tuple[list, bytes]:
+    body = orjson.dumps({"detail": detail})
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"www-authenticate", challenge),
+    ]
+    return headers, body
 
-    def __init__(self, app, tokens: Iterable[str], paths: Iterable[str] = PROTECTED):
+
+MISSING = _reply("a valid bearer token is required: send Authorization: Bearer <token>", REALM)
+INVALID = _reply("the bearer token is not valid", REALM + b', error="invalid_token"')
+
+
+class BearerAuth:
+    """Pure ASGI, in front of everything: a request passes with a valid token or to a public path."""
+
+    def __init__(self, app, tokens: Iterable[str]):
         self.app = app
         self.digests = [_digest(t.encode()) for t in tokens]
         if not self.digests:
             raise ValueError("BearerAuth needs at least one token")
-        self.paths = frozenset(paths)
 
     def authorised(self, header: bytes | None) -> bool:
         scheme, _, token = (header or b"").partition(b" ")
@@ -42,29 +74,14 @@ class BearerAuth:
         return ok
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"] not in self.paths:
+        kind = scope["type"]
+        if kind == "lifespan" or (kind == "http" and is_public(scope)):
             return await self.app(scope, receive, send)
         header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
         if self.authorised(header):
             return await self.app(scope, receive, send)
-        error = "invalid_token" if header else None
-        challenge = b'Bearer realm="heart-disease-api"' + (b', error="invalid_token"' if error else b"")
-        body = orjson.dumps(
-            {
-                "detail": "a valid bearer token is required: send Authorization: Bearer <token>"
-                if header is None
-                else "the bearer token is not valid"
-            }
-        )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"www-authenticate", challenge),
-                ],
-            }
-        )
+        if kind != "http":  # a websocket (none is served): refused before it is accepted
+            return await send({"type": "websocket.close", "code": 1008})
+        headers, body = INVALID if header is not None else MISSING
+        await send({"type": "http.response.start", "status": 401, "headers": headers})
         await send({"type": "http.response.body", "body": body})
