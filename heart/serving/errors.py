@@ -1,5 +1,8 @@
 """Every error the API answers, in one JSON shape with the reason, never a traceback.
 
+One layer for every route family (v1, V2, the pages, the metrics port): each error reply is
+an ErrorResponse (or error_json's bytes), at most MAX_REPLY_BYTES whatever the input, with
+echoed names and values cut (cut()) and header values never echoed.
 422: FastAPI's standard `detail` list, each item's msg worded by the schema's rule, bounded
 (the first MAX_ERRORS problems, `more_errors` counting the rest, echoed values cut: at most
 MAX_REPLY_BYTES whatever the input); 503: the model is not ready, with the reason; 500: a
@@ -13,9 +16,10 @@ import logging
 import math
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
@@ -51,7 +55,33 @@ class PredictionFailed(Exception):
         self.trace_id = trace_id
 
 
+def error_json(body: dict) -> bytes:
+    """An error body as JSON of at most MAX_REPLY_BYTES: strings are cut first, then, if it is
+    still over (a body of many items), it is replaced by one saying so, under the same key."""
+    key = "error" if "error" in body else "detail"
+    try:
+        raw = orjson.dumps(body, default=str)
+        if len(raw) <= MAX_REPLY_BYTES:
+            return raw
+        raw = orjson.dumps({k: cut(v, MAX_MSG_CHARS) for k, v in body.items()}, default=str)
+        if len(raw) <= MAX_REPLY_BYTES:
+            return raw
+    except orjson.JSONEncodeError:  # an integer over 64 bits, from the input: not worth a 500
+        return orjson.dumps({key: "the error reply could not be encoded"})
+    return orjson.dumps({key: f"the error reply was over {MAX_REPLY_BYTES:,} bytes and was cut"})
+
+
+class ErrorResponse(Response):
+    """A JSON error reply, bounded by error_json (orjson: NaN and numpy values never raise here)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return error_json(content)
+
+
 def install(app: FastAPI) -> None:
+    app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(ClientDisconnect, client_disconnected)
     app.add_exception_handler(NotReady, not_ready)
@@ -67,27 +97,32 @@ class BoundedValidationError(RequestValidationError):
         self.more = more
 
 
-async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+async def validation_error(request: Request, exc: RequestValidationError) -> Response:
     errors = exc.errors()
     more = getattr(exc, "more", 0) + max(0, len(errors) - MAX_ERRORS)
     detail = [_item(err) for err in errors[:MAX_ERRORS]]
     body = {"detail": detail}
     if more:
         body["more_errors"] = more
-    response = JSONResponse(body, status_code=422)
-    while len(response.body) > MAX_REPLY_BYTES and len(detail) > 1:  # a last guard; the cuts make it rare
+    while len(orjson.dumps(body, default=str)) > MAX_REPLY_BYTES and len(detail) > 1:  # the cuts make it rare
         body["more_errors"] = body.get("more_errors", 0) + 1
         detail.pop()
-        response = JSONResponse(body, status_code=422)
-    return response
+    return ErrorResponse(body, status_code=422)
+
+
+async def http_error(request: Request, exc: HTTPException) -> Response:
+    """404, 405, 413, 415...: Starlette's shape ({"detail"}), bounded; no body where none is allowed."""
+    if exc.status_code in (204, 304):
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    return ErrorResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
 
 def _item(err: dict) -> dict:
     """One 422 item, worded by the schema's rule, with everything echoed from the input cut."""
     item = {
-        "loc": [_cut(part) for part in err.get("loc", ())],
-        "msg": _cut(str(err.get("msg", "")), MAX_MSG_CHARS),
-        "type": _cut(str(err.get("type", ""))),
+        "loc": [cut(part) for part in err.get("loc", ())],
+        "msg": cut(str(err.get("msg", "")), MAX_MSG_CHARS),
+        "type": cut(str(err.get("type", ""))),
     }
     field_name = item["loc"][-1] if item["loc"] else None
     if item["type"] == "missing" and field_name in BY_NAME:
@@ -95,7 +130,7 @@ def _item(err: dict) -> dict:
     elif item["type"] == "missing" and item["loc"] == ["body"]:
         item["msg"] = "a JSON body is required"
     elif item["type"] == "json_invalid":
-        item["msg"] = _cut(f"malformed JSON: {(err.get('ctx') or {}).get('error', 'decode error')}", MAX_MSG_CHARS)
+        item["msg"] = cut(f"malformed JSON: {(err.get('ctx') or {}).get('error', 'decode error')}", MAX_MSG_CHARS)
     if "input" in err:
         item["input"] = _sanitize(err["input"])
     return item
@@ -109,35 +144,42 @@ async def client_disconnected(request: Request, exc: ClientDisconnect) -> Respon
     return Response(status_code=CLIENT_CLOSED)
 
 
-async def not_ready(request: Request, exc: NotReady) -> JSONResponse:
+async def not_ready(request: Request, exc: NotReady) -> Response:
     state = request.app.state.serving
-    return JSONResponse(
+    return ErrorResponse(
         {"detail": f"model not ready: {state.reason}", "status": state.status},
         status_code=503,
         headers={"Retry-After": "5"},
     )
 
 
-async def prediction_failed(request: Request, exc: PredictionFailed) -> JSONResponse:
-    return JSONResponse(
+async def prediction_failed(request: Request, exc: PredictionFailed) -> Response:
+    return ErrorResponse(
         {"detail": "internal error while predicting; the trace_id finds it in the logs", "trace_id": exc.trace_id},
         status_code=500,
     )
 
 
-async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+async def unexpected(request: Request, exc: Exception) -> Response:
     trace_id, span_id = current_ids()
     log.error(
         "unhandled_error", exc_info=exc, extra={"trace_id": trace_id, "span_id": span_id, "path": request.url.path}
     )
-    return JSONResponse({"detail": "internal server error", "trace_id": trace_id}, status_code=500)
+    return ErrorResponse({"detail": "internal server error", "trace_id": trace_id}, status_code=500)
 
 
-def _cut(value: Any, limit: int = MAX_ECHO_CHARS) -> Any:
+def cut(value: Any, limit: int = MAX_ECHO_CHARS) -> Any:
     """A string echoed from the input, cut to `limit` characters (its full length said)."""
     if isinstance(value, str) and len(value) > limit:
         return f"{value[:limit]}... ({len(value):,} characters)"
     return value
+
+
+def repr_int(value: int) -> str:
+    """An integer's digits, at most MAX_ECHO_CHARS of them (str() refuses over 4,300 digits)."""
+    if value.bit_length() > 4 * MAX_ECHO_CHARS:
+        return f"<an integer of {value.bit_length():,} bits>"
+    return str(value)
 
 
 def _sanitize(value: Any, depth: int = 0) -> Any:
@@ -150,11 +192,11 @@ def _sanitize(value: Any, depth: int = 0) -> Any:
     if isinstance(value, dict):
         if len(value) > 16 or depth >= 2:
             return f"<object of {len(value)} fields>"
-        return {_cut(str(k)): _sanitize(v, depth + 1) for k, v in value.items()}
+        return {cut(str(k)): _sanitize(v, depth + 1) for k, v in value.items()}
     if isinstance(value, str):
-        return _cut(value)
+        return cut(value)
     if isinstance(value, (int, type(None), bool, float)):
-        return value if not isinstance(value, int) or abs(value) < 10**30 else _cut(str(value))
+        return value if not isinstance(value, int) or abs(value) < 2**63 else cut(repr_int(value))
     if isinstance(value, (bytes, bytearray)):
-        return _cut(bytes(value[: MAX_ECHO_CHARS + 1]).decode("utf-8", "replace"))
-    return _cut(str(value))
+        return cut(bytes(value[: MAX_ECHO_CHARS + 1]).decode("utf-8", "replace"))
+    return cut(str(value))

@@ -14,10 +14,9 @@ from opentelemetry import trace
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.responses import JSONResponse
 
 from .contract import MAX_BATCH
-from .errors import MAX_ERRORS, BoundedValidationError
+from .errors import MAX_ERRORS, BoundedValidationError, ErrorResponse
 from .metrics import Metrics
 
 MAX_BODY_BYTES = 4_000_000  # larger bodies get a JSON 413 (BodyLimit): 1,000 patients fit many times over
@@ -81,15 +80,15 @@ class BodyLimit:
         header_bytes = 0
         for name, value in scope["headers"]:
             header_bytes += len(name) + len(value) + 4
-            if name == b"content-length" and value.isdigit():  # else: counted as it arrives
+            if name == b"content-length" and value.isdigit() and len(value) <= 18:  # else: counted as it arrives
                 declared = int(value)
         if header_bytes > self.max_header_bytes:  # a second line: heart.serving.protocol stops them sooner
-            return await JSONResponse(
+            return await ErrorResponse(
                 {"detail": f"request headers over {self.max_header_bytes:,} bytes"}, status_code=431
             )(scope, receive, send)
         if declared is not None:
             if declared > self.max_bytes:
-                return await JSONResponse({"detail": self.detail}, status_code=413)(scope, receive, send)
+                return await ErrorResponse({"detail": self.detail}, status_code=413)(scope, receive, send)
             return await self.app(scope, receive, send)
         received = 0
 

@@ -21,6 +21,7 @@ from .metrics import metrics_payload
 from .middleware import parse_body
 from .state import NotReady
 from .tracing import SERVICE_NAME
+from .v2 import InferRequest
 
 predictions = APIRouter(tags=["predict"], responses=RESPONSES)
 operations = APIRouter(tags=["operations"])
@@ -136,7 +137,7 @@ def about(state) -> dict:
 
 
 def openapi(app: FastAPI) -> dict:
-    """FastAPI's schema plus the request bodies the routes parse themselves (Patient, Batch)."""
+    """FastAPI's schema plus the request bodies the routes parse themselves (Patient, Batch, InferRequest)."""
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         components = schema.setdefault("components", {}).setdefault("schemas", {})
@@ -144,6 +145,9 @@ def openapi(app: FastAPI) -> dict:
         components.update(batch.pop("$defs", {}))
         components["Batch"] = batch
         components["Patient"] = Patient.model_json_schema(ref_template="#/components/schemas/{model}")
+        infer = InferRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(infer.pop("$defs", {}))
+        components["InferRequest"] = infer
         app.openapi_schema = schema
     return app.openapi_schema
 
