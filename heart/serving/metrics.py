@@ -3,8 +3,9 @@
 One registry per app (tests build many). With several workers, prometheus_client's
 multiprocess mode keeps every value in a per-process file of a fresh directory (made by
 `multiprocess_metrics` in the supervisor, heart.serving.run) and metrics_payload() merges them.
-With METRICS_PORT, /metrics is served on that port only (MetricsServer): by the worker when
-there is one, by the supervisor for all of them otherwise, so the public Service never exposes it.
+With METRICS_PORT, /metrics is served on that port only (heart.serving.metrics_server): by the
+worker when there is one, by the supervisor for all of them otherwise, so the public Service
+never exposes it.
 """
 
 from __future__ import annotations
@@ -13,10 +14,8 @@ import logging
 import os
 import shutil
 import tempfile
-import threading
 from collections.abc import Mapping
 from contextlib import contextmanager
-from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
     CollectorRegistry,
@@ -25,7 +24,6 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
-    start_http_server,
 )
 
 from ..schema import FEATURE_NAMES
@@ -228,19 +226,3 @@ def multiprocess_registry() -> CollectorRegistry | None:
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
     return registry
-
-
-class MetricsServer:
-    """A running metrics listener (prometheus_client's HTTP server in a daemon thread); stop() closes it."""
-
-    def __init__(self, port: int, registry: CollectorRegistry, host: str = "0.0.0.0"):
-        self.port = port
-        server, thread = start_http_server(port, addr=host, registry=registry)
-        self._server: WSGIServer = server
-        self._thread: threading.Thread = thread
-        log.info("metrics_listening", extra={"port": port, "host": host})
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
