@@ -10,7 +10,9 @@ metrics listener that sums the workers.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import socket
 import sys
 import typing
 
@@ -18,7 +20,8 @@ from .. import cli
 from ..artifact import ModelError
 from .settings import FLAGS, Settings, SettingsError, load_settings
 
-APP_FACTORY = "heart.serving.run:app_from_environment"  # what each uvicorn worker calls
+log = logging.getLogger(__name__)
+APP_FACTORY = "heart.serving.run:worker_app"  # what each uvicorn worker of main() calls
 USAGE = """Serve the heart-disease model over HTTP: python heart_fastapi.py [--port 8000] [--model-path model.joblib]
 
 Starts uvicorn with the API of heart/serving/: POST /predict (and /predict/), /predict/batch,
@@ -45,7 +48,7 @@ def parse_args(argv) -> argparse.Namespace:
     args = p.parse_args(argv)
     try:
         args.settings = load_settings({name: getattr(args, name) for name in FLAGS if hasattr(args, name)})
-        args.settings.bearer_tokens()  # an empty token Secret is an error now, not an open API later
+        args.settings.check()  # an empty token Secret is an error now, not an open API later
     except SettingsError as e:
         p.exit(cli.EXIT_BAD_INPUT, f"error: {e}\n")
     vars(args).update({name: getattr(args.settings, name) for name in FLAGS})
@@ -76,15 +79,15 @@ def _flag_options(name: str) -> dict:
 
 
 def main(argv=None) -> int:
-    import uvicorn
-
-    from .logs import uvicorn_log_config
+    from .logs import setup_logging
     from .metrics import multiprocess_metrics
 
     settings = parse_args(argv).settings
     if not settings.model_path.is_file():
         raise ModelError(f"{settings.model_path}: model file not found (run `make train` or `python train.py`)")
-    check_prediction_log(settings)  # here, before any worker exists: no supervisor restarting them forever
+    startup_checks(settings)  # here, before any worker exists: no supervisor restarting them forever
+    setup_logging(settings.log_level)
+    announce_access(settings)
     # Workers are separate processes that build their app from the environment: they get the
     # validated settings through the same variables a container would set (Settings.to_env).
     for name, value in settings.to_env().items():
@@ -95,23 +98,37 @@ def main(argv=None) -> int:
     with multiprocess_metrics(settings.workers):
         metrics = _supervisor_metrics(settings)
         try:
-            uvicorn.run(
-                APP_FACTORY,
-                factory=True,
-                host=settings.host,
-                port=settings.port,
-                workers=settings.workers,
-                log_level=settings.log_level,
-                log_config=uvicorn_log_config(settings.log_level, settings.access_log),
-                access_log=settings.access_log,
-                timeout_graceful_shutdown=settings.graceful_timeout,
-                server_header=False,
-                http="heart.serving.protocol:HardenedProtocol",
-            )
+            _serve(settings)
         finally:
             if metrics is not None:
                 metrics.stop()
     return 0
+
+
+def _serve(settings: Settings) -> None:
+    """uvicorn.run for one worker; for several, its supervisor made to stop listening at SIGTERM."""
+    import uvicorn
+
+    from .logs import uvicorn_log_config
+
+    options = dict(
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        log_config=uvicorn_log_config(settings.log_level, settings.access_log),
+        access_log=settings.access_log,
+        timeout_graceful_shutdown=settings.graceful_timeout,
+        server_header=False,
+        http="heart.serving.protocol:HardenedProtocol",
+    )
+    if settings.workers == 1:
+        return uvicorn.run(APP_FACTORY, **options)
+    from .supervisor import DrainingSupervisor
+
+    config = uvicorn.Config(APP_FACTORY, **options)
+    DrainingSupervisor(config, sockets=[config.bind_socket()]).run()
 
 
 def _supervisor_metrics(settings: Settings):
@@ -119,34 +136,78 @@ def _supervisor_metrics(settings: Settings):
     (prometheus_client's multiprocess mode); one worker serves its own (heart.serving.app)."""
     if settings.metrics_port is None or settings.workers == 1:
         return None
-    from .metrics import MetricsServer, multiprocess_registry
+    from .metrics import multiprocess_registry
+    from .metrics_server import MetricsServer
 
     registry = multiprocess_registry()
     if registry is None:
-        print(
-            f"error: METRICS_PORT with WEB_CONCURRENCY={settings.workers} needs PROMETHEUS_MULTIPROC_DIR "
-            "(one port cannot serve several workers' separate registries)",
-            file=sys.stderr,
+        fail(
+            f"METRICS_PORT with WEB_CONCURRENCY={settings.workers} needs PROMETHEUS_MULTIPROC_DIR "
+            "(one port cannot serve several workers' separate registries)"
         )
-        raise SystemExit(cli.EXIT_BAD_INPUT)
-    return MetricsServer(settings.metrics_port, registry, settings.host)
+    try:
+        return MetricsServer.for_settings(settings, registry)
+    except OSError as e:
+        fail(f"METRICS_PORT (flag --metrics-port) {settings.metrics_port}: cannot listen ({e.strerror})")
 
 
 def app_from_environment():
-    """The app factory each worker calls (and `uvicorn heart_fastapi:app`): settings read once, from the environment."""
+    """The app `uvicorn heart_fastapi:app` serves: settings read once, from the environment, and
+    checked as heart_fastapi.py checks them (exit 2 with one line)."""
     from .app import create_app
 
     try:
         settings = load_settings()
-        check_prediction_log(settings)
-        return create_app(settings)
+        settings.check()
+        startup_checks(settings)
+        app = create_app(settings)
     except SettingsError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(cli.EXIT_BAD_INPUT) from None
+        fail(str(e))
+    announce_access(settings)
+    return app
+
+
+def worker_app():
+    """The app each worker of main() builds: main() has checked everything already, and said
+    whether the API is open, once."""
+    from .app import create_app
+
+    try:
+        return create_app(load_settings())
+    except SettingsError as e:
+        fail(str(e))
+
+
+def fail(message: str) -> typing.NoReturn:
+    """A configuration error: one line on stderr, exit 2."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(cli.EXIT_BAD_INPUT)
+
+
+def announce_access(settings: Settings) -> None:
+    """An API open because no tokens were configured (rather than by API_AUTH=open) says so, once."""
+    if settings.api_auth is None and not settings.bearer_tokens():
+        log.warning(
+            "api_open",
+            extra={
+                "detail": "no API_TOKENS or API_TOKENS_FILE: every route answers without a token; "
+                "configure tokens, or set API_AUTH=open to say the API is open on purpose"
+            },
+        )
+
+
+def startup_checks(settings: Settings) -> None:
+    """What would otherwise fail later, hang, or fail in every worker: checked once, exit 2 with one line."""
+    check_prediction_log(settings)
+    try:
+        settings.pin(require=False)  # a pin file that is unreadable, blank or not a sha256
+    except ModelError as e:
+        fail(str(e))
+    check_metrics_port(settings)
 
 
 def check_prediction_log(settings: Settings) -> None:
-    """A PREDICTION_LOG that cannot be appended to: exit 2 with one line naming it."""
+    """A PREDICTION_LOG that cannot be appended to (or is a FIFO, a device...): exit 2 with one line naming it."""
     if settings.prediction_log is None:
         return
     from ..predlog import PredictionLog, PredictionLogError
@@ -154,5 +215,19 @@ def check_prediction_log(settings: Settings) -> None:
     try:
         PredictionLog(settings.prediction_log).close()
     except PredictionLogError as e:
-        print(f"error: PREDICTION_LOG (flag --prediction-log) {e.strerror}", file=sys.stderr)
-        raise SystemExit(cli.EXIT_BAD_INPUT) from None
+        fail(f"PREDICTION_LOG (flag --prediction-log) {e.strerror}")
+
+
+def check_metrics_port(settings: Settings) -> None:
+    """METRICS_PORT already taken: exit 2 now rather than fail inside a worker's start-up."""
+    if settings.metrics_port is None:
+        return
+    from .metrics_server import address_family
+
+    try:
+        with socket.create_server((settings.host, settings.metrics_port), family=address_family(settings.host)):
+            pass
+    except OSError as e:
+        fail(
+            f"METRICS_PORT (flag --metrics-port) {settings.metrics_port}: cannot listen on {settings.host} ({e.strerror})"
+        )
