@@ -12,9 +12,11 @@ reads it back as live traffic) and stdout, as a JSON log record among the others
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import stat
 import threading
 import time
 from collections.abc import Iterable
@@ -116,14 +118,21 @@ class PredictionLog:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            # O_NONBLOCK: a FIFO without a reader fails at once (ENXIO) instead of blocking start-up forever
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o644)
         except OSError as e:
             why = (
                 "a parent is not a directory"
                 if isinstance(e, (FileExistsError, NotADirectoryError))
+                else "not a regular file"
+                if e.errno == errno.ENXIO
                 else (e.strerror or str(e))
             )
             raise PredictionLogError(e.errno, f"{self.path}: cannot be opened for appending ({why})") from None
+        if not stat.S_ISREG(os.fstat(self.fd).st_mode):  # a FIFO with a reader, a device, a socket
+            os.close(self.fd)
+            raise PredictionLogError(errno.EINVAL, f"{self.path}: cannot be opened for appending (not a regular file)")
+        os.set_blocking(self.fd, True)
         self.lock = threading.Lock()
         self.torn = False  # a failed write may have left half a line: the next write ends it first
 

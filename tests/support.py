@@ -3,10 +3,14 @@ test model with nothing taken from the developer's environment, and the Pipeline
 
 from __future__ import annotations
 
+import errno
+import os
+
 import numpy as np
 import pandas as pd
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
+from heart import predlog
 from heart.schema import FEATURE_NAMES
 from heart.serving.app import create_app
 from heart.serving.settings import ENV_NAMES, Settings
@@ -56,3 +60,16 @@ def proba(loaded, patients):
     frame = pd.DataFrame([{n: p.get(n, np.nan) for n in FEATURE_NAMES} for p in patients])
     frame["gender"] = frame["gender"].map(lambda g: {"male": 1, "female": 0}.get(str(g).lower(), g)).astype(float)
     return loaded.pipeline.predict_proba(frame.astype(float))[:, 1]
+
+
+def disk_full(monkeypatch, fd: int) -> None:
+    """Writes to `fd` fail as on a full disk (ENOSPC), every other descriptor's as usual: a regular
+    file standing in for a full one (PREDICTION_LOG must be a regular file, so not /dev/full)."""
+    real_write = os.write
+
+    def write(target: int, data) -> int:
+        if target == fd:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(target, data)
+
+    monkeypatch.setattr(predlog.os, "write", write)

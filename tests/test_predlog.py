@@ -10,6 +10,7 @@ from heart import predlog
 from heart.predlog import FIELDS, PredictionRecords, PredictionWriter, load_prediction_log
 from heart.schema import FEATURE_NAMES
 from heart.serving.logs import STDOUT_HANDLER, setup_logging
+from tests.support import disk_full
 
 CODED = {
     "age": 63,
@@ -96,12 +97,13 @@ def test_what_is_written_reads_back_through_the_schema(tmp_path):
     assert data.X.iloc[1]["age"] == 50 and data.X.iloc[1].isna().sum() == 11
 
 
-def test_a_full_disk_loses_records_counted_not_the_prediction(caplog, monkeypatch):
-    """/dev/full refuses every write: each record is counted as lost, the warning comes once a minute."""
+def test_a_full_disk_loses_records_counted_not_the_prediction(caplog, monkeypatch, tmp_path):
+    """A full disk refuses every write: each record is counted as lost, the warning comes once a minute."""
     from prometheus_client import CollectorRegistry
 
     registry = CollectorRegistry()
-    writer = PredictionWriter("/dev/full", registry)
+    writer = PredictionWriter(tmp_path / "p.jsonl", registry)
+    disk_full(monkeypatch, writer.file.fd)
     clock = iter([1000.0, 1001.0, 1061.0])
     monkeypatch.setattr(predlog.time, "monotonic", lambda: next(clock))
     with caplog.at_level(logging.ERROR, logger="heart.predlog"):

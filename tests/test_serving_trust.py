@@ -20,7 +20,7 @@ from heart.serving.app import create_app
 from heart.serving.contract import EXAMPLE
 from heart.serving.settings import ENV_NAMES
 from heart.serving.tracing import tracer_provider
-from tests.support import make_app
+from tests.support import disk_full, make_app
 
 from conftest import ROOT
 
@@ -191,8 +191,10 @@ def test_a_crash_between_model_and_card_leaves_the_new_pair_served(copy_of_model
 # -------------------------------------------------------- 10: a prediction log that fails
 
 
-def test_a_full_prediction_log_never_fails_predictions_and_is_counted(model_path):
-    with TestClient(app_for(model_path, prediction_log="/dev/full")) as c:
+def test_a_full_prediction_log_never_fails_predictions_and_is_counted(model_path, tmp_path, monkeypatch):
+    app = app_for(model_path, prediction_log=tmp_path / "p.jsonl")
+    disk_full(monkeypatch, app.state.inference.writer.file.fd)
+    with TestClient(app) as c:
         assert c.get("/ready_check").status_code == 200
         assert c.post("/predict", json=EXAMPLE).status_code == 200
         assert c.post("/predict/batch", json={"instances": [EXAMPLE, EXAMPLE]}).status_code == 200
