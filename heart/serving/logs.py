@@ -1,4 +1,5 @@
-"""JSON logs: one object per line on stdout, for the package, uvicorn and the OpenTelemetry SDK.
+"""JSON logs: one object per line on stdout, for the package, uvicorn, the OpenTelemetry SDK and
+every library's `warnings` (logging.captureWarnings: logger py.warnings), so no line is raw text.
 
 The prediction record's stdout lines (heart.predlog) are spliced through STDOUT_HANDLER's lock,
 so the two never interleave mid-line.
@@ -44,13 +45,15 @@ STDOUT_HANDLER.setFormatter(json_formatter())
 
 
 def setup_logging(level: str = "info") -> None:
-    """Send the package's (and uvicorn's) logs to stdout as JSON lines; idempotent."""
-    for name in ("heart", "uvicorn", "uvicorn.error", "opentelemetry"):
+    """Send the package's (and uvicorn's) logs and Python warnings to stdout as JSON lines; idempotent."""
+    logging.captureWarnings(True)
+    for name in ("heart", "uvicorn", "uvicorn.error", "opentelemetry", "py.warnings"):
         logger = logging.getLogger(name)
         if STDOUT_HANDLER not in logger.handlers:
             logger.addHandler(STDOUT_HANDLER)
         # the SDK's own messages (e.g. an unreachable collector) only from warnings up
-        logger.setLevel(level.upper() if name != "opentelemetry" else max(logging.WARNING, _level(level)))
+        quiet = name in ("opentelemetry", "py.warnings")  # only from warnings up, whatever the level
+        logger.setLevel(max(logging.WARNING, _level(level)) if quiet else level.upper())
         logger.propagate = False
 
 
@@ -77,5 +80,6 @@ def uvicorn_log_config(level: str = "info", access_log: bool = False) -> dict:
             "uvicorn": {"handlers": ["json"], "level": level.upper(), "propagate": False},
             "uvicorn.error": {"level": level.upper()},
             "uvicorn.access": {"handlers": ["json"] if access_log else [], "level": level.upper(), "propagate": False},
+            "py.warnings": {"handlers": ["json"], "level": "WARNING", "propagate": False},
         },
     }

@@ -8,6 +8,7 @@ that ask for HTML: curl and every other JSON client keep getting the service's J
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -78,25 +79,37 @@ def render_page() -> str:
     return templates().get_template("index.html.j2").render(fields=fields, labels=labels, meanings=meanings)
 
 
-def wants_html(accept: str | None) -> bool:
-    """True when the Accept header asks for text/html at least as much as for JSON.
+QVALUE = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?")  # RFC 9110, 12.4.2: weight = q= qvalue, in [0, 1]
 
-    Browsers send text/html first; curl sends */*, API clients application/json, and they
-    keep getting JSON.
+
+def wants_html(accept: str | None) -> bool:
+    """True when the Accept header prefers text/html to JSON (RFC 9110, 12.5.1).
+
+    Each type's quality is that of the most specific range naming it (text/html over text/* over
+    */*); a q that is not a qvalue (q=2, q=inf, q=-1, q=abc) makes its range ignored. On a tie
+    JSON wins unless HTML is named: browsers name text/html; curl sends */* and API clients
+    application/json, and they keep getting JSON.
     """
-    quality: dict[str, float] = {}
+    ranges: dict[str, float] = {}
     for part in (accept or "").split(","):
         media, *params = [p.strip() for p in part.split(";")]
         q = 1.0
         for p in params:
-            if p.startswith("q="):
-                try:
-                    q = float(p[2:])
-                except ValueError:
-                    q = 0.0
-        quality[media.lower()] = max(q, quality.get(media.lower(), 0.0))
-    html = quality.get("text/html", 0.0)
-    return html > 0 and html >= quality.get("application/json", 0.0)
+            if p[:2].lower() == "q=":
+                q = float(p[2:]) if QVALUE.fullmatch(p[2:]) else -1.0
+        if q >= 0 and media:
+            media = media.lower()
+            ranges[media] = max(q, ranges.get(media, 0.0))
+
+    def quality(kind: str, subtype: str) -> float:
+        for media in (f"{kind}/{subtype}", f"{kind}/*", "*/*"):
+            if media in ranges:
+                return ranges[media]
+        return 0.0
+
+    html, json = quality("text", "html"), quality("application", "json")
+    named = "text/html" in ranges or "text/*" in ranges
+    return html > 0 and (html > json or (html == json and named))
 
 
 def install_front_doors(app: FastAPI, about: Callable[[], dict]) -> None:
