@@ -12,7 +12,9 @@ knows nothing was sent) instead of accepted and dropped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 
 from uvicorn.supervisors.multiprocess import Multiprocess
 
@@ -25,6 +27,8 @@ class DrainingSupervisor(Multiprocess):
 
     def _stop_listening(self) -> None:
         for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RD)  # the shared socket stops listening, in every process at once
             sock.close()
         log.info("supervisor_stopped_listening", extra={"workers": len(self.processes)})
 
