@@ -73,3 +73,16 @@ def disk_full(monkeypatch, fd: int) -> None:
         return real_write(target, data)
 
     monkeypatch.setattr(predlog.os, "write", write)
+
+
+def v2_tensors(records: list[dict], **datatypes) -> list[dict]:
+    """JSON V2 inputs, one per feature present in any record (gender as BYTES, the rest FP64 unless
+    `datatypes` says otherwise); a missing value is NaN."""
+    names = [n for n in FEATURE_NAMES if any(n in r for r in records)]
+    out = []
+    for n in names:
+        dt = datatypes.get(n, "BYTES" if n == "gender" else "FP64")
+        out.append(
+            {"name": n, "shape": [len(records)], "datatype": dt, "data": [r.get(n, float("nan")) for r in records]}
+        )
+    return out

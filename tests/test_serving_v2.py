@@ -14,6 +14,7 @@ from heart.samples import sample, to_records
 from heart.schema import FEATURE_NAMES, FEATURES
 from heart.serving.contract import EXAMPLE, MAX_BATCH
 from tests.support import make_app
+from tests.support import v2_tensors as tensors
 
 NAME = "heart-disease"
 INFER = f"/v2/models/{NAME}/infer"
@@ -146,18 +147,6 @@ def test_tritonclient_sees_the_protocol_error(server):
 
 
 # ------------------------------------------------------------------- TestClient: error paths
-
-
-def tensors(records: list[dict], **datatypes) -> list[dict]:
-    """JSON V2 inputs, one per feature present in any record; a missing value is NaN."""
-    names = [n for n in FEATURE_NAMES if any(n in r for r in records)]
-    out = []
-    for n in names:
-        dt = datatypes.get(n, "BYTES" if n == "gender" else "FP64")
-        out.append(
-            {"name": n, "shape": [len(records)], "datatype": dt, "data": [r.get(n, float("nan")) for r in records]}
-        )
-    return out
 
 
 def post(client, inputs, path=INFER, **extra):
