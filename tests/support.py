@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import errno
 import os
+import resource
+import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import requests
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from heart import predlog
@@ -86,3 +90,46 @@ def v2_tensors(records: list[dict], **datatypes) -> list[dict]:
             {"name": n, "shape": [len(records)], "datatype": dt, "data": [r.get(n, float("nan")) for r in records]}
         )
     return out
+
+
+def _status(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def rss_kb(pid: int) -> int:
+    return _status(pid, "VmRSS")
+
+
+def peak_rss_kb(pid: int) -> int:
+    return _status(pid, "VmHWM")
+
+
+def thread_count(pid: int) -> int:
+    return _status(pid, "Threads")
+
+
+def open_files_for(n: int) -> int:
+    """Raise this process's open-file limit towards n + 200 (as far as the hard limit allows); how many fit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = n + 200 if hard == resource.RLIM_INFINITY else min(n + 200, hard)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        soft = wanted
+    return n if soft == resource.RLIM_INFINITY else min(n, soft - 200)
+
+
+def wait_for_every_worker(api, tmpdir: Path, workers: int, timeout: float = 120) -> None:
+    """Until every worker of a server started with TMPDIR=tmpdir is ready: /ready_check is answered by
+    one worker only; heart_ready is the minimum over the live workers (each with its own file)."""
+    if workers == 1:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pids = list(tmpdir.glob("heart-metrics-*/gauge_livemin_*.db"))
+        if len(pids) == workers and "heart_ready 1.0" in requests.get(api.url + "/metrics", timeout=10).text:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{workers} workers were not all ready within {timeout:g} s")

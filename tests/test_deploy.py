@@ -334,11 +334,11 @@ def test_bearer_tokens_come_from_an_optional_secret_and_probes_need_none():
     (tokens,) = [e for e in container()["env"] if e["name"] == "API_TOKENS"]
     ref = tokens["valueFrom"]["secretKeyRef"]
     assert ref["optional"] is True and ref["name"] == f"{NAME}-tokens" and ref["key"] == "tokens"
-    from heart.serving.auth import PROTECTED
+    from heart.serving.auth import PUBLIC
 
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         get = container()[probe]["httpGet"]
-        assert get["path"] not in PROTECTED and "httpHeaders" not in get
+        assert get["path"] in PUBLIC and "httpHeaders" not in get
 
 
 def test_opentelemetry_is_configured_by_the_standard_variables():

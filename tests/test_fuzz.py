@@ -1,4 +1,5 @@
-"""Fuzz every operation of the OpenAPI schema with schemathesis: no generated input gets a 5xx."""
+"""Fuzz every operation of the OpenAPI schema with schemathesis, the Open Inference Protocol's (V2)
+included: no generated input gets a 5xx, and every POST answers with one of its documented statuses."""
 
 import pytest
 import schemathesis
@@ -8,6 +9,8 @@ from tests.support import make_app
 
 MAX_EXAMPLES = 100  # per operation and mode; keeps the whole file well under a minute
 MODES = [schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE]
+V1_POST = (200, 413, 422)  # FastAPI's validation error
+V2_POST = (200, 400, 404, 413, 415)  # the protocol's: a rule broken, an unknown model or version
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +37,23 @@ def test_the_schema_lists_every_operation(fuzz_schema):
         "GET /model",
         "GET /metrics",
         "GET /",
+        "GET /v2",
+        "GET /v2/health/live",
+        "GET /v2/health/ready",
+        "GET /v2/models/{name}",
+        "GET /v2/models/{name}/ready",
+        "POST /v2/models/{name}/infer",
+        "POST /v2/models/{name}/versions/{version}/infer",
     } <= names
+
+
+def test_v2_infer_declares_its_body_and_its_400(fuzz_schema):
+    (infer,) = [op for op in operations(fuzz_schema) if op.path == "/v2/models/{name}/infer"]
+    definition = infer.definition.raw
+    assert definition["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/InferRequest"
+    }
+    assert {"400", "404", "413", "415", "503"} <= set(definition["responses"])
 
 
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
@@ -54,17 +73,20 @@ def test_no_generated_input_gets_a_5xx(fuzz_schema, mode):
         )
         def fuzz(case):
             response = case.call()
-            statuses.append((case.method, response.status_code))
+            statuses.append((case.method, case.path, response.status_code))
             assert response.status_code < 500, (
                 f"{case.method} {case.path} {case.body!r:.300} -> {response.status_code}: {response.text[:300]}"
             )
             if case.method == "POST":
-                assert response.status_code in (200, 413, 422), response.text[:300]
+                allowed = V2_POST if case.path.startswith("/v2/") else V1_POST
+                assert response.status_code in allowed, (case.path, response.status_code, response.text[:300])
 
         fuzz()
-    posted = [status for method, status in statuses if method == "POST"]
-    assert len(posted) >= 4 * 10, "the fuzzer must really have sent bodies"
+    posted = [(path, status) for method, path, status in statuses if method == "POST"]
+    assert len(posted) >= 6 * 10, "the fuzzer must really have sent bodies"
+    refused = [status for _, status in posted if status in (400, 422)]
     if mode == schemathesis.GenerationMode.NEGATIVE:
-        assert posted.count(422) > len(posted) / 2
+        assert len(refused) > len(posted) / 2
     else:
-        assert 200 in posted
+        assert 200 in [status for _, status in posted]
+    assert any(path.startswith("/v2/") for path, _ in posted), "V2 was fuzzed too"

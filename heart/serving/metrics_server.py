@@ -31,6 +31,7 @@ from .errors import error_json
 log = logging.getLogger(__name__)
 MAX_CONNECTIONS = 64  # Prometheus needs one or two; the rest is room for people and probes
 PATH = b"/metrics"
+LINGER_SECONDS, LINGER_BYTES = 1.0, 1_048_576  # what a refused client may still send before the close
 REASONS = {
     200: b"OK",
     400: b"Bad Request",
@@ -97,46 +98,64 @@ class MetricsServer:
         self._loop.run_forever()
 
     def stop(self) -> None:
-        def close() -> None:
-            self._server.close()
-            self._loop.stop()
-
+        """Stop listening, end every connection's task, close the loop (nothing left pending)."""
         if self._loop.is_running():
-            self._loop.call_soon_threadsafe(close)
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop)
         self._thread.join(timeout=5)
         self._sock.close()
+        if not self._loop.is_running():
+            self._loop.close()
+
+    async def _shutdown(self) -> None:
+        self._server.close()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._loop.stop()
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.active >= self.max_connections:
             return await self._close(writer, _error(503, f"over {self.max_connections} connections: try again"))
         self.active += 1
         try:
-            while True:
-                try:
-                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.timeout)
-                except TimeoutError:
-                    return await self._close(writer, _error(408, "request not received in time"))
-                except asyncio.LimitOverrunError:
-                    return await self._close(
-                        writer, _error(431, f"request headers over {self.max_header_bytes:,} bytes")
-                    )
-                except (asyncio.IncompleteReadError, ConnectionError):
-                    return await self._close(writer, b"")
-                answer, keep_alive = self._answer(head)
-                writer.write(answer)
-                await writer.drain()
-                if not keep_alive:
-                    return await self._close(writer, b"")
-        except ConnectionError:
-            pass
+            await self._requests(reader, writer)
+        except (ConnectionError, asyncio.CancelledError):  # the client left, or the server stops
+            writer.close()
         finally:
             self.active -= 1
 
-    async def _close(self, writer: asyncio.StreamWriter, last: bytes) -> None:
-        with contextlib.suppress(ConnectionError, RuntimeError):
+    async def _requests(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Requests one after another (keep-alive), each head within the timeout, until one closes."""
+        while True:
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.timeout)
+            except TimeoutError:
+                return await self._close(writer, _error(408, "request not received in time"))
+            except asyncio.LimitOverrunError:
+                too_large = _error(431, f"request headers over {self.max_header_bytes:,} bytes")
+                return await self._close(writer, too_large, reader)
+            except asyncio.IncompleteReadError:
+                return await self._close(writer, b"")
+            answer, keep_alive = self._answer(head)
+            writer.write(answer)
+            await writer.drain()
+            if not keep_alive:
+                return await self._close(writer, b"")
+
+    async def _close(
+        self, writer: asyncio.StreamWriter, last: bytes, reader: asyncio.StreamReader | None = None
+    ) -> None:
+        """Answer, then close; with unread input left (an oversized head), half-close first and
+        discard what the client still sends for a moment, so it reads the answer, not a reset."""
+        with contextlib.suppress(ConnectionError, RuntimeError, TimeoutError):
             if last:
                 writer.write(last)
                 await writer.drain()
+            if reader is not None and writer.can_write_eof():
+                writer.write_eof()
+                await asyncio.wait_for(_discard(reader), LINGER_SECONDS)
+        with contextlib.suppress(ConnectionError, RuntimeError):
             writer.close()
             await writer.wait_closed()
 
@@ -180,6 +199,12 @@ class MetricsServer:
             body = gzip.compress(body)
             out.append((b"content-encoding", b"gzip"))
         return body, out
+
+
+async def _discard(reader: asyncio.StreamReader) -> None:
+    total = 0
+    while total < LINGER_BYTES and (chunk := await reader.read(65536)):
+        total += len(chunk)
 
 
 def address_family(host: str) -> socket.AddressFamily:

@@ -148,7 +148,7 @@ def _supervisor_metrics(settings: Settings):
     try:
         return MetricsServer.for_settings(settings, registry)
     except OSError as e:
-        fail(f"METRICS_PORT (flag --metrics-port) {settings.metrics_port}: cannot listen ({e.strerror})")
+        fail(f"METRICS_PORT (flag --metrics-port) {settings.metrics_port}: cannot listen ({os.strerror(e.errno)})")
 
 
 def app_from_environment():
@@ -229,5 +229,5 @@ def check_metrics_port(settings: Settings) -> None:
             pass
     except OSError as e:
         fail(
-            f"METRICS_PORT (flag --metrics-port) {settings.metrics_port}: cannot listen on {settings.host} ({e.strerror})"
+            f"METRICS_PORT (flag --metrics-port) {settings.metrics_port}: cannot listen on {settings.host} ({os.strerror(e.errno) if e.errno else e})"
         )
