@@ -147,3 +147,24 @@ def test_an_out_of_range_value_shows_the_api_message_beside_its_field(server, ch
         submit_with_keyboard(page)
         page.locator("#result").wait_for(state="visible")
         assert page.inner_text("#e-chol") == ""
+
+
+def test_with_tokens_the_page_asks_for_one_and_then_answers(model_path, tmp_path, chromium, first_row):
+    """Deny by default: the page and its assets are public, /explain behind it is not."""
+    env = {"API_TOKENS": "page-token", "OTEL_EXPORTER_OTLP_ENDPOINT": None, "OTEL_TRACES_EXPORTER": None}
+    with ApiServer(model_path, log=tmp_path / "server.log", ready_timeout=90, extra_env=env) as secured:
+        version = httpx.get(secured.url + "/ready_check").json()["model_version"]
+        with guarded_page(chromium) as (page, net):
+            page.goto(secured.url + "/")
+            page.locator("#served-version", has_text=version).wait_for()  # from the public /ready_check
+            assert page.locator("#token-field").is_hidden()
+            fill(page, first_row)
+            submit_with_keyboard(page)
+            page.locator("#token-field").wait_for(state="visible")
+            assert "requires an API token" in page.inner_text("#status")
+            assert page.evaluate("document.activeElement.id") == "f-token"
+            page.fill("#f-token", "page-token")
+            submit_with_keyboard(page)
+            page.locator("#result").wait_for(state="visible")
+            assert page.inner_text("#model-version") == version
+            net.assert_clean(expected_failures=("/explain: 401",))

@@ -92,6 +92,16 @@ def test_v2_inference_and_the_model_card_need_a_token(secured):
     assert ok.status_code == 200
 
 
+def test_the_openapi_document_says_which_operations_need_the_token(secured, client):
+    schema = secured.get("/openapi.json").json()
+    assert schema["components"]["securitySchemes"] == {"bearerAuth": {"type": "http", "scheme": "bearer"}}
+    assert schema["security"] == [{"bearerAuth": []}]  # every operation, unless it says otherwise
+    for path, operations in schema["paths"].items():
+        for operation in operations.values():
+            assert ("security" in operation) == (path in PUBLIC), path
+    assert "securitySchemes" not in client.get("/openapi.json").json()["components"]  # an open API asks none
+
+
 def test_a_route_added_later_is_protected_without_being_listed(model_path):
     """Issue 23 adds POST /feedback: it needs no line in auth.py to be protected."""
     app = make_app(model_path, api_tokens=TOKEN)

@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.routing import Route
 
 from .. import __version__
+from .auth import PUBLIC
 from .contract import MAX_BATCH, Batch, BatchResponse, ExplainResponse, Patient, PredictResponse
 from .errors import RESPONSES
 from .metrics import metrics_payload
@@ -148,8 +149,21 @@ def openapi(app: FastAPI) -> dict:
         infer = InferRequest.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(infer.pop("$defs", {}))
         components["InferRequest"] = infer
+        if getattr(app.state, "auth", "open") == "tokens":
+            _declare_bearer_auth(schema)
         app.openapi_schema = schema
     return app.openapi_schema
+
+
+def _declare_bearer_auth(schema: dict) -> None:
+    """Deny by default, in the document too: every operation needs the bearer token but the public
+    ones (auth.PUBLIC), so Swagger UI's Authorize button and generated clients send it."""
+    schema["components"]["securitySchemes"] = {"bearerAuth": {"type": "http", "scheme": "bearer"}}
+    schema["security"] = [{"bearerAuth": []}]
+    for path, operations in schema.get("paths", {}).items():
+        if path in PUBLIC:
+            for operation in operations.values():
+                operation["security"] = []
 
 
 # -------------------------------------------------------------------------- measured speed tricks
