@@ -75,7 +75,8 @@ def test_the_form_is_the_schema():
     page = render_page()
     form = Form()
     form.feed(page)
-    assert sorted(form.controls) == sorted(f"f-{f.name}" for f in FEATURES)
+    # one control per feature, and the API token (shown only when the API answers 401)
+    assert sorted(form.controls) == sorted([*(f"f-{f.name}" for f in FEATURES), "f-token"])
     assert set(form.controls) <= form.labels  # every input has a <label for=...>
     for f in FEATURES:
         control = form.controls[f"f-{f.name}"]
