@@ -1,21 +1,24 @@
 """Everything the server process needs, one concept per module.
 
-run          the process: flags derived from Settings, pre-checks, workers, the supervisor's metrics
+run          the process: flags derived from Settings, start-up checks (exit 2), workers, the supervisor's metrics
+supervisor   uvicorn's multi-worker supervisor, made to stop listening first at SIGTERM
 app          create_app: wires the rest (lifespan, middleware, routes, tracing)
 settings     each setting declared once (environment variable, flag, rule, help), validated once
 contract     request/response models, the example patient, MAX_BATCH (pydantic only, no FastAPI)
 routes       the v1 routes (predictions, operations) and the OpenAPI document
 v2           the Open Inference Protocol (KServe V2) routes
+tensors      V2 tensors checked (shape first, nesting exact, bounded) and turned into feature columns
 pages        the page at /, offline /docs and /redoc
 inference    validated patients -> predictions, traced, counted and logged
 state        model loading, the fast path's parity check, readiness
 onnx_cache   the model's ONNX graph converted once at image build
 live_drift   the recent inputs tested against the training data (gauges)
-auth         bearer tokens
+auth         bearer tokens, deny by default: every path but the public list
 middleware   metrics and trace ids per request, body and header limits, request bodies parsed
-errors       exception handlers: every error in one JSON shape, bounded, never a traceback
+errors       the one error layer: every error in one JSON shape, at most 16 KB, never a traceback
 protocol     uvicorn's HTTP protocol with header limits, request deadlines and a drain at shutdown
-metrics      every Prometheus metric, multiprocess mode, the metrics port
+metrics      every Prometheus metric, multiprocess mode
+metrics_server  the metrics port: a bounded server (request timeout, header limit, connection cap)
 tracing      OpenTelemetry tracing from the standard OTEL_* variables
 logs         JSON log lines on stdout
 
