@@ -102,7 +102,7 @@ def test_drift_window_settings(monkeypatch):
     with pytest.raises(
         SettingsError,
         match=r"^environment variable DRIFT_WINDOW \(flag --drift-window\) must be "
-        r"a whole number, at least 0 \(0 = off\), got '-1'$",
+        r"a whole number from 0 to 100000 \(0 = off\), got '-1'$",
     ):
         load_settings()
 
