@@ -275,3 +275,28 @@ def test_the_metrics_ports_errors_are_bounded_json(metrics_port, request_bytes, 
     assert head.startswith(b"HTTP/1.1 " + status) and b"application/json" in head
     assert len(answer) < 1_000 and b"bbbbbbbbbb" not in answer and b"eeeeeeeeee" not in answer
     assert set(json.loads(body)) == {"detail"}
+
+
+def test_a_client_that_never_reads_its_answers_loses_its_slot_after_the_timeout():
+    """Pipelined scrapes, never read: once the buffers are full the answer cannot be written, and
+    the connection is closed after REQUEST_TIMEOUT_SECONDS instead of holding one of the 64 slots."""
+    from heart.serving.metrics import Metrics
+    from heart.serving.metrics_server import MetricsServer
+
+    server = MetricsServer(free_port(), Metrics().registry, "127.0.0.1", timeout=1)
+    try:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", server.port))
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 3000)
+            deadline = time.monotonic() + 5
+            while not server.active and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert server.active == 1
+            time.sleep(1.5)  # the answers filled the buffers well before: the drain waits, then gives up
+            deadline = time.monotonic() + 5
+            while server.active and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert server.active == 0, "the connection still holds a slot"
+    finally:
+        server.stop()

@@ -139,7 +139,10 @@ class MetricsServer:
                 return await self._close(writer, b"")
             answer, keep_alive = self._answer(head)
             writer.write(answer)
-            await writer.drain()
+            try:  # a client that never reads its answers must not hold a slot forever
+                await asyncio.wait_for(writer.drain(), self.timeout)
+            except TimeoutError:
+                return writer.close()
             if not keep_alive:
                 return await self._close(writer, b"")
 

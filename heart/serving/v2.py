@@ -260,9 +260,13 @@ def _check_parameters(req: InferRequest) -> None:
     flag = (req.parameters or {}).get("binary_data_output", False)
     if type(flag) is not bool:
         raise V2Error(f"parameters.binary_data_output must be true or false, got {quote(flag)}")
+    asked: set[str] = set()
     for out in req.outputs or ():
         if out.name not in OUTPUTS:
             raise V2Error(f"unknown output {quote(out.name)}: expected one of {', '.join(OUTPUTS)}")
+        if out.name in asked:  # each at most once: 2,000 copies of one output made a 38 MB answer
+            raise V2Error(f"output {out.name!r} is asked for twice")
+        asked.add(out.name)
         flag = (out.parameters or {}).get("binary_data", False)
         if type(flag) is not bool:
             raise V2Error(f"output {out.name!r}: parameters.binary_data must be true or false, got {quote(flag)}")
