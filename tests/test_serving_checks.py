@@ -167,3 +167,10 @@ def test_every_line_a_real_server_writes_is_json(real_server, tmp_path):
     assert len(lines) > 5
     for line in lines:
         assert isinstance(json.loads(line), dict), line
+
+
+def test_a_token_file_written_on_windows_reads_as_its_tokens(clean_env, tmp_path):
+    tokens = tmp_path / "tokens"
+    tokens.write_bytes(b"\xef\xbb\xbftok1\r\ntok2, tok3\r\n")  # a BOM and CRLF lines
+    clean_env.setenv("API_TOKENS_FILE", str(tokens))
+    assert run.parse_args([]).settings.bearer_tokens() == ["tok1", "tok2", "tok3"]

@@ -315,7 +315,7 @@ def read_secret_file(path: Path, setting_name: str, errors: str = "strict") -> s
     if len(raw) > MAX_SECRET_FILE_BYTES:
         raise SettingsError(f"{setting_name} {path}: over {MAX_SECRET_FILE_BYTES:,} bytes")
     try:
-        return raw.decode("utf-8", errors)
+        return raw.decode("utf-8-sig", errors)  # a BOM (a Secret written on Windows) is not part of a token
     except UnicodeDecodeError as e:
         raise SettingsError(f"{setting_name} {path}: not UTF-8 text (byte {e.start})") from None
 
