@@ -66,6 +66,10 @@ def cases(tmp_path, port: int) -> dict[str, tuple[dict, str]]:
             {"METRICS_PORT": str(port), "HOST": "127.0.0.1"},
             f"METRICS_PORT (flag --metrics-port) {port}: cannot listen on 127.0.0.1 (Address already in use)",
         ),
+        "port-in-use": (
+            {"PORT": str(port), "HOST": "127.0.0.1"},
+            f"PORT (flag --port) {port}: cannot listen on 127.0.0.1 (Address already in use)",
+        ),
         "metrics-port-is-port": ({"METRICS_PORT": "9555", "PORT": "9555"}, "METRICS_PORT (flag --metrics-port) must"),
         "blank-pin": (
             {"MODEL_SHA256": " "},
@@ -95,7 +99,7 @@ BOTH = {"fifo-log", "latin1-tokens", "metrics-port-in-use", "metrics-port-is-por
 @pytest.mark.parametrize("launcher", list(LAUNCHERS))
 def test_every_start_up_check_exits_2_with_one_line_naming_the_setting(model_path, tmp_path, busy_port, launcher):
     for name, (env, words) in cases(tmp_path, busy_port).items():
-        if launcher == "uvicorn" and name not in BOTH:
+        if launcher == "uvicorn" and name not in BOTH:  # (uvicorn binds its own --port: not PORT)
             continue  # the same checks (run.startup_checks); the slow launcher tries one of each kind
         line = one_error_line(launch(LAUNCHERS[launcher], {"MODEL_PATH": str(model_path), **env}))
         assert words in line, (name, line)

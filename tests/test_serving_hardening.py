@@ -419,6 +419,7 @@ def test_graceful_timeout_from_env_or_flag_reaches_uvicorn(monkeypatch, model_pa
         monkeypatch.delenv(name, raising=False)
     calls = []
     monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: calls.append(kw))
+    monkeypatch.setenv("PORT", str(free_port()))  # main() checks that PORT is free before uvicorn binds it
     monkeypatch.setenv("GRACEFUL_TIMEOUT", "7")
     heart_fastapi.main(["--model-path", str(model_path)])
     heart_fastapi.main(["--model-path", str(model_path), "--graceful-timeout", "3.5"])

@@ -86,6 +86,7 @@ def main(argv=None) -> int:
     if not settings.model_path.is_file():
         raise ModelError(f"{settings.model_path}: model file not found (run `make train` or `python train.py`)")
     startup_checks(settings)  # here, before any worker exists: no supervisor restarting them forever
+    check_listen(settings.host, settings.port, "PORT (flag --port)")  # uvicorn's own launcher binds its --port
     setup_logging(settings.log_level)
     announce_access(settings)
     # Workers are separate processes that build their app from the environment: they get the
@@ -220,14 +221,16 @@ def check_prediction_log(settings: Settings) -> None:
 
 def check_metrics_port(settings: Settings) -> None:
     """METRICS_PORT already taken: exit 2 now rather than fail inside a worker's start-up."""
-    if settings.metrics_port is None:
-        return
+    if settings.metrics_port is not None:
+        check_listen(settings.host, settings.metrics_port, "METRICS_PORT (flag --metrics-port)")
+
+
+def check_listen(host: str, port: int, setting_name: str) -> None:
+    """A port another process listens on: exit 2 with one line naming the setting."""
     from .metrics_server import address_family
 
     try:
-        with socket.create_server((settings.host, settings.metrics_port), family=address_family(settings.host)):
+        with socket.create_server((host, port), family=address_family(host)):
             pass
     except OSError as e:
-        fail(
-            f"METRICS_PORT (flag --metrics-port) {settings.metrics_port}: cannot listen on {settings.host} ({os.strerror(e.errno) if e.errno else e})"
-        )
+        fail(f"{setting_name} {port}: cannot listen on {host} ({os.strerror(e.errno) if e.errno else e})")
