@@ -147,8 +147,12 @@ def _from_json(t, elements: int) -> list:
         )
     ok = SCALARS[t.datatype]
     for i, x in enumerate(data):
-        if type(x) not in ok or (t.datatype == "INT64" and not INT64[0] <= x <= INT64[1]):
+        if type(x) not in ok:
             raise V2Error(f"input {t.name!r}: element {i:,} is {quote(x)}, not {t.datatype}")
+    if t.datatype == "INT64":
+        for i, x in enumerate(data):
+            if not INT64[0] <= x <= INT64[1]:
+                raise V2Error(f"input {t.name!r}: element {i:,} is {quote(x)}, not INT64 (out of its range)")
     return data
 
 
