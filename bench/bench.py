@@ -14,8 +14,8 @@ reports the median round's requests/s and p50/p95/p99 latency side by side:
   original_style   a pandas DataFrame per request + sklearn predict on the event loop
   predict_sampled  (informational) /predict with OTEL_TRACES_SAMPLER=parentbased_traceidratio
                    at 0.1: what trace sampling buys when tracing is the cost
-  baseline_*       with --baseline DIR: /predict and /predict/batch of another checkout's
-                   heart_fastapi.py, in the same rounds (before/after a change)
+  baseline_*       with --baseline DIR: /predict, /predict/batch and V2 infer of another
+                   checkout's heart_fastapi.py, in the same rounds (before/after a change)
 
 Needs wrk on PATH (`make bench` installs it if missing). Writes a table to stdout and the figures with
 the machine's description to --out (JSON). The machine is shared: run it more than once.
@@ -126,7 +126,7 @@ def parse_args(argv):
         "--baseline",
         default="",
         help="another checkout of this project (e.g. a git worktree of main): its heart_fastapi.py is "
-        "measured in the same rounds (baseline_predict, baseline_batch) for a before/after figure",
+        "measured in the same rounds (baseline_predict, baseline_batch, baseline_v2) for a before/after figure",
     )
     p.add_argument(
         "--only",
@@ -140,6 +140,7 @@ def parse_args(argv):
             "predict_sampled",
             "baseline_predict",
             "baseline_batch",
+            "baseline_v2",
         ],
         help="run only these (default: all)",
     )
@@ -204,6 +205,7 @@ def plan_targets(args, tmp: Path) -> tuple[dict, dict, list]:
         plan += [
             ("baseline_predict", "baseline", "/predict", one, 1),
             ("baseline_batch", "baseline", "/predict/batch", batch, args.batch_size),
+            ("baseline_v2", "baseline", "/v2/models/heart-disease/infer", v2, args.batch_size),
         ]
     plan = [p for p in plan if not args.only or p[0] in args.only]
     return servers, {key: envs.get(key, env) for key in servers}, plan
@@ -259,7 +261,11 @@ def goals_of(results: dict) -> dict[str, float]:
         goals["predict_p99_ms"] = p["p99"]
     if "predict_batch" in results:
         goals["batch_rows_per_s"] = results["predict_batch"]["rows_per_s"]
-    for name, base in (("predict", "baseline_predict"), ("predict_batch", "baseline_batch")):
+    for name, base in (
+        ("predict", "baseline_predict"),
+        ("predict_batch", "baseline_batch"),
+        ("v2_infer", "baseline_v2"),
+    ):
         if name in results and base in results:
             goals[f"{name}_vs_baseline"] = results[name]["rows_per_s"] / results[base]["rows_per_s"]
     return goals
@@ -272,6 +278,7 @@ TARGETS = {
     "batch_rows_per_s": (">=", 20000),
     "predict_vs_baseline": (">=", 1.0),
     "predict_batch_vs_baseline": (">=", 1.0),
+    "v2_infer_vs_baseline": (">=", 1.0),
 }
 
 
