@@ -28,10 +28,31 @@ BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,image/av
         ("application/json;q=0.5, text/html", True),
         ("text/html;q=0", False),
         ("text/html;q=abc", False),
+        # RFC 9110: a q outside [0, 1], or not a qvalue, makes its range ignored (main: q=2, inf got HTML)
+        ("text/html;q=2", False),
+        ("text/html;q=inf", False),
+        ("text/html;q=-1", False),
+        ("text/html;q=1.0001", False),
+        ("text/html;q=0.5000", False),
+        ("text/html;q=\u00b2", False),
+        ("text/html;q=1.000", True),
+        ("text/html;Q=0.5", True),
+        ("text/html;q=0.001", True),
+        # the most specific range sets a type's quality; on a tie JSON wins unless HTML is named
+        ("text/html;q=0.5, */*", False),
+        ("text/*", True),
+        ("text/html, application/json", True),
+        ("*/*;q=0.5, text/html;q=0.4", False),
     ],
 )
 def test_wants_html(accept, html):
     assert wants_html(accept) is html
+
+
+@pytest.mark.parametrize("accept", ["text/html;q=2", "text/html;q=inf", "text/html;q=nan"])
+def test_an_out_of_range_q_gets_json(client, accept):
+    r = client.get("/", headers={"accept": accept})
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
 
 
 def test_root_is_json_for_curl_and_the_page_for_browsers(client, loaded):
