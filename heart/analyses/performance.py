@@ -95,6 +95,8 @@ class PerformanceReport:
 
     threshold: float
     window: str
+    bootstrap: int  # resamples (realized) and label draws (estimated) per window
+    seed: int
     intervals: dict[str, str]
     overall: WindowPerformance
     windows: list[WindowPerformance]
@@ -362,6 +364,8 @@ def analyze(
     return PerformanceReport(
         threshold=float(threshold),
         window=str(window),
+        bootstrap=n_boot,
+        seed=seed,
         intervals={
             "realized": f"bootstrap percentile 95% over the labelled rows ({n_boot} resamples, seed {seed})",
             "estimated": f"2.5-97.5 percentiles of the realized metric over {n_boot} label draws "

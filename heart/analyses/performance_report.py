@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .performance import HIGHER_IS_BETTER, METRICS, PerformanceReport, WindowPerformance
+from .performance import METRICS, PerformanceReport, WindowPerformance
 from .report import _pyplot, format_table, save_figure
 
 SHOWN = ("accuracy", "roc_auc", "recall", "specificity")  # the plot's panels: Brier is in the tables
@@ -156,20 +156,26 @@ def performance_section(doc: dict, reports: Path) -> dict:
             f"{len(doc['breaches'])} window(s) below a minimum." if doc["degraded"] else "no window below a minimum."
         )
     source = doc.get("source", {})
-    command = "python monitor_performance.py " + " ".join(
-        [
-            *(f"--log {f}" for f in source.get("logs", [])),
-            *([f"--labels {source['labels']}"] if source.get("labels") else []),
-        ]
-        + [f"--window {doc['window']}", *(f"--minimum {m}" for m in doc.get("minimums", [])), f"--out-dir {reports}"]
-    )
+    flags = [f"--log {f}" for f in source.get("logs", [])] + [f"--card {source.get('card', 'model.card.json')}"]
+    flags += [f"--labels {source['labels']}"] if source.get("labels") else []
+    flags += [f"--window {doc['window']}", *(f"--minimum {m}" for m in doc.get("minimums", []))]
+    flags += [f"--min-rows {doc['min_rows']}", f"--bootstrap {doc['bootstrap']}", f"--seed {doc['seed']}"]
+    command = " ".join(["python monitor_performance.py", *flags, f"--out-dir {reports}"])
+    width = doc["window"]
     return {
         "doc": doc,
         "summary": summary,
         "command": command,
-        "metrics": METRICS,
-        "labels": LABELS,
-        "higher_is_better": HIGHER_IS_BETTER,
+        "labels": [LABELS[m] for m in METRICS],
+        "estimated": [
+            [_when_text(w["start"], width), w["n"], *(_fig(w["estimated"][m]) for m in METRICS)] for w in doc["windows"]
+        ],
+        "realized": [
+            [_when_text(w["start"], width), w["n_labelled"], _pct(w["label_coverage"])]
+            + [_fig(w["realized"][m]) for m in METRICS]
+            for w in doc["windows"]
+        ],
+        "overall": [[LABELS[m], _fig(o["estimated"][m]), _fig(o["realized"][m])] for m in METRICS],
     }
 
 
