@@ -8,9 +8,9 @@ the model stays calibrated and the disease given the features has not changed (d
 
 Predictions: the API's prediction log(s) (--log, repeatable; default $PREDICTION_LOG). Labels:
 --labels FILE, a CSV or JSON lines of prediction_id and label (yes/no or 1/0, as the training
-data). Writes <out-dir>/performance.json and performance.png; `make performance` also writes the
-section of the HTML report. --fail-on-degradation exits 1 when a window's figure is below a
---minimum (for a cron job or CI).
+data). Writes <out-dir>/performance.json and performance.png, and <out-dir>/index.html with its
+section (heart.analyses.html_report). --fail-on-degradation exits 1 when a window's figure is
+below a --minimum (for a cron job or CI).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from heart import cli
-from heart.analyses import outcomes, performance
+from heart.analyses import html_report, outcomes, performance
 from heart.analyses.performance_report import plot_performance, tables, verdict
 from heart.analyses.report import write_json
 from heart.data import DataError
@@ -97,6 +97,18 @@ def read_card(path: str) -> dict:
     return card
 
 
+def write_page(out: Path, card: str) -> str:
+    """reports/index.html again, now with this section; a broken report of another analysis
+    leaves the page as it was and is named, without failing this run."""
+    try:
+        return str(
+            html_report.write(out / "index.html", html_report.render(html_report.build_sections(out, card), out))
+        )
+    except (html_report.ReportError, OSError) as e:
+        print(f"note: {out / 'index.html'} not updated: {e}", file=sys.stderr)
+        return ""
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     card = read_card(args.card)
@@ -126,7 +138,8 @@ def main(argv=None) -> int:
     out = Path(args.out_dir)
     json_path = write_json(out / "performance.json", {**report.to_dict(), "source": source})
     png = plot_performance(report, out / "performance.png")
-    print(f"wrote {json_path} and {png}")
+    page = write_page(out, args.card)
+    print(f"wrote {json_path}, {png}" + (f" and {page}" if page else ""))
     return cli.EXIT_FAILED if args.fail_on_degradation and report.degraded else cli.EXIT_OK
 
 

@@ -39,13 +39,13 @@ def empty() -> pd.DataFrame:
     """A frame of no predictions, with the columns and dtypes every source gives."""
     return pd.DataFrame(
         {
-            "prediction_id": pd.Series([], dtype=object),
+            "prediction_id": pd.Series([], dtype="str"),
             "timestamp": pd.Series([], dtype="datetime64[ns, UTC]"),
-            "model_version": pd.Series([], dtype=object),
+            "model_version": pd.Series([], dtype="str"),
             "probability": pd.Series([], dtype=float),
             "predicted_class": pd.Series([], dtype=int),
             "label": pd.Series([], dtype="Int64"),
-            "source": pd.Series([], dtype=object),
+            "source": pd.Series([], dtype="str"),
             "line": pd.Series([], dtype=int),
         }
     )
