@@ -14,13 +14,18 @@ import uuid
 import numpy as np
 import pandas as pd
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sklearn.metrics import accuracy_score, brier_score_loss, recall_score, roc_auc_score
 
 import monitor_performance
 from heart.analyses import outcomes
-from heart.artifact import card_path_for
 from heart.analyses import performance as perf
+from heart.artifact import card_path_for
 from heart.data import DataError
+from heart.model import predict_proba
+from heart.samples import sample
+from heart.serving.live_drift import DriftWindow, LiveDrift, record_labelled_window
+from heart.serving.metrics import Metrics, metrics_payload
 
 # p, y of six patients, two of them tied at 0.4 (a positive and a negative)
 P6 = np.array([0.9, 0.8, 0.4, 0.3, 0.6, 0.4])
@@ -525,3 +530,136 @@ def test_bad_input_is_one_line_naming_file_line_and_field(served, tmp_path, monk
     assert code == 0 and "card.json is model None: is it the model that served these?" in err
     assert f"note: {s['out'] / 'index.html'} not updated: {s['out'] / 'drift.json'}: not valid JSON" in err
     assert (s["out"] / "performance.json").exists() and not (s["out"] / "index.html").exists()
+
+
+# ------------------------------------------------------------------------------ the live view
+
+
+def exported(metrics: Metrics) -> dict:
+    """{(name, metric label or None): value} of the performance gauges."""
+    return {
+        (s.name, s.labels.get("metric")): s.value
+        for family in text_string_to_metric_families(metrics_payload(metrics).decode())
+        for s in family.samples
+        if s.name.startswith("heart_performance")
+    }
+
+
+def test_the_live_estimate_is_cbpe_of_the_windows_served_probabilities(trained, dataset, tmp_path):
+    """The drift thread scores the window's rows with the served predictor and exports CBPE; a
+    reference that is not the training data turns drift off, not the estimate."""
+    metrics, window = Metrics(), DriftWindow(300)
+    model = {"ready": False}
+
+    def score(rows):
+        return (
+            (predict_proba(trained.pipeline, pd.DataFrame(rows, columns=dataset.X.columns)), 0.4)
+            if model["ready"]
+            else None
+        )
+
+    live = LiveDrift(window, metrics, 60, tmp_path / "not-the-training-data.csv", lambda: dataset.sha256, score)
+    rows = sample(300, seed=5, mode="marginal", reference=dataset.X)
+    rows.loc[::9, "chol"] = np.nan  # imputed in the model, as served
+    window.append(rows.to_numpy(), np.zeros(300, dtype=int))
+    assert not live.compute(), "no model loaded yet: nothing, and try again later"
+    assert exported(metrics) == {
+        ("heart_performance_estimated_rows", None): 0,
+        ("heart_performance_labelled_rows", None): 0,
+    }
+    model["ready"] = True
+    assert live.compute() and not live.compute(), "computed once, then only when new rows arrive"
+    assert "not found" in live.disabled, "drift is off for a reference it cannot check; the estimate is not"
+    want = perf.expected(predict_proba(trained.pipeline, rows), 0.4)
+    got = exported(metrics)
+    assert {m: got["heart_performance_estimated", m] for m in perf.METRICS} == pytest.approx(want, abs=1e-12)
+    assert got["heart_performance_estimated_rows", None] == 300
+    assert not any(name == "heart_performance_realized" for name, _ in got), "no labels: no realized figures"
+
+
+def test_the_realized_hook_exports_the_labelled_windows_figures():
+    metrics = Metrics()
+    figures = record_labelled_window(metrics, P6, Y6, 0.5)
+    assert figures == perf.realized(P6, Y6, 0.5)
+    got = exported(metrics)
+    assert {m: got["heart_performance_realized", m] for m in perf.METRICS} == pytest.approx(figures, abs=1e-15)
+    assert got["heart_performance_labelled_rows", None] == 6
+    for probability, label in ((P6, Y6[:5]), (P6, np.where(Y6 == 1, 2, 0)), (P6[:, None], Y6[:, None])):
+        with pytest.raises(ValueError, match="one 0/1 label per probability"):
+            record_labelled_window(metrics, probability, label, 0.5)
+
+
+# ------------------------------------------------------------------------------ the evidence (docs/monitoring.md)
+
+RUNS = 100
+
+
+@pytest.fixture(scope="module")
+def patients(trained, dataset):
+    """2,000 patients drawn from the training marginals and the model's probabilities, computed once."""
+    X = sample(2000, seed=0, mode="marginal", reference=dataset.X)
+    return X, predict_proba(trained.pipeline, X)
+
+
+def draw(p: np.ndarray, seed: int) -> np.ndarray:
+    """Labels as a calibrated model's world would have them: Bernoulli(p)."""
+    return (np.random.default_rng(seed).random(p.size) < p).astype(float)
+
+
+def test_calibrated_the_estimate_is_within_the_realized_ci_in_95_of_100_runs(patients):
+    """Labels drawn Bernoulli(served probability) 100 times (seeds 0-99): the CBPE accuracy and
+    ROC AUC fall inside the realized figures' bootstrap 95% CI (1,000 resamples) in >= 95 runs."""
+    _, p = patients
+    est = perf.expected(p, 0.5)
+    inside = dict.fromkeys(perf.METRICS, 0)
+    for run in range(RUNS):
+        ci = perf.realized_intervals(p, draw(p, run), 0.5, perf.N_BOOT, seed=run)
+        for m in perf.METRICS:
+            inside[m] += ci[m][0] <= est[m] <= ci[m][1]
+    print(f"\ncalibrated: estimate inside the realized 95% CI in {inside} of {RUNS} runs")
+    assert inside["accuracy"] >= 95 and inside["roc_auc"] >= 95, inside
+
+
+def mean_realized(p: np.ndarray, labels, metric: str) -> float:
+    return float(np.mean([perf.realized(p, y, 0.5)[metric] for y in labels]))
+
+
+def test_covariate_shift_the_estimate_follows_the_realized_drop(patients, trained, dataset):
+    """A window where 90% of the patients have a normal thallium test (thal = 2), where the model
+    ranks less well and misses more disease. Labels still Bernoulli(p): P(disease | features) has
+    not changed, only who comes in. The estimate moves with the realized figures."""
+    X, p = patients
+    pool = sample(20_000, seed=1, mode="marginal", reference=dataset.X)
+    rng = np.random.default_rng(1)
+    normal = np.flatnonzero(pool["thal"] == 2)
+    rows = np.r_[rng.choice(normal, 1800, replace=False), rng.choice(np.flatnonzero(pool["thal"] != 2), 200)]
+    shifted = predict_proba(trained.pipeline, pool.iloc[rows])
+    before, after = perf.expected(p, 0.5), perf.expected(shifted, 0.5)
+    labels_before = [draw(p, s) for s in range(20)]
+    labels_after = [draw(shifted, s) for s in range(20)]
+    for metric, least_drop in (("roc_auc", 0.03), ("recall", 0.15)):
+        realized_drop = mean_realized(p, labels_before, metric) - mean_realized(shifted, labels_after, metric)
+        estimated_drop = before[metric] - after[metric]
+        print(f"\ncovariate shift, {metric}: estimated drop {estimated_drop:.3f}, realized {realized_drop:.3f}")
+        assert estimated_drop >= least_drop and abs(estimated_drop - realized_drop) <= 0.01 + 0.1 * least_drop
+        ci = perf.realized_intervals(shifted, labels_after[0], 0.5, perf.N_BOOT, seed=0)[metric]
+        assert ci[0] <= after[metric] <= ci[1]
+
+
+def test_concept_shift_the_estimate_does_not_see_it_and_the_labels_do(patients):
+    """The label flipped for every woman (the disease given the features changed for them): the
+    probabilities, hence the estimate, are those of the calibrated case, and the realized figures
+    fall far outside it. Only labels catch this."""
+    X, p = patients
+    women = (X["gender"] == 0).to_numpy()
+    y = draw(p, 0)
+    y[women] = 1 - y[women]
+    est, real = perf.expected(p, 0.5), perf.realized(p, y, 0.5)
+    ci = perf.realized_intervals(p, y, 0.5, perf.N_BOOT, seed=0)
+    for metric in ("accuracy", "roc_auc"):
+        print(f"\nconcept shift, {metric}: estimated {est[metric]:.3f}, realized {real[metric]:.3f} {ci[metric]}")
+        assert est[metric] - ci[metric][1] > 0.1, "the realized CI is far below the estimate"
+    frame = frame_of(["2026-05-01T10:00Z"] * p.size, p, y.astype(int))
+    report = perf.analyze(frame, 0.5, n_boot=200, minimums=perf.DEFAULT_MINIMUMS)
+    assert {(b.kind, b.metric) for b in report.breaches} >= {("realized", "accuracy"), ("realized", "roc_auc")}
+    assert not [b for b in report.breaches if b.kind == "estimated" and b.metric == "roc_auc"]
