@@ -32,6 +32,8 @@ ALERTS = {
     "HeartInputDrift",
     "HeartPredictedPositiveRateOutOfBand",
     "HeartPredictionLogRecordsLost",
+    "HeartPerformanceEstimatedLow",
+    "HeartPerformanceRealizedLow",
 }
 # Prometheus's own series about a target, not the service's.
 PROMETHEUS_SERIES = {"up"}
@@ -87,8 +89,8 @@ def test_the_rules_alert_on_what_the_issue_asks():
     for rule in rules():
         assert rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]
         assert {"summary", "description", "runbook"} <= rule["annotations"].keys(), rule["alert"]
-        anchor = rule["annotations"]["runbook"].split("#")[1]
-        assert f"## {anchor.replace('-', ' ')}".lower() in (ROOT / "docs" / "deploy.md").read_text().lower()
+        doc, anchor = rule["annotations"]["runbook"].split("#")
+        assert f"## {anchor.replace('-', ' ')}".lower() in (ROOT / doc).read_text().lower()
 
 
 def test_promtool_unit_tests_pass(promtool):
@@ -117,6 +119,17 @@ def test_every_alert_is_tested_firing_and_silent():
         ("heart_drift_window_rows >= 200", "heart_drift_window_rows >= 0"),
         ("increase(heart_prediction_log_lost_total[10m]) > 0", "increase(heart_prediction_log_lost_total[10m]) > 5"),
         ("        for: 15m\n", "        for: 5m\n"),
+        (
+            'heart_performance_estimated{metric="accuracy"} < 0.75',
+            'heart_performance_estimated{metric="accuracy"} < 0.7',
+        ),
+        ('heart_performance_estimated{metric="roc_auc"} < 0.8', 'heart_performance_estimated{metric="roc_auc"} <= 0.8'),
+        ('heart_performance_realized{metric="accuracy"} < 0.75', 'heart_performance_realized{metric="accuracy"} < 0.7'),
+        ('heart_performance_realized{metric="roc_auc"} < 0.8', 'heart_performance_realized{metric="roc_auc"} < 0.6'),
+        ("heart_performance_estimated_rows >= 200", "heart_performance_estimated_rows >= 100"),
+        ("heart_performance_labelled_rows >= 200", "heart_performance_labelled_rows > 200"),
+        ("heart_performance_labelled_rows >= 200", "heart_performance_labelled_rows >= 100"),
+        ("        for: 1h\n", "        for: 30m\n"),
     ],
 )
 def test_the_unit_tests_pin_each_threshold(promtool, tmp_path, old, new):
@@ -147,6 +160,25 @@ def test_the_positive_rate_band_holds_the_models_output_on_training_like_traffic
     assert low + 0.1 <= min(windows) and max(windows) <= high - 0.1, (low, high, min(windows), max(windows))
 
 
+def test_the_performance_floors_are_the_scripts_defaults_and_hold_on_training_like_traffic(trained, dataset):
+    """The alerts' floors are heart.analyses.performance.DEFAULT_MINIMUMS, and the estimate on
+    windows of 1,000 training patients (bootstrap) clears them with 0.05 to spare."""
+    from heart.analyses.performance import DEFAULT_MINIMUMS, expected
+
+    floors = {
+        (kind, metric): float(value)
+        for rule in rules()
+        if rule["alert"].startswith("HeartPerformance")
+        for kind, metric, value in re.findall(r'heart_performance_(\w+)\{metric="(\w+)"\} < ([\d.]+)', rule["expr"])
+    }
+    assert floors == {(m.kind, m.metric): m.value for m in DEFAULT_MINIMUMS}
+    proba = trained.pipeline.predict_proba(dataset.X)[:, 1]
+    rng = np.random.default_rng(0)
+    windows = [expected(proba[rng.integers(0, len(proba), 1000)], 0.5) for _ in range(200)]
+    for (_, metric), floor in floors.items():
+        assert min(w[metric] for w in windows) >= floor + 0.05, (metric, floor)
+
+
 # ------------------------------------------------------------------------------ dashboard
 
 
@@ -174,6 +206,16 @@ def test_dashboard_queries_are_valid_promql(promtool, tmp_path):
     (tmp_path / "dashboard.rules.yaml").write_text(yaml.safe_dump(group))
     result = run(promtool, "check", "rules", "dashboard.rules.yaml", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dashboard_shows_estimated_and_realized_performance_side_by_side():
+    panels = {p["title"]: [t["expr"] for t in p["targets"]] for p in dashboard_panels()}
+    for metric in ("accuracy", "roc_auc"):
+        (exprs,) = [e for title, e in panels.items() if "estimated (CBPE) and realized" in title and metric in e[0]]
+        assert [n for e in exprs for n in metric_names(e)] == [
+            "heart_performance_estimated",
+            "heart_performance_realized",
+        ]
 
 
 def test_dashboard_shows_every_alerted_metric():

@@ -484,7 +484,7 @@ def test_fail_on_degradation_exits_1_only_when_a_minimum_is_broken(served):
     high = ["--minimum", "estimated.accuracy=0.99"]
     assert run_script(*base, "--fail-on-degradation")[0] == 0
     code, out, _ = run_script(*base, *high, "--fail-on-degradation")
-    assert code == 1 and "DEGRADED in 2 window(s)" in out
+    assert code == 1 and "DEGRADED: 2 figure(s) below a minimum" in out
     assert run_script(*base, *high)[0] == 0, "without the flag the verdict is reported, not an exit code"
     labelled = [*base, "--labels", str(s["labels"]), "--minimum", "realized.recall=0.99", "--fail-on-degradation"]
     code, out, _ = run_script(*labelled)

@@ -32,7 +32,7 @@ KINDS = ("estimated", "realized")
 COLUMNS = ("prediction_id", "timestamp", "model_version", "probability", "predicted_class", "label")
 DEFAULT_WINDOW = "1D"
 N_BOOT = 1000
-MIN_ROWS = 50  # windows with fewer rows (labelled rows, for realized) are shown but not judged
+MIN_ROWS = 100  # windows with fewer rows (labelled rows, for realized) are shown but not judged
 CHUNK_CELLS = 2_000_000  # draws x rows per step of the resampling: bounds the memory, not the result
 
 

@@ -79,7 +79,7 @@ def verdict(report: PerformanceReport) -> str:
         f"  {_when_text(b.window, report.window)}: {b.kind} {LABELS[b.metric]} {cell(b.value, b.ci95)} < {b.minimum:g}"
         for b in report.breaches
     ]
-    return head + f"DEGRADED in {len(report.breaches)} window(s) and setting(s)\n" + "\n".join(lines)
+    return head + f"DEGRADED: {len(report.breaches)} figure(s) below a minimum\n" + "\n".join(lines)
 
 
 def plot_performance(report: PerformanceReport, path: str | Path) -> Path:
