@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements-serve.txt requirements.txt
 MODEL  ?= model.joblib
 DATA   ?= data/data.csv
 
-.PHONY: help install install-tools lint format run train test clean serve bench batch load timeouts fairness explain drift poisoning analyses report browser docker-build docker-run container-check mutation
+.PHONY: help install install-tools lint format run train test clean serve bench batch load timeouts fairness explain drift poisoning performance analyses report browser docker-build docker-run container-check mutation
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -94,6 +94,11 @@ drift: $(STAMP) $(DATA)  ## drift of 100 random patients vs the training data (K
 poisoning: $(MODEL)  ## label-flip attacks, 0-50% sweep and confident-learning defense -> reports/
 	$(PY) data_poisoning.py --model $(MODEL) --data $(DATA) --out-dir $(REPORTS)
 	$(REPORT_HTML) --section poisoning
+
+# Needs served predictions: LOG (default $PREDICTION_LOG), and LABELS if any have come back.
+performance: $(STAMP)  ## realized and estimated (CBPE) performance per day from the prediction log (LOG=, LABELS=) -> reports/
+	$(PY) monitor_performance.py $(if $(LOG),--log $(LOG)) $(if $(LABELS),--labels $(LABELS)) --card $(basename $(MODEL)).card.json --out-dir $(REPORTS)
+	$(REPORT_HTML) --section performance
 
 REPORT_HTML = $(PY) -m heart.analyses.html_report --reports $(REPORTS) --card $(basename $(MODEL)).card.json
 

@@ -663,3 +663,24 @@ def test_concept_shift_the_estimate_does_not_see_it_and_the_labels_do(patients):
     report = perf.analyze(frame, 0.5, n_boot=200, minimums=perf.DEFAULT_MINIMUMS)
     assert {(b.kind, b.metric) for b in report.breaches} >= {("realized", "accuracy"), ("realized", "roc_auc")}
     assert not [b for b in report.breaches if b.kind == "estimated" and b.metric == "roc_auc"]
+
+
+def test_the_script_runs_as_a_command(served, tmp_path):
+    """As cron or CI would run it: a process, its exit code, one line on stderr for bad input."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    def run(*argv):
+        cmd = [sys.executable, str(ROOT / "monitor_performance.py"), *map(str, argv)]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+
+    s = served
+    base = ["--log", s["log"], "--card", s["card"], "--bootstrap", 100, "--out-dir", s["out"], "--fail-on-degradation"]
+    done = run(*base, "--minimum", "estimated.accuracy=0.99")
+    assert done.returncode == 1 and "DEGRADED: 2 figure(s) below a minimum" in done.stdout, done.stderr
+    assert run(*base).returncode == 0
+    bad = run("--log", s["labels"], "--card", s["card"])  # a CSV given as a log
+    assert bad.returncode == 2 and bad.stderr.startswith(f"error: {s['labels']}: line 1: not valid JSON")
+    assert "Traceback" not in bad.stderr

@@ -86,7 +86,7 @@ def plot_performance(report: PerformanceReport, path: str | Path) -> Path:
     """Per metric, estimated (line, 95% band) and realized (points, 95% bars) by window; label
     coverage and rows below. A minimum set for a metric is a dashed line."""
     plt = _pyplot()
-    fig, axes = plt.subplots(len(SHOWN) + 1, 1, figsize=(10, 2.3 * (len(SHOWN) + 1)), sharex=True)
+    fig, axes = plt.subplots(len(SHOWN) + 1, 1, figsize=(10, 2.6 * (len(SHOWN) + 1)), sharex=True)
     x = np.array([pd.Timestamp(w.start).tz_convert(None) for w in report.windows])
     for ax, metric in zip(axes, SHOWN):
         est = np.array([[w.estimated[metric].value, *w.estimated[metric].ci95] for w in report.windows], dtype=float)
@@ -105,14 +105,18 @@ def plot_performance(report: PerformanceReport, path: str | Path) -> Path:
                 capsize=3,
                 label="realized (labelled)",
             )
+        floors: dict[float, list[str]] = {}
         for m in report.minimums:
             if m.metric == metric:
-                ax.axhline(m.value, ls="--", lw=1, color="#555", label=f"minimum ({m.kind}) {m.value:g}")
+                floors.setdefault(m.value, []).append(m.kind)
+        for value, kinds in floors.items():
+            ax.axhline(value, ls="--", lw=1, color="#555", label=f"minimum ({', '.join(kinds)})")
         ax.set_ylabel(LABELS[metric])
         floor = np.nanmin([*est[:, 1], *real[:, 1], *(m.value for m in report.minimums if m.metric == metric), 1])
         ax.set_ylim(max(0, np.floor(10 * floor - 0.5) / 10), 1.02)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8, loc="lower left", ncol=3)
+    for ax in axes[:-1]:
+        ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=3, frameon=False)
     cov = axes[-1]
     cov.bar(x, [w.label_coverage for w in report.windows], width=_bar_width(report), color="#2ca02c")
     for xi, w in zip(x, report.windows):
