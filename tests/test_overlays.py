@@ -27,9 +27,11 @@ from tests.k8s_tools import (
     deployment,
     docs_of,
     env_of,
+    kubectl,
     kustomize,
     pin,
     render,
+    run,
 )
 
 CRD_KINDS = {"PrometheusRule", "PodMonitor"}  # checked by test_deploy.py against their CRDs' fields
@@ -62,6 +64,21 @@ def test_the_base_kustomization_lists_exactly_what_kubectl_apply_f_reads():
     result = kustomize(K8S)
     assert result.returncode == 0, result.stderr
     assert by_key(docs_of(result.stdout)) == by_key(base_docs())
+
+
+def test_kubectl_apply_f_k8s_reads_the_manifests_and_not_the_kustomization(tmp_path):
+    """`kubectl apply -f k8s/` as the course runs it: kubectl's own file reader, offline (`annotate
+    --local` reads files as `apply -f` does), takes the five manifests and skips `Kustomization`; the
+    same file named kustomization.yaml would be read as an object and break the apply."""
+    argv = ("annotate", "--local", "-o", "name", "check=1", "-f")
+    result = run(kubectl(), *argv, K8S, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    names = result.stdout.split()  # e.g. deployment.apps/heart-disease-api
+    read = sorted((n.split("/")[0].split(".")[0], n.split("/")[1]) for n in names)
+    assert read == sorted((d["kind"].lower(), d["metadata"]["name"]) for d in base_docs())
+    renamed = copy_tree(tmp_path)
+    (renamed / "k8s" / "Kustomization").rename(renamed / "k8s" / "kustomization.yaml")
+    assert "kustomization" in run(kubectl(), *argv, renamed / "k8s", cwd=tmp_path).stdout
 
 
 # ------------------------------------------------------------------------------ render and validate
