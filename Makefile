@@ -114,7 +114,7 @@ poisoning: $(MODEL)  ## label-flip attacks, 0-50% sweep and confident-learning d
 	$(PY) data_poisoning.py --model $(MODEL) --data $(DATA) --out-dir $(REPORTS)
 	$(REPORT_HTML) --section poisoning
 
-REPORT_HTML = $(PY) -m heart.html_report --reports $(REPORTS) --card $(basename $(MODEL)).card.json
+REPORT_HTML = $(PY) -m heart.analyses.html_report --reports $(REPORTS) --card $(basename $(MODEL)).card.json
 
 analyses: fairness explain drift poisoning  ## run all four analyses, then write reports/index.html
 	$(REPORT_HTML)

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 
 from . import label_check
-from .artifact import ModelError, check_training_data, load_model
+from .artifact import ModelError, load_model
 from .data import DataError, Dataset, load_dataset
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -124,3 +124,15 @@ def load_analysis_inputs(args: argparse.Namespace):
             f"({'add' if trained_flipped else 'drop'} --flip-target)"
         )
     return model, data, labels
+
+
+def check_training_data(card: dict, data: Dataset) -> None:
+    """The held-out split is only held out for the file the model was trained on."""
+    expected = card.get("data", {}).get("sha256")
+    if expected and expected != data.sha256:
+        raise ModelError(
+            f"{data.source} is not the file this model was trained on (sha256 "
+            f"{data.sha256[:12]}... vs {expected[:12]}... in the model card): its "
+            "'held-out' rows would include training rows; pass the training data "
+            "with --data, or retrain on this file"
+        )

@@ -86,11 +86,11 @@ def app_routes():
 def app_port():
     import os
 
-    import heart_fastapi
+    from heart.serving import run
 
     saved = os.environ.pop("PORT", None)
     try:
-        return heart_fastapi.parse_args([]).port
+        return run.parse_args([]).port
     finally:
         if saved is not None:
             os.environ["PORT"] = saved
@@ -241,7 +241,7 @@ def test_ephemeral_storage_fits_the_prediction_log():
 
 def test_bytes_per_record_fit_the_planned_size(model_path, dataset, tmp_path):
     """The figure the sizing rests on, measured: training-like patients through a real server."""
-    from heart.harness import ApiServer
+    from heart.clients.harness import ApiServer
     from heart.samples import sample, to_records
 
     log = tmp_path / "predictions.jsonl"

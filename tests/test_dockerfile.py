@@ -44,13 +44,13 @@ def test_dockerfile_trains_the_model_at_build_from_the_bundled_data():
 
 def test_the_image_installs_only_the_serving_requirements_and_caches_the_onnx_graph():
     """requirements.txt (fairlearn, matplotlib, ...) never reaches the image; the build converts the
-    model it trained to ONNX once (heart.onnx_cache), beside the model the server loads."""
+    model it trained to ONNX once (heart.serving.onnx_cache), beside the model the server loads."""
     copies = " ".join(instructions("COPY"))
     runs = " ".join(instructions("RUN"))
     assert "requirements-serve.txt" in copies and "-r requirements-serve.txt" in runs
     assert not re.search(r"requirements\.txt", copies + runs)
     model = re.search(r"train\.py .*--out (\S+)", runs).group(1)
-    assert f"-m heart.onnx_cache {model}" in runs
+    assert f"-m heart.serving.onnx_cache {model}" in runs
     env = " ".join(args for instr, args in runtime_stage() if instr == "ENV")
     assert f"MODEL_PATH={model}" in env
     assert "pip uninstall" in runs and "-name tests" in runs  # no installer, no test suites shipped

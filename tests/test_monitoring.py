@@ -15,7 +15,7 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from heart.harness import ApiServer, free_port
+from heart.clients.harness import ApiServer, free_port
 from heart.samples import sample
 from heart.serving.contract import EXAMPLE
 

@@ -13,7 +13,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from heart import poisoning
+from heart.analyses import poisoning
 from heart.model import card_split, forest_from_card
 from heart.schema import FEATURE_NAMES
 
@@ -59,6 +59,7 @@ def result(loaded, dataset):
     )
 
 
+@pytest.mark.slow
 def test_zero_flips_is_the_clean_model(result, loaded):
     clean = result.clean
     for m in poisoning.REPORTED:
@@ -71,12 +72,14 @@ def test_zero_flips_is_the_clean_model(result, loaded):
             assert got.mean == pytest.approx(clean[m]) and got.sd == pytest.approx(0, abs=1e-12)
 
 
+@pytest.mark.slow
 def test_targeted_attack_hides_disease(result):
     targeted = result.attacks["targeted_positive_to_negative"].summary
     assert targeted.metrics["recall"].mean < result.clean["recall"] - 0.3
     assert targeted.flipped.mean == result.budget_rows
 
 
+@pytest.mark.slow
 def test_defense_finds_flipped_labels_better_than_chance(result):
     for attack in ("random", "targeted_positive_to_negative"):
         d = result.attacks[attack].summary.defense
@@ -86,6 +89,7 @@ def test_defense_finds_flipped_labels_better_than_chance(result):
     assert targeted.defense.metrics_after["recall"].mean > targeted.metrics["recall"].mean
 
 
+@pytest.mark.slow
 def test_report_dict_keeps_the_json_shape(result):
     d = result.to_dict()
     assert list(d) == list(REPORT_KEYS)

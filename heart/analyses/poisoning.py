@@ -24,7 +24,7 @@ from sklearn.base import clone
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import Pipeline
 
-from .model import compute_metrics, predict_proba
+from ..model import compute_metrics, predict_proba
 
 REPORTED = ("accuracy", "roc_auc", "recall")
 DEFAULT_RATE = 0.2
