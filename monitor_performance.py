@@ -128,6 +128,8 @@ def main(argv=None) -> int:
     )
     versions = sorted(set(frame["model_version"]))
     print(f"predictions: {', '.join(source['logs'])}: {len(frame)} records of model {', '.join(versions)}")
+    if report.class_mismatches:
+        print(f"note: {report.class_mismatches} served classes differ from the card's threshold", file=sys.stderr)
     if card.get("model_version") not in versions:
         print(
             f"note: {args.card} is model {card.get('model_version')}: is it the model that served these?",

@@ -253,6 +253,9 @@ def test_the_degradation_check_judges_full_windows_only():
         ("2026-05-01T00:00:00+00:00", "estimated", "accuracy")
     ]  # the 30-row window is as bad but too small to judge
     assert report.breaches[0].value == report.windows[0].estimated["accuracy"].value < 0.7
+    assert report.class_mismatches == 0
+    other = perf.analyze(frame_of(times, p, labels), 0.45, n_boot=100)  # not the threshold that served them
+    assert other.class_mismatches == int(((p >= 0.45) & (p < 0.5)).sum()) > 0
     assert report.degraded and report.to_dict()["degraded"] is True
     fine = perf.analyze(
         frame_of(times, p, labels), 0.5, n_boot=100, minimums=[perf.Minimum("estimated", "accuracy", 0.5)]

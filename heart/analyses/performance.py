@@ -103,6 +103,7 @@ class PerformanceReport:
     minimums: list[Minimum] = field(default_factory=list)
     min_rows: int = MIN_ROWS
     breaches: list[Breach] = field(default_factory=list)
+    class_mismatches: int = 0  # served classes the threshold would not give: is it the serving model's card?
 
     @property
     def degraded(self) -> bool:
@@ -376,4 +377,5 @@ def analyze(
         minimums=list(minimums),
         min_rows=min_rows,
         breaches=degradation(windows, minimums, min_rows),
+        class_mismatches=int((frame["predicted_class"].to_numpy() != decide(frame["probability"], threshold)).sum()),
     )
