@@ -9,6 +9,7 @@ from collections.abc import Callable
 from . import label_check
 from .artifact import ModelError, check_training_data, load_model
 from .data import DataError, Dataset, load_dataset
+from .progress import Stages
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -124,3 +125,17 @@ def load_analysis_inputs(args: argparse.Namespace):
             f"({'add' if trained_flipped else 'drop'} --flip-target)"
         )
     return model, data, labels
+
+
+def add_quiet_arg(p: argparse.ArgumentParser) -> None:
+    """--quiet for the scripts that report progress (heart.progress) on stderr."""
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress on stderr: neither the bar (on a terminal) nor the line per stage (off one)",
+    )
+
+
+def stages(args: argparse.Namespace) -> Stages:
+    """Where the script's long stages report: a bar on a terminal, a line each off one, nothing with --quiet."""
+    return Stages(quiet=args.quiet)
