@@ -23,7 +23,7 @@ from jinja2 import UndefinedError
 from markupsafe import Markup
 
 from .artifact import atomic_write
-from .report import FAIRNESS_SHOWN
+from .report import FAIRNESS_SHOWN, describe_fits
 from .schema import BY_NAME
 from .templates import templates
 
@@ -265,6 +265,7 @@ def poisoning_section(doc: dict, reports: Path) -> dict:
         f"--step {step} --defense {action} --out-dir {reports}"
     )
     metrics = [k for k in clean]
+    sweep = list(zip(doc["sweep"]["random"], doc["sweep"]["targeted_positive_to_negative"]))
     return {
         "doc": doc,
         "summary": summary,
@@ -272,9 +273,26 @@ def poisoning_section(doc: dict, reports: Path) -> dict:
         "metrics": metrics,
         "rnd": rnd,
         "tgt": tgt,
-        "sweep": list(zip(doc["sweep"]["random"], doc["sweep"]["targeted_positive_to_negative"])),
+        "sweep": [(r, t, _fit_notes(doc, r, t)) for r, t in sweep],
+        "main_notes": [
+            f"{name}{what}: {text}"
+            for name, summary in (("random flips", rnd), ("targeted", tgt))
+            for what, fits in (("", summary.get("fits", {})), (" + defence", summary["defense"].get("fits_after", {})))
+            if (text := describe_fits(fits, doc.get("clean_fit", "")))
+        ],
         "plots": plots(reports, [("poisoning.png", "Held-out metrics against the share of flipped labels")]),
     }
+
+
+def _fit_notes(doc: dict, random: dict, targeted: dict) -> str:
+    """How a sweep point's sets were modelled when not as the clean one (heart.poisoning.fit_plan)."""
+    reference = doc.get("clean_fit", "")  # absent from reports written before fits were recorded
+    notes = [
+        f"{name}: {text}"
+        for name, point in (("random", random), ("targeted", targeted))
+        if (text := describe_fits(point.get("fits", {}), reference))
+    ]
+    return "; ".join(notes) or "as clean"
 
 
 def _f(x: Any, digits: int = 3) -> str:
@@ -285,6 +303,9 @@ def _f(x: Any, digits: int = 3) -> str:
 
 
 def _ms(s: dict, digits: int = 3) -> str:
+    """Mean ± sd; n/a when no value was defined (the JSON's null: e.g. no seed's set was trainable)."""
+    if s["mean"] is None:
+        return "n/a"
     return f"{s['mean']:.{digits}f} ± {s['sd']:.{digits}f}"
 
 

@@ -184,3 +184,29 @@ def test_the_report_opens_in_a_browser_with_no_request_elsewhere(reports):
         assert len(widths) == 6 and all(w > 100 for w in widths)  # every plot decoded
         net.assert_clean()
         assert net.served == [f"{(out / 'index.html').as_uri()}: 200"]  # the page itself, nothing else
+
+
+def test_a_poisoning_point_not_trainable_is_na_and_named(reports, tmp_path):
+    out, card = reports
+    doc = load(out, "poisoning.json")
+    assert doc["clean_fit"] == "5-fold calibration"
+    point = doc["sweep"]["targeted_positive_to_negative"][-1]
+    point.update(recall={"mean": None, "sd": None}, fits={"not trainable": 1})
+    doc["attacks"]["targeted_positive_to_negative"]["summary"]["fits"] = {"2-fold calibration": 1}
+    (tmp_path / "poisoning.json").write_text(json.dumps(doc))
+    html = render(build_sections(tmp_path, card, ("poisoning",)), tmp_path)
+    assert '<td>n/a</td><td class="text">targeted: not trainable</td></tr>' in html
+    assert "Modelled otherwise than the clean set: targeted: 2-fold calibration." in html
+    assert html.count('<td class="text">as clean</td>') == len(doc["sweep"]["random"]) - 1
+
+
+def test_a_poisoning_report_from_before_fits_were_recorded_still_renders(reports, tmp_path):
+    out, card = reports
+    doc = load(out, "poisoning.json")
+    del doc["clean_fit"]
+    for curve in doc["sweep"].values():
+        for point in curve:
+            del point["fits"]
+    (tmp_path / "poisoning.json").write_text(json.dumps(doc))
+    html = render(build_sections(tmp_path, card, ("poisoning",)), tmp_path)
+    assert '<td class="text">as clean</td>' in html and "<td>n/a</td>" not in html

@@ -12,11 +12,17 @@ import subprocess
 import sys
 import termios
 
+import numpy as np
 import pytest
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
+import data_poisoning
 import fairness_check
 import train as train_script
-from heart import cli, fairness
+from heart import cli, fairness, poisoning
 from heart.model import card_split, forest_from_card, train
 from heart.progress import BAR, LINES, OFF, SILENT, Stages
 
@@ -116,6 +122,24 @@ def test_fairness_reports_the_out_of_fold_fits_and_each_bootstrap(loaded, datase
     ]
 
 
+def test_poisoning_reports_every_run_once(dataset):
+    """2 (clean, its defense) + 2 attacks x 2 seeds + the sweep's 0.3 point x 2 x 2; 0% and 0.2 are not refitted."""
+    out = io.StringIO()
+    idx = np.arange(len(dataset.y))
+    poisoning.run_poisoning(
+        make_pipeline(SimpleImputer(), StandardScaler(), LogisticRegression()),
+        dataset.X,
+        dataset.y,
+        idx[idx % 3 != 0],
+        idx[idx % 3 == 0],
+        seeds=(0, 1),
+        sweep_rates=(0.0, 0.2, 0.3),
+        n_jobs=1,
+        stages=Stages(stream=out),
+    )
+    assert out.getvalue().startswith("poisoning: clean model, attacks with defense, sweep: 10/10 runs in ")
+
+
 def run_train(tmp_path, *flags, terminal=False):
     """train.py as a user runs it, its stderr a pipe or (terminal=True) a pseudo-terminal."""
     argv = [sys.executable, "train.py", "--no-cv", "--n-estimators", "5", "--out", str(tmp_path / "m.joblib"), *flags]
@@ -160,7 +184,7 @@ def test_train_py_on_a_terminal_draws_a_bar(tmp_path):
     assert code == 0 and stderr == ""
 
 
-@pytest.mark.parametrize("script", [train_script, fairness_check])
+@pytest.mark.parametrize("script", [train_script, fairness_check, data_poisoning])
 def test_each_script_with_progress_takes_quiet(script):
     assert cli.stages(script.parse_args([])).mode in (BAR, LINES)
     assert cli.stages(script.parse_args(["--quiet"])).mode == OFF
