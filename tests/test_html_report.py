@@ -20,6 +20,7 @@ import drift_analysis_ks
 import explainability
 import fairness_check
 import train as train_script
+from bench import smoke
 from heart import html_report
 from heart.html_report import BY_KEY, ReportError, build_sections, render
 from tests.browser import browser, guarded_page
@@ -210,3 +211,30 @@ def test_a_poisoning_report_from_before_fits_were_recorded_still_renders(reports
     (tmp_path / "poisoning.json").write_text(json.dumps(doc))
     html = render(build_sections(tmp_path, card, ("poisoning",)), tmp_path)
     assert '<td class="text">as clean</td>' in html and "<td>n/a</td>" not in html
+
+
+def test_the_smoke_check_passes_a_full_page_and_names_each_empty_section(reports, tmp_path):
+    out, card = reports
+    assert smoke.report_problems(render(build_sections(out, card), out)) == []
+    partial = render(build_sections(tmp_path, card), tmp_path)  # only the model card: no analysis has run here
+    assert smoke.report_problems(partial) == [
+        f"section {key!r} says not run yet (make {target})"
+        for key, target in (
+            ("fairness", "fairness"),
+            ("explain", "explain"),
+            ("drift", "drift"),
+            ("poisoning", "poisoning"),
+        )
+    ]
+    no_drift = render([c for c in build_sections(out, card) if c["key"] != "drift"], out)
+    assert smoke.report_problems(no_drift) == ["section 'drift' is missing"]
+    page = render(build_sections(out, card), out)
+    unsummarised = page.replace('<p class="summary">', '<p class="other">', 1)
+    assert smoke.report_problems(unsummarised) == ["section 'card' has no summary"]
+    drift = page.index('<section id="drift"')
+    bare = (
+        page[:drift]
+        + re.sub(r"<(table|img)\b", r"<\1-gone", page[drift : page.index("</section>", drift)])
+        + (page[page.index("</section>", drift) :])
+    )
+    assert smoke.report_problems(bare) == ["section 'drift' has no table or figure"]
