@@ -30,14 +30,14 @@ COPY . .
 # from a RUN, and a build ARG would have to be known before training): MODEL_SHA256_FILE points
 # the server at it, and REQUIRE_MODEL_PIN refuses any model without a pin (docs/security.md). A
 # mounted model (MODEL_PATH) must come with its own MODEL_SHA256, which wins over the file.
-# heart.onnx_cache converts the model to ONNX here, once (model.onnx + its sha256 record), so
+# heart.serving.onnx_cache converts the model to ONNX here, once (model.onnx + its sha256 record), so
 # the server skips skl2onnx at start; it still checks parity before serving it.
 # /app is the whole application, byte-compiled here (pip compiled the venv) because the root
 # filesystem is read-only in Kubernetes; data/data.csv stays because the server checks its fast
 # path on those rows.
 RUN /opt/venv/bin/python train.py --data data/data.csv --out /app/model.joblib \
  && sha256sum /app/model.joblib | cut -d' ' -f1 > /app/model.sha256 \
- && /opt/venv/bin/python -m heart.onnx_cache /app/model.joblib \
+ && /opt/venv/bin/python -m heart.serving.onnx_cache /app/model.joblib \
  && mkdir -p /app/data \
  && cp -r heart heart_fastapi.py /app/ \
  && cp data/data.csv /app/data/ \

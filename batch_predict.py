@@ -14,7 +14,8 @@ import sys
 import time
 
 from heart import cli
-from heart.client import (
+from heart.analyses.report import format_table, write_json
+from heart.clients.client import (
     DEFAULT_BACKOFF,
     DEFAULT_CONCURRENCY,
     DEFAULT_RETRIES,
@@ -25,12 +26,9 @@ from heart.client import (
     check_url,
     predict_batches,
     predict_each,
-    records_json,
-    summarize_records,
-    summary_rows,
 )
+from heart.clients.summary import records_json, summarize_records, summary_rows
 from heart.data import load_dataset
-from heart.report import format_table, write_json
 from heart.samples import MODES, sample, to_records
 from heart.serving.contract import MAX_BATCH
 

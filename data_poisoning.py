@@ -19,9 +19,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from heart import cli, poisoning
+from heart import cli
+from heart.analyses import poisoning
+from heart.analyses.report import describe_fits, format_table, plot_poisoning, write_json
 from heart.model import card_split, forest_from_card
-from heart.report import describe_fits, format_table, plot_poisoning, write_json
 
 METRICS = poisoning.REPORTED
 

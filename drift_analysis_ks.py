@@ -14,11 +14,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from heart import cli, drift
+from heart import cli
+from heart.analyses import drift
+from heart.analyses.report import format_table, plot_drift, write_json
 from heart.data import load_dataset
 from heart.model import DEFAULT_SEED
 from heart.predlog import load_prediction_log
-from heart.report import format_table, plot_drift, write_json
 from heart.samples import MODES, sample
 
 

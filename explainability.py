@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from heart import cli
+from heart.analyses.report import format_table, plot_beeswarm, plot_importance, plot_waterfall, write_json
 from heart.attribution import PipelineExplainer, describe_rows, explain_dataset, global_importance
 from heart.data import DataError
 from heart.decision import decide, threshold_of
 from heart.model import card_split
-from heart.report import format_table, plot_beeswarm, plot_importance, plot_waterfall, write_json
 from heart.schema import TARGET
 
 ADDITIVITY_TOLERANCE = 1e-6

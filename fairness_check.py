@@ -12,10 +12,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from heart import cli, fairness
+from heart import cli
+from heart.analyses import fairness
+from heart.analyses.report import FAIRNESS_SHOWN, format_table, plot_fairness, write_json
 from heart.decision import threshold_of
 from heart.model import DEFAULT_SEED, card_split, forest_from_card
-from heart.report import FAIRNESS_SHOWN, format_table, plot_fairness, write_json
 from heart.schema import FEATURE_NAMES
 
 

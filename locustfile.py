@@ -2,7 +2,7 @@
 
 Each simulated user mostly posts one schema-generated patient to /predict, sometimes a small
 batch to /predict/batch, and now and then asks /ready_check. Every response's shape is
-checked with the same rules as batch_predict.py (heart.client); a wrong one counts as a
+checked with the same rules as batch_predict.py (heart.clients.client); a wrong one counts as a
 failure. Host defaults to http://localhost:8000 (--host overrides). Extra options below
 (also in the web UI): --request-timeout, --wait-min/--wait-max, --batch-rows, --sampling,
 --pool-size, --seed, --data, --summary-json.
@@ -16,9 +16,9 @@ from pathlib import Path
 import gevent
 from locust import HttpUser, events, task
 
-from heart.client import batch_problem, prediction_problem, ready_problem
-from heart.harness import cpu_seconds, locust_summary
-from heart.report import write_json
+from heart.analyses.report import write_json
+from heart.clients.client import batch_problem, prediction_problem, ready_problem
+from heart.clients.harness import cpu_seconds, locust_summary
 from heart.samples import MODES, sample, to_records
 from heart.serving.contract import MAX_BATCH
 

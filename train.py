@@ -13,6 +13,7 @@ import argparse
 import sys
 
 from heart import cli
+from heart.analyses.report import format_table, mean_sd
 from heart.artifact import card_path_for, save_model
 from heart.data import MAX_DATA_BYTES, check_class_sizes, load_dataset
 from heart.model import (
@@ -25,7 +26,6 @@ from heart.model import (
     build_card,
     train,
 )
-from heart.report import format_table, mean_sd
 
 
 def max_features(value: str):

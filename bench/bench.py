@@ -38,8 +38,8 @@ from pathlib import Path
 import requests
 
 from heart import cli
-from heart.harness import ApiServer
-from heart.report import format_table, write_json
+from heart.analyses.report import format_table, write_json
+from heart.clients.harness import ApiServer
 from heart.samples import sample, to_records
 from heart.schema import FEATURE_NAMES
 from heart.serving.contract import EXAMPLE

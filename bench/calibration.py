@@ -15,10 +15,10 @@ import time
 
 import numpy as np
 
+from heart.analyses.report import format_table
 from heart.attribution import PipelineExplainer
 from heart.data import load_dataset
 from heart.model import CALIBRATION, build_baseline, build_forest, cross_validate
-from heart.report import format_table
 
 from .label_check_sweep import DATA
 

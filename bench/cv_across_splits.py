@@ -9,9 +9,9 @@ import argparse
 
 import numpy as np
 
+from heart.analyses.report import format_table
 from heart.data import load_dataset
 from heart.model import build_baseline, build_forest, cross_validate, split_by_labels
-from heart.report import format_table
 
 
 def main() -> None:

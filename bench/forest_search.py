@@ -8,9 +8,9 @@ Usage: .venv/bin/python -m bench.forest_search [--top 10]
 
 import argparse
 
+from heart.analyses.report import format_table
 from heart.data import load_dataset
 from heart.model import split_by_labels, tune
-from heart.report import format_table
 
 GRID = dict(
     max_samples=[None, 0.5, 0.7],

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from heart.analyses.report import format_table
 from heart.data import load_dataset
 from heart.label_check import INCONCLUSIVE_WITHIN, MARGIN, REFUSE_BELOW, check_matrix, risk_matrix
-from heart.report import format_table
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "data.csv"
 NOISE_RATES = (0.05, 0.10, 0.15, 0.20)

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 from heart import cli
-from heart.harness import ApiServer, LoadTestError, gate, run_locust
-from heart.report import format_table
+from heart.analyses.report import format_table
+from heart.clients.harness import ApiServer, LoadTestError, gate, run_locust
 
 
 def parse_args(argv):

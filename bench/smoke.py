@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
-from heart.html_report import SECTIONS
-from heart.report import format_table, write_json
+from heart.analyses.html_report import SECTIONS
+from heart.analyses.report import format_table, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 # Variables that would make a default run do something else than the docs show (a token the batch
@@ -67,7 +67,7 @@ STEPS = (
     Step("python explainability.py", 30, "wrote reports/explainability.json, reports/shap_bar.png"),
     Step("python drift_analysis_ks.py", 30, "wrote reports/drift.json and reports/drift.png"),
     Step("python data_poisoning.py", 180, "wrote reports/poisoning.json and reports/poisoning.png"),
-    Step("python -m heart.html_report", 30, "wrote reports/index.html"),
+    Step("python -m heart.analyses.html_report", 30, "wrote reports/index.html"),
     SERVER,
     Step("python batch_predict.py", 30, "wrote batch_prediction_results.json (100 records)"),
     Step("python test.py", 90, " passed in "),
@@ -234,7 +234,7 @@ def smoke(workdir: Path) -> list[dict]:
                 wall = run_step(step, workdir, env_client if "batch_predict" in step.command else env)
             rows.append({"command": step.command, "budget_s": step.budget_s, "wall_s": round(wall, 1)})
             print(f"ok   {wall:6.1f} s  {step.command}", flush=True)
-            if step.command == "python -m heart.html_report":
+            if step.command == "python -m heart.analyses.html_report":
                 problems = report_problems((workdir / "reports" / "index.html").read_text(encoding="utf-8"))
                 if problems:
                     raise SmokeError("reports/index.html: " + "; ".join(problems))

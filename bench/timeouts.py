@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 from heart import cli
-from heart.harness import ApiServer, LoadTestError, run_locust
-from heart.report import format_table, write_json
+from heart.analyses.report import format_table, write_json
+from heart.clients.harness import ApiServer, LoadTestError, run_locust
 
 
 def user_counts(value: str) -> list[int]:

@@ -1,7 +1,9 @@
 """Heart-disease prediction: schema, data, model, serving and analyses in one package.
 
-The top-level scripts (train.py, heart_fastapi.py, ...) are thin command-line entry points
-over this package; nothing here imports a script.
+Four wings that read top-down: the scripts -> {serving, analyses, clients} -> the core (the
+modules here) -> schema. A wing imports the core and, where named, another wing's public module
+(clients use serving.contract; live drift uses analyses.drift); the core imports no wing;
+nothing imports a script (tests/test_layout.py checks it).
 """
 
 __version__ = "1.0.0"

@@ -32,14 +32,12 @@ from typing import TYPE_CHECKING
 from . import __version__
 from .schema import FEATURE_NAMES
 
-# heart.data and heart.report hash and write files through this module, so it imports neither
+# heart.data and heart.analyses.report hash and write files through this module, so it imports neither
 # sklearn nor joblib (0.19 s after pandas) until a model is saved or loaded.
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
-    from .data import Dataset
-
-log = logging.getLogger("heart.artifact")
+log = logging.getLogger(__name__)
 FORMAT = "heart-model/2"
 TRAILER_MAGIC = b"\n#heart-model sha256="
 TRAILER_LEN = len(TRAILER_MAGIC) + 64 + 1
@@ -250,16 +248,4 @@ def _warn_if_stale_copy(path: Path, digest: str) -> None:
                 "card_sha256": copy,
                 "file_sha256": digest,
             },
-        )
-
-
-def check_training_data(card: dict, data: Dataset) -> None:
-    """The held-out split is only held out for the file the model was trained on."""
-    expected = card.get("data", {}).get("sha256")
-    if expected and expected != data.sha256:
-        raise ModelError(
-            f"{data.source} is not the file this model was trained on (sha256 "
-            f"{data.sha256[:12]}... vs {expected[:12]}... in the model card): its "
-            "'held-out' rows would include training rows; pass the training data "
-            "with --data, or retrain on this file"
         )

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 
 from . import label_check
-from .artifact import ModelError, check_training_data, load_model
+from .artifact import ModelError, load_model
 from .data import DataError, Dataset, load_dataset
 from .progress import Stages
 
@@ -125,6 +125,18 @@ def load_analysis_inputs(args: argparse.Namespace):
             f"({'add' if trained_flipped else 'drop'} --flip-target)"
         )
     return model, data, labels
+
+
+def check_training_data(card: dict, data: Dataset) -> None:
+    """The held-out split is only held out for the file the model was trained on."""
+    expected = card.get("data", {}).get("sha256")
+    if expected and expected != data.sha256:
+        raise ModelError(
+            f"{data.source} is not the file this model was trained on (sha256 "
+            f"{data.sha256[:12]}... vs {expected[:12]}... in the model card): its "
+            "'held-out' rows would include training rows; pass the training data "
+            "with --data, or retrain on this file"
+        )
 
 
 def add_quiet_arg(p: argparse.ArgumentParser) -> None:

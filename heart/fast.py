@@ -26,7 +26,7 @@ from .schema import FEATURE_NAMES, FEATURES
 # ONNX Runtime sums the forest in float32 (~3e-7 error); the calibration's sigmoid multiplies
 # that by its slope (|a|/4, about 2.8 for the shipped model): 1e-6 measured, 1e-5 allowed.
 PARITY_TOLERANCE = 1e-5
-log = logging.getLogger("heart.fast")
+log = logging.getLogger(__name__)
 
 
 class SklearnPredictor:
@@ -58,7 +58,7 @@ class OnnxPredictor:
     inline = True  # tens of microseconds: cheaper to run on the event loop than to hop threads
 
     def __init__(self, pipeline: Pipeline, threshold: float = DEFAULT_THRESHOLD, onnx_bytes: bytes | None = None):
-        """onnx_bytes: the graph to_onnx(pipeline) gave earlier (heart.onnx_cache), else converted now."""
+        """onnx_bytes: the graph to_onnx(pipeline) gave earlier (heart.serving.onnx_cache), else converted now."""
         import onnxruntime as ort
 
         onnx_bytes = to_onnx(pipeline) if onnx_bytes is None else onnx_bytes

@@ -273,23 +273,9 @@ def build_card(result: TrainResult, data: Dataset, seed: int, test_size: float, 
         "name": "heart-disease-random-forest",
         "package_version": __version__,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "intended_use": (
-            "Teaching and reference MLOps service: estimates the probability of "
-            "angiographic heart disease from 13 clinical measurements. Not a medical "
-            "device; not for diagnosis or treatment decisions."
-        ),
-        "limitations": (
-            "Trained on 303 patients from one hospital (Cleveland Clinic, 1988), "
-            "mostly men; calibration and fairness across groups are limited by that sample."
-        ),
-        "data": {
-            "file": os.path.basename(data.source),
-            "sha256": data.sha256,
-            "rows": data.n_rows,
-            "class_balance": data.class_balance(),
-            "missing_values": {k: v for k, v in data.missing.items() if v},
-            "legacy_sentinels_read_as_missing": data.sentinels,
-        },
+        "intended_use": INTENDED_USE,
+        "limitations": LIMITATIONS,
+        "data": _data_section(data),
         "labels": labels
         if labels is not None
         else {"flipped": False, "check": "not run (card built without train.py)"},
@@ -333,6 +319,27 @@ def build_card(result: TrainResult, data: Dataset, seed: int, test_size: float, 
             "pandas": pd.__version__,
             "joblib": joblib.__version__,
         },
+    }
+
+
+INTENDED_USE = (
+    "Teaching and reference MLOps service: estimates the probability of angiographic heart disease "
+    "from 13 clinical measurements. Not a medical device; not for diagnosis or treatment decisions."
+)
+LIMITATIONS = (
+    "Trained on 303 patients from one hospital (Cleveland Clinic, 1988), mostly men; calibration "
+    "and fairness across groups are limited by that sample."
+)
+
+
+def _data_section(data: Dataset) -> dict:
+    return {
+        "file": os.path.basename(data.source),
+        "sha256": data.sha256,
+        "rows": data.n_rows,
+        "class_balance": data.class_balance(),
+        "missing_values": {k: v for k, v in data.missing.items() if v},
+        "legacy_sentinels_read_as_missing": data.sentinels,
     }
 
 

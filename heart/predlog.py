@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -29,9 +28,8 @@ import pandas as pd
 from .artifact import sha256_file
 from .data import DataError, Dataset, Problem, parse_features, read_text
 from .schema import FEATURE_NAMES
-from .telemetry import STDOUT_HANDLER
 
-log = logging.getLogger("heart.predlog")
+log = logging.getLogger(__name__)
 MAX_LOG_BYTES = 256 * 10**6  # read whole: a few rotated 64 MiB files, never /dev/zero
 LOST_LOG_SECONDS = 60.0  # at most one warning a minute about lost records (with the count since the last)
 
@@ -159,7 +157,8 @@ class PredictionLines:
     is not installed, each record goes through ordinary logging instead.
     """
 
-    def __init__(self, logger_name: str = "heart.predictions"):
+    def __init__(self, handler: logging.Handler | None = None, logger_name: str = "heart.predictions"):
+        self.handler = handler  # the JSON log handler whose lock and stream the lines share
         self.logger = logging.getLogger(logger_name)
         self.prefix = b'{"level":"INFO","logger":"%s",' % logger_name.encode()
 
@@ -167,19 +166,22 @@ class PredictionLines:
         return self.logger.isEnabledFor(logging.INFO)
 
     def write(self, lines: list[bytes], batch: PredictionRecords) -> None:
-        if STDOUT_HANDLER not in self.logger.handlers and STDOUT_HANDLER not in logging.getLogger("heart").handlers:
+        handler = self.handler
+        if handler is None or (
+            handler not in self.logger.handlers and handler not in logging.getLogger("heart").handlers
+        ):
             for record in batch.records():
                 self.logger.info(EVENT, extra={k: v for k, v in record.items() if k not in ("event", "timestamp")})
             return
         blob = b"".join(self.prefix + line[1:] + b"\n" for line in lines).decode()  # line[1:]: the record after "{"
-        STDOUT_HANDLER.acquire()
+        handler.acquire()
         try:
-            sys.stdout.write(blob)
-            sys.stdout.flush()
+            handler.stream.write(blob)
+            handler.stream.flush()
         except Exception:  # noqa: BLE001 - a closed stdout must not fail the request
             pass
         finally:
-            STDOUT_HANDLER.release()
+            handler.release()
 
 
 class PredictionWriter:
@@ -191,11 +193,11 @@ class PredictionWriter:
     "When the prediction log fails").
     """
 
-    def __init__(self, path: str | Path | None, registry=None):
+    def __init__(self, path: str | Path | None, registry=None, log_handler: logging.Handler | None = None):
         from prometheus_client import Counter
 
         self.file = PredictionLog(path) if path else None
-        self.stdout = PredictionLines()
+        self.stdout = PredictionLines(log_handler)
         self.lost = Counter(
             "heart_prediction_log_lost_total",
             "Prediction records the PREDICTION_LOG file "

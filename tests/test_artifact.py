@@ -17,7 +17,8 @@ import pytest
 
 import heart
 from heart import artifact
-from heart.artifact import ModelError, card_path_for, check_training_data, load_model, save_model, sha256_file
+from heart.artifact import ModelError, card_path_for, load_model, save_model, sha256_file
+from heart.cli import check_training_data
 from heart.data import load_dataset
 from heart.schema import FEATURE_NAMES
 

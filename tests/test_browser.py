@@ -12,7 +12,7 @@ import math
 import httpx
 import pytest
 
-from heart.harness import ApiServer
+from heart.clients.harness import ApiServer
 from heart.schema import BY_NAME, FEATURE_NAMES
 from tests.browser import browser, guarded_page
 

@@ -9,17 +9,16 @@ import sys
 import pytest
 import requests
 
-from heart.client import (
+from heart.clients.client import (
     Record,
     _post,
     batch_problem,
     endpoints,
-    percentile,
     predict_each,
     prediction_problem,
-    summarize_records,
 )
-from heart.harness import ApiServer, free_port, gate, run_locust
+from heart.clients.harness import ApiServer, free_port, gate, run_locust
+from heart.clients.summary import percentile, summarize_records
 from heart.samples import sample, to_records
 from tests.stub_api import StubAPI
 
@@ -384,7 +383,7 @@ def test_locust_marks_wrong_shapes_as_failures(tmp_path):
 def test_progress_bar_draws_on_a_terminal_only():
     import io
 
-    from heart.client import Progress
+    from heart.clients.client import Progress
 
     class Tty(io.StringIO):
         def isatty(self):

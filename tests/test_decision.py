@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from heart import fairness
+from heart.analyses import fairness
 from heart.artifact import save_model
 from heart.decision import decide, threshold_of
 from heart.fast import OnnxPredictor, SklearnPredictor, build_predictor, parity_rows
@@ -100,15 +100,12 @@ def test_both_engines_decide_10000_random_patients_by_the_rule(loaded, engine):
 @pytest.fixture(scope="module")
 def client_at(loaded, tmp_path_factory):
     """The API on the test model saved again with a card that says threshold 0.41 (not 0.5)."""
-    from heart.serving.app import create_app
-    from tests.test_serving_api import settings_for
+    from tests.support import make_app
 
     dst = tmp_path_factory.mktemp("threshold") / "model.joblib"
     card = {k: v for k, v in loaded.card.items() if k not in ("artifact", "model_version")}
     save_model(loaded.pipeline, {**card, "threshold": 0.41}, dst)
-    app = create_app(
-        settings_for(dst, background_load=False, parity_samples=200, prediction_log=dst.parent / "predictions.jsonl")
-    )
+    app = make_app(dst, dst.parent)
     with TestClient(app) as c:
         assert app.state.serving.wait(60)
         yield c

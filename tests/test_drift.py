@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from heart import drift
+from heart.analyses import drift
 from heart.data import DataError
 from heart.predlog import load_prediction_log
 from heart.samples import sample
@@ -30,7 +30,7 @@ def test_benjamini_hochberg_and_bonferroni_by_hand():
 
 
 def _hand_written_bh(p):
-    """The step-up Benjamini-Hochberg heart.drift used before scipy's false_discovery_control."""
+    """The step-up Benjamini-Hochberg heart.analyses.drift used before scipy's false_discovery_control."""
     p = np.asarray(p, dtype=float)
     n = len(p)
     order = np.argsort(p)

@@ -3,10 +3,8 @@
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from opentelemetry.sdk.trace import TracerProvider
 
-from heart.serving.app import create_app
-from tests.test_serving_api import settings_for
+from tests.support import make_app
 
 MAX_EXAMPLES = 100  # per operation and mode; keeps the whole file well under a minute
 MODES = [schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE]
@@ -14,10 +12,7 @@ MODES = [schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGAT
 
 @pytest.fixture(scope="module")
 def fuzz_schema(model_path):
-    app = create_app(
-        settings_for(model_path, parity_samples=200, background_load=False, configure_logging=False),
-        tracer_provider_=TracerProvider(),
-    )
+    app = make_app(model_path, configure_logging=False)
     app.state.serving.load()  # the ASGI transport does not run the lifespan: load here
     assert app.state.serving.ready
     return schemathesis.openapi.from_asgi("/openapi.json", app)

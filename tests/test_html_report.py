@@ -21,8 +21,8 @@ import explainability
 import fairness_check
 import train as train_script
 from bench import smoke
-from heart import html_report
-from heart.html_report import BY_KEY, ReportError, build_sections, render
+from heart.analyses import html_report
+from heart.analyses.html_report import BY_KEY, ReportError, build_sections, render
 from tests.browser import browser, guarded_page
 
 ROOT = Path(__file__).resolve().parent.parent

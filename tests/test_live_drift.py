@@ -1,5 +1,5 @@
 """Live drift (issue 14, part 1): the window of recent inputs, the gauges computed from it by
-heart.drift.drift_report (the offline script's code), and a real server that flags age, and
+heart.analyses.drift.drift_report (the offline script's code), and a real server that flags age, and
 only age, within one window of patients ten years older than the training data's."""
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from heart.drift import drift_report
-from heart.harness import ApiServer
+from heart.analyses.drift import drift_report
+from heart.clients.harness import ApiServer
 from heart.samples import sample, to_records
 from heart.schema import FEATURE_NAMES
 from heart.serving.live_drift import DriftWindow, LiveDrift
+from heart.serving.metrics import Metrics, metrics_payload
 from heart.serving.settings import SettingsError, load_settings
-from heart.telemetry import Metrics, metrics_payload
 
 WINDOW = 1000
 

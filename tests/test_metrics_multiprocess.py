@@ -14,9 +14,9 @@ import requests
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from heart.harness import ApiServer
+from heart.clients.harness import ApiServer
 from heart.serving.contract import EXAMPLE
-from heart.telemetry import Metrics, metrics_payload, multiprocess_dir
+from heart.serving.metrics import Metrics, metrics_payload, multiprocess_dir
 
 WORKERS = 2
 

@@ -37,6 +37,7 @@ def test_card_describes_the_artifact(loaded, model_path, dataset):
     json.dumps(card, allow_nan=False)
 
 
+@pytest.mark.slow
 def test_calibration_lowers_brier_and_keeps_the_ranking(dataset):
     """5-fold CV over all rows (the bench's 5x5 gives 0.9145 / 0.118; this 5x1 gives 0.919 /
     0.117, bare Brier 0.147): the served, calibrated Pipeline against the bare forest on the same folds."""
@@ -61,6 +62,7 @@ def test_reliability_bins_count_every_row():
     assert bins[1]["observed_rate"] is None
 
 
+@pytest.mark.slow
 def test_card_records_threshold_calibration_and_labels(loaded, trained):
     card = loaded.card
     assert card["threshold"] == 0.5
@@ -75,6 +77,7 @@ def test_card_records_threshold_calibration_and_labels(loaded, trained):
     assert M.forest_from_card(old_card).named_steps["model"].__class__.__name__ == "RandomForestClassifier"
 
 
+@pytest.mark.slow
 def test_two_runs_give_identical_predictions_and_artifacts(dataset, trained, tmp_path):
     again = train(dataset, cv=False)
     np.testing.assert_array_equal(predict_proba(again.pipeline, dataset.X), predict_proba(trained.pipeline, dataset.X))
@@ -83,6 +86,7 @@ def test_two_runs_give_identical_predictions_and_artifacts(dataset, trained, tmp
     assert a["artifact"]["sha256"] == b["artifact"]["sha256"]
 
 
+@pytest.mark.slow
 def test_the_seed_changes_the_model(dataset, trained):
     other = train(dataset, seed=7, cv=False)
     assert not np.array_equal(predict_proba(other.pipeline, dataset.X), predict_proba(trained.pipeline, dataset.X))

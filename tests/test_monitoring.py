@@ -15,7 +15,7 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from heart.harness import ApiServer, free_port
+from heart.clients.harness import ApiServer, free_port
 from heart.samples import sample
 from heart.serving.contract import EXAMPLE
 
@@ -29,6 +29,7 @@ ALERTS = {
     "HeartApi5xxRateHigh",
     "HeartApiLatencyP99High",
     "HeartApiPodNotReady",
+    "HeartApiDown",
     "HeartInputDrift",
     "HeartPredictedPositiveRateOutOfBand",
     "HeartPredictionLogRecordsLost",
@@ -109,7 +110,18 @@ def test_every_alert_is_tested_firing_and_silent():
     [
         ("> 0.01\n", "> 0.03\n"),  # 5xx share
         ("> 0.25\n", "> 0.5\n"),  # p99 budget
-        ('route=~"/predict|/predict/batch"', 'route=~".+"'),  # the budget's routes
+        ('route=~"/predict/?|/predict/batch|/explain|/v2/models/.+/infer"', 'route=~".+"'),  # budget's routes
+        ('route=~"/predict/?|/predict/batch|/explain|/v2/models/.+/infer"', 'route=~"/predict|/predict/batch"'),
+        ("sum by (namespace, route, le)", "sum by (namespace, le)"),  # per route, not pooled
+        (
+            "sum by (namespace, route) (rate(heart_http_requests_total{status",
+            "sum by (namespace) (rate(heart_http_requests_total{status",
+        ),
+        ('route!~"/ready_check|/v2/health/ready|/v2/models/.+/ready"', 'route!="/ready_check"'),  # V2 probes
+        (
+            'absent(up{app_kubernetes_io_name="heart-disease-api"} == 1)',
+            'absent(up{app_kubernetes_io_name="heart-disease-api"})',
+        ),
         ("heart_ready == 0\n", "heart_ready < 0\n"),  # readiness
         ("heart_drift_drifted_share >= 0.5", "heart_drift_drifted_share > 0.5"),
         ("heart_predicted_positive_rate < 0.2", "heart_predicted_positive_rate <= 0.2"),
@@ -130,6 +142,58 @@ def test_the_unit_tests_pin_each_threshold(promtool, tmp_path, old, new):
     assert result.returncode == 1 and "FAILED" in result.stdout + result.stderr, result.stdout
 
 
+PREDICTION_ROUTES = {
+    "/predict",
+    "/predict/",
+    "/predict/batch",
+    "/explain",
+    "/v2/models/{name}/infer",
+    "/v2/models/{name}/versions/{version}/infer",
+}
+
+
+def label_regex(expr: str, op: str) -> re.Pattern:
+    """The route matcher of a PromQL expression (op `=~` or `!~`), anchored as Prometheus anchors it."""
+    (pattern,) = set(re.findall(rf'route{op}"([^"]+)"', expr))
+    return re.compile(rf"(?:{pattern})\Z")
+
+
+def test_the_prediction_routes_are_those_the_app_serves():
+    """The routes named above are the app's POST routes: a new prediction route fails here first."""
+    import heart_fastapi
+
+    posts = {r.path for r in heart_fastapi.app.routes if "POST" in (getattr(r, "methods", None) or ())}
+    assert posts == PREDICTION_ROUTES
+
+
+def test_latency_and_error_rules_and_panels_see_every_prediction_route():
+    """Issue 24: the latency rule and panel match each prediction route's label (the route template),
+    nothing else; the 5xx rule and panel count every route but the readiness probes."""
+    import heart_fastapi
+
+    every_route = {r.path for r in heart_fastapi.app.routes}
+    readiness = {
+        "/ready_check",
+        "/v2/health/ready",
+        "/v2/models/{name}/ready",
+        "/v2/models/{name}/versions/{version}/ready",
+    }
+    assert readiness <= every_route
+    (latency,) = [r for r in rules() if r["alert"] == "HeartApiLatencyP99High"]
+    (errors,) = [r for r in rules() if r["alert"] == "HeartApi5xxRateHigh"]
+    panels = {p["title"]: " ".join(t["expr"] for t in p["targets"]) for p in dashboard_panels()}
+    latency_panel = panels["p99 latency by prediction route"]
+    errors_panel = panels["5xx share by route (readiness probes excluded)"]
+    for expr in (latency["expr"], latency_panel):
+        matcher = label_regex(expr, "=~")
+        assert {route for route in every_route if matcher.match(route)} == PREDICTION_ROUTES, expr
+    for expr in (errors["expr"], errors_panel):
+        excluded = label_regex(expr, "!~")
+        assert {route for route in every_route if excluded.match(route)} == readiness, expr
+    assert "by (namespace, route, le)" in latency["expr"] and "by (le, route)" in latency_panel
+    assert errors["expr"].count("by (namespace, route)") == 2 and errors_panel.count("by (route)") == 2
+
+
 def test_the_positive_rate_band_holds_the_models_output_on_training_like_traffic(trained, dataset):
     """The band is wide around the 46% training prevalence; the model's own predicted-positive rate
     on windows of 1,000 training rows (bootstrap) and of patients drawn from the training
@@ -145,6 +209,58 @@ def test_the_positive_rate_band_holds_the_models_output_on_training_like_traffic
         trained.pipeline.predict(sample(1000, seed=s, mode="marginal", reference=dataset.X)).mean() for s in range(3)
     ]
     assert low + 0.1 <= min(windows) and max(windows) <= high - 0.1, (low, high, min(windows), max(windows))
+
+
+# ------------------------------------------------------------------------------ the rules as shipped
+
+CONFIGMAP = ROOT / "deploy" / "prometheus" / "rules-configmap.yaml"
+OPERATOR = ROOT / "deploy" / "components" / "prometheus-operator"
+# The fields the prometheus-operator's CRDs define for what we use (monitoring.coreos.com/v1,
+# example/prometheus-operator-crd/ of prometheus-operator 0.82-0.91): a misspelt key is an error here,
+# as it is for `kubectl apply --validate=strict`.
+RULE_GROUP_FIELDS = {"name", "interval", "rules", "labels", "limit", "query_offset", "partial_response_strategy"}
+RULE_FIELDS = {"alert", "record", "expr", "for", "keep_firing_for", "labels", "annotations"}
+PODMONITOR_SPEC_FIELDS = {"selector", "podMetricsEndpoints", "namespaceSelector", "jobLabel", "podTargetLabels"}
+ENDPOINT_FIELDS = {"port", "path", "interval", "scrapeTimeout", "scheme", "relabelings", "metricRelabelings"}
+RELABEL_FIELDS = {"sourceLabels", "targetLabel", "action", "regex", "replacement", "separator", "modulus"}
+
+
+def test_the_rules_configmap_carries_alerts_yaml_verbatim_where_prometheus_runs():
+    doc = yaml.safe_load(CONFIGMAP.read_text())
+    (text,) = doc["data"].values()
+    assert text == RULES.read_text(), "copy monitoring/alerts.yaml into the ConfigMap (data, indented 4 spaces)"
+    assert doc["metadata"]["namespace"] == "monitoring"  # Prometheus's, not the app's
+
+
+def test_the_prometheusrule_carries_the_same_groups_with_the_crds_fields():
+    doc = yaml.safe_load((OPERATOR / "prometheusrule.yaml").read_text())
+    assert (doc["apiVersion"], doc["kind"]) == ("monitoring.coreos.com/v1", "PrometheusRule")
+    assert set(doc) == {"apiVersion", "kind", "metadata", "spec"} and set(doc["spec"]) == {"groups"}
+    assert doc["spec"]["groups"] == yaml.safe_load(RULES.read_text())["groups"], "edit both rule files together"
+    for group in doc["spec"]["groups"]:
+        assert set(group) <= RULE_GROUP_FIELDS
+        for rule in group["rules"]:
+            assert set(rule) <= RULE_FIELDS and "expr" in rule and ("alert" in rule) != ("record" in rule)
+
+
+def test_the_podmonitor_scrapes_the_metrics_port_and_labels_targets_as_the_rules_expect():
+    from tests.test_deploy import by_kind, container_ports
+
+    doc = yaml.safe_load((OPERATOR / "podmonitor.yaml").read_text())
+    assert (doc["apiVersion"], doc["kind"]) == ("monitoring.coreos.com/v1", "PodMonitor")
+    spec = doc["spec"]
+    assert set(spec) <= PODMONITOR_SPEC_FIELDS
+    pod_labels = by_kind("Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert spec["selector"]["matchLabels"].items() <= pod_labels.items()
+    (endpoint,) = spec["podMetricsEndpoints"]
+    assert set(endpoint) <= ENDPOINT_FIELDS and endpoint["port"] in container_ports()
+    assert endpoint["port"] == "metrics" and endpoint["path"] == "/metrics"
+    targets = set()
+    for relabel in endpoint["relabelings"]:
+        assert set(relabel) <= RELABEL_FIELDS
+        targets.add(relabel["targetLabel"])
+    selected = set(re.findall(r"\b(\w+)=\"heart-disease-api\"", " ".join(r["expr"] for r in rules())))
+    assert selected == {"app_kubernetes_io_name"} <= targets
 
 
 # ------------------------------------------------------------------------------ dashboard

@@ -9,21 +9,11 @@ import re
 from html.parser import HTMLParser
 
 import pytest
-from fastapi.testclient import TestClient
 
 from heart.schema import FEATURES
-from heart.serving.app import create_app
 from heart.serving.pages import STATIC_DIR, render_page, wants_html
-from tests.test_serving_api import settings_for
 
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"
-
-
-@pytest.fixture(scope="module")
-def client(model_path):
-    app = create_app(settings_for(model_path, background_load=False, parity_samples=20, configure_logging=False))
-    with TestClient(app) as c:
-        yield c
 
 
 @pytest.mark.parametrize(

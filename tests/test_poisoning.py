@@ -16,7 +16,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from heart import poisoning, report
+from heart.analyses import poisoning, report
 from heart.model import card_split, forest_from_card
 from heart.schema import FEATURE_NAMES
 
@@ -63,6 +63,7 @@ def result(loaded, dataset):
     )
 
 
+@pytest.mark.slow
 def test_zero_flips_is_the_clean_model(result, loaded):
     clean = result.clean
     for m in poisoning.REPORTED:
@@ -75,12 +76,14 @@ def test_zero_flips_is_the_clean_model(result, loaded):
             assert got.mean == pytest.approx(clean[m]) and got.sd == pytest.approx(0, abs=1e-12)
 
 
+@pytest.mark.slow
 def test_targeted_attack_hides_disease(result):
     targeted = result.attacks["targeted_positive_to_negative"].summary
     assert targeted.metrics["recall"].mean < result.clean["recall"] - 0.3
     assert targeted.flipped.mean == result.budget_rows
 
 
+@pytest.mark.slow
 def test_defense_finds_flipped_labels_better_than_chance(result):
     for attack in ("random", "targeted_positive_to_negative"):
         d = result.attacks[attack].summary.defense
@@ -90,6 +93,7 @@ def test_defense_finds_flipped_labels_better_than_chance(result):
     assert targeted.defense.metrics_after["recall"].mean > targeted.metrics["recall"].mean
 
 
+@pytest.mark.slow
 def test_report_dict_keeps_the_json_shape(result):
     d = result.to_dict()
     assert list(d) == list(REPORT_KEYS)
@@ -655,6 +659,7 @@ def extremes(loaded, dataset):
     return pipeline, train_idx, test_idx, result
 
 
+@pytest.mark.slow
 def test_the_extreme_points_of_the_targeted_sweep(extremes, dataset):
     """Targeted flips of 0%, 45% (109 of 111 positives: 2 left), 45.5% (110: 1 left) and 50% (all of them)."""
     pipeline, train_idx, test_idx, r = extremes
@@ -684,6 +689,7 @@ def test_the_extreme_points_of_the_targeted_sweep(extremes, dataset):
     assert every["accuracy"].mean == pytest.approx(np.mean(y_te == 0))
 
 
+@pytest.mark.slow
 def test_random_flips_at_50_percent_and_one_class_left_in_the_main_attack(extremes):
     *_, r = extremes
     assert [p.summary.fits for p in r.sweep["random"]][1:] == [{"5-fold calibration": 2}] * 3
@@ -696,6 +702,7 @@ def test_random_flips_at_50_percent_and_one_class_left_in_the_main_attack(extrem
     assert [run.defense.flagged for run in targeted.runs] == [0, 0]
 
 
+@pytest.mark.slow
 def test_not_trainable_is_null_in_the_json_and_named_in_the_plot(extremes, tmp_path, monkeypatch):
     *_, r = extremes
     doc = json.loads(report.write_json(tmp_path / "poisoning.json", r.to_dict()).read_text())

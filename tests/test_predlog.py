@@ -9,7 +9,7 @@ import pytest
 from heart import predlog
 from heart.predlog import FIELDS, PredictionRecords, PredictionWriter, load_prediction_log
 from heart.schema import FEATURE_NAMES
-from heart.telemetry import setup_logging
+from heart.serving.logs import STDOUT_HANDLER, setup_logging
 
 CODED = {
     "age": 63,
@@ -53,7 +53,7 @@ def test_lines_hold_every_field_in_order_and_leave_inputs_out_when_told():
 
 def test_file_and_stdout_get_the_same_record(tmp_path, capsys):
     setup_logging("info")
-    writer = PredictionWriter(tmp_path / "sub" / "p.jsonl")
+    writer = PredictionWriter(tmp_path / "sub" / "p.jsonl", None, STDOUT_HANDLER)
     capsys.readouterr()
     writer.write(records())
     writer.close()
@@ -66,9 +66,9 @@ def test_file_and_stdout_get_the_same_record(tmp_path, capsys):
 def test_quiet_logs_and_no_file_write_nothing(tmp_path, capsys):
     setup_logging("warning")
     try:
-        writer = PredictionWriter(None)
+        writer = PredictionWriter(None, None, STDOUT_HANDLER)
         assert not writer.enabled()
-        with_file = PredictionWriter(tmp_path / "p.jsonl")
+        with_file = PredictionWriter(tmp_path / "p.jsonl", None, STDOUT_HANDLER)
         assert with_file.enabled()
         capsys.readouterr()
         with_file.write(records())
@@ -77,10 +77,9 @@ def test_quiet_logs_and_no_file_write_nothing(tmp_path, capsys):
         setup_logging("info")
 
 
-def test_without_the_json_handler_records_go_through_logging(caplog, monkeypatch):
-    monkeypatch.setattr(predlog, "STDOUT_HANDLER", logging.Handler())
+def test_without_the_json_handler_records_go_through_logging(caplog):
     with caplog.at_level("INFO", logger="heart.predictions"):
-        predlog.PredictionLines().write(records().lines(), records())
+        predlog.PredictionLines(logging.Handler()).write(records().lines(), records())  # not installed
     got = [r for r in caplog.records if r.name == "heart.predictions"]
     assert len(got) == 2 and got[0].getMessage() == "prediction" and got[1].probability == 0.25
 

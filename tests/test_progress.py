@@ -22,7 +22,8 @@ from sklearn.preprocessing import StandardScaler
 import data_poisoning
 import fairness_check
 import train as train_script
-from heart import cli, fairness, poisoning
+from heart import cli
+from heart.analyses import fairness, poisoning
 from heart.model import card_split, forest_from_card, train
 from heart.progress import BAR, LINES, OFF, SILENT, Stages
 

@@ -11,7 +11,7 @@ import time
 import pytest
 import requests
 
-from heart.harness import ApiServer
+from heart.clients.harness import ApiServer
 from heart.serving.contract import EXAMPLE
 
 from conftest import ROOT

@@ -5,11 +5,8 @@ import shutil
 import threading
 
 import numpy as np
-import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import heart.serving.state as state_module
 from heart.artifact import card_path_for
@@ -17,48 +14,10 @@ from heart.samples import sample, to_records
 from heart.schema import BY_NAME, FEATURE_NAMES
 from heart.serving.app import create_app
 from heart.serving.contract import EXAMPLE
-from heart.serving.settings import ENV_NAMES, Settings
-from heart.telemetry import span_exporters, tracer_provider
+from heart.serving.tracing import span_exporters, tracer_provider
+from tests.support import make_app, proba, settings_for
 
 CONTRACT_KEYS = {"predicted_class", "label", "probability", "model_version", "trace_id", "imputed", "legacy_codes"}
-
-
-def settings_for(model_path, **values) -> Settings:
-    """Settings with every environment-backed field given, so the developer's env cannot leak in."""
-    defaults = {name: Settings.model_fields[name].default for name in ENV_NAMES}
-    return Settings(**{**defaults, "model_path": model_path, **values})
-
-
-def make_app(model_path, tmp_path=None, spans=None, **settings):
-    """An app on the test model; spans (an InMemorySpanExporter) receive every finished span."""
-    exporters = [spans] if spans is not None else []
-    provider = tracer_provider("test", exporters=[])
-    for e in exporters:
-        provider.add_span_processor(SimpleSpanProcessor(e))
-    settings.setdefault("background_load", False)
-    settings.setdefault("parity_samples", 200)
-    if tmp_path is not None:
-        settings.setdefault("prediction_log", tmp_path / "predictions.jsonl")
-    return create_app(settings_for(model_path, **settings), tracer_provider_=provider)
-
-
-@pytest.fixture(scope="module")
-def spans():
-    return InMemorySpanExporter()
-
-
-@pytest.fixture(scope="module")
-def client(model_path, tmp_path_factory, spans):
-    app = make_app(model_path, tmp_path_factory.mktemp("api"), spans=spans)
-    with TestClient(app) as c:
-        assert app.state.serving.wait(60)
-        yield c
-
-
-def proba(loaded, patients):
-    frame = pd.DataFrame([{n: p.get(n, np.nan) for n in FEATURE_NAMES} for p in patients])
-    frame["gender"] = frame["gender"].map(lambda g: {"male": 1, "female": 0}.get(str(g).lower(), g)).astype(float)
-    return loaded.pipeline.predict_proba(frame.astype(float))[:, 1]
 
 
 # ------------------------------------------------------------------------------- predict
@@ -498,7 +457,7 @@ def test_otlp_exporter_sends_the_responses_trace_to_the_collector(model_path, mo
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
     monkeypatch.delenv("OTEL_TRACES_EXPORTER", raising=False)
     try:
-        app = create_app(settings_for(model_path, background_load=False, parity_samples=50))
+        app = create_app(settings_for(model_path), background_load=False, parity_samples=50)
         with TestClient(app) as c:
             trace_id = c.post("/predict", json=EXAMPLE).json()["trace_id"]
         # leaving the block ran the lifespan's shutdown, which flushes the spans

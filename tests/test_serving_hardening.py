@@ -14,21 +14,13 @@ import requests
 from fastapi.testclient import TestClient
 
 import heart_fastapi
-from heart.harness import ApiServer, free_port
+from heart.clients.harness import ApiServer, free_port
 from heart.serving.contract import EXAMPLE, MAX_BATCH
 from heart.serving.errors import MAX_ERRORS, MAX_REPLY_BYTES
 from heart.serving.settings import ENV_NAMES, SettingsError, load_settings
-from tests.test_serving_api import make_app
+from tests.support import make_app
 
 BODY = json.dumps(EXAMPLE).encode()
-
-
-@pytest.fixture(scope="module")
-def client(model_path, tmp_path_factory):
-    app = make_app(model_path, tmp_path_factory.mktemp("harden"))
-    with TestClient(app) as c:
-        assert app.state.serving.wait(60)
-        yield c
 
 
 @pytest.fixture(scope="module")
@@ -490,7 +482,7 @@ def test_tokens_from_a_file_and_an_empty_secret_is_refused(monkeypatch, model_pa
     with pytest.raises(SettingsError, match="no token"):
         load_settings().bearer_tokens()
     monkeypatch.setenv("API_TOKENS_FILE", str(tmp_path / "missing"))
-    with pytest.raises(SettingsError, match="API_TOKENS_FILE must be a readable file"):
+    with pytest.raises(SettingsError, match=r"API_TOKENS_FILE \(flag --api-tokens-file\) must be a readable file"):
         load_settings()
 
 

@@ -26,8 +26,8 @@ from heart.schema import FEATURE_NAMES
 from heart.serving.contract import EXAMPLE, Patient
 from heart.serving.errors import PredictionFailed
 from heart.serving.inference import INLINE_ROWS, Inference, to_rows
+from heart.serving.metrics import Metrics
 from heart.serving.state import NotReady
-from heart.telemetry import Metrics
 
 NAN = math.nan
 # EXAMPLE as numbers, in schema order, written out by hand (gender "male" = 1)
@@ -200,7 +200,7 @@ class Records(logging.Handler):
 
 @pytest.fixture
 def api_log():
-    logger = logging.getLogger("heart.api")
+    logger = logging.getLogger("heart.serving.inference")
     handler, level = Records(), logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)

@@ -11,26 +11,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
-from fastapi.testclient import TestClient
 
-from heart import drift
-from heart.client import prediction_problem, row_problem
+from heart.analyses import drift
+from heart.clients.client import prediction_problem, row_problem
+from heart.clients.harness import ApiServer
 from heart.data import load_dataset
-from heart.harness import ApiServer
 from heart.predlog import load_prediction_log
 from heart.schema import ALIASES, BY_NAME, FEATURE_NAMES, FEATURES
 from heart.serving.contract import EXAMPLE, Patient
-from tests.test_serving_api import make_app, proba
+from tests.support import proba
 
 LEGACY = {f.name: f.missing_codes for f in FEATURES if f.missing_codes}
-
-
-@pytest.fixture(scope="module")
-def client(model_path, tmp_path_factory):
-    app = make_app(model_path, tmp_path_factory.mktemp("legacy"))
-    with TestClient(app) as c:
-        assert app.state.serving.wait(60)
-        yield c
 
 
 def post(client, path, body, status=200):

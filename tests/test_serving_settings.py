@@ -60,6 +60,7 @@ def test_defaults_and_every_variable_by_its_name(monkeypatch):
         "PREDICTION_LOG": "p.jsonl",
         "LOG_INPUTS": "false",
         "LOG_LEVEL": "warning",
+        "ACCESS_LOG": "false",
         "INFERENCE_ENGINE": "sklearn",
         "DRIFT_WINDOW": "1000",
         "DRIFT_INTERVAL_SECONDS": "10.0",
@@ -75,13 +76,14 @@ def test_defaults_and_every_variable_by_its_name(monkeypatch):
     }
 
 
-def test_empty_variables_mean_the_default_and_knobs_never_come_from_the_env(monkeypatch):
+def test_empty_variables_mean_the_default_and_only_declared_variables_are_read(monkeypatch):
     monkeypatch.setenv("PREDICTION_LOG", "")
     monkeypatch.setenv("LOG_INPUTS", " ")
-    monkeypatch.setenv("parity_samples", "3")
-    monkeypatch.setenv("PARITY_SAMPLES", "3")
+    monkeypatch.setenv("prediction_log", "by-field-name.jsonl")  # a field's own name is not its variable
+    monkeypatch.setenv("PARITY_SAMPLES", "3")  # a create_app knob, never configuration
     s = load_settings()
-    assert s.prediction_log is None and s.parity_samples == 2000
+    assert s.prediction_log is None and s.log_inputs is True
+    assert "parity_samples" not in Settings.model_fields
 
 
 def test_to_env_round_trips():
@@ -145,20 +147,20 @@ def test_heart_fastapi_exits_2_with_one_line_on_a_bad_variable(var, value):
     ],
 )
 def test_heart_fastapi_exits_2_with_one_line_on_a_bad_flag(args, words, capsys):
-    import heart_fastapi  # in-process: parse_args validates the flags with the environment
+    from heart.serving import run  # in-process: parse_args validates the flags with the environment
 
     with pytest.raises(SystemExit) as exit_:
-        heart_fastapi.parse_args(args)
+        run.parse_args(args)
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1 and err.startswith(f"error: {words}")
 
 
 def test_flags_land_in_the_settings_and_on_args(monkeypatch):
-    import heart_fastapi
+    from heart.serving import run
 
     monkeypatch.setenv("PORT", "9100")
     monkeypatch.setenv("LOG_INPUTS", "false")
-    args = heart_fastapi.parse_args(["--model", "m.joblib", "--engine", "SKLEARN", "--workers", "2"])
+    args = run.parse_args(["--model", "m.joblib", "--engine", "SKLEARN", "--workers", "2"])
     assert (args.port, args.workers, str(args.model_path), args.engine, args.log_inputs) == (
         9100,
         2,
@@ -178,7 +180,7 @@ def test_uvicorn_import_string_with_a_bad_variable_is_one_line_too():
 
 
 def test_the_contract_imports_without_fastapi():
-    code = "import sys, heart.serving.contract, heart.client; print(sorted(m for m in sys.modules if m.split('.')[0] in ('fastapi', 'starlette')))"
+    code = "import sys, heart.serving.contract, heart.clients.client; print(sorted(m for m in sys.modules if m.split('.')[0] in ('fastapi', 'starlette')))"
     proc = run([sys.executable, "-c", code], {"PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"

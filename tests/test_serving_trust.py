@@ -18,19 +18,16 @@ from heart import artifact
 from heart.artifact import card_path_for, sha256_file
 from heart.serving.app import create_app
 from heart.serving.contract import EXAMPLE
-from heart.serving.settings import ENV_NAMES, Settings
-from heart.telemetry import tracer_provider
+from heart.serving.settings import ENV_NAMES
+from heart.serving.tracing import tracer_provider
+from tests.support import make_app
 
 from conftest import ROOT
 
 
 def app_for(model_path, **values):
     """An app whose every environment-backed setting is given, so the developer's env cannot leak in."""
-    defaults = {name: Settings.model_fields[name].default for name in ENV_NAMES}
-    settings = Settings(
-        **{**defaults, "model_path": model_path, "background_load": False, "parity_samples": 200, **values}
-    )
-    return create_app(settings, tracer_provider_=tracer_provider("test", exporters=[]))
+    return make_app(model_path, **values)
 
 
 @pytest.fixture
@@ -102,14 +99,11 @@ def test_the_pin_comes_from_the_environment_or_a_baked_file(copy_of_model, tmp_p
     monkeypatch.setenv("MODEL_SHA256", pin.upper())  # the variable wins over the file
     from heart.serving.settings import load_settings
 
-    settings = load_settings(
-        model_path=copy_of_model,
-        model_sha256_file=baked,
-        background_load=False,
-        parity_samples=200,
-        configure_logging=False,
+    settings = load_settings({"model_path": copy_of_model, "model_sha256_file": baked})
+    app = create_app(
+        settings, tracer_provider_=tracer_provider("test", exporters=[]), background_load=False, parity_samples=200
     )
-    with TestClient(create_app(settings, tracer_provider_=tracer_provider("test", exporters=[]))) as c:
+    with TestClient(app) as c:
         assert c.get("/ready_check").json()["pinned_by"] == "MODEL_SHA256"
     with TestClient(app_for(copy_of_model, model_sha256_file=baked)) as c:
         assert "does not match the pinned 0000" in c.get("/ready_check").json()["reason"]

@@ -9,11 +9,11 @@ import tritonclient.http as triton
 from fastapi.testclient import TestClient
 from tritonclient.utils import InferenceServerException
 
-from heart.harness import ApiServer
+from heart.clients.harness import ApiServer
 from heart.samples import sample, to_records
 from heart.schema import FEATURE_NAMES, FEATURES
 from heart.serving.contract import EXAMPLE, MAX_BATCH
-from tests.test_serving_api import make_app
+from tests.support import make_app
 
 NAME = "heart-disease"
 INFER = f"/v2/models/{NAME}/infer"
@@ -146,21 +146,6 @@ def test_tritonclient_sees_the_protocol_error(server):
 
 
 # ------------------------------------------------------------------- TestClient: error paths
-
-
-@pytest.fixture(scope="module")
-def client(model_path, tmp_path_factory, spans):
-    app = make_app(model_path, tmp_path_factory.mktemp("v2"), spans=spans)
-    with TestClient(app) as c:
-        assert app.state.serving.wait(60)
-        yield c
-
-
-@pytest.fixture(scope="module")
-def spans():
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-    return InMemorySpanExporter()
 
 
 def tensors(records: list[dict], **datatypes) -> list[dict]:

@@ -106,7 +106,7 @@ def test_make_analyses_is_the_four_default_runs_then_the_whole_report():
     assert lines[-1] == [
         ".venv/bin/python",
         "-m",
-        "heart.html_report",
+        "heart.analyses.html_report",
         "--reports",
         "reports",
         "--card",

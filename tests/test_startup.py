@@ -20,9 +20,9 @@ from packaging.utils import canonicalize_name
 from heart.artifact import card_path_for, sha256_bytes
 from heart.fast import to_onnx
 from heart.model import train
-from heart.onnx_cache import cache_paths, read_cache, write_cache
 from heart.serving.contract import EXAMPLE
-from tests.test_serving_api import make_app
+from heart.serving.onnx_cache import cache_paths, read_cache, write_cache
+from tests.support import make_app
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL = {"heart", "heart_fastapi", "tests"}  # this checkout (the venv may hold it as an editable install)

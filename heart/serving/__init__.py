@@ -1,13 +1,23 @@
-"""The prediction API as a package, one concept per module.
+"""Everything the server process needs, one concept per module.
 
-contract    request/response models, the example patient, MAX_BATCH (pydantic only, no FastAPI)
-settings    the one validated Settings object (pydantic-settings, the 12-factor variables)
-state       model loading, the fast path's parity check, readiness
-inference   validated patients -> predictions, traced, counted and logged
-middleware  the JSON 413 body limit, and request bodies parsed by pydantic directly
-errors      exception handlers: every error in one JSON shape, never a traceback
-routes      the APIRouter, the plain Starlette hot paths and the OpenAPI document
-app         create_app: wires the above (lifespan, middleware, routers, tracing)
+run          the process: flags derived from Settings, pre-checks, workers, the supervisor's metrics
+app          create_app: wires the rest (lifespan, middleware, routes, tracing)
+settings     each setting declared once (environment variable, flag, rule, help), validated once
+contract     request/response models, the example patient, MAX_BATCH (pydantic only, no FastAPI)
+routes       the v1 routes (predictions, operations) and the OpenAPI document
+v2           the Open Inference Protocol (KServe V2) routes
+pages        the page at /, offline /docs and /redoc
+inference    validated patients -> predictions, traced, counted and logged
+state        model loading, the fast path's parity check, readiness
+onnx_cache   the model's ONNX graph converted once at image build
+live_drift   the recent inputs tested against the training data (gauges)
+auth         bearer tokens
+middleware   metrics and trace ids per request, body and header limits, request bodies parsed
+errors       exception handlers: every error in one JSON shape, bounded, never a traceback
+protocol     uvicorn's HTTP protocol with header limits, request deadlines and a drain at shutdown
+metrics      every Prometheus metric, multiprocess mode, the metrics port
+tracing      OpenTelemetry tracing from the standard OTEL_* variables
+logs         JSON log lines on stdout
 
 Nothing is imported here, so `heart.serving.contract` stays importable without FastAPI.
 """

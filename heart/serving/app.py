@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
@@ -15,38 +16,52 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from .. import __version__
 from ..predlog import PredictionWriter
-from ..telemetry import SERVICE_NAME, Metrics, ObservabilityMiddleware, mark_worker_dead, setup_logging, tracer_provider
 from . import errors, routes, v2
 from .auth import BearerAuth
 from .inference import Inference
 from .live_drift import live_drift_for
-from .metrics_server import MetricsServer
-from .middleware import BodyLimit
+from .logs import STDOUT_HANDLER, setup_logging
+from .metrics import Metrics, MetricsServer, mark_worker_dead
+from .middleware import MAX_BODY_BYTES, BodyLimit, ObservabilityMiddleware
 from .pages import install_front_doors
 from .settings import Settings, load_settings
-from .state import ServingState
+from .state import PARITY_SAMPLES, TRAINING_DATA, ServingState
+from .tracing import SERVICE_NAME, tracer_provider
 
-log = logging.getLogger("heart.api")
+log = logging.getLogger(__name__)
 TRACE_FLUSH_SECONDS = 5.0  # at most this long flushing spans at shutdown
 
 
-def create_app(settings: Settings | None = None, tracer_provider_: TracerProvider | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    tracer_provider_: TracerProvider | None = None,
+    *,
+    background_load: bool = True,
+    configure_logging: bool = True,
+    parity_samples: int = PARITY_SAMPLES,
+    parity_data: Path | None = TRAINING_DATA,
+    drift_reference: Path | None = TRAINING_DATA,
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> FastAPI:
     """Build the API; `settings` default to the environment's (read once, here).
 
-    A TracerProvider may be passed in (tests use an in-memory exporter); otherwise one is made
-    from the OTEL_* environment variables and shut down (flushed) with the app.
+    The keyword arguments are for tests and tools, never configuration: load the model before
+    returning (background_load=False), leave logging alone, check parity on fewer or other rows,
+    use another drift reference, or a smaller body limit. A TracerProvider may be passed in
+    (tests use an in-memory exporter); otherwise one is made from the OTEL_* environment
+    variables and shut down (flushed) with the app.
     """
     settings = settings or load_settings()
-    if settings.configure_logging:
+    if configure_logging:
         setup_logging(settings.log_level)
     provider = tracer_provider_ or tracer_provider(__version__)
     metrics = Metrics()
-    state = ServingState(settings=settings, metrics=metrics)
-    writer = PredictionWriter(settings.prediction_log, metrics.registry)
+    state = ServingState(settings=settings, metrics=metrics, parity_samples=parity_samples, parity_data=parity_data)
+    writer = PredictionWriter(settings.prediction_log, metrics.registry, STDOUT_HANDLER)
     app = FastAPI(
         title="Heart-disease prediction API",
         version=__version__,
-        lifespan=_lifespan(state, writer, provider if tracer_provider_ is None else None),
+        lifespan=_lifespan(state, writer, provider if tracer_provider_ is None else None, background_load),
         docs_url=None,
         redoc_url=None,  # served from local assets: pages.install_front_doors
         description="Predicts angiographic heart disease from 13 clinical features "
@@ -55,29 +70,17 @@ def create_app(settings: Settings | None = None, tracer_provider_: TracerProvide
     app.state.serving = state
     app.state.metrics = metrics
     app.state.tracer_provider = provider
-    app.state.live_drift = drift = live_drift_for(settings, state, metrics)
+    app.state.live_drift = drift = live_drift_for(settings, state, metrics, drift_reference)
     app.state.inference = Inference(
         state,
         metrics,
-        provider.get_tracer("heart.api", __version__),
+        provider.get_tracer("heart.serving", __version__),
         writer,
         settings.log_inputs,
         drift.window if drift else None,
     )
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, max_header_bytes=settings.max_header_bytes)
-    tokens = settings.bearer_tokens()
-    if tokens:
-        app.add_middleware(BearerAuth, tokens=tokens)
-    app.add_middleware(ObservabilityMiddleware, metrics=metrics, static_paths=routes.HOT_PATHS)
-    errors.install(app)
-    # The routers' APIRoutes go straight into the app's table: FastAPI 0.165's include_router
-    # adds a lazily resolved group instead, which has no .path (route labels, deploy checks).
-    app.router.routes.extend([*routes.predictions.routes, *routes.operations.routes, *v2.router.routes])
-    if settings.metrics_port is not None:  # /metrics is served on METRICS_PORT only: off the public port
-        app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) != "/metrics"]
-    install_front_doors(app, lambda: routes.about(state))
-    routes.serve_hot_paths_plainly(app)
-    app.openapi = lambda: routes.openapi(app)
+    _layers(app, settings, metrics, max_body_bytes)
+    _routes(app, settings, state)
     # Metrics come from Prometheus (/metrics): the instrumentation's own OTel metrics would only
     # cost time per request, so it gets a no-op meter provider.
     FastAPIInstrumentor.instrument_app(
@@ -90,7 +93,28 @@ def create_app(settings: Settings | None = None, tracer_provider_: TracerProvide
     return app
 
 
-def _lifespan(state: ServingState, writer: PredictionWriter, own_provider: TracerProvider | None):
+def _layers(app: FastAPI, settings: Settings, metrics: Metrics, max_body_bytes: int) -> None:
+    """What every request passes through, outermost last: metrics and trace ids, auth, body limits, errors."""
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes, max_header_bytes=settings.max_header_bytes)
+    tokens = settings.bearer_tokens()
+    if tokens:
+        app.add_middleware(BearerAuth, tokens=tokens)
+    app.add_middleware(ObservabilityMiddleware, metrics=metrics, static_paths=routes.HOT_PATHS)
+    errors.install(app)
+
+
+def _routes(app: FastAPI, settings: Settings, state: ServingState) -> None:
+    """The routers' APIRoutes go straight into the app's table: FastAPI 0.165's include_router
+    adds a lazily resolved group instead, which has no .path (route labels, deploy checks)."""
+    app.router.routes.extend([*routes.predictions.routes, *routes.operations.routes, *v2.router.routes])
+    if settings.metrics_port is not None:  # /metrics is served on METRICS_PORT only: off the public port
+        app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) != "/metrics"]
+    install_front_doors(app, lambda: routes.about(state))
+    routes.serve_hot_paths_plainly(app)
+    app.openapi = lambda: routes.openapi(app)
+
+
+def _lifespan(state: ServingState, writer: PredictionWriter, own_provider: TracerProvider | None, background: bool):
     """Start-up loads the model (in the background unless told otherwise); shutdown flushes."""
     settings = state.settings
 
@@ -113,7 +137,7 @@ def _lifespan(state: ServingState, writer: PredictionWriter, own_provider: Trace
             if settings.metrics_port is not None and settings.workers == 1
             else None
         )
-        task = asyncio.create_task(asyncio.to_thread(state.load)) if settings.background_load else None
+        task = asyncio.create_task(asyncio.to_thread(state.load)) if background else None
         if task is None:
             state.load()
         drift = app.state.live_drift

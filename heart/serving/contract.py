@@ -1,6 +1,6 @@
 """The API's contract: what a request may hold and what a response must hold.
 
-One definition for the server (validation, OpenAPI), the clients (heart/client.py,
+One definition for the server (validation, OpenAPI), the clients (heart/clients/client.py,
 locustfile.py) and the benchmark. Every rule on a patient's features (ranges, codes, the
 integer rule, required fields, gender as text in any case, the legacy spellings the data
 loader also reads: `sex` for `gender`, ca = 4 and thal = 0 for "unknown") comes from

@@ -20,11 +20,11 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from ..schema import BY_NAME
-from ..telemetry import current_ids
 from .contract import ValidationErrorResponse
 from .state import NotReady
+from .tracing import current_ids
 
-log = logging.getLogger("heart.api")
+log = logging.getLogger(__name__)
 
 MAX_ERRORS = 20  # problems listed in a 422; the rest are counted in more_errors
 MAX_ECHO_CHARS = 80  # an echoed input, key or message is cut to this many characters

@@ -20,13 +20,14 @@ from starlette.concurrency import run_in_threadpool
 from ..decision import decide, threshold_of
 from ..predlog import PredictionRecords, PredictionWriter, now_iso
 from ..schema import FEATURE_NAMES, FEATURES
-from ..telemetry import Metrics, current_ids
 from .contract import LABELS, LegacyCode
 from .errors import PredictionFailed
 from .live_drift import DriftWindow
+from .metrics import Metrics
 from .state import ServingState
+from .tracing import current_ids
 
-log = logging.getLogger("heart.api")
+log = logging.getLogger(__name__)
 # Every error inside a span is caught and recorded by _failed (its real type); the PredictionFailed
 # that carries the 500 out must not overwrite that status with its own name.
 SPAN_ERRORS_BY_HAND = {"record_exception": False, "set_status_on_exception": False}

@@ -3,7 +3,7 @@
 The request path only copies its already-built (n, 13) rows and predicted classes into a ring
 buffer (DriftWindow.append: a slice assignment under a lock, about a microsecond). A
 background thread (LiveDrift) wakes every `drift_interval` seconds and, if new rows arrived,
-runs heart.drift.drift_report, the very tests drift_analysis_ks.py runs (KS or chi-squared
+runs heart.analyses.drift.drift_report, the very tests drift_analysis_ks.py runs (KS or chi-squared
 per feature, Benjamini-Hochberg adjusted), on a copy of the window against the training data.
 It then sets the heart_drift_* gauges and heart_predicted_positive_rate.
 
@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from ..schema import FEATURE_NAMES
-from ..telemetry import Metrics
+from .metrics import Metrics
 
-log = logging.getLogger("heart.drift")
+log = logging.getLogger(__name__)
 
 
 class DriftWindow:
@@ -109,7 +109,7 @@ class LiveDrift:
             return False
         import pandas as pd
 
-        from ..drift import drift_report  # scipy.stats: imported here, not at server start
+        from ..analyses.drift import drift_report  # scipy.stats: imported here, not at server start
 
         report = drift_report(self.reference, pd.DataFrame(rows, columns=list(FEATURE_NAMES)))
         m = self.metrics
@@ -158,7 +158,7 @@ class LiveDrift:
         return False
 
 
-def live_drift_for(settings, state, metrics: Metrics) -> LiveDrift | None:
+def live_drift_for(settings, state, metrics: Metrics, reference: Path | None) -> LiveDrift | None:
     """The app's LiveDrift from its Settings (None when DRIFT_WINDOW=0); the reference check
     uses the card of whichever model `state` has loaded."""
     if settings.drift_window == 0:
@@ -167,6 +167,4 @@ def live_drift_for(settings, state, metrics: Metrics) -> LiveDrift | None:
     def trained_on() -> str | None:
         return state.model.card.get("data", {}).get("sha256", "") if state.ready else None
 
-    return LiveDrift(
-        DriftWindow(settings.drift_window), metrics, settings.drift_interval, settings.drift_reference, trained_on
-    )
+    return LiveDrift(DriftWindow(settings.drift_window), metrics, settings.drift_interval, reference, trained_on)

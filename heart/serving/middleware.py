@@ -1,11 +1,16 @@
-"""Request bodies: the JSON 413 over the size limit, the 431 over the header limit, the 415 for
-anything but JSON, and bodies validated by pydantic directly, with bounded errors."""
+"""What every request passes through: metrics and the trace id (ObservabilityMiddleware), the
+JSON 413 over the size limit and 431 over the header limit (BodyLimit); and the request bodies,
+refused with a 415 unless JSON, validated by pydantic directly with bounded errors."""
 
 from __future__ import annotations
+
+import time
+from collections.abc import Iterable
 
 import orjson
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
+from opentelemetry import trace
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -13,10 +18,47 @@ from starlette.responses import JSONResponse
 
 from .contract import MAX_BATCH
 from .errors import MAX_ERRORS, BoundedValidationError
+from .metrics import Metrics
 
+MAX_BODY_BYTES = 4_000_000  # larger bodies get a JSON 413 (BodyLimit): 1,000 patients fit many times over
 THREADED_BODY_BYTES = 32_000  # larger bodies (big batches) are validated in a worker thread
 MAX_OBJECT_FIELDS = 64  # a patient has 13; an object with more is refused before validation
 JSON = b"application/json"
+
+
+class ObservabilityMiddleware:
+    """Pure ASGI (no BaseHTTPMiddleware overhead): per-request metrics by route template and an
+    x-trace-id response header. `static_paths` are routes without parameters that the router
+    does not name in the scope (plain Starlette routes): their path is their template."""
+
+    def __init__(self, app, metrics: Metrics, static_paths: Iterable[str] = ()):
+        self.app = app
+        self.metrics = metrics
+        self.static_paths = frozenset(static_paths)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        status = 500
+
+        async def send_with_trace(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                ctx = trace.get_current_span().get_span_context()
+                if ctx.is_valid:
+                    message.setdefault("headers", [])
+                    message["headers"] = [*message["headers"], (b"x-trace-id", format(ctx.trace_id, "032x").encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_trace)
+        finally:
+            path = getattr(scope.get("route"), "path", None)
+            if path is None:  # unmatched paths share one label: no unbounded label values
+                path = scope["path"] if scope.get("path") in self.static_paths else "<unmatched>"
+            self.metrics.observe_request(path, scope.get("method", ""), status, time.perf_counter() - start)
 
 
 class BodyLimit:

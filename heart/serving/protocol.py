@@ -26,7 +26,7 @@ import logging
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-log = logging.getLogger("heart.api")
+log = logging.getLogger(__name__)
 DRAIN_IDLE_SECONDS = 1.0  # an idle connection's last chance, at shutdown, to deliver a request
 
 

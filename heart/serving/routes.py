@@ -15,11 +15,12 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.routing import Route
 
 from .. import __version__
-from ..telemetry import SERVICE_NAME, metrics_payload
 from .contract import MAX_BATCH, Batch, BatchResponse, ExplainResponse, Patient, PredictResponse
 from .errors import RESPONSES
+from .metrics import metrics_payload
 from .middleware import parse_body
 from .state import NotReady
+from .tracing import SERVICE_NAME
 
 predictions = APIRouter(tags=["predict"], responses=RESPONSES)
 operations = APIRouter(tags=["operations"])

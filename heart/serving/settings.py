@@ -1,145 +1,165 @@
 """The server's configuration: one validated object, read once from the environment.
 
-The variable names are the 12-factor ones containers and `uvicorn heart_fastapi:app` use;
-heart_fastapi.py's flags override them. Fields without a variable name are knobs for tests
-and tools, never read from the environment. A bad value is a SettingsError whose message
-is one line naming the variable (or flag) and the rule.
+Each setting is declared once, as a field made by `setting()`: its environment variable (the
+12-factor name containers and `uvicorn heart_fastapi:app` use), its help, and the rule a bad
+value breaks. The flags of heart_fastapi.py (`--` + the field name), the readme's table and
+the one-line errors are all derived from that declaration. A bad value is a SettingsError
+whose message is one line naming the variable (or flag) and the rule.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
-ROOT = Path(__file__).resolve().parents[2]
+from ..artifact import ModelError, parse_sha256
+
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 ENGINES = ("onnx", "sklearn")
 
 
+def setting(default: Any, env: str, rule: str, help: str, *, flag: bool = True, **constraints: Any) -> Any:
+    """A field of Settings: its variable, its help and its rule, in one place. flag=False keeps
+    it off the command line (a secret would show in `ps`)."""
+    return Field(
+        default, validation_alias=env, description=help, json_schema_extra={"rule": rule, "flag": flag}, **constraints
+    )
+
+
+class Pin(NamedTuple):
+    """The sha256 the deployer authorised (None: unpinned) and which setting said so."""
+
+    sha256: str | None
+    source: str  # MODEL_SHA256, MODEL_SHA256_FILE or none
+
+
 class Settings(BaseSettings):
-    """What the server is told; every field with an env name is also a flag of heart_fastapi.py."""
+    """What the server is told: every field is an environment variable and (most) a flag."""
 
     model_config = SettingsConfigDict(
         case_sensitive=True, env_ignore_empty=True, populate_by_name=True, frozen=True, extra="forbid"
     )
 
-    host: str = Field("0.0.0.0", validation_alias="HOST", description="interface to bind")
-    port: int = Field(8000, ge=1, le=65535, validation_alias="PORT", description="TCP port")
-    workers: int = Field(
-        1, ge=1, validation_alias="WEB_CONCURRENCY", description="worker processes; /metrics merges them"
+    host: str = setting("0.0.0.0", "HOST", "an interface name or address", "interface to bind")
+    port: int = setting(8000, "PORT", "a whole number from 1 to 65535", "TCP port", ge=1, le=65535)
+    workers: int = setting(
+        1, "WEB_CONCURRENCY", "a whole number, at least 1", "worker processes; /metrics merges them", ge=1
     )
-    model_path: Path = Field(
-        Path("model.joblib"),
-        validation_alias="MODEL_PATH",
-        description="model.joblib with its model.card.json beside it",
+    model_path: Path = setting(
+        Path("model.joblib"), "MODEL_PATH", "a file path", "model.joblib with its model.card.json beside it"
     )
-    prediction_log: Path | None = Field(
+    prediction_log: Path | None = setting(
         None,
-        validation_alias="PREDICTION_LOG",
-        description="append one JSON line per served patient to this file (unset = off)",
+        "PREDICTION_LOG",
+        "a file path",
+        "append one JSON line per served patient to this file (unset = off)",
     )
-    log_inputs: bool = Field(
+    log_inputs: bool = setting(
         True,
-        validation_alias="LOG_INPUTS",
-        description="include the patients' inputs in logs and the prediction log; "
-        "false keeps health data out of the logs",
+        "LOG_INPUTS",
+        "true or false",
+        "include the patients' inputs in logs and the prediction log; false keeps health data out of the logs",
     )
-    log_level: Literal[LOG_LEVELS] = Field("info", validation_alias="LOG_LEVEL", description="log level")  # type: ignore[valid-type]
-    engine: Literal[ENGINES] = Field(
+    log_level: Literal[LOG_LEVELS] = setting("info", "LOG_LEVEL", "one of " + ", ".join(LOG_LEVELS), "log level")  # type: ignore[valid-type]
+    access_log: bool = setting(False, "ACCESS_LOG", "true or false", "also log every HTTP request (costs throughput)")
+    engine: Literal[ENGINES] = setting(  # type: ignore[valid-type]
         "onnx",
-        validation_alias="INFERENCE_ENGINE",  # type: ignore[valid-type]
-        description="onnx: the parity-checked ONNX Runtime fast path (falls back to "
-        "sklearn if the check fails); sklearn: the Pipeline itself",
+        "INFERENCE_ENGINE",
+        " or ".join(ENGINES),
+        "onnx: the parity-checked ONNX Runtime fast path (falls back to sklearn if the check fails); "
+        "sklearn: the Pipeline itself",
     )
     # Live drift (heart/serving/live_drift.py):
-    drift_window: int = Field(
+    drift_window: int = setting(
         1000,
+        "DRIFT_WINDOW",
+        "a whole number, at least 0 (0 = off)",
+        "recent predictions kept per worker for the live drift gauges (0 = off)",
         ge=0,
-        validation_alias="DRIFT_WINDOW",
-        description="recent predictions kept per worker for the live drift gauges (0 = off)",
     )
-    drift_interval: float = Field(
+    drift_interval: float = setting(
         10.0,
+        "DRIFT_INTERVAL_SECONDS",
+        "a number of seconds over 0",
+        "seconds between live drift computations (off the request path)",
         gt=0,
-        validation_alias="DRIFT_INTERVAL_SECONDS",
-        description="seconds between live drift computations (off the request path)",
     )
-    drift_reference: Path | None = ROOT / "data" / "data.csv"  # knob: the training data, checked against the card
-    # Hardening (issue 12; docs/serving.md, "Reliability"):
-    request_timeout: float = Field(
+    # Hardening (docs/serving.md, "Reliability"):
+    request_timeout: float = setting(
         15.0,
+        "REQUEST_TIMEOUT_SECONDS",
+        "a number of seconds over 0",
+        "seconds a client has to send a whole request (headers and body) from its first byte; a stalled one is closed",
         gt=0,
-        validation_alias="REQUEST_TIMEOUT_SECONDS",
-        description="seconds a client has to send a whole request (headers and body) "
-        "from its first byte; a stalled one is closed",
     )
-    max_header_bytes: int = Field(
+    max_header_bytes: int = setting(
         65_536,
+        "MAX_HEADER_BYTES",
+        "a whole number of bytes, at least 1024",
+        "request headers over this total get a 431 and the connection closed",
         ge=1024,
-        validation_alias="MAX_HEADER_BYTES",
-        description="request headers over this total get a 431 and the connection closed",
     )
-    graceful_timeout: float = Field(
+    graceful_timeout: float = setting(
         15.0,
+        "GRACEFUL_TIMEOUT",
+        "a number of seconds, 0 or more",
+        "seconds in-flight requests get to finish after SIGTERM; must fit in the pod's "
+        "terminationGracePeriodSeconds minus its preStop sleep",
         ge=0,
-        validation_alias="GRACEFUL_TIMEOUT",
-        description="seconds in-flight requests get to finish after SIGTERM; must fit "
-        "in the pod's terminationGracePeriodSeconds minus its preStop sleep",
     )
-    metrics_port: int | None = Field(
+    metrics_port: int | None = setting(
         None,
+        "METRICS_PORT",
+        "a whole number from 1 to 65535",
+        "serve /metrics on this port only, not on the API port (unset = on the API port)",
         ge=1,
         le=65535,
-        validation_alias="METRICS_PORT",
-        description="serve /metrics on this port only, not on the API port (unset = on the API port)",
     )
-    api_tokens: str | None = Field(
+    api_tokens: str | None = setting(
         None,
+        "API_TOKENS",
+        "comma-separated tokens",
+        "comma-separated bearer tokens the prediction routes require (unset, with API_TOKENS_FILE unset = no auth)",
+        flag=False,
         repr=False,
-        validation_alias="API_TOKENS",
-        description="comma-separated bearer tokens the prediction routes require "
-        "(unset, with API_TOKENS_FILE unset = no auth)",
     )
-    api_tokens_file: Path | None = Field(
+    api_tokens_file: Path | None = setting(
         None,
-        validation_alias="API_TOKENS_FILE",
-        description="a file of bearer tokens, one a line or comma-separated (a mounted Kubernetes Secret)",
+        "API_TOKENS_FILE",
+        "a readable file",
+        "a file of bearer tokens, one a line or comma-separated (a mounted Kubernetes Secret)",
     )
     # Trust (docs/security.md): the pin comes from whoever deploys the model, never from the artifact.
-    model_sha256: str | None = Field(
+    model_sha256: str | None = setting(
         None,
-        validation_alias="MODEL_SHA256",
+        "MODEL_SHA256",
+        "a sha256 (64 hex digits, as `sha256sum model.joblib` prints)",
+        "sha256 of the model file (`sha256sum model.joblib`); a file that does not match is refused "
+        "before it is unpickled",
         pattern=r"^[0-9a-f]{64}$",
-        description="sha256 of the model file (`sha256sum model.joblib`); a file that "
-        "does not match is refused before it is unpickled",
     )
-    model_sha256_file: Path | None = Field(
+    model_sha256_file: Path | None = setting(
         None,
-        validation_alias="MODEL_SHA256_FILE",
-        description="a file holding the pin (the image bakes /app/model.sha256); MODEL_SHA256 wins when both are set",
+        "MODEL_SHA256_FILE",
+        "a file path",
+        "a file holding the pin (the image bakes /app/model.sha256); MODEL_SHA256 wins when both are set",
     )
-    require_model_pin: bool = Field(
+    require_model_pin: bool = setting(
         False,
-        validation_alias="REQUIRE_MODEL_PIN",
-        description="refuse a model with no pin (the image sets true); false serves it with a warning",
+        "REQUIRE_MODEL_PIN",
+        "true or false",
+        "refuse a model with no pin (the image sets true); false serves it with a warning",
     )
 
     @field_validator("model_sha256", mode="before")
     @classmethod
     def _lower_hex(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
-
-    # Knobs for tests and tools (no environment variable):
-    parity_samples: int = 2000  # schema samples checked at load, besides data/data.csv
-    parity_data: Path | None = ROOT / "data" / "data.csv"  # rows checked at load if the file exists
-    background_load: bool = True  # load after start-up, so probes answer while loading
-    max_body_bytes: int = 4_000_000  # larger bodies get a JSON 413 (BodyLimit)
-    configure_logging: bool = True
 
     @field_validator("*", mode="before")
     @classmethod
@@ -156,7 +176,7 @@ class Settings(BaseSettings):
     def settings_customise_sources(
         cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return init_settings, _NamedVariablesOnly(settings_cls)
+        return init_settings, _DeclaredVariables(settings_cls)  # no .env file or secrets directory
 
     @field_validator("api_tokens_file")
     @classmethod
@@ -176,6 +196,25 @@ class Settings(BaseSettings):
             raise SettingsError("API_TOKENS / API_TOKENS_FILE is set but holds no token")
         return tokens
 
+    def pin(self) -> Pin:
+        """The deployer's pin: MODEL_SHA256 wins over MODEL_SHA256_FILE. ModelError when the file
+        cannot be read or holds no sha256, or when there is no pin and REQUIRE_MODEL_PIN is true."""
+        if self.model_sha256:
+            return Pin(self.model_sha256, "MODEL_SHA256")
+        if self.model_sha256_file is not None:
+            where = f"MODEL_SHA256_FILE {self.model_sha256_file}"
+            try:
+                text = Path(self.model_sha256_file).read_text(encoding="ascii", errors="replace")
+            except OSError as e:
+                raise ModelError(f"{where}: cannot be read ({e.strerror or e})") from None
+            return Pin(parse_sha256(text, where), "MODEL_SHA256_FILE")
+        if self.require_model_pin:
+            raise ModelError(
+                f"{self.model_path}: no pin, and REQUIRE_MODEL_PIN is true: set MODEL_SHA256 to "
+                "the sha256 of the model you mean to serve (`sha256sum model.joblib`)"
+            )
+        return Pin(None, "none")
+
     def to_env(self) -> dict[str, str | None]:
         """The settings as the variables they came from (None = unset): how worker processes get them."""
         out: dict[str, str | None] = {}
@@ -185,64 +224,31 @@ class Settings(BaseSettings):
         return out
 
 
-class _NamedVariablesOnly(EnvSettingsSource):
-    """The environment, for the fields that name a variable only (the knobs stay code-only)."""
+class _DeclaredVariables(EnvSettingsSource):
+    """The environment, read by each field's declared variable only (populate_by_name would also
+    read a variable spelled like the field: `prediction_log`)."""
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        if field.validation_alias is None:
-            return None, field_name, False
-        return super().get_field_value(field, field_name)
+        return self.env_vars.get(field.validation_alias), field.validation_alias, False
 
 
-ENV_NAMES = {name: f.validation_alias for name, f in Settings.model_fields.items() if f.validation_alias}
-FLAGS = {
-    "host": "--host",
-    "port": "--port",
-    "workers": "--workers",
-    "model_path": "--model-path",
-    "prediction_log": "--prediction-log",
-    "log_inputs": "--log-inputs",
-    "log_level": "--log-level",
-    "engine": "--engine",
-    "drift_window": "--drift-window",
-    "drift_interval": "--drift-interval",
-    "request_timeout": "--request-timeout",
-    "graceful_timeout": "--graceful-timeout",
-    "metrics_port": "--metrics-port",
-}
-RULES = {
-    "host": "an interface name or address",
-    "port": "a whole number from 1 to 65535",
-    "workers": "a whole number, at least 1",
-    "model_path": "a file path",
-    "prediction_log": "a file path",
-    "log_inputs": "true or false",
-    "log_level": "one of " + ", ".join(LOG_LEVELS),
-    "engine": " or ".join(ENGINES),
-    "drift_window": "a whole number, at least 0 (0 = off)",
-    "drift_interval": "a number of seconds over 0",
-    "request_timeout": "a number of seconds over 0",
-    "max_header_bytes": "a whole number of bytes, at least 1024",
-    "graceful_timeout": "a number of seconds, 0 or more",
-    "metrics_port": "a whole number from 1 to 65535",
-    "api_tokens_file": "a readable file",
-}
-FLAGS["model_sha256"] = "--model-sha256"  # trust (docs/security.md)
-RULES.update(
-    model_sha256="a sha256 (64 hex digits, as `sha256sum model.joblib` prints)",
-    model_sha256_file="a file path",
-    require_model_pin="true or false",
-)
+def _extra(f: FieldInfo) -> dict:
+    return f.json_schema_extra if isinstance(f.json_schema_extra, dict) else {}
+
+
+ENV_NAMES = {name: f.validation_alias for name, f in Settings.model_fields.items()}
+FLAGS = {name: "--" + name.replace("_", "-") for name, f in Settings.model_fields.items() if _extra(f)["flag"]}
+RULES = {name: _extra(f)["rule"] for name, f in Settings.model_fields.items()}
 
 
 class SettingsError(ValueError):
     """A bad configuration value; str() is one line naming the variable or flag and the rule."""
 
 
-def load_settings(flags: Mapping[str, Any] | None = None, **knobs: Any) -> Settings:
+def load_settings(flags: Mapping[str, Any] | None = None) -> Settings:
     """Settings from the environment, `flags` (field name -> value as typed) overriding it."""
     try:
-        return Settings(**{**(flags or {}), **knobs})
+        return Settings(**(flags or {}))
     except ValidationError as e:
         raise SettingsError(describe(e)) from None
 

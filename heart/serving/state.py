@@ -21,14 +21,16 @@ from typing import Any
 
 from prometheus_client import Gauge
 
-from ..artifact import LoadedModel, ModelError, load_model, parse_sha256
+from ..artifact import LoadedModel, ModelError, load_model
 from ..decision import threshold_of
 from ..fast import Parity, build_predictor, parity_rows
-from ..onnx_cache import read_cache
-from ..telemetry import Metrics
+from .metrics import Metrics
+from .onnx_cache import read_cache
 from .settings import Settings
 
-log = logging.getLogger("heart.api")
+log = logging.getLogger(__name__)
+TRAINING_DATA = Path(__file__).resolve().parents[2] / "data" / "data.csv"  # the bundled data set
+PARITY_SAMPLES = 2000
 
 
 class NotReady(Exception):
@@ -42,6 +44,8 @@ class ServingState:
 
     settings: Settings
     metrics: Metrics
+    parity_samples: int = PARITY_SAMPLES  # schema samples checked at load, besides the training data
+    parity_data: Path | None = TRAINING_DATA  # its rows are checked at load if the file exists
     status: str = "loading"
     reason: str = "the model is loading"
     model: LoadedModel | None = None
@@ -113,44 +117,30 @@ class ServingState:
         self.status, self.reason = "ready", ""
 
     def pin(self) -> str | None:
-        """The sha256 the deployer authorised, from the environment or the baked file; None if none."""
-        settings = self.settings
-        if settings.model_sha256:
-            self.pin_source = "MODEL_SHA256"
-            return settings.model_sha256
-        if settings.model_sha256_file is not None:
-            where = f"MODEL_SHA256_FILE {settings.model_sha256_file}"
-            try:
-                text = Path(settings.model_sha256_file).read_text(encoding="ascii", errors="replace")
-            except OSError as e:
-                raise ModelError(f"{where}: cannot be read ({e.strerror or e})") from None
-            self.pin_source = "MODEL_SHA256_FILE"
-            return parse_sha256(text, where)
-        if settings.require_model_pin:
-            raise ModelError(
-                f"{settings.model_path}: no pin, and REQUIRE_MODEL_PIN is true: set MODEL_SHA256 to "
-                "the sha256 of the model you mean to serve (`sha256sum model.joblib`)"
+        """The deployer's sha256 (Settings.pin), noting which setting gave it; a warning when there is none."""
+        pin = self.settings.pin()
+        self.pin_source = pin.source
+        if pin.sha256 is None:
+            log.warning(
+                "model_unpinned",
+                extra={
+                    "model_path": str(self.settings.model_path),
+                    "reason": "no MODEL_SHA256 or MODEL_SHA256_FILE: nothing outside the file vouches for it, and "
+                    "loading a joblib file runs whatever code it holds (docs/security.md)",
+                },
             )
-        log.warning(
-            "model_unpinned",
-            extra={
-                "model_path": str(settings.model_path),
-                "reason": "no MODEL_SHA256 or MODEL_SHA256_FILE: nothing outside the file vouches for it, and "
-                "loading a joblib file runs whatever code it holds (docs/security.md)",
-            },
-        )
-        return None
+        return pin.sha256
 
     def _build(self):
         lap = _Laps(self.timings)
         model = load_model(self.settings.model_path, self.pin())
         lap("verify_and_load")
         data = None
-        if self.settings.parity_data is not None and Path(self.settings.parity_data).is_file():
+        if self.parity_data is not None and Path(self.parity_data).is_file():
             from ..data import load_dataset
 
-            data = load_dataset(self.settings.parity_data).X
-        rows = parity_rows(self.settings.parity_samples, seed=0, data=data)
+            data = load_dataset(self.parity_data).X
+        rows = parity_rows(self.parity_samples, seed=0, data=data)
         cached = None
         if self.settings.engine == "onnx":
             cached = read_cache(self.settings.model_path, model.card["artifact"]["sha256"])

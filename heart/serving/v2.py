@@ -27,11 +27,11 @@ from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
 from ..schema import BY_NAME, FEATURE_NAMES, FEATURES
-from ..telemetry import SERVICE_NAME
 from .contract import MAX_BATCH, Patient
 from .errors import PredictionFailed
 from .middleware import THREADED_BODY_BYTES
 from .state import NotReady
+from .tracing import SERVICE_NAME
 
 MODEL_NAME = "heart-disease"
 MATRIX_INPUT = "input"  # the [N, 13] alternative to one tensor per feature

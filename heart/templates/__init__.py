@@ -1,4 +1,4 @@
-"""The Jinja2 templates of the page at / (heart.serving.pages) and of reports/index.html (heart.html_report)."""
+"""The Jinja2 templates of the page at / (heart.serving.pages) and of reports/index.html (heart.analyses.html_report)."""
 
 from __future__ import annotations
 

@@ -12,25 +12,21 @@ or a read timeout is the server's answer and is reported, never hidden by a retr
 
 from __future__ import annotations
 
-import math
 import re
 import sys
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import numpy as np
 import requests
 from pydantic import BaseModel, ValidationError
 from tqdm import tqdm
 
-from .schema import TARGET
-from .serving.contract import MAX_BATCH, BatchResponse, PredictionResult, PredictResponse, ReadyResponse
+from ..serving.contract import MAX_BATCH, BatchResponse, PredictionResult, PredictResponse, ReadyResponse
 
 DEFAULT_URL = "http://localhost:8000/predict"
 DEFAULT_CONCURRENCY = 8
@@ -329,65 +325,6 @@ def _run(one: Callable[[int], Any], n: int, concurrency: int, url: str, retries:
         for fut in as_completed(futures):
             results[futures[fut]] = fut.result()
     return results
-
-
-# --- summary, computed from the records only ----------------------------------------------
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolation percentile (numpy's default); NaN for no values."""
-    return float(np.percentile(np.asarray(values, dtype=float), q)) if len(values) else math.nan
-
-
-def summarize_records(records: Sequence[Record], wall_s: float) -> dict:
-    """Counts, throughput and latency figures; latency is over successful requests only."""
-    ok = [r for r in records if r.ok]
-    lat = [r.latency_ms for r in ok]
-    return {
-        "requests": len(records),
-        "successes": len(ok),
-        "failures": len(records) - len(ok),
-        "timeouts": sum(r.kind == "timeout" for r in records),
-        "connection_errors": sum(r.kind == "connection" for r in records),
-        "http_errors": sum(r.kind == "http" for r in records),
-        "bad_responses": sum(r.kind == "bad_response" for r in records),
-        "retried": sum(r.attempts > 1 for r in records),
-        "wall_s": wall_s,
-        "throughput_per_s": len(ok) / wall_s if wall_s > 0 else math.nan,
-        "latency_ms": {
-            "min": min(lat) if lat else math.nan,
-            "p50": percentile(lat, 50),
-            "p95": percentile(lat, 95),
-            "p99": percentile(lat, 99),
-            "max": max(lat) if lat else math.nan,
-        },
-        "predicted_class": {str(k): sum(r.predicted_class == k for r in ok) for k in sorted(TARGET.labels)},
-        "failure_reasons": failure_reasons(records),
-    }
-
-
-def failure_reasons(records: Iterable[Record]) -> dict[str, int]:
-    """Failed records grouped by error text, most frequent first."""
-    return dict(Counter(r.error for r in records if not r.ok).most_common())
-
-
-def summary_rows(summary: dict) -> list[list]:
-    """The summary as (figure, value) rows for heart.report.format_table."""
-    lat = summary["latency_ms"]
-    return [
-        ["requests", summary["requests"]],
-        ["successes", summary["successes"]],
-        ["failures", summary["failures"]],
-        ["timeouts", summary["timeouts"]],
-        ["retried (connection errors)", summary["retried"]],
-        ["wall time (s)", float(summary["wall_s"])],
-        ["throughput (successful/s)", float(summary["throughput_per_s"])],
-        *[[f"latency {k} (ms)", float(lat[k])] for k in ("min", "p50", "p95", "p99", "max")],
-    ]
-
-
-def records_json(records: Sequence[Record]) -> list[dict]:
-    return [asdict(r) for r in records]
 
 
 # --- the progress bar (stderr, only on a terminal) -------------------------------------------

@@ -28,10 +28,10 @@ from sklearn.metrics import accuracy_score, precision_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import Pipeline
 
-from .decision import DEFAULT_THRESHOLD, decide
-from .model import predict_proba
-from .progress import SILENT, Stage, Stages
-from .schema import BY_NAME
+from ..decision import DEFAULT_THRESHOLD, decide
+from ..model import predict_proba
+from ..progress import SILENT, Stage, Stages
+from ..schema import BY_NAME
 
 AGE_BIN_YEARS = 20
 N_BOOT = 1000

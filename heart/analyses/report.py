@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .artifact import atomic_write
+from ..artifact import atomic_write
 
 if TYPE_CHECKING:  # annotations only: importing the analyses would pull in fairlearn and sklearn
     from .drift import DriftReport
@@ -202,7 +202,7 @@ def plot_waterfall(values: np.ndarray, base_value: float, row, path: str | Path,
 
 def plot_drift(reference, current, result: DriftReport, path: str | Path, title: str = "") -> Path:
     """Reference vs current per feature: densities for continuous, code shares for discrete."""
-    from .schema import BY_NAME
+    from ..schema import BY_NAME
 
     plt = _pyplot()
     feats = result.features

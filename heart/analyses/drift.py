@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .schema import FEATURES, Feature
+from ..schema import FEATURES, Feature
 
 ALPHA = 0.05
 SHARE_THRESHOLD = 0.5

@@ -1,4 +1,4 @@
-"""One self-contained HTML page of every analysis: python -m heart.html_report [--section NAME]
+"""One self-contained HTML page of every analysis: python -m heart.analyses.html_report [--section NAME]
 
 Reads what the scripts already wrote: the model card (model.card.json) and, in the reports
 directory, fairness_<feature>.json, explainability.json, drift.json, poisoning.json and their
@@ -22,10 +22,10 @@ from typing import Any
 from jinja2 import UndefinedError
 from markupsafe import Markup
 
-from .artifact import atomic_write
+from ..artifact import atomic_write
+from ..schema import BY_NAME
+from ..templates import templates
 from .report import FAIRNESS_SHOWN, describe_fits
-from .schema import BY_NAME
-from .templates import templates
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
 

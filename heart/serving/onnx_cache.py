@@ -2,7 +2,7 @@
 
 Converting the Pipeline with skl2onnx costs about as much as the rest of the server's start
 (importing skl2onnx and onnx, then the conversion itself). The image's build runs
-`python -m heart.onnx_cache /app/model.joblib`, which writes model.onnx beside the model and
+`python -m heart.serving.onnx_cache /app/model.joblib`, which writes model.onnx beside the model and
 model.onnx.json, naming the sha256 of the model it came from and of the graph. At start-up
 the server uses the graph only if both hashes match the verified model and the file; anything
 else (no cache, another model mounted, a changed file) converts as before. Either way the
@@ -17,9 +17,9 @@ import logging
 import sys
 from pathlib import Path
 
-from .artifact import atomic_write, sha256_bytes
+from ..artifact import atomic_write, sha256_bytes
 
-log = logging.getLogger("heart.fast")
+log = logging.getLogger(__name__)
 
 
 def cache_paths(model_path: str | Path) -> tuple[Path, Path]:
@@ -30,8 +30,8 @@ def cache_paths(model_path: str | Path) -> tuple[Path, Path]:
 
 def write_cache(model_path: str | Path) -> Path:
     """Verify and load the model, convert it, write the graph and its record (build time)."""
-    from .artifact import load_model
-    from .fast import to_onnx
+    from ..artifact import load_model
+    from ..fast import to_onnx
 
     model = load_model(model_path)
     blob = to_onnx(model.pipeline)

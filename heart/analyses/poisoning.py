@@ -31,8 +31,8 @@ from sklearn.calibration import CalibratedClassifierCV
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import Pipeline
 
-from .model import compute_metrics, predict_proba
-from .progress import SILENT, Stages
+from ..model import compute_metrics, predict_proba
+from ..progress import SILENT, Stages
 
 REPORTED = ("accuracy", "roc_auc", "recall")
 DEFAULT_RATE = 0.2
