@@ -10,8 +10,8 @@ A poisoned set too lopsided for the model's inner 5-fold calibration is fitted w
 calibration folds, or reported as not trainable (the "model" column says which).
 Writes <out-dir>/poisoning.json and poisoning.png.
 
-The defaults take about a minute on 2 cores; --seeds 5 --step 0.05 is the full sweep of
-docs/analyses.md (several minutes).
+The defaults take one to two minutes on 2 cores; --seeds 5 --step 0.05 is the full sweep of
+docs/analyses.md (about five minutes).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from heart import cli
 from heart.analyses import poisoning
-from heart.analyses.report import describe_fits, format_table, plot_poisoning, write_json
+from heart.analyses.report import fit_notes, format_table, plot_poisoning, write_json
 from heart.model import card_split, forest_from_card
 
 METRICS = poisoning.REPORTED
@@ -85,10 +85,9 @@ def main(argv=None) -> int:
         [f"  + defense ({args.defense})", *(_ms(tgt.defense.metrics_after[m]) for m in METRICS)],
     ]
     print(format_table(["training labels", *METRICS], rows))
-    for name, attack in (("random flips", rnd), ("targeted", tgt)):
-        for what, fits in (("", attack.fits), (" + defense", attack.defense.fits_after)):
-            if text := describe_fits(fits, result.clean_fit):
-                print(f"model of {name}{what}: {text}")
+    main_notes, sweep_notes = fit_notes(result.to_dict())
+    for note in main_notes:
+        print(f"model of {note}")
     print("\ndefense: confident learning on out-of-fold probabilities, scored against the known flips")
     d_rows = [
         [name, _ms(s.defense.flagged), _ms(s.defense.precision), _ms(s.defense.recall), s.defense.chance_precision.mean]
@@ -96,26 +95,7 @@ def main(argv=None) -> int:
     ]
     d_rows.append(["clean labels", str(result.defense_on_clean_labels.flagged), "-", "-", 0.0])
     print(format_table(["attack", "flagged", "precision", "recall", "chance precision"], d_rows))
-    print(
-        f"\nsweep (held-out metrics, mean ± sd over seeds; model: how a set too lopsided for the clean "
-        f"model's {result.clean_fit} was modelled instead, n/a when no seed's set was trainable):"
-    )
-    s_rows = []
-    for r_, t_ in zip(result.sweep["random"], result.sweep["targeted_positive_to_negative"]):
-        notes = [
-            f"{name}: {text}"
-            for name, point in (("random", r_), ("targeted", t_))
-            if (text := describe_fits(point.summary.fits, result.clean_fit))
-        ]
-        s_rows.append(
-            [
-                f"{r_.rate:.0%}",
-                *(_ms(r_.summary.metrics[m]) for m in METRICS),
-                _ms(t_.summary.metrics["recall"]),
-                "; ".join(notes) or "as clean",
-            ]
-        )
-    print(format_table(["flipped", *(f"random {m}" for m in METRICS), "targeted recall", "model"], s_rows))
+    print_sweep(result, sweep_notes)
     out = Path(args.out_dir)
     report = {
         "model_version": model.version,
@@ -129,6 +109,24 @@ def main(argv=None) -> int:
     png = plot_poisoning(result, out / "poisoning.png")
     print(f"\nwrote {json_path} and {png}")
     return 0
+
+
+def print_sweep(result: poisoning.PoisoningReport, notes: list[str]) -> None:
+    print(
+        f"\nsweep (held-out metrics, mean ± sd over seeds; model: how a set too lopsided for the clean "
+        f"model's {result.clean_fit} was modelled instead, n/a when no seed's set was trainable):"
+    )
+    rows = []
+    for r_, t_, note in zip(result.sweep["random"], result.sweep["targeted_positive_to_negative"], notes):
+        rows.append(
+            [
+                f"{r_.rate:.0%}",
+                *(_ms(r_.summary.metrics[m]) for m in METRICS),
+                _ms(t_.summary.metrics["recall"]),
+                note or "as clean",
+            ]
+        )
+    print(format_table(["flipped", *(f"random {m}" for m in METRICS), "targeted recall", "model"], rows))
 
 
 if __name__ == "__main__":

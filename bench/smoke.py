@@ -66,7 +66,7 @@ STEPS = (
     Step("python fairness_check.py", 60, "wrote reports/fairness_gender.json and reports/fairness_gender.png"),
     Step("python explainability.py", 30, "wrote reports/explainability.json, reports/shap_bar.png"),
     Step("python drift_analysis_ks.py", 30, "wrote reports/drift.json and reports/drift.png"),
-    Step("python data_poisoning.py", 180, "wrote reports/poisoning.json and reports/poisoning.png"),
+    Step("python data_poisoning.py", 240, "wrote reports/poisoning.json and reports/poisoning.png"),
     Step("python -m heart.analyses.html_report", 30, "wrote reports/index.html"),
     SERVER,
     Step("python batch_predict.py", 30, "wrote batch_prediction_results.json (100 records)"),
@@ -259,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", action="store_true", help="keep the temporary copy (its path is printed)")
     args = p.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="heart-smoke-"))
-    print(f"smoke: a fresh copy in {workdir}; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    load_start = os.getloadavg()[0]
+    print(f"smoke: a fresh copy in {workdir}; load average {load_start:.2f} on {os.cpu_count()} CPUs", flush=True)
     start = time.monotonic()
     try:
         rows = smoke(workdir)
@@ -273,8 +274,13 @@ def main(argv: list[str] | None = None) -> int:
     print(
         format_table(["command", "budget (s)", "wall (s)"], [[r["command"], r["budget_s"], r["wall_s"]] for r in rows])
     )
-    print(f"all {len(rows)} steps passed in {total:.0f} s; reports/index.html has all five sections")
-    write_json(args.out, {"load_average": os.getloadavg(), "cpus": os.cpu_count(), "total_s": total, "steps": rows})
+    load_end = os.getloadavg()[0]
+    print(
+        f"all {len(rows)} steps passed in {total:.0f} s (load average {load_start:.2f} -> {load_end:.2f}); "
+        "reports/index.html has all five sections"
+    )
+    summary = {"cpus": os.cpu_count(), "load_average": [load_start, load_end], "total_s": round(total, 1)}
+    write_json(args.out, {**summary, "steps": rows})
     return 0
 
 

@@ -718,3 +718,33 @@ def test_not_trainable_is_null_in_the_json_and_named_in_the_plot(extremes, tmp_p
         "50%: constant (one class left)",
     ]
     assert random_axes.get_xlabel() == "training labels flipped (% of training rows)"
+
+
+def test_fit_notes_name_each_attack_and_sweep_point_modelled_otherwise():
+    def summary(fits):
+        return {"fits": fits, "defense": {"fits_after": fits}}
+
+    five, two, constant = (
+        {"5-fold calibration": 2},
+        {"2-fold calibration": 1, "not trainable": 1},
+        {poisoning.CONSTANT: 2},
+    )
+    doc = {
+        "clean_fit": "5-fold calibration",
+        "attacks": {
+            "random": {"summary": summary(five)},
+            "targeted_positive_to_negative": {"summary": summary(constant)},
+        },
+        "sweep": {
+            "random": [{"fits": five}, {"fits": five}],
+            "targeted_positive_to_negative": [{"fits": five}, {"fits": two}],
+        },
+    }
+    main, sweep = report.fit_notes(doc)
+    assert main == ["targeted: constant (one class left)", "targeted + defense: constant (one class left)"]
+    assert sweep == ["", "targeted: 2-fold calibration (1 of 2 seeds), not trainable (1 of 2 seeds)"]
+    assert report.fit_notes(doc, defense="defence")[0][1].startswith("targeted + defence: ")
+    old = {**doc, "sweep": {k: [{} for _ in v] for k, v in doc["sweep"].items()}}  # written before fits were recorded
+    del old["clean_fit"]
+    old["attacks"] = {k: {"summary": {"defense": {}}} for k in doc["attacks"]}
+    assert report.fit_notes(old) == ([], ["", ""])

@@ -142,3 +142,11 @@ def test_python_test_py_passes_options_to_pytest_and_its_status_back():
 def test_the_smoke_target_runs_in_ci():
     assert "make smoke" in (ROOT / ".ci" / "run").read_text()
     assert "\nsmoke: " in (ROOT / "Makefile").read_text()
+
+
+def test_the_run_time_table_states_each_budget():
+    """docs/analyses.md, "Run time": one row per smoke step, its budget in the last column."""
+    text = (ROOT / "docs" / "analyses.md").read_text().split("\n## Run time\n")[1].split("\n## ")[0]
+    rows = [line for line in text.splitlines() if line.startswith("| `python ")]
+    budgets = {row.split("`")[1]: row.rstrip(" |").rsplit("| ", 1)[1] for row in rows}
+    assert budgets == {s.command: f"{s.budget_s} s" for s in smoke.STEPS}

@@ -25,7 +25,7 @@ from markupsafe import Markup
 from ..artifact import atomic_write
 from ..schema import BY_NAME
 from ..templates import templates
-from .report import FAIRNESS_SHOWN, describe_fits
+from .report import FAIRNESS_SHOWN, fit_notes
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
 
@@ -266,6 +266,7 @@ def poisoning_section(doc: dict, reports: Path) -> dict:
     )
     metrics = [k for k in clean]
     sweep = list(zip(doc["sweep"]["random"], doc["sweep"]["targeted_positive_to_negative"]))
+    main_notes, sweep_notes = fit_notes(doc, defense="defence")
     return {
         "doc": doc,
         "summary": summary,
@@ -273,26 +274,10 @@ def poisoning_section(doc: dict, reports: Path) -> dict:
         "metrics": metrics,
         "rnd": rnd,
         "tgt": tgt,
-        "sweep": [(r, t, _fit_notes(doc, r, t)) for r, t in sweep],
-        "main_notes": [
-            f"{name}{what}: {text}"
-            for name, summary in (("random flips", rnd), ("targeted", tgt))
-            for what, fits in (("", summary.get("fits", {})), (" + defence", summary["defense"].get("fits_after", {})))
-            if (text := describe_fits(fits, doc.get("clean_fit", "")))
-        ],
+        "sweep": [(r, t, note or "as clean") for (r, t), note in zip(sweep, sweep_notes)],
+        "main_notes": main_notes,
         "plots": plots(reports, [("poisoning.png", "Held-out metrics against the share of flipped labels")]),
     }
-
-
-def _fit_notes(doc: dict, random: dict, targeted: dict) -> str:
-    """How a sweep point's sets were modelled when not as the clean one (heart.poisoning.fit_plan)."""
-    reference = doc.get("clean_fit", "")  # absent from reports written before fits were recorded
-    notes = [
-        f"{name}: {text}"
-        for name, point in (("random", random), ("targeted", targeted))
-        if (text := describe_fits(point.get("fits", {}), reference))
-    ]
-    return "; ".join(notes) or "as clean"
 
 
 def _f(x: Any, digits: int = 3) -> str:
@@ -303,10 +288,8 @@ def _f(x: Any, digits: int = 3) -> str:
 
 
 def _ms(s: dict, digits: int = 3) -> str:
-    """Mean ± sd; n/a when no value was defined (the JSON's null: e.g. no seed's set was trainable)."""
-    if s["mean"] is None:
-        return "n/a"
-    return f"{s['mean']:.{digits}f} ± {s['sd']:.{digits}f}"
+    """Mean ± sd; n/a for the JSON's null (no value defined: e.g. no seed's set was trainable)."""
+    return "n/a" if s["mean"] is None else f"{s['mean']:.{digits}f} ± {s['sd']:.{digits}f}"
 
 
 # ------------------------------------------------------------------------------ assembly

@@ -49,6 +49,25 @@ def describe_fits(fits: dict[str, int], reference: str) -> str:
     return ", ".join(f if n == total else f"{f} ({n} of {total} seeds)" for f, n in fits.items() if f != reference)
 
 
+def fit_notes(doc: dict, defense: str = "defense") -> tuple[list[str], list[str]]:
+    """From a poisoning report's dict (PoisoningReport.to_dict() or its JSON): "<attack>: <how>" for the
+    main attacks and their defense refits, and per sweep rate its "random: ...; targeted: ..." ("" when
+    every set was modelled as the clean one, and for reports written before fits were recorded)."""
+    ref = doc.get("clean_fit", "")
+
+    def notes(named):
+        return [f"{name}: {text}" for name, fits in named if (text := describe_fits(fits or {}, ref))]
+
+    attacks = {"random flips": doc["attacks"]["random"], "targeted": doc["attacks"]["targeted_positive_to_negative"]}
+    main = notes(
+        (f"{name}{what}", where.get(key))
+        for name, a in attacks.items()
+        for what, where, key in (("", a["summary"], "fits"), (f" + {defense}", a["summary"]["defense"], "fits_after"))
+    )
+    sweep = zip(doc["sweep"]["random"], doc["sweep"]["targeted_positive_to_negative"])
+    return main, ["; ".join(notes([("random", r.get("fits")), ("targeted", t.get("fits"))])) for r, t in sweep]
+
+
 def mean_sd(stats: dict) -> str:
     return f"{stats['mean']:.3f} ± {stats['sd']:.3f}"
 
