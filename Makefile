@@ -13,7 +13,7 @@ TOOLS_STAMP := $(TOOLS_VENV)/.installed-$(shell sha256sum requirements-tools.txt
 SUDO    := $(if $(filter 0,$(shell id -u)),,sudo)
 APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: help install install-tools lint format run train test clean serve bench batch load timeouts fairness explain drift poisoning performance analyses report browser docker-build docker-run container-check mutation
+.PHONY: help install install-tools lint format run train test clean serve bench batch load timeouts fairness explain drift poisoning performance analyses report smoke browser docker-build docker-run container-check mutation
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -126,6 +126,11 @@ analyses: fairness explain drift poisoning  ## run all four analyses, then write
 
 report: $(STAMP)  ## one self-contained HTML page of the analyses already run -> reports/index.html
 	$(REPORT_HTML)
+
+# In CI (.ci/run): every command of readme.md and docs/ as a new user types it, in a fresh copy of the tree,
+# each within its budget (docs/testing.md, "Smoke"); the wall times go to reports/smoke.json.
+smoke: $(STAMP)  ## train, the four analyses, the report, the API + batch_predict.py, test.py: default runs in a fresh copy
+	$(PY) -m bench.smoke --out $(REPORTS)/smoke.json
 
 # Container. BASE_IMAGE overrides the Dockerfile's python:3.11-slim (e.g. a local base without a registry).
 DOCKER_IMAGE ?= heart-disease-mlops

@@ -22,6 +22,7 @@ import explainability
 import fairness_check
 import monitor_performance
 import train as train_script
+from bench import smoke
 from heart.analyses import html_report
 from heart.analyses.html_report import BY_KEY, ReportError, build_sections, render
 from tests.browser import browser, guarded_page
@@ -215,3 +216,56 @@ def test_the_report_opens_in_a_browser_with_no_request_elsewhere(reports):
         assert len(widths) == 7 and all(w > 100 for w in widths)  # every plot decoded
         net.assert_clean()
         assert net.served == [f"{(out / 'index.html').as_uri()}: 200"]  # the page itself, nothing else
+
+
+def test_a_poisoning_point_not_trainable_is_na_and_named(reports, tmp_path):
+    out, card = reports
+    doc = load(out, "poisoning.json")
+    assert doc["clean_fit"] == "5-fold calibration"
+    point = doc["sweep"]["targeted_positive_to_negative"][-1]
+    point.update(recall={"mean": None, "sd": None}, fits={"not trainable": 1})
+    doc["attacks"]["targeted_positive_to_negative"]["summary"]["fits"] = {"2-fold calibration": 1}
+    (tmp_path / "poisoning.json").write_text(json.dumps(doc))
+    html = render(build_sections(tmp_path, card, ("poisoning",)), tmp_path)
+    assert '<td>n/a</td><td class="text">targeted: not trainable</td></tr>' in html
+    assert "Modelled otherwise than the clean set: targeted: 2-fold calibration." in html
+    assert html.count('<td class="text">as clean</td>') == len(doc["sweep"]["random"]) - 1
+
+
+def test_a_poisoning_report_from_before_fits_were_recorded_still_renders(reports, tmp_path):
+    out, card = reports
+    doc = load(out, "poisoning.json")
+    del doc["clean_fit"]
+    for curve in doc["sweep"].values():
+        for point in curve:
+            del point["fits"]
+    (tmp_path / "poisoning.json").write_text(json.dumps(doc))
+    html = render(build_sections(tmp_path, card, ("poisoning",)), tmp_path)
+    assert '<td class="text">as clean</td>' in html and "<td>n/a</td>" not in html
+
+
+def test_the_smoke_check_passes_a_full_page_and_names_each_empty_section(reports, tmp_path):
+    out, card = reports
+    assert smoke.report_problems(render(build_sections(out, card), out)) == []
+    partial = render(build_sections(tmp_path, card), tmp_path)  # only the model card: no analysis has run here
+    assert smoke.report_problems(partial) == [
+        f"section {key!r} says not run yet (make {target})"
+        for key, target in (
+            ("fairness", "fairness"),
+            ("explain", "explain"),
+            ("drift", "drift"),
+            ("poisoning", "poisoning"),
+        )
+    ]
+    no_drift = render([c for c in build_sections(out, card) if c["key"] != "drift"], out)
+    assert smoke.report_problems(no_drift) == ["section 'drift' is missing"]
+    page = render(build_sections(out, card), out)
+    unsummarised = page.replace('<p class="summary">', '<p class="other">', 1)
+    assert smoke.report_problems(unsummarised) == ["section 'card' has no summary"]
+    drift = page.index('<section id="drift"')
+    bare = (
+        page[:drift]
+        + re.sub(r"<(table|img)\b", r"<\1-gone", page[drift : page.index("</section>", drift)])
+        + (page[page.index("</section>", drift) :])
+    )
+    assert smoke.report_problems(bare) == ["section 'drift' has no table or figure"]

@@ -303,8 +303,17 @@ class _FakeCV:
     def __init__(self):
         self.calls = []
 
-    def __call__(self, pipeline, X, y, seed=None, n_jobs=None, repeats=M.CV_REPEATS):
-        self.calls.append({"pipeline": pipeline, "index": list(X.index), "y": list(y), "seed": seed, "n_jobs": n_jobs})
+    def __call__(self, pipeline, X, y, seed=None, n_jobs=None, repeats=M.CV_REPEATS, progress=None):
+        self.calls.append(
+            {
+                "pipeline": pipeline,
+                "index": list(X.index),
+                "y": list(y),
+                "seed": seed,
+                "n_jobs": n_jobs,
+                "progress": progress,
+            }
+        )
         model = pipeline.named_steps["model"]
         depth = M.forest_of(pipeline).max_depth if not isinstance(model, LogisticRegression) else 0
         auc = {None: 0.80, 2: 0.70, 3: 0.90, 5: 0.85, 0: 0.75}.get(depth, 0.5)
@@ -355,6 +364,7 @@ def test_train_cross_validates_on_the_training_part_and_scores_the_test_part(dat
         assert call["index"] == list(X.index[tr]) and call["y"] == list(y[tr])
         assert (call["seed"], call["n_jobs"]) == (3, 1)
     assert isinstance(fake.calls[2]["pipeline"].named_steps["model"], CalibratedClassifierCV)
+    assert [call["progress"] is not None for call in fake.calls] == [False, False, True, True]  # each model's stage
     baseline_model = fake.calls[3]["pipeline"].named_steps["model"]
     assert isinstance(baseline_model, LogisticRegression) and baseline_model.random_state == 3
     forest_cv = {"roc_auc": {"mean": 0.90, "sd": 0.03}, "brier": {"mean": 0.1, "sd": 0.0}}

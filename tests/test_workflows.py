@@ -74,7 +74,7 @@ def test_actionlint_reports_a_broken_workflow(tmp_path):
 def test_ci_runs_what_ci_run_runs():
     ci_run = (ROOT / ".ci" / "run").read_text()
     commands = [line.strip() for line in ci_run.splitlines() if line.strip().startswith("make ")]
-    assert commands == ["make lint", "make test", "make container-check"]
+    assert commands == ["make lint", "make test", "make smoke", "make container-check"]
     doc = workflow("ci.yml")
     runs = [step.get("run", "") for step in steps(doc)]
     assert any(r.strip() == "make test" for r in runs)

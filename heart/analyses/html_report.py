@@ -26,7 +26,7 @@ from ..artifact import atomic_write
 from ..schema import BY_NAME
 from ..templates import templates
 from .performance_report import performance_section
-from .report import FAIRNESS_SHOWN
+from .report import FAIRNESS_SHOWN, fit_notes
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
 
@@ -268,6 +268,8 @@ def poisoning_section(doc: dict, reports: Path) -> dict:
         f"--step {step} --defense {action} --out-dir {reports}"
     )
     metrics = [k for k in clean]
+    sweep = list(zip(doc["sweep"]["random"], doc["sweep"]["targeted_positive_to_negative"]))
+    main_notes, sweep_notes = fit_notes(doc, defense="defence")
     return {
         "doc": doc,
         "summary": summary,
@@ -275,7 +277,8 @@ def poisoning_section(doc: dict, reports: Path) -> dict:
         "metrics": metrics,
         "rnd": rnd,
         "tgt": tgt,
-        "sweep": list(zip(doc["sweep"]["random"], doc["sweep"]["targeted_positive_to_negative"])),
+        "sweep": [(r, t, note or "as clean") for (r, t), note in zip(sweep, sweep_notes)],
+        "main_notes": main_notes,
         "plots": plots(reports, [("poisoning.png", "Held-out metrics against the share of flipped labels")]),
     }
 
@@ -288,7 +291,8 @@ def _f(x: Any, digits: int = 3) -> str:
 
 
 def _ms(s: dict, digits: int = 3) -> str:
-    return f"{s['mean']:.{digits}f} ± {s['sd']:.{digits}f}"
+    """Mean ± sd; n/a for the JSON's null (no value defined: e.g. no seed's set was trainable)."""
+    return "n/a" if s["mean"] is None else f"{s['mean']:.{digits}f} ± {s['sd']:.{digits}f}"
 
 
 # ------------------------------------------------------------------------------ assembly
