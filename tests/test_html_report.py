@@ -255,6 +255,7 @@ def test_the_smoke_check_passes_a_full_page_and_names_each_empty_section(reports
             ("explain", "explain"),
             ("drift", "drift"),
             ("poisoning", "poisoning"),
+            ("performance", "performance"),
         )
     ]
     no_drift = render([c for c in build_sections(out, card) if c["key"] != "drift"], out)

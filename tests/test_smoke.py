@@ -87,13 +87,14 @@ def test_the_budgets_in_the_docs_are_the_smoke_runs():
         "python data_poisoning.py",
         "python heart_fastapi.py",
         "python batch_predict.py",
+        "python monitor_performance.py",
         "python test.py",
     ]
 
 
 def test_make_analyses_is_the_four_default_runs_then_the_whole_report():
     """What `make analyses` runs (make -n prints it): each script with flags that equal its defaults, so the
-    smoke stage's bare runs (`python fairness_check.py`, ...) are what it does; then the page of all five sections."""
+    smoke stage's bare runs (`python fairness_check.py`, ...) are what it does; then the page of every section."""
     dry = subprocess.run(["make", "-n", "analyses"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     lines = [shlex.split(line) for line in dry.splitlines() if line.startswith(".venv/bin/python ")]
     scripts = {"fairness_check.py": fairness_check, "explainability.py": explainability}
