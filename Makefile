@@ -5,8 +5,15 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements-serve.txt requirements.txt requirements-dev.txt pyproject.toml | sha256sum | cut -c1-12)
 MODEL  ?= model.joblib
 DATA   ?= data/data.csv
+# Tools whose dependencies would clash with .venv's pins (checkov): their own venv.
+TOOLS_VENV  ?= .venv-tools
+TOOLS_STAMP := $(TOOLS_VENV)/.installed-$(shell sha256sum requirements-tools.txt | cut -c1-12)
+# apt-get as root, or through sudo when not root (a CI runner's user); the environment variable is
+# passed by `env` so that sudo's env_reset does not drop it.
+SUDO    := $(if $(filter 0,$(shell id -u)),,sudo)
+APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: help install install-tools lint format run train test clean serve bench batch load timeouts fairness explain drift poisoning analyses report browser docker-build docker-run container-check mutation
+.PHONY: help install install-tools lint format run train test clean serve bench batch load timeouts fairness explain drift poisoning performance analyses report smoke browser docker-build docker-run container-check mutation
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -28,8 +35,8 @@ format: $(STAMP)  ## ruff format the tree and apply ruff's safe fixes (import or
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-browser:  ## Debian's chromium for the browser tests (tests/test_browser.py), installed with apt if missing
-	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+browser:  ## Debian's chromium for the browser tests (tests/test_browser.py), installed with apt if missing (sudo when not root)
+	@command -v chromium >/dev/null || { $(APT_GET) update -qq && $(APT_GET) install -y -qq chromium; }
 
 $(MODEL): $(STAMP) $(DATA)
 	$(PY) train.py --data $(DATA) --out $(MODEL)
@@ -48,22 +55,34 @@ run: $(MODEL)  ## set everything up, train if there is no model, show the model 
 test: $(STAMP) install-tools browser  ## install and run the whole test suite
 	$(PY) -m pytest
 
-# promtool (tests/test_monitoring.py) ships in Debian's prometheus package; sudo when not root.
-install-tools:  ## install the non-Python test tools: promtool (apt-get install prometheus)
-	@command -v promtool >/dev/null || { \
-	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo -E) apt-get install -y -qq --no-install-recommends prometheus; }
+# The non-Python test tools, each installed only if missing; apt through sudo when not root.
+# promtool (tests/test_monitoring.py) ships in Debian's prometheus package. kubectl (its `kustomize`
+# renders the overlays in tests/test_overlays.py) is the apt package `kubectl` of the Kubernetes or
+# Google Cloud apt repository: GitHub's runners and this project's machines come with it; elsewhere
+# add one of those repositories first (docs/deploy.md, "From zero to a cluster"). checkov goes into
+# its own venv (requirements-tools.txt).
+install-tools: $(TOOLS_STAMP)  ## install the non-Python test tools: promtool, kubectl (apt) and checkov (.venv-tools)
+	@command -v promtool >/dev/null || { $(APT_GET) update -qq && $(APT_GET) install -y -qq --no-install-recommends prometheus; }
+	@command -v kubectl >/dev/null || { $(APT_GET) update -qq && $(APT_GET) install -y -qq kubectl; } || { \
+	  echo "install-tools: kubectl is missing and apt has no kubectl package: add the Kubernetes apt repository (docs/deploy.md)" >&2; exit 1; }
 	@promtool --version | head -1
+	@kubectl version --client 2>/dev/null | grep -i kustomize
+	@$(TOOLS_VENV)/bin/checkov --version
+
+$(TOOLS_STAMP): requirements-tools.txt
+	test -x $(TOOLS_VENV)/bin/python || $(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-tools.txt
+	rm -f $(TOOLS_VENV)/.installed-* && touch $@
 
 serve: $(MODEL)  ## serve the API (HOST, PORT, WEB_CONCURRENCY, LOG_LEVEL, PREDICTION_LOG, LOG_INPUTS from the env)
 	MODEL_SHA256=$${MODEL_SHA256:-$$($(PIN))} $(PY) heart_fastapi.py --model-path $(MODEL)
 
 bench: $(MODEL)  ## benchmark /predict, /predict/batch, a bare endpoint and the original style with wrk (installed if missing)
-	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	command -v wrk >/dev/null || { $(APT_GET) update -qq && $(APT_GET) install -y -qq wrk; }
 	$(PY) -m bench.bench --model-path $(MODEL)
 
-clean:  ## remove the virtual environment, model and reports
-	rm -rf $(VENV) $(MODEL) $(basename $(MODEL)).card.json reports .pytest_cache
+clean:  ## remove the virtual environments, model and reports
+	rm -rf $(VENV) $(TOOLS_VENV) $(MODEL) $(basename $(MODEL)).card.json reports .pytest_cache
 
 API_URL ?= http://localhost:8000/predict
 MAX_P95_MS ?= 250
@@ -95,6 +114,11 @@ poisoning: $(MODEL)  ## label-flip attacks, 0-50% sweep and confident-learning d
 	$(PY) data_poisoning.py --model $(MODEL) --data $(DATA) --out-dir $(REPORTS)
 	$(REPORT_HTML) --section poisoning
 
+# Needs served predictions: LOG (default $PREDICTION_LOG), and LABELS if any have come back.
+performance: $(STAMP)  ## realized and estimated (CBPE) performance per day from the prediction log (LOG=, LABELS=) -> reports/
+	$(PY) monitor_performance.py $(if $(LOG),--log $(LOG)) $(if $(LABELS),--labels $(LABELS)) --card $(basename $(MODEL)).card.json --out-dir $(REPORTS)
+	$(REPORT_HTML) --section performance
+
 REPORT_HTML = $(PY) -m heart.analyses.html_report --reports $(REPORTS) --card $(basename $(MODEL)).card.json
 
 analyses: fairness explain drift poisoning  ## run all four analyses, then write reports/index.html
@@ -102,6 +126,11 @@ analyses: fairness explain drift poisoning  ## run all four analyses, then write
 
 report: $(STAMP)  ## one self-contained HTML page of the analyses already run -> reports/index.html
 	$(REPORT_HTML)
+
+# In CI (.ci/run): every command of readme.md and docs/ as a new user types it, in a fresh copy of the tree,
+# each within its budget (docs/testing.md, "Smoke"); the wall times go to reports/smoke.json.
+smoke: $(STAMP)  ## train, the four analyses, the report, the API + batch_predict.py, test.py: default runs in a fresh copy
+	$(PY) -m bench.smoke --out $(REPORTS)/smoke.json
 
 # Container. BASE_IMAGE overrides the Dockerfile's python:3.11-slim (e.g. a local base without a registry).
 DOCKER_IMAGE ?= heart-disease-mlops

@@ -4,7 +4,8 @@ Draws N seeded patients from the feature schema (uniformly over each feature's t
 or from the training data's marginals), posts each as its own request to /predict with a
 few requests in flight (or in chunks to /predict/batch with --batch), keeps one record per
 patient (prediction, trace_id, HTTP status, latency, error) and writes them with a summary
-to a JSON file. Exits 1 if any request failed (the reasons are grouped on stderr).
+to a JSON file. Exits 1 if any request failed (the reasons are grouped on stderr). An API
+that requires a bearer token gets the one in the environment variable API_TOKEN.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from heart.clients.client import (
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
     DEFAULT_URL,
+    TOKEN_ENV,
     Progress,
     Unreachable,
     check_url,
@@ -87,26 +89,13 @@ def main(argv=None) -> int:
     patients = to_records(sample(args.n, seed=args.seed, mode=args.sampling, reference=reference))
     progress = Progress(len(patients), "patients", enabled=False if args.quiet else None)
     start = time.perf_counter()
+    calls = dict(concurrency=args.concurrency, timeout=args.timeout, retries=args.retries, progress=progress)
+    calls["token"] = os.environ.get(TOKEN_ENV)  # an API that requires a token (API_AUTH=tokens)
     try:
         if args.batch:
-            records = predict_batches(
-                args.url,
-                patients,
-                batch_size=args.batch_size,
-                concurrency=args.concurrency,
-                timeout=args.timeout,
-                retries=args.retries,
-                progress=progress,
-            )
+            records = predict_batches(args.url, patients, batch_size=args.batch_size, **calls)
         else:
-            records = predict_each(
-                args.url,
-                patients,
-                concurrency=args.concurrency,
-                timeout=args.timeout,
-                retries=args.retries,
-                progress=progress,
-            )
+            records = predict_each(args.url, patients, **calls)
     except Unreachable as e:
         progress.close()
         print(f"error: {e}", file=sys.stderr)

@@ -37,6 +37,7 @@ def parse_args(argv):
         "--seed", type=int, default=DEFAULT_SEED, help="seed for CV folds, bootstrap and randomised thresholds"
     )
     p.add_argument("--jobs", type=int, default=2, help="parallel CV fits")
+    cli.add_quiet_arg(p)
     return p.parse_args(argv)
 
 
@@ -56,6 +57,7 @@ def main(argv=None) -> int:
         n_boot=args.bootstrap,
         threshold=threshold_of(model.card),
         n_jobs=args.jobs,
+        stages=cli.stages(args),
     )
     for part, title in ((result.held_out, "held-out split"), (result.out_of_fold, "out-of-fold predictions, all rows")):
         print(f"\n{title} (n={part.n}), by {args.sensitive}:")

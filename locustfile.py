@@ -5,11 +5,13 @@ batch to /predict/batch, and now and then asks /ready_check. Every response's sh
 checked with the same rules as batch_predict.py (heart.clients.client); a wrong one counts as a
 failure. Host defaults to http://localhost:8000 (--host overrides). Extra options below
 (also in the web UI): --request-timeout, --wait-min/--wait-max, --batch-rows, --sampling,
---pool-size, --seed, --data, --summary-json.
+--pool-size, --seed, --data, --summary-json. An API that requires a bearer token
+(API_AUTH=tokens) gets the one in the environment variable API_TOKEN.
 """
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -17,7 +19,7 @@ import gevent
 from locust import HttpUser, events, task
 
 from heart.analyses.report import write_json
-from heart.clients.client import batch_problem, prediction_problem, ready_problem
+from heart.clients.client import TOKEN_ENV, auth_headers, batch_problem, prediction_problem, ready_problem
 from heart.clients.harness import cpu_seconds, locust_summary
 from heart.samples import MODES, sample, to_records
 from heart.serving.contract import MAX_BATCH
@@ -142,6 +144,7 @@ class PatientUser(HttpUser):
         parsed = self.environment.parsed_options
         self.opts = {k: getattr(parsed, k, v) if parsed is not None else v for k, v in DEFAULTS.items()}
         self.pool = patients(self.opts)
+        self.client.headers.update(auth_headers(os.environ.get(TOKEN_ENV)))  # API_AUTH=tokens
 
     def wait_time(self):
         return random.uniform(self.opts["wait_min"], max(self.opts["wait_min"], self.opts["wait_max"]))

@@ -1,6 +1,8 @@
 """The original course project's sanity tests, made real: they train and load an actual model.
 
-pytest collects this file (see pytest.ini); the rest of the suite lives in tests/.
+`python test.py` runs them (pytest options pass through: `python test.py -x -q`) and exits with
+pytest's status, non-zero on any failure; pytest also collects this file (see pytest.ini) with
+the rest of the suite in tests/.
 """
 
 import hashlib
@@ -102,3 +104,7 @@ def test_the_documented_path_train_load_verified_predict(tmp_path, dataset, load
     accuracy = float(np.mean(decide(proba[test_idx], threshold_of(model.card)) == dataset.y[test_idx]))
     assert accuracy == pytest.approx(model.card["metrics"]["random_forest"]["test"]["accuracy"])
     assert 0.8 <= accuracy <= 0.95
+
+
+if __name__ == "__main__":
+    sys.exit(int(pytest.main([__file__, *sys.argv[1:]])))

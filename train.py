@@ -75,6 +75,7 @@ def parse_args(argv):
         "--no-cv", action="store_true", help="skip cross-validation (faster; the card then has test metrics only)"
     )
     p.add_argument("--jobs", type=int, default=2, help="parallel CV fits")
+    cli.add_quiet_arg(p)
     cli.add_label_args(p)
     p.add_argument(
         "--max-data-mb",
@@ -120,6 +121,7 @@ def main(argv=None) -> int:
         cv=not args.no_cv,
         tune_grid=TUNING_GRID if args.tune else None,
         n_jobs=args.jobs,
+        stages=cli.stages(args),
     )
     if result.tuning:
         keys = list(TUNING_GRID)

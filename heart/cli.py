@@ -9,6 +9,7 @@ from collections.abc import Callable
 from . import label_check
 from .artifact import ModelError, load_model
 from .data import DataError, Dataset, load_dataset
+from .progress import Stages
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -136,3 +137,17 @@ def check_training_data(card: dict, data: Dataset) -> None:
             "'held-out' rows would include training rows; pass the training data "
             "with --data, or retrain on this file"
         )
+
+
+def add_quiet_arg(p: argparse.ArgumentParser) -> None:
+    """--quiet for the scripts that report progress (heart.progress) on stderr."""
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress on stderr: neither the bar (on a terminal) nor the line per stage (off one)",
+    )
+
+
+def stages(args: argparse.Namespace) -> Stages:
+    """Where the script's long stages report: a bar on a terminal, a line each off one, nothing with --quiet."""
+    return Stages(quiet=args.quiet)

@@ -90,7 +90,7 @@ def load_dataset(path: str | Path, require_target: bool = True, max_bytes: int =
     X, missing, sentinels, problems = parse_features(frame)
     y = None
     if TARGET.name in frame.columns and (require_target or frame[TARGET.name].str.strip().ne("").any()):
-        y, target_problems = _parse_target(frame[TARGET.name], lines)
+        y, target_problems = parse_target(frame[TARGET.name], lines)
         problems += target_problems
     if problems:
         raise DataError(source, problems)
@@ -256,7 +256,9 @@ def parse_column(feature: Feature, text: pd.Series, lines: np.ndarray) -> tuple[
     return values, problems, n_sentinel
 
 
-def _parse_target(text: pd.Series, lines: np.ndarray) -> tuple[np.ndarray, list[Problem]]:
+def parse_target(text: pd.Series, lines: np.ndarray) -> tuple[np.ndarray, list[Problem]]:
+    """Labels as text (yes/no, 1/0, any case) -> 0/1 codes (-1 where invalid) and the problems,
+    by line: the training data's rule, also for labels that come back later (feedback, files)."""
     clean = text.str.strip()
     codes = clean.str.lower().map(TARGET.text_codes)
     problems = [

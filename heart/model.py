@@ -31,6 +31,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from . import __version__
 from .data import Dataset
 from .decision import DEFAULT_THRESHOLD, decide
+from .progress import SILENT, Stage, Stages
 from .schema import FEATURE_NAMES, FEATURES, TARGET, describe
 
 DEFAULT_SEED = 42
@@ -153,16 +154,22 @@ def cross_validate(
     seed: int = DEFAULT_SEED,
     n_jobs: int = 2,
     repeats: int = CV_REPEATS,
+    progress: Stage | None = None,
 ) -> dict[str, dict[str, float]]:
     """5 x `repeats` stratified CV: mean and sd of every metric over the folds, and the
-    reliability diagram of the pooled out-of-fold predictions (each row once per repeat)."""
+    reliability diagram of the pooled out-of-fold predictions (each row once per repeat).
+    `progress` is told of each fold as it is done."""
     cv = RepeatedStratifiedKFold(n_splits=CV_SPLITS, n_repeats=repeats, random_state=seed)
     # Threads, not loky processes: the forest's fit releases the GIL, so 25 folds of ~240 rows run as
     # fast with identical scores (issue 12: 64 and 93 s on threads, 74 and 81 s on loky, same busy
     # 2-core machine), and a killed train.py leaves no worker processes behind.
-    folds = joblib.Parallel(n_jobs=n_jobs, backend="threading")(
+    folds = []
+    for fold in joblib.Parallel(n_jobs=n_jobs, backend="threading", return_as="generator")(
         joblib.delayed(_fold)(clone(pipeline), X, y, tr, te) for tr, te in cv.split(X, y)
-    )
+    ):
+        folds.append(fold)
+        if progress is not None:
+            progress.update()
     out = {
         m: {"mean": float(np.mean([f[0][m] for f in folds])), "sd": float(np.std([f[0][m] for f in folds], ddof=1))}
         for m in METRICS
@@ -178,7 +185,12 @@ def _fold(pipeline: Pipeline, X: pd.DataFrame, y: np.ndarray, tr: np.ndarray, te
 
 
 def tune(
-    X: pd.DataFrame, y: np.ndarray, seed: int = DEFAULT_SEED, grid: dict | None = None, n_jobs: int = 2
+    X: pd.DataFrame,
+    y: np.ndarray,
+    seed: int = DEFAULT_SEED,
+    grid: dict | None = None,
+    n_jobs: int = 2,
+    stages: Stages = SILENT,
 ) -> tuple[dict, list[dict]]:
     """Grid search of the forest on CV folds of the data given (the training part only).
 
@@ -187,10 +199,13 @@ def tune(
     grid = grid or TUNING_GRID
     keys = list(grid)
     results = []
-    for values in product(*(grid[k] for k in keys)):
-        params = dict(zip(keys, values))
-        cv = cross_validate(build_forest(seed, calibration=None, **params), X, y, seed, n_jobs)
-        results.append({**params, "cv_roc_auc": cv["roc_auc"]["mean"], "cv_roc_auc_sd": cv["roc_auc"]["sd"]})
+    candidates = list(product(*(grid[k] for k in keys)))
+    with stages.stage(f"tuning: {CV_SPLITS}x{CV_REPEATS} CV per candidate", len(candidates), "candidates") as bar:
+        for values in candidates:
+            params = dict(zip(keys, values))
+            cv = cross_validate(build_forest(seed, calibration=None, **params), X, y, seed, n_jobs)
+            results.append({**params, "cv_roc_auc": cv["roc_auc"]["mean"], "cv_roc_auc_sd": cv["roc_auc"]["sd"]})
+            bar.update()
     results.sort(key=lambda r: -r["cv_roc_auc"])
     best = {k: results[0][k] for k in keys}
     return best, results
@@ -215,6 +230,7 @@ def train(
     cv: bool = True,
     tune_grid: dict | None = None,
     n_jobs: int = 2,
+    stages: Stages = SILENT,
 ) -> TrainResult:
     """Split, (optionally tune and) cross-validate on the training part, fit, score on the test part."""
     X, y = data.X, data.y
@@ -223,16 +239,19 @@ def train(
     params = dict(params or {})
     tuning = []
     if tune_grid is not None:
-        best, tuning = tune(X_tr, y_tr, seed, tune_grid, n_jobs)
+        best, tuning = tune(X_tr, y_tr, seed, tune_grid, n_jobs, stages)
         params.update(best)
     candidates = {"random_forest": build_forest(seed, **params), "logistic_regression": build_baseline(seed)}
     metrics, fitted, served = {}, {}, {}
     for name, pipe in candidates.items():
         entry, diagrams = {}, {}
-        if cv:
-            entry["cv"] = cross_validate(pipe, X_tr, y_tr, seed, n_jobs)
-            diagrams["cv_out_of_fold"] = entry["cv"].pop("reliability")
-        fitted[name] = clone(pipe).fit(X_tr, y_tr)
+        folds = CV_SPLITS * CV_REPEATS if cv else 0
+        with stages.stage(f"{name}: {f'{CV_SPLITS}x{CV_REPEATS} CV + ' if cv else ''}fit", folds + 1) as bar:
+            if cv:
+                entry["cv"] = cross_validate(pipe, X_tr, y_tr, seed, n_jobs, progress=bar)
+                diagrams["cv_out_of_fold"] = entry["cv"].pop("reliability")
+            fitted[name] = clone(pipe).fit(X_tr, y_tr)
+            bar.update()
         proba = predict_proba(fitted[name], X_te)
         entry["test"] = compute_metrics(y_te, proba)
         diagrams["test"] = reliability(y_te, proba)

@@ -23,11 +23,12 @@ class StubAPI:
     """Serve /predict, /predict/batch, /ready_check on 127.0.0.1:<free port> in a thread.
 
     fail(patient) -> True makes /predict answer 500 for that patient; `bad_shape` makes every
-    200 answer lack its label; `delay` seconds pass before each /predict answer.
+    200 answer lack its label; `delay` seconds pass before each /predict answer; with a `token`,
+    a POST without `Authorization: Bearer <token>` gets a 401, as the API does with API_AUTH=tokens.
     """
 
-    def __init__(self, fail=lambda patient: False, bad_shape: bool = False, delay: float = 0.0):
-        self.fail, self.bad_shape, self.delay = fail, bad_shape, delay
+    def __init__(self, fail=lambda patient: False, bad_shape: bool = False, delay: float = 0.0, token=None):
+        self.fail, self.bad_shape, self.delay, self.token = fail, bad_shape, delay, token
         self.requests: list[tuple[str, object]] = []
         self._lock = threading.Lock()
         stub = self
@@ -59,6 +60,8 @@ class StubAPI:
                 with stub._lock:
                     stub.requests.append((self.path, body))
                 envelope = {"model_version": "stub-1", "trace_id": "0123456789abcdef0123456789abcdef"}
+                if stub.token is not None and self.headers.get("Authorization") != f"Bearer {stub.token}":
+                    return self._send(401, {"detail": "a valid bearer token is required"})
                 if self.path.rstrip("/") == "/predict":
                     time.sleep(stub.delay)
                     if stub.fail(body):

@@ -45,6 +45,11 @@ def test_fairness_check_end_to_end(model_path, tmp_path):
     assert list(report["out_of_fold"]["gaps"]) == ["20-39 - 40-59", "60-79 - 40-59"]
     assert report["bootstrap"]["resamples"] == 100
     assert_pngs(tmp_path, "fairness_age.png")
+    assert [line.split(" in ")[0] for line in proc.stderr.splitlines()] == [
+        "out-of-fold predictions: all rows, training rows (5 folds each): 2/2 CVs",
+        "bootstrap: held-out split: 100/100 resamples",
+        "bootstrap: out-of-fold predictions: 100/100 resamples",
+    ]
 
 
 def test_explainability_end_to_end(model_path, tmp_path):
@@ -93,12 +98,23 @@ def test_drift_from_the_api_prediction_log(dataset, tmp_path):
     assert not report["dataset_drift"]
 
 
-def test_poisoning_end_to_end(model_path, tmp_path):
-    proc = run("data_poisoning.py", "--model", model_path, "--out-dir", tmp_path, "--seeds", 1, "--step", 0.25)
+def test_poisoning_end_to_end_through_the_points_that_used_to_crash(model_path, tmp_path):
+    """--step 0.45 is issue 20's reproducer: 45% targeted flips leave 2 positives, too few for the 5-fold
+    calibration (it crashed); --rate 0.5 flips every positive in the main attack. Both are scored, never a traceback."""
+    proc = run(
+        "data_poisoning.py", "--model", model_path, "--out-dir", tmp_path, "--seeds", 1, "--step", 0.45, "--rate", 0.5
+    )
     assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("poisoning: clean model, attacks with defense, sweep: 6/6 runs in ")
     report = json.loads((tmp_path / "poisoning.json").read_text())
-    assert [c["rate"] for c in report["sweep"]["random"]] == [0, 0.25, 0.5]
-    assert report["seeds"] == [0]
+    assert [c["rate"] for c in report["sweep"]["random"]] == [0, 0.45]
+    assert report["seeds"] == [0] and report["clean_fit"] == "5-fold calibration"
+    assert report["sweep"]["targeted_positive_to_negative"][1]["fits"] == {"2-fold calibration": 1}
+    assert report["attacks"]["targeted_positive_to_negative"]["summary"]["fits"] == {"constant (one class left)": 1}
+    lines = proc.stdout.splitlines()
+    assert "model of targeted: constant (one class left)" in lines
+    assert any(line.startswith("45% ") and line.endswith("targeted: 2-fold calibration") for line in lines), proc.stdout
     assert_pngs(tmp_path, "poisoning.png")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -37,13 +38,15 @@ HAS_API = (ROOT / "heart_fastapi.py").exists()
 needs_api = pytest.mark.skipif(not HAS_API, reason="heart_fastapi.py (serving issue) is not in this checkout yet")
 
 
-def batch_predict(*args, timeout=120):
+def batch_predict(*args, timeout=120, token=None):
+    env = {k: v for k, v in os.environ.items() if k != "API_TOKEN"} | ({"API_TOKEN": token} if token else {})
     return subprocess.run(
         [sys.executable, str(ROOT / "batch_predict.py"), "--quiet", *map(str, args)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=timeout,
+        env=env,
     )
 
 
@@ -209,6 +212,17 @@ def test_batch_mode_chunks_to_predict_batch(tmp_path):
     records = json.loads(out.read_text())["records"]
     assert [r["index"] for r in records] == list(range(25))
     assert [r["input"] for r in records] == to_records(sample(25, seed=0))
+
+
+@pytest.mark.parametrize("batch", [[], ["--batch", "--batch-size", "4"]])
+def test_an_api_that_requires_a_token_gets_api_token_and_refuses_without(tmp_path, batch):
+    with StubAPI(token="s3cret") as stub:
+        ok = batch_predict(
+            "-n", 8, *batch, "--url", stub.url + "/predict", "--out", tmp_path / "ok.json", token="s3cret"
+        )
+        refused = batch_predict("-n", 8, *batch, "--url", stub.url + "/predict", "--out", tmp_path / "no.json")
+    assert ok.returncode == 0, ok.stderr
+    assert refused.returncode == 1 and "8 of" in refused.stderr and "HTTP 401" in refused.stderr
 
 
 @pytest.mark.parametrize(
@@ -378,6 +392,17 @@ def test_locust_marks_wrong_shapes_as_failures(tmp_path):
     )
     assert any("bad response: missing field(s): label" in k for k in summary["errors"])
     assert any("failed" in r for r in gate(summary, max_p95_ms=None))
+
+
+def test_locust_sends_api_token(tmp_path, monkeypatch):
+    monkeypatch.setenv("API_TOKEN", "s3cret")
+    with StubAPI(token="s3cret") as stub:
+        rc, summary, _ = run_locust(stub.url, users=2, spawn_rate=2, run_time="2s", summary=tmp_path / "s.json")
+    assert rc == 0 and summary["requests"] > 0 and summary["failures"] == 0, summary["errors"]
+    monkeypatch.delenv("API_TOKEN")
+    with StubAPI(token="s3cret") as stub:
+        rc, summary, _ = run_locust(stub.url, users=2, spawn_rate=2, run_time="2s", summary=tmp_path / "n.json")
+    assert rc == 1 and summary["by_endpoint"]["POST /predict"]["failures"] > 0
 
 
 def test_progress_bar_draws_on_a_terminal_only():

@@ -1,5 +1,6 @@
-"""The container and Kubernetes files, offline: schema-valid manifests that agree with each other,
-with the Dockerfile and with the app they deploy (issues 6 and 14). Building and running the image is
+"""k8s/, offline: schema-valid manifests that agree with each other, with the Dockerfile and with the
+app they deploy (issues 6, 14 and 24). The overlays built on k8s/ are tests/test_overlays.py's, the
+Dockerfile itself tests/test_dockerfile.py's; building and running the image is
 deploy/container_check.sh's job (`make container-check`, run by .ci/run)."""
 
 from __future__ import annotations
@@ -101,7 +102,6 @@ def app_port():
 def test_the_expected_manifests_are_there():
     kinds = sorted(d["kind"] for d in manifests().values())
     assert kinds == [
-        "ConfigMap",
         "Deployment",
         "HorizontalPodAutoscaler",
         "NetworkPolicy",
@@ -178,17 +178,10 @@ def test_network_policy_admits_the_api_port_and_prometheus_on_the_metrics_port_o
         for port in rule["ports"]:
             admitted[port["port"]] = rule.get("from")
     assert set(admitted) == {"http", "metrics"} <= set(container_ports())
-    assert admitted["http"] is None  # the API: any source (the LoadBalancer's traffic)
+    assert admitted["http"] is None  # the API: any source (the Service's and the Ingress's traffic)
     (peer,) = admitted["metrics"]  # the metrics: Prometheus's pods in its namespace, nobody else
     assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "monitoring"}
     assert peer["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
-
-
-def test_the_rules_configmap_carries_monitoring_alerts_yaml_verbatim():
-    (rules_file,) = by_kind("ConfigMap")["data"].values()
-    assert rules_file == (ROOT / "monitoring" / "alerts.yaml").read_text(), (
-        "copy monitoring/alerts.yaml into k8s/prometheus-rules.yaml (data, indented 4 spaces)"
-    )
 
 
 def test_every_probe_path_is_a_route_of_the_app(app_routes):
@@ -329,11 +322,11 @@ def test_the_drain_fits_in_the_grace_period_after_the_prestop_sleep():
     )
 
 
-def test_bearer_tokens_come_from_an_optional_secret_and_probes_need_none():
-    """Issue 12, "Access": auth on only when the Secret exists; probes never carry a token."""
-    (tokens,) = [e for e in container()["env"] if e["name"] == "API_TOKENS"]
-    ref = tokens["valueFrom"]["secretKeyRef"]
-    assert ref["optional"] is True and ref["name"] == f"{NAME}-tokens" and ref["key"] == "tokens"
+def test_bearer_tokens_are_required_and_probes_need_none():
+    """Issue 24: the prediction routes need a token (API_AUTH=tokens, from the mounted Secret: see
+    tests/test_overlays.py); the probes are on the public list (issue 19), so a pod gets ready without one."""
+    env = {e["name"]: e.get("value") for e in container()["env"]}
+    assert env["API_AUTH"] == "tokens" and env["API_TOKENS_FILE"]
     from heart.serving.auth import PUBLIC
 
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
@@ -341,9 +334,11 @@ def test_bearer_tokens_come_from_an_optional_secret_and_probes_need_none():
         assert get["path"] in PUBLIC and "httpHeaders" not in get
 
 
-def test_opentelemetry_is_configured_by_the_standard_variables():
+def test_opentelemetry_is_configured_by_the_standard_variables_and_exports_nothing_by_default():
+    """No collector endpoint in k8s/: nothing is exported until one is set (the prod overlay does)."""
     env = {e["name"] for e in container()["env"]}
-    assert {"OTEL_SERVICE_NAME", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_RESOURCE_ATTRIBUTES"} <= env
+    assert {"OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES"} <= env
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in env
 
 
 def test_the_image_is_the_version_tag_the_container_check_builds():
@@ -362,65 +357,3 @@ def test_the_image_is_the_version_tag_the_container_check_builds():
     deployment = by_kind("Deployment")
     for labels in (deployment["metadata"]["labels"], deployment["spec"]["template"]["metadata"]["labels"]):
         assert labels["app.kubernetes.io/version"] == __version__
-
-
-# ------------------------------------------------------------------------------ Dockerfile
-
-
-def test_dockerfile_base_is_an_argument_defaulting_to_python_slim():
-    steps = dockerfile()
-    assert steps[0] == ("ARG", "BASE_IMAGE=python:3.11-slim")
-    froms = instructions("FROM")
-    assert len(froms) >= 2, "multi-stage: a builder stage and a runtime stage"
-    assert all(f.split()[0] == "${BASE_IMAGE}" for f in froms)
-    assert any("--from=builder /opt/venv" in args for instr, args in runtime_stage() if instr == "COPY")
-
-
-def test_dockerfile_runtime_runs_as_a_numeric_non_root_user():
-    users = [args for instr, args in runtime_stage() if instr == "USER"]
-    assert users, "the runtime stage sets no USER"
-    uid = users[-1].split(":")[0]
-    assert uid.isdigit() and int(uid) != 0  # numeric, so Kubernetes' runAsNonRoot can check it
-
-
-def test_dockerfile_healthcheck_and_cmd():
-    (health,) = instructions("HEALTHCHECK")
-    assert "/ready_check" in health and "urllib" in health
-    (cmd,) = instructions("CMD")
-    argv = json.loads(cmd)  # exec form (a JSON array): the server is PID 1 and gets SIGTERM
-    assert argv[-1] == "heart_fastapi.py" and argv[0].endswith("python")
-    assert not instructions("ENTRYPOINT")
-
-
-def test_dockerfile_trains_the_model_at_build_from_the_bundled_data():
-    runs = " ".join(instructions("RUN"))
-    assert "train.py --data data/data.csv" in runs
-    env = " ".join(args for instr, args in runtime_stage() if instr == "ENV")
-    assert "MODEL_PATH=" in env and "WEB_CONCURRENCY=" in env
-
-
-def test_the_image_installs_only_the_serving_requirements_and_caches_the_onnx_graph():
-    """requirements.txt (fairlearn, matplotlib, ...) never reaches the image; the build converts the
-    model it trained to ONNX once (heart.serving.onnx_cache), beside the model the server loads."""
-    copies = " ".join(instructions("COPY"))
-    runs = " ".join(instructions("RUN"))
-    assert "requirements-serve.txt" in copies and "-r requirements-serve.txt" in runs
-    assert not re.search(r"requirements\.txt", copies + runs)
-    model = re.search(r"train\.py .*--out (\S+)", runs).group(1)
-    assert f"-m heart.serving.onnx_cache {model}" in runs
-    env = " ".join(args for instr, args in runtime_stage() if instr == "ENV")
-    assert f"MODEL_PATH={model}" in env
-    assert "pip uninstall" in runs and "-name tests" in runs  # no installer, no test suites shipped
-
-
-def test_dockerignore_sends_only_what_the_image_needs():
-    lines = [
-        line.strip()
-        for line in (ROOT / ".dockerignore").read_text().splitlines()
-        if line.strip() and not line.startswith("#")
-    ]
-    assert lines[0] == "*", "exclude everything, then re-include"
-    included = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
-    assert included == {"requirements-serve.txt", "train.py", "heart_fastapi.py", "heart", "data/data.csv"}
-    for path in included:
-        assert (ROOT / path).exists(), path

@@ -94,6 +94,7 @@ def result(loaded, dataset):
     )
 
 
+@pytest.mark.slow
 def test_real_model_both_views_and_intervals_contain_the_estimate(result):
     assert result.held_out.n == 61 and result.out_of_fold.n == 303
     assert sum(g["count"] for g in result.out_of_fold.by_group.values()) == 303
@@ -122,6 +123,7 @@ def test_more_than_two_groups_are_compared_with_the_largest():
     assert r.difference["true_positive_rate"] == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_threshold_optimizer_reduces_the_gap_it_was_fitted_on(result):
     mit = result.mitigation.train_out_of_fold
     assert mit.after.equalized_odds_difference < mit.before.equalized_odds_difference
@@ -129,6 +131,7 @@ def test_threshold_optimizer_reduces_the_gap_it_was_fitted_on(result):
     assert 0 <= held_out.after.accuracy <= 1 and held_out.before.accuracy >= 0.75
 
 
+@pytest.mark.slow
 def test_report_dict_has_the_json_shape_the_scripts_write(result):
     d = result.to_dict()
     assert list(d) == list(REPORT_KEYS)
@@ -154,6 +157,7 @@ def test_mitigation_skipped_for_a_one_class_group_says_why_and_only_that():
     assert mit.to_dict() == {"skipped": mit.skipped}
 
 
+@pytest.mark.slow
 def test_analysis_is_reproducible(loaded, dataset, result):
     train_idx, test_idx = card_split(loaded.card, dataset.y)
     again = fairness.analyze(

@@ -125,6 +125,7 @@ def assert_refused(proc, out_dir):
     assert not out_dir.exists() or not any(out_dir.iterdir()), "nothing is written"
 
 
+@pytest.mark.slow
 def test_train_refuses_the_shared_copy_and_writes_nothing(legacy, tmp_path):
     out = tmp_path / "out"
     assert_refused(run("train.py", "--data", legacy, "--out", out / "model.joblib", "--no-cv"), out)
@@ -139,6 +140,7 @@ def flipped_model(legacy, tmp_path_factory):
     return load_model(path)
 
 
+@pytest.mark.slow
 def test_flip_target_trains_the_model_data_csv_trains(flipped_model, loaded, dataset):
     labels = flipped_model.card["labels"]
     assert labels["flipped"] is True and labels["verdict"] == "consistent" and labels["features_agreeing"] == 8
@@ -149,6 +151,7 @@ def test_flip_target_trains_the_model_data_csv_trains(flipped_model, loaded, dat
     assert np.corrcoef(ours, reference)[0, 1] > 0.95
 
 
+@pytest.mark.slow
 def test_no_label_check_trains_the_shared_copy_and_the_card_says_so(legacy, tmp_path):
     path = tmp_path / "model.joblib"
     proc = run("train.py", "--data", legacy, "--out", path, "--no-cv", "--no-label-check", "--n-estimators", 20)
@@ -157,12 +160,14 @@ def test_no_label_check_trains_the_shared_copy_and_the_card_says_so(legacy, tmp_
     assert card["labels"] == {"flipped": False, "check": "off (--no-label-check)"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["fairness_check.py", "explainability.py", "data_poisoning.py"])
 def test_analyses_refuse_the_shared_copy_without_the_flag(script, legacy, flipped_model, tmp_path):
     out = tmp_path / "reports"
     assert_refused(run(script, "--model", flipped_model.path, "--data", legacy, "--out-dir", out), out)
 
 
+@pytest.mark.slow
 def test_analysis_with_flip_target_reports_it(legacy, flipped_model, tmp_path):
     proc = run(
         "explainability.py", "--model", flipped_model.path, "--data", legacy, "--out-dir", tmp_path, "--flip-target"
@@ -173,6 +178,7 @@ def test_analysis_with_flip_target_reports_it(legacy, flipped_model, tmp_path):
     assert report["additivity"]["holds"]
 
 
+@pytest.mark.slow
 def test_analysis_flag_must_match_how_the_model_was_trained(legacy, flipped_model, tmp_path):
     proc = run(
         "explainability.py",

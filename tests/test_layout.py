@@ -17,8 +17,12 @@ PACKAGE = ROOT / "heart"
 SCRIPTS = {p.stem for p in ROOT.glob("*.py")} - {"conftest"}
 WINGS = ("serving", "analyses", "clients")
 # A wing may use another wing's public module, named here: the clients check replies against the
-# contract, and live drift runs the drift analysis' tests.
-ACROSS = {("clients", "heart.serving.contract"), ("serving", "heart.analyses.drift")}
+# contract, and live drift runs the drift analysis' tests and the performance estimate (CBPE).
+ACROSS = {
+    ("clients", "heart.serving.contract"),
+    ("serving", "heart.analyses.drift"),
+    ("serving", "heart.analyses.performance"),
+}
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
 

@@ -190,3 +190,30 @@ def test_training_like_traffic_flags_nothing_and_older_patients_flag_age_only(se
                 assert flagged == {"age"}, got
                 assert got["heart_drift_p_value_adjusted", "age"] < 1e-6
                 assert got["heart_drift_drifted_share", None] == pytest.approx(1 / 13)
+
+
+def estimated_gauges(url: str) -> dict:
+    """heart_performance_estimated by metric, and the rows it was computed on."""
+    text = requests.get(url + "/metrics", timeout=10).text
+    samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
+    got = {s.labels["metric"]: s.value for s in samples if s.name == "heart_performance_estimated"}
+    got["rows"] = next((s.value for s in samples if s.name == "heart_performance_estimated_rows"), None)
+    return got
+
+
+def test_the_estimated_performance_gauges_are_cbpe_of_the_served_probabilities(server, dataset):
+    """A whole window in one batch: the drift thread scores its rows again, and the gauges are
+    heart.analyses.performance.expected of the probabilities the server answered with."""
+    from heart.analyses.performance import METRICS, expected
+
+    patients = sample(WINDOW, seed=11, mode="marginal", reference=dataset.X)
+    resp = requests.post(server.url + "/predict/batch", json={"instances": to_records(patients)}, timeout=30)
+    assert resp.status_code == 200, resp.text
+    want = expected(np.array([r["probability"] for r in resp.json()["predictions"]]), 0.5)
+    deadline = time.monotonic() + 20
+    while True:
+        got = estimated_gauges(server.url)
+        if got.get("accuracy") == pytest.approx(want["accuracy"], abs=1e-9) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert {m: got.get(m) for m in METRICS} == pytest.approx(want, abs=1e-9) and got["rows"] == WINDOW

@@ -37,6 +37,7 @@ def test_card_describes_the_artifact(loaded, model_path, dataset):
     json.dumps(card, allow_nan=False)
 
 
+@pytest.mark.slow
 def test_calibration_lowers_brier_and_keeps_the_ranking(dataset):
     """5-fold CV over all rows (the bench's 5x5 gives 0.9145 / 0.118; this 5x1 gives 0.919 /
     0.117, bare Brier 0.147): the served, calibrated Pipeline against the bare forest on the same folds."""
@@ -61,6 +62,7 @@ def test_reliability_bins_count_every_row():
     assert bins[1]["observed_rate"] is None
 
 
+@pytest.mark.slow
 def test_card_records_threshold_calibration_and_labels(loaded, trained):
     card = loaded.card
     assert card["threshold"] == 0.5
@@ -75,6 +77,7 @@ def test_card_records_threshold_calibration_and_labels(loaded, trained):
     assert M.forest_from_card(old_card).named_steps["model"].__class__.__name__ == "RandomForestClassifier"
 
 
+@pytest.mark.slow
 def test_two_runs_give_identical_predictions_and_artifacts(dataset, trained, tmp_path):
     again = train(dataset, cv=False)
     np.testing.assert_array_equal(predict_proba(again.pipeline, dataset.X), predict_proba(trained.pipeline, dataset.X))
@@ -83,6 +86,7 @@ def test_two_runs_give_identical_predictions_and_artifacts(dataset, trained, tmp
     assert a["artifact"]["sha256"] == b["artifact"]["sha256"]
 
 
+@pytest.mark.slow
 def test_the_seed_changes_the_model(dataset, trained):
     other = train(dataset, seed=7, cv=False)
     assert not np.array_equal(predict_proba(other.pipeline, dataset.X), predict_proba(trained.pipeline, dataset.X))
@@ -299,8 +303,17 @@ class _FakeCV:
     def __init__(self):
         self.calls = []
 
-    def __call__(self, pipeline, X, y, seed=None, n_jobs=None, repeats=M.CV_REPEATS):
-        self.calls.append({"pipeline": pipeline, "index": list(X.index), "y": list(y), "seed": seed, "n_jobs": n_jobs})
+    def __call__(self, pipeline, X, y, seed=None, n_jobs=None, repeats=M.CV_REPEATS, progress=None):
+        self.calls.append(
+            {
+                "pipeline": pipeline,
+                "index": list(X.index),
+                "y": list(y),
+                "seed": seed,
+                "n_jobs": n_jobs,
+                "progress": progress,
+            }
+        )
         model = pipeline.named_steps["model"]
         depth = M.forest_of(pipeline).max_depth if not isinstance(model, LogisticRegression) else 0
         auc = {None: 0.80, 2: 0.70, 3: 0.90, 5: 0.85, 0: 0.75}.get(depth, 0.5)
@@ -351,6 +364,7 @@ def test_train_cross_validates_on_the_training_part_and_scores_the_test_part(dat
         assert call["index"] == list(X.index[tr]) and call["y"] == list(y[tr])
         assert (call["seed"], call["n_jobs"]) == (3, 1)
     assert isinstance(fake.calls[2]["pipeline"].named_steps["model"], CalibratedClassifierCV)
+    assert [call["progress"] is not None for call in fake.calls] == [False, False, True, True]  # each model's stage
     baseline_model = fake.calls[3]["pipeline"].named_steps["model"]
     assert isinstance(baseline_model, LogisticRegression) and baseline_model.random_state == 3
     forest_cv = {"roc_auc": {"mean": 0.90, "sd": 0.03}, "brier": {"mean": 0.1, "sd": 0.0}}

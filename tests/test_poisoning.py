@@ -1,19 +1,22 @@
 """Poisoning: flips are counted and seeded, 0% is the clean model, the defense beats chance."""
 
 import dataclasses
+import json
+import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, recall_score, roc_auc_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
-from sklearn.pipeline import make_pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from heart.analyses import poisoning
+from heart.analyses import poisoning, report
 from heart.model import card_split, forest_from_card
 from heart.schema import FEATURE_NAMES
 
@@ -26,6 +29,7 @@ REPORT_KEYS = (
     "budget_rows",
     "seeds",
     "clean",
+    "clean_fit",
     "defense_on_clean_labels",
     "attacks",
     "sweep",
@@ -59,6 +63,7 @@ def result(loaded, dataset):
     )
 
 
+@pytest.mark.slow
 def test_zero_flips_is_the_clean_model(result, loaded):
     clean = result.clean
     for m in poisoning.REPORTED:
@@ -71,12 +76,14 @@ def test_zero_flips_is_the_clean_model(result, loaded):
             assert got.mean == pytest.approx(clean[m]) and got.sd == pytest.approx(0, abs=1e-12)
 
 
+@pytest.mark.slow
 def test_targeted_attack_hides_disease(result):
     targeted = result.attacks["targeted_positive_to_negative"].summary
     assert targeted.metrics["recall"].mean < result.clean["recall"] - 0.3
     assert targeted.flipped.mean == result.budget_rows
 
 
+@pytest.mark.slow
 def test_defense_finds_flipped_labels_better_than_chance(result):
     for attack in ("random", "targeted_positive_to_negative"):
         d = result.attacks[attack].summary.defense
@@ -86,11 +93,13 @@ def test_defense_finds_flipped_labels_better_than_chance(result):
     assert targeted.defense.metrics_after["recall"].mean > targeted.metrics["recall"].mean
 
 
+@pytest.mark.slow
 def test_report_dict_keeps_the_json_shape(result):
     d = result.to_dict()
     assert list(d) == list(REPORT_KEYS)
     summary = d["attacks"]["random"]["summary"]
-    assert list(summary) == ["flipped", *poisoning.REPORTED, "defense"]
+    assert list(summary) == ["flipped", *poisoning.REPORTED, "defense", "fits"]
+    assert summary["fits"] == {"5-fold calibration": 2} and d["clean_fit"] == "5-fold calibration"
     assert summary["recall"] == {
         "mean": result.attacks["random"].summary.metrics["recall"].mean,
         "sd": result.attacks["random"].summary.metrics["recall"].sd,
@@ -175,8 +184,9 @@ def test_unknown_defense_action():
 
 def test_every_positive_flipped_leaves_a_one_class_model():
     X, y = _synthetic(40)
-    m = poisoning._score(_linear(), X, np.zeros(40, dtype=int), X, y)
+    m, fit = poisoning._score(_linear(), X, np.zeros(40, dtype=int), X, y)
     assert m == {"accuracy": 0.5, "roc_auc": 0.5, "recall": 0.0}  # it predicts "no disease" for everyone
+    assert fit == poisoning.CONSTANT == "constant (one class left)"
 
 
 def _run(flipped, recall, defense=None):
@@ -370,8 +380,8 @@ def test_defense_refits_on_the_cleaned_labels(action):
 
 def test_every_label_positive_leaves_a_model_that_always_says_disease():
     X, y = _synthetic(40)
-    m = poisoning._score(_linear(), X, np.ones(40, dtype=int), X, y)
-    assert m == {"accuracy": 0.5, "roc_auc": 0.5, "recall": 1.0}
+    m, fit = poisoning._score(_linear(), X, np.ones(40, dtype=int), X, y)
+    assert m == {"accuracy": 0.5, "roc_auc": 0.5, "recall": 1.0} and fit == poisoning.CONSTANT
 
 
 def test_the_score_is_the_refitted_model_on_the_test_rows():
@@ -379,7 +389,8 @@ def test_the_score_is_the_refitted_model_on_the_test_rows():
     noisy = y.copy()
     noisy[[31, 35, 40, 45]] = 0
     train, test = np.arange(0, 60, 2), np.arange(1, 60, 2)
-    m = poisoning._score(_linear(), X.iloc[train], noisy[train], X.iloc[test], y[test])
+    m, fit = poisoning._score(_linear(), X.iloc[train], noisy[train], X.iloc[test], y[test])
+    assert fit == "fitted"  # no calibration step: nothing to cut
     assert m == pytest.approx(_metrics_by_sklearn(_linear().fit(X.iloc[train], noisy[train]), X.iloc[test], y[test]))
     assert list(m) == ["accuracy", "roc_auc", "recall"]
 
@@ -489,8 +500,10 @@ def test_the_report_dict_of_a_small_run_keeps_the_json_shape(small):
         "flipped": {"mean": 7.0, "sd": 0.0},
         **{m: dataclasses.asdict(summary.metrics[m]) for m in poisoning.REPORTED},
         "defense": dataclasses.asdict(summary.defense),
+        "fits": {"fitted": 2},
     }
-    assert list(attack["summary"]) == ["flipped", "accuracy", "roc_auc", "recall", "defense"]
+    assert list(attack["summary"]) == ["flipped", "accuracy", "roc_auc", "recall", "defense", "fits"]
+    assert attack["summary"]["defense"]["fits_after"] == {"fitted": 2} and d["clean_fit"] == "fitted"
     run = r.attacks["targeted_positive_to_negative"].runs[1]
     assert attack["runs"][1] == dataclasses.asdict(run) and attack["runs"][1]["defense"]["action"] == "relabel"
     point = d["sweep"]["random"][1]
@@ -499,8 +512,9 @@ def test_the_report_dict_of_a_small_run_keeps_the_json_shape(small):
         "rate": 0.33,
         "flipped": {"mean": 13.0, "sd": 0.0},
         **{m: dataclasses.asdict(summary.metrics[m]) for m in poisoning.REPORTED},
+        "fits": {"fitted": 2},
     }
-    assert list(point) == ["rate", "flipped", "accuracy", "roc_auc", "recall"]
+    assert list(point) == ["rate", "flipped", "accuracy", "roc_auc", "recall", "fits"]
     assert [p["rate"] for p in d["sweep"]["targeted_positive_to_negative"]] == [0.0, 0.33]
 
 
@@ -524,3 +538,213 @@ def test_the_defense_drops_by_default():
     y = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
     d = poisoning.defend(_FeatureIsTheScore(), _scored(p), y, np.array([5]), _scored(p), y, seed=0)
     assert (d.action, d.flagged, d.true_positives, d.precision, d.recall) == ("drop", 1, 1, 1.0, 1.0)
+
+
+# --- Sets too lopsided for the calibration's inner 5-fold CV (issue 20) ---
+
+
+def _calibrated(cv=5):
+    """The served Pipeline's shape, preprocessing then a calibrated classifier, with a quick linear model inside."""
+    model = CalibratedClassifierCV(LogisticRegression(), method="sigmoid", cv=cv, ensemble=False)
+    return Pipeline([("preprocess", make_pipeline(SimpleImputer(), StandardScaler())), ("model", model)])
+
+
+def _lopsided(positives, n=60):
+    """The synthetic rows with only the top `positives` of them labelled 1."""
+    X, _ = _synthetic(n)
+    return X, (np.arange(n) >= n - positives).astype(int)
+
+
+@pytest.mark.parametrize("smallest, folds", [(50, 5), (5, 5), (4, 4), (3, 3), (2, 2)])
+def test_a_short_class_cuts_the_calibration_folds_to_its_rows(smallest, folds):
+    template = _calibrated()
+    model, fit = poisoning.fit_plan(template, smallest)
+    assert fit == f"{folds}-fold calibration" and model.get_params()["model__cv"] == folds
+    assert model is not template and template.get_params()["model__cv"] == 5  # the template is left as it was
+
+
+@pytest.mark.parametrize("smallest, fit", [(1, "not trainable"), (0, "constant (one class left)")])
+def test_one_row_of_a_class_is_not_trainable_and_none_is_a_constant(smallest, fit):
+    assert poisoning.fit_plan(_calibrated(), smallest) == (None, fit)
+
+
+def test_a_bare_calibrated_classifier_and_sklearns_default_cv():
+    bare = CalibratedClassifierCV(LogisticRegression())  # cv=None: sklearn's 5 folds
+    model, fit = poisoning.fit_plan(bare, 3)
+    assert fit == "3-fold calibration" and model.cv == 3 and bare.cv is None
+    model, fit = poisoning.fit_plan(bare, 7)
+    assert fit == "5-fold calibration" and model.cv is None
+
+
+def test_a_model_without_calibration_fits_on_one_row_of_a_class():
+    template = _linear()
+    model, fit = poisoning.fit_plan(template, 1)
+    assert fit == "fitted" and model is not template
+
+
+def test_two_positives_are_scored_by_a_2_fold_calibrated_model():
+    """What crashed data_poisoning.py (45% targeted flips leave 2 positives): now a 2-fold calibration, the
+    same numbers as fitting that model here."""
+    X, y = _lopsided(2)
+    X_te, y_te = _synthetic(40)
+    with pytest.raises(ValueError, match="Requesting 5-fold cross-validation"):
+        _calibrated().fit(X, y)
+    m, fit = poisoning._score(_calibrated(), X, y, X_te, y_te)
+    assert fit == "2-fold calibration"
+    assert m == pytest.approx(_metrics_by_sklearn(_calibrated(cv=2).fit(X, y), X_te, y_te))
+
+
+def test_one_positive_or_no_row_is_not_trainable():
+    X_te, y_te = _synthetic(40)
+    X, y = _lopsided(1)
+    for X_tr, y_tr in ((X, y), (X.iloc[:0], y[:0])):
+        m, fit = poisoning._score(_calibrated(), X_tr, y_tr, X_te, y_te)
+        assert fit == "not trainable" and list(m) == list(poisoning.REPORTED) and np.isnan(list(m.values())).all()
+
+
+def test_label_issues_on_five_of_a_class_calibrate_each_fold_on_four():
+    """The defense's 5 outer folds leave 4 positives in each training part: the inner calibration gets 4 folds."""
+    X, y = _lopsided(5)
+    found, p1 = poisoning.find_label_issues(_calibrated(), X, y, seed=0)
+    cv = StratifiedKFold(n_splits=5, shuffle=True, random_state=0)
+    expected = cross_val_predict(_calibrated(cv=4), X, y, cv=cv, method="predict_proba")[:, 1]
+    np.testing.assert_allclose(p1, expected, atol=1e-12)
+
+
+def test_a_defense_that_drops_every_row_leaves_a_set_not_trainable():
+    y = np.array([1] * 8 + [0] * 8)
+    X = _scored([0.25] * 8 + [0.75] * 8)  # a model backwards: every row is suspicious (see above)
+    d = poisoning.defend(_FeatureIsTheScore(), X, y, np.array([], dtype=int), X, y, seed=0, action="drop")
+    assert d.flagged == 16 and d.fit_after == "not trainable" and np.isnan(d.metrics_after["recall"])
+
+
+def _runs(recalls, fits):
+    return [
+        dataclasses.replace(_run(10, r), metrics={m: r for m in poisoning.REPORTED}, fit=f)
+        for r, f in zip(recalls, fits)
+    ]
+
+
+def test_metrics_are_over_the_trainable_seeds_and_the_fits_are_counted():
+    nan = float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "mean of empty slice" or "degrees of freedom" on the way
+        none = poisoning.summarize_runs(_runs([nan, nan], ["not trainable"] * 2))
+        mixed = poisoning.summarize_runs(_runs([0.5, nan, 0.7], ["2-fold calibration", "not trainable", "5-fold"]))
+    assert np.isnan(none.metrics["recall"].mean) and np.isnan(none.metrics["recall"].sd)
+    assert none.fits == {"not trainable": 2} and none.to_dict()["fits"] == {"not trainable": 2}
+    assert mixed.metrics["recall"].mean == pytest.approx(0.6) and mixed.metrics["recall"].sd == pytest.approx(0.02**0.5)
+    assert mixed.fits == {"2-fold calibration": 1, "not trainable": 1, "5-fold": 1}
+
+
+def test_fits_are_described_against_the_clean_models():
+    assert report.describe_fits({"5-fold calibration": 3}, "5-fold calibration") == ""
+    assert report.describe_fits({"2-fold calibration": 3}, "5-fold calibration") == "2-fold calibration"
+    assert (
+        report.describe_fits(
+            {"5-fold calibration": 1, "not trainable": 2, "2-fold calibration": 1}, "5-fold calibration"
+        )
+        == "not trainable (2 of 4 seeds), 2-fold calibration (1 of 4 seeds)"
+    )
+
+
+@pytest.fixture(scope="module")
+def extremes(loaded, dataset):
+    """The real training split (242 rows, 111 with disease), the card's Pipeline with 20 trees to keep it quick."""
+    train_idx, test_idx = card_split(loaded.card, dataset.y)
+    pipeline = forest_from_card(loaded.card).set_params(model__estimator__n_estimators=20)
+    result = poisoning.run_poisoning(
+        pipeline, dataset.X, dataset.y, train_idx, test_idx, rate=0.5, seeds=(0, 1), sweep_rates=(0.0, 0.45, 0.455, 0.5)
+    )
+    return pipeline, train_idx, test_idx, result
+
+
+@pytest.mark.slow
+def test_the_extreme_points_of_the_targeted_sweep(extremes, dataset):
+    """Targeted flips of 0%, 45% (109 of 111 positives: 2 left), 45.5% (110: 1 left) and 50% (all of them)."""
+    pipeline, train_idx, test_idx, r = extremes
+    assert (r.train_rows, r.train_positives, r.clean_fit) == (242, 111, "5-fold calibration")
+    curve = r.sweep["targeted_positive_to_negative"]
+    assert [p.summary.flipped.mean for p in curve] == [0, 109, 110, 111]
+    assert [p.summary.fits for p in curve] == [
+        {"5-fold calibration": 2},
+        {"2-fold calibration": 2},
+        {"not trainable": 2},
+        {"constant (one class left)": 2},
+    ]
+    assert all(np.isnan(curve[2].summary.metrics[m].mean) for m in poisoning.REPORTED)
+    y_tr, y_te = dataset.y[train_idx], dataset.y[test_idx]
+    X_tr, X_te = dataset.X.iloc[train_idx], dataset.X.iloc[test_idx]
+    clean = _metrics_by_sklearn(clone(pipeline).fit(X_tr, y_tr), X_te, y_te)
+    assert r.clean == pytest.approx(clean)
+    assert {m: curve[0].summary.metrics[m].mean for m in clean} == r.clean  # 0%: the clean model for every seed
+    recall = []
+    for seed in (0, 1):
+        poisoned, _ = poisoning.flip_labels(y_tr, 0.45, np.random.default_rng(seed), targeted=True)
+        model = clone(pipeline).set_params(model__cv=2).fit(X_tr, poisoned)
+        recall.append(_metrics_by_sklearn(model, X_te, y_te)["recall"])
+    assert curve[1].summary.metrics["recall"].mean == pytest.approx(np.mean(recall))
+    every = curve[3].summary.metrics
+    assert (every["recall"].mean, every["roc_auc"].mean) == (0.0, 0.5)  # it says "no disease" to everyone
+    assert every["accuracy"].mean == pytest.approx(np.mean(y_te == 0))
+
+
+@pytest.mark.slow
+def test_random_flips_at_50_percent_and_one_class_left_in_the_main_attack(extremes):
+    *_, r = extremes
+    assert [p.summary.fits for p in r.sweep["random"]][1:] == [{"5-fold calibration": 2}] * 3
+    assert all(np.isfinite(p.summary.metrics["accuracy"].mean) for p in r.sweep["random"])
+    targeted = r.attacks["targeted_positive_to_negative"]
+    assert targeted.summary.fits == {"constant (one class left)": 2}
+    assert targeted.summary.defense.fits_after == {
+        "constant (one class left)": 2
+    }  # nothing to learn from, nothing found
+    assert [run.defense.flagged for run in targeted.runs] == [0, 0]
+
+
+@pytest.mark.slow
+def test_not_trainable_is_null_in_the_json_and_named_in_the_plot(extremes, tmp_path, monkeypatch):
+    *_, r = extremes
+    doc = json.loads(report.write_json(tmp_path / "poisoning.json", r.to_dict()).read_text())
+    point = doc["sweep"]["targeted_positive_to_negative"][2]
+    assert point["recall"] == {"mean": None, "sd": None} and point["fits"] == {"not trainable": 2}
+    figures = []
+    monkeypatch.setattr(report, "save_figure", lambda fig, path: figures.append(fig) or path)
+    report.plot_poisoning(r, tmp_path / "poisoning.png")
+    random_axes, targeted_axes = figures[0].axes
+    assert targeted_axes.get_xlabel().splitlines()[1:] == [
+        "45%: 2-fold calibration",
+        "45.5%: not trainable",
+        "50%: constant (one class left)",
+    ]
+    assert random_axes.get_xlabel() == "training labels flipped (% of training rows)"
+
+
+def test_fit_notes_name_each_attack_and_sweep_point_modelled_otherwise():
+    def summary(fits):
+        return {"fits": fits, "defense": {"fits_after": fits}}
+
+    five, two, constant = (
+        {"5-fold calibration": 2},
+        {"2-fold calibration": 1, "not trainable": 1},
+        {poisoning.CONSTANT: 2},
+    )
+    doc = {
+        "clean_fit": "5-fold calibration",
+        "attacks": {
+            "random": {"summary": summary(five)},
+            "targeted_positive_to_negative": {"summary": summary(constant)},
+        },
+        "sweep": {
+            "random": [{"fits": five}, {"fits": five}],
+            "targeted_positive_to_negative": [{"fits": five}, {"fits": two}],
+        },
+    }
+    main, sweep = report.fit_notes(doc)
+    assert main == ["targeted: constant (one class left)", "targeted + defense: constant (one class left)"]
+    assert sweep == ["", "targeted: 2-fold calibration (1 of 2 seeds), not trainable (1 of 2 seeds)"]
+    assert report.fit_notes(doc, defense="defence")[0][1].startswith("targeted + defence: ")
+    old = {**doc, "sweep": {k: [{} for _ in v] for k, v in doc["sweep"].items()}}  # written before fits were recorded
+    del old["clean_fit"]
+    old["attacks"] = {k: {"summary": {"defense": {}}} for k in doc["attacks"]}
+    assert report.fit_notes(old) == ([], ["", ""])

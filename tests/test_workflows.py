@@ -74,7 +74,7 @@ def test_actionlint_reports_a_broken_workflow(tmp_path):
 def test_ci_runs_what_ci_run_runs():
     ci_run = (ROOT / ".ci" / "run").read_text()
     commands = [line.strip() for line in ci_run.splitlines() if line.strip().startswith("make ")]
-    assert commands == ["make lint", "make test", "make container-check"]
+    assert commands == ["make lint", "make test", "make smoke", "make container-check"]
     doc = workflow("ci.yml")
     runs = [step.get("run", "") for step in steps(doc)]
     assert any(r.strip() == "make test" for r in runs)
@@ -162,3 +162,102 @@ def test_release_pushes_both_version_tags_with_an_sbom():
     assert "/app/model.card.json" in release_step("model")["run"]
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "--out /app/model.joblib" in dockerfile
+
+
+# ------------------------------------------------------------------------------ supply chain (issue 24)
+
+USES = re.compile(r"^\s*(?:-\s+)?uses:\s*(\S+)(.*)$", re.M)
+
+
+def test_every_action_is_pinned_by_commit_sha_with_its_release_in_a_comment():
+    found = 0
+    for path in sorted(WORKFLOWS.glob("*.yml")):
+        for ref, rest in USES.findall(path.read_text()):
+            found += 1
+            action, _, sha = ref.partition("@")
+            assert re.fullmatch(r"[0-9a-f]{40}", sha), f"{path.name}: {ref} is not pinned by a full commit SHA"
+            assert re.fullmatch(r"\s*# v\d+\.\d+\.\d+", rest), f"{path.name}: {action} needs a `# vX.Y.Z` comment"
+    assert found >= 10
+
+
+def test_one_release_one_sha():
+    """An action used at two places runs the same commit at both (Dependabot bumps them together)."""
+    pins: dict[str, set[str]] = {}
+    for path in WORKFLOWS.glob("*.yml"):
+        for ref, rest in USES.findall(path.read_text()):
+            action, _, sha = ref.partition("@")
+            pins.setdefault(action, set()).add(sha + rest.strip())
+    assert all(len(v) == 1 for v in pins.values()), pins
+
+
+def test_dependabot_watches_pip_actions_and_docker():
+    doc = yaml.safe_load((ROOT / ".github" / "dependabot.yml").read_text())
+    assert doc["version"] == 2
+    ecosystems = {u["package-ecosystem"]: u for u in doc["updates"]}
+    assert set(ecosystems) == {"pip", "github-actions", "docker"}
+    for update in ecosystems.values():
+        assert update["directory"] == "/" and update["schedule"]["interval"] in ("daily", "weekly")
+    assert list(ROOT.glob("requirements*.txt")) and (ROOT / "Dockerfile").exists()
+
+
+def test_release_scans_before_pushing_then_signs_the_pushed_digest():
+    doc = workflow("release.yml")
+    assert doc["permissions"]["id-token"] == "write"  # keyless signing
+    order = [s.get("uses", "").split("@")[0] or s.get("name", "") for s in steps(doc)]
+    scan = order.index("aquasecurity/trivy-action")
+    (trivy,) = [s for s in steps(doc) if s.get("uses", "").startswith("aquasecurity/trivy-action")]
+    assert trivy["with"]["exit-code"] == "1" and set(trivy["with"]["severity"].split(",")) == {"HIGH", "CRITICAL"}
+    assert trivy["with"]["image-ref"] == "${{ env.IMAGE_NAME }}:${{ steps.version.outputs.version }}"  # the build
+    push = [i for i, s in enumerate(steps(doc)) if s.get("id") == "push"][0]
+    assert scan < push < order.index("sigstore/cosign-installer")
+    (sign,) = [s for s in steps(doc) if "cosign sign" in s.get("run", "")]
+    assert sign["env"]["IMAGE"].endswith("@${{ steps.push.outputs.digest }}") and "cosign verify" in sign["run"]
+
+
+def test_release_pins_the_prod_overlay_to_the_pushed_digest(tmp_path):
+    """The release's pin step, run with bash as Actions would: it renders the prod manifests."""
+    from tests.k8s_tools import TEST_IMAGE, copy_tree, docs_of
+
+    (step,) = [s for s in steps(workflow("release.yml")) if "deploy/pin-image.sh" in s.get("run", "")]
+    assert step["env"]["IMAGE"] == "${{ steps.version.outputs.repository }}@${{ steps.push.outputs.digest }}"
+    tree = copy_tree(tmp_path)
+    summary = tmp_path / "summary.md"
+    env = {
+        **os.environ,
+        "IMAGE": TEST_IMAGE,
+        "GITHUB_EVENT_NAME": "workflow_dispatch",
+        "GITHUB_STEP_SUMMARY": str(summary),
+    }
+    result = subprocess.run(
+        ["bash", "-e", "-c", step["run"]], cwd=tree, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    docs = docs_of((tree / "heart-disease-api-prod.yaml").read_text())
+    images = {
+        c["image"] for d in docs if d["kind"] == "Deployment" for c in d["spec"]["template"]["spec"]["containers"]
+    }
+    assert images == {TEST_IMAGE} and TEST_IMAGE in summary.read_text()
+
+
+@pytest.mark.parametrize("uid, prefix", [("0", ""), ("1001", "sudo ")])
+def test_make_installs_apt_packages_with_sudo_only_when_not_root(tmp_path, uid, prefix):
+    """`make browser` and `make install-tools` on a CI runner (not root) go through sudo; as root, not."""
+    (tmp_path / "id").write_text(f"#!/bin/sh\necho {uid}\n")
+    (tmp_path / "id").chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    result = subprocess.run(
+        ["make", "-n", "-W", "requirements-tools.txt", "browser", "install-tools"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    apt = [line for line in result.stdout.splitlines() if "apt-get" in line]
+    assert len(apt) == 3  # chromium, promtool (prometheus), kubectl
+    for line in apt:
+        calls = re.findall(r"(sudo )?env DEBIAN_FRONTEND=noninteractive apt-get", line)
+        assert len(calls) == line.count("apt-get") == 2 and all(c == prefix for c in calls), line
+    makefile = (ROOT / "Makefile").read_text()
+    assert not re.search(r"^\t.*(?<!\))\bapt-get\b", makefile.replace("$(APT_GET)", ""), re.M)

@@ -30,6 +30,7 @@ from sklearn.pipeline import Pipeline
 
 from ..decision import DEFAULT_THRESHOLD, decide
 from ..model import predict_proba
+from ..progress import SILENT, Stage, Stages
 from ..schema import BY_NAME
 
 AGE_BIN_YEARS = 20
@@ -202,9 +203,15 @@ def comparisons(order: list[str], counts: dict[str, int]) -> list[tuple[int, int
 
 
 def group_report(
-    y: np.ndarray, pred: np.ndarray, groups: pd.Series, seed: int = 0, n_boot: int = N_BOOT
+    y: np.ndarray,
+    pred: np.ndarray,
+    groups: pd.Series,
+    seed: int = 0,
+    n_boot: int = N_BOOT,
+    progress: Stage | None = None,
 ) -> GroupReport:
-    """MetricFrame by group plus bootstrap 95% CIs for each metric's signed gap between groups."""
+    """MetricFrame by group plus bootstrap 95% CIs for each metric's signed gap between groups.
+    `progress` is told of each resample."""
     y, pred = np.asarray(y).astype(int), np.asarray(pred).astype(int)
     g = groups.to_numpy(dtype=object)
     frame = MetricFrame(metrics={**METRICS, "count": count}, y_true=y, y_pred=pred, sensitive_features=g)
@@ -223,6 +230,8 @@ def group_report(
         gm = _group_metrics(y[idx], pred[idx], g[idx], order)
         for j, (a, r) in enumerate(pairs):
             boot[b, j] = [gm[m][a] - gm[m][r] for m in METRICS]
+        if progress is not None:
+            progress.update()
     gaps = {}
     for j, (a, r) in enumerate(pairs):
         entry = {}
@@ -336,6 +345,7 @@ def analyze(
     n_boot: int = N_BOOT,
     threshold: float = DEFAULT_THRESHOLD,
     n_jobs: int = 2,
+    stages: Stages = SILENT,
 ) -> FairnessReport:
     """Everything fairness_check.py reports.
 
@@ -344,8 +354,15 @@ def analyze(
     groups = sensitive_groups(X, sensitive)
     proba = predict_proba(fitted, X)
     test_pred = decide(proba[test_idx], threshold)
-    oof_all = out_of_fold_scores(fresh, X, y, seed, n_jobs)
-    oof_train = out_of_fold_scores(fresh, X.iloc[train_idx], y[train_idx], seed, n_jobs)
+    with stages.stage(f"out-of-fold predictions: all rows, training rows ({CV_FOLDS} folds each)", 2, "CVs") as bar:
+        oof_all = out_of_fold_scores(fresh, X, y, seed, n_jobs)
+        bar.update()
+        oof_train = out_of_fold_scores(fresh, X.iloc[train_idx], y[train_idx], seed, n_jobs)
+        bar.update()
+    with stages.stage("bootstrap: held-out split", n_boot, "resamples") as bar:
+        held_out = group_report(y[test_idx], test_pred, groups.iloc[test_idx], seed, n_boot, bar)
+    with stages.stage("bootstrap: out-of-fold predictions", n_boot, "resamples") as bar:
+        out_of_fold = group_report(y, decide(oof_all, threshold), groups, seed, n_boot, bar)
     return FairnessReport(
         sensitive_feature=sensitive,
         grouping=(
@@ -353,8 +370,8 @@ def analyze(
         ),
         threshold=threshold,
         bootstrap=Bootstrap(resamples=n_boot, seed=seed),
-        held_out=group_report(y[test_idx], test_pred, groups.iloc[test_idx], seed, n_boot),
-        out_of_fold=group_report(y, decide(oof_all, threshold), groups, seed, n_boot),
+        held_out=held_out,
+        out_of_fold=out_of_fold,
         mitigation=mitigate(
             oof_train,
             y[train_idx],

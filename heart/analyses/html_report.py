@@ -1,8 +1,8 @@
 """One self-contained HTML page of every analysis: python -m heart.analyses.html_report [--section NAME]
 
 Reads what the scripts already wrote: the model card (model.card.json) and, in the reports
-directory, fairness_<feature>.json, explainability.json, drift.json, poisoning.json and their
-PNGs. The PNGs are embedded as data URIs and the page has no script, stylesheet or font from
+directory, fairness_<feature>.json, explainability.json, drift.json, poisoning.json,
+performance.json and their PNGs. The PNGs are embedded as data URIs and the page has no script, stylesheet or font from
 anywhere else, so it opens offline and can be mailed as one file. Each section gives a
 plain-English summary and the command that reproduces it. `--section fairness` (repeatable)
 writes that section alone, to <reports>/fairness.html unless --out says otherwise.
@@ -25,7 +25,8 @@ from markupsafe import Markup
 from ..artifact import atomic_write
 from ..schema import BY_NAME
 from ..templates import templates
-from .report import FAIRNESS_SHOWN
+from .performance_report import performance_section
+from .report import FAIRNESS_SHOWN, fit_notes
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
 
@@ -55,8 +56,10 @@ SECTIONS = (
     ),
     Section("drift", "Data drift", "make drift", ("drift.json", "drift.png")),
     Section("poisoning", "Label-flip poisoning and a defence", "make poisoning", ("poisoning.json", "poisoning.png")),
+    Section("performance", "Performance in production", "make performance", ("performance.json", "performance.png")),
 )
 BY_KEY = {s.key: s for s in SECTIONS}
+PERF_CAPTION = "Estimated (line, 95% band) and realized (points, 95% CI) performance by window; label coverage"
 
 
 # ------------------------------------------------------------------------------ reading
@@ -265,6 +268,8 @@ def poisoning_section(doc: dict, reports: Path) -> dict:
         f"--step {step} --defense {action} --out-dir {reports}"
     )
     metrics = [k for k in clean]
+    sweep = list(zip(doc["sweep"]["random"], doc["sweep"]["targeted_positive_to_negative"]))
+    main_notes, sweep_notes = fit_notes(doc, defense="defence")
     return {
         "doc": doc,
         "summary": summary,
@@ -272,7 +277,8 @@ def poisoning_section(doc: dict, reports: Path) -> dict:
         "metrics": metrics,
         "rnd": rnd,
         "tgt": tgt,
-        "sweep": list(zip(doc["sweep"]["random"], doc["sweep"]["targeted_positive_to_negative"])),
+        "sweep": [(r, t, note or "as clean") for (r, t), note in zip(sweep, sweep_notes)],
+        "main_notes": main_notes,
         "plots": plots(reports, [("poisoning.png", "Held-out metrics against the share of flipped labels")]),
     }
 
@@ -285,7 +291,8 @@ def _f(x: Any, digits: int = 3) -> str:
 
 
 def _ms(s: dict, digits: int = 3) -> str:
-    return f"{s['mean']:.{digits}f} ± {s['sd']:.{digits}f}"
+    """Mean ± sd; n/a for the JSON's null (no value defined: e.g. no seed's set was trainable)."""
+    return "n/a" if s["mean"] is None else f"{s['mean']:.{digits}f} ± {s['sd']:.{digits}f}"
 
 
 # ------------------------------------------------------------------------------ assembly
@@ -304,6 +311,10 @@ def build_section(key: str, reports: Path, card_path: Path) -> dict:
         "explain": lambda: _one(reports / "explainability.json", lambda d: explain_section(d, reports)),
         "drift": lambda: _one(reports / "drift.json", lambda d: drift_section(d, reports)),
         "poisoning": lambda: _one(reports / "poisoning.json", lambda d: poisoning_section(d, reports)),
+        "performance": lambda: _one(
+            reports / "performance.json",
+            lambda d: {**performance_section(d, reports), "plots": plots(reports, [("performance.png", PERF_CAPTION)])},
+        ),
     }
     parts = builders[key]()
     ctx.update(present=bool(parts), parts=parts)

@@ -42,6 +42,32 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], digits: 
     return "\n".join([line([str(h) for h in headers]), line(["-" * w for w in widths]), *(line(r) for r in text)])
 
 
+def describe_fits(fits: dict[str, int], reference: str) -> str:
+    """'' when every seed's set was modelled as the clean one was; else each other fit, with its
+    share of the seeds when not all: "2-fold calibration", "not trainable (1 of 3 seeds)"."""
+    total = sum(fits.values())
+    return ", ".join(f if n == total else f"{f} ({n} of {total} seeds)" for f, n in fits.items() if f != reference)
+
+
+def fit_notes(doc: dict, defense: str = "defense") -> tuple[list[str], list[str]]:
+    """From a poisoning report's dict (PoisoningReport.to_dict() or its JSON): "<attack>: <how>" for the
+    main attacks and their defense refits, and per sweep rate its "random: ...; targeted: ..." ("" when
+    every set was modelled as the clean one, and for reports written before fits were recorded)."""
+    ref = doc.get("clean_fit", "")
+
+    def notes(named):
+        return [f"{name}: {text}" for name, fits in named if (text := describe_fits(fits or {}, ref))]
+
+    attacks = {"random flips": doc["attacks"]["random"], "targeted": doc["attacks"]["targeted_positive_to_negative"]}
+    main = notes(
+        (f"{name}{what}", where.get(key))
+        for name, a in attacks.items()
+        for what, where, key in (("", a["summary"], "fits"), (f" + {defense}", a["summary"]["defense"], "fits_after"))
+    )
+    sweep = zip(doc["sweep"]["random"], doc["sweep"]["targeted_positive_to_negative"])
+    return main, ["; ".join(notes([("random", r.get("fits")), ("targeted", t.get("fits"))])) for r, t in sweep]
+
+
 def mean_sd(stats: dict) -> str:
     return f"{stats['mean']:.3f} ± {stats['sd']:.3f}"
 
@@ -265,7 +291,9 @@ def plot_poisoning(result: PoisoningReport, path: str | Path) -> Path:
             )
             ax.axhline(result.clean[metric], ls=":", lw=0.8, color=ax.lines[-1].get_color())
         ax.set_title(f"{titles.get(name, name)} ({len(result.seeds)} seeds, mean ± sd)", fontsize=10)
-        ax.set_xlabel("training labels flipped (% of training rows)")
+        # points whose sets were modelled otherwise than the clean one (poisoning.fit_plan) say how, under the axis
+        notes = [f"{100 * c.rate:g}%: {n}" for c in curve if (n := describe_fits(c.summary.fits, result.clean_fit))]
+        ax.set_xlabel("\n".join(["training labels flipped (% of training rows)", *notes]))
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("held-out metric (dotted: clean model)")

@@ -33,6 +33,12 @@ DEFAULT_CONCURRENCY = 8
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_RETRIES = 3
 DEFAULT_BACKOFF = 0.2
+TOKEN_ENV = "API_TOKEN"  # the bearer token the callers send, when the API requires one (API_AUTH=tokens)
+
+
+def auth_headers(token: str | None) -> dict[str, str]:
+    """The Authorization header for a bearer token; none without a token (an open API)."""
+    return {"Authorization": f"Bearer {token.strip()}"} if token and token.strip() else {}
 
 
 # --- what a valid response is: the API's own contract ---------------------------------------
@@ -236,9 +242,13 @@ def _fill(rec: Record, out: _Outcome, row: Any, problem: Callable[[Any], str | N
 class _Sessions(threading.local):
     """One requests.Session (keep-alive pool) per worker thread: Session is not thread-safe."""
 
+    def __init__(self, token: str | None = None):
+        self.headers = auth_headers(token)
+
     def get(self) -> requests.Session:
         if not hasattr(self, "session"):
             self.session = requests.Session()
+            self.session.headers.update(self.headers)
         return self.session
 
 
@@ -250,13 +260,14 @@ def predict_each(
     retries: int = DEFAULT_RETRIES,
     backoff: float = DEFAULT_BACKOFF,
     progress: Callable[[int], None] | None = None,
+    token: str | None = None,
 ) -> list[Record]:
     """POST each patient on its own to /predict, `concurrency` at a time; records in input order.
 
     The first patient goes alone: if nothing answers, Unreachable is raised at once instead
     of every request failing after its retries.
     """
-    sessions = _Sessions()
+    sessions = _Sessions(token)
 
     def one(i: int) -> Record:
         out = _post(sessions.get(), url, patients[i], timeout, retries, backoff)
@@ -277,6 +288,7 @@ def predict_batches(
     retries: int = DEFAULT_RETRIES,
     backoff: float = DEFAULT_BACKOFF,
     progress: Callable[[int], None] | None = None,
+    token: str | None = None,
 ) -> list[Record]:
     """POST the patients in chunks of batch_size to /predict/batch; one record per patient.
 
@@ -286,7 +298,7 @@ def predict_batches(
         raise ValueError(f"batch_size must be from 1 to {MAX_BATCH}, got {batch_size}")
     batch_url = endpoints(url)["batch"]
     chunks = [range(s, min(s + batch_size, len(patients))) for s in range(0, len(patients), batch_size)]
-    sessions = _Sessions()
+    sessions = _Sessions(token)
 
     def one(c: int) -> list[Record]:
         rows = chunks[c]

@@ -7,6 +7,12 @@ runs heart.analyses.drift.drift_report, the very tests drift_analysis_ks.py runs
 per feature, Benjamini-Hochberg adjusted), on a copy of the window against the training data.
 It then sets the heart_drift_* gauges and heart_predicted_positive_rate.
 
+The same run estimates performance without labels (heart.analyses.performance.expected, CBPE):
+the window's rows are scored again by the served predictor, which gives back the probabilities
+it served them (same rows, same model), so the request path stays as it was; the
+heart_performance_estimated gauges follow. Realized figures need labels: whoever holds the
+labelled predictions (the inference table) calls record_labelled_window(metrics, ...) with them.
+
 The reference is the data set drift_analysis_ks.py uses by default (data/data.csv), accepted
 only if its sha256 is the one the model card records as the training data: a model trained on
 other data gets no drift gauges rather than wrong ones (the log line says why).
@@ -74,9 +80,12 @@ class LiveDrift:
         interval: float,
         reference: Path | None,
         trained_on: Callable[[], str | None],
+        score: Callable[[np.ndarray], tuple[np.ndarray, float] | None] | None = None,
     ):
-        """`trained_on()` gives the loaded model card's data sha256, or None while no model is loaded."""
+        """`trained_on()` gives the loaded model card's data sha256, or None while no model is loaded;
+        `score(rows)` the served probabilities of the rows and the threshold, None while no model is."""
         self.window, self.metrics, self.interval = window, metrics, interval
+        self.score = score
         self.reference_path, self.trained_on = reference, trained_on
         self.reference = None  # the training features, loaded on the first run after the model
         self.disabled = ""  # why no gauges are computed, once that is known for good
@@ -101,12 +110,33 @@ class LiveDrift:
                 log.error("live_drift_failed", exc_info=e)
 
     def compute(self) -> bool:
-        """One run if there is anything new to test; True if the gauges were set."""
-        if self.disabled or self.window.seen == self._last_seen or not self._reference_ready():
+        """One run if there is anything new; True if gauges were set (drift, estimated performance or both)."""
+        if self.window.seen == self._last_seen:
             return False
         rows, classes, seen = self.window.snapshot()
         if len(rows) < 2:
             return False
+        done = self._estimate(rows)
+        if not self.disabled and self._reference_ready():
+            done = self._drift(rows, classes) or done
+        if done:
+            self._last_seen = seen
+        return done
+
+    def _estimate(self, rows: np.ndarray) -> bool:
+        """heart_performance_estimated from the window's served probabilities (CBPE)."""
+        scored = self.score(rows) if self.score is not None else None
+        if scored is None:
+            return False
+        from ..analyses.performance import expected
+
+        proba, threshold = scored
+        for metric, value in expected(proba, threshold).items():
+            self.metrics.performance_estimated.labels(metric=metric).set(value)
+        self.metrics.performance_estimated_rows.set(len(proba))
+        return True
+
+    def _drift(self, rows: np.ndarray, classes: np.ndarray) -> bool:
         import pandas as pd
 
         from ..analyses.drift import drift_report  # scipy.stats: imported here, not at server start
@@ -119,7 +149,6 @@ class LiveDrift:
         m.drift_share.set(report.share_drifted)
         m.positive_rate.set(float(classes.mean()))
         m.drift_rows.set(len(rows))
-        self._last_seen = seen
         return True
 
     def _reference_ready(self) -> bool:
@@ -158,6 +187,24 @@ class LiveDrift:
         return False
 
 
+def record_labelled_window(metrics: Metrics, probability, label, threshold: float) -> dict[str, float]:
+    """The realized-performance hook: the served probabilities of the most recent labelled
+    predictions and their labels (0/1) -> heart_performance_realized{metric} and
+    heart_performance_labelled_rows; returns the figures. For whoever holds the labels (the
+    inference table's reader), off the request path (about 1 ms for 10,000 rows); it needs no
+    drift window, so it works with DRIFT_WINDOW=0 too."""
+    from ..analyses.performance import realized
+
+    probability, label = np.asarray(probability, dtype=float), np.asarray(label, dtype=float)
+    if probability.ndim != 1 or probability.shape != label.shape or not np.isin(label, (0, 1)).all():
+        raise ValueError("the labelled window needs one 0/1 label per probability")
+    figures = realized(probability, label, threshold)
+    for metric, value in figures.items():
+        metrics.performance_realized.labels(metric=metric).set(value)
+    metrics.performance_labelled_rows.set(len(label))
+    return figures
+
+
 def live_drift_for(settings, state, metrics: Metrics, reference: Path | None) -> LiveDrift | None:
     """The app's LiveDrift from its Settings (None when DRIFT_WINDOW=0); the reference check
     uses the card of whichever model `state` has loaded."""
@@ -167,4 +214,11 @@ def live_drift_for(settings, state, metrics: Metrics, reference: Path | None) ->
     def trained_on() -> str | None:
         return state.model.card.get("data", {}).get("sha256", "") if state.ready else None
 
-    return LiveDrift(DriftWindow(settings.drift_window), metrics, settings.drift_interval, reference, trained_on)
+    def score(rows: np.ndarray) -> tuple[np.ndarray, float] | None:
+        if not state.ready:
+            return None
+        predictor = state.predictor
+        return predictor.predict(rows)[1], predictor.threshold
+
+    window = DriftWindow(settings.drift_window)
+    return LiveDrift(window, metrics, settings.drift_interval, reference, trained_on, score)

@@ -114,6 +114,7 @@ class Metrics:
         self._imputed = {name: self.imputed.labels(feature=name) for name in FEATURE_NAMES}
         self._children: dict[tuple, tuple] = {}
         self._drift_gauges(r)
+        self._performance_gauges(r)
 
     def _drift_gauges(self, r: CollectorRegistry) -> None:
         """Set by heart/serving/live_drift.py from the window of recent inputs."""
@@ -148,6 +149,38 @@ class Metrics:
         self.positive_rate = Gauge(
             "heart_predicted_positive_rate",
             "Share of the window's patients predicted positive",
+            registry=r,
+            multiprocess_mode=mode,
+        )
+
+    def _performance_gauges(self, r: CollectorRegistry) -> None:
+        """Estimated from the drift window's probabilities (heart/serving/live_drift.py), realized from
+        the labelled window the inference table gives (LiveDrift.record_labelled_window)."""
+        mode = "livemostrecent"
+        self.performance_estimated = Gauge(
+            "heart_performance_estimated",
+            "Performance expected from the window's served probabilities alone (CBPE: assumes the model is "
+            "calibrated and no concept shift), at the card's threshold, by metric",
+            ["metric"],
+            registry=r,
+            multiprocess_mode=mode,
+        )
+        self.performance_estimated_rows = Gauge(
+            "heart_performance_estimated_rows",
+            "Predictions the estimated performance was computed on",
+            registry=r,
+            multiprocess_mode=mode,
+        )
+        self.performance_realized = Gauge(
+            "heart_performance_realized",
+            "Performance on the most recent labelled predictions, at the card's threshold, by metric",
+            ["metric"],
+            registry=r,
+            multiprocess_mode=mode,
+        )
+        self.performance_labelled_rows = Gauge(
+            "heart_performance_labelled_rows",
+            "Labelled predictions the realized performance was computed on",
             registry=r,
             multiprocess_mode=mode,
         )

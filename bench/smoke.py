@@ -1,0 +1,293 @@
+"""Every documented command, run as a new user runs it: python -m bench.smoke [--keep] [--out FILE]
+
+Copies what a fresh clone holds (the tracked files, plus uncommitted edits and new files that
+.gitignore does not exclude: no model, no reports, no .venv) into a temporary directory, and
+runs there, with this interpreter, each command exactly as readme.md and docs/ show it:
+`python train.py`, the four analyses with no flags, the HTML report, `python heart_fastapi.py`
+with `python batch_predict.py` against it, and `python test.py`. Each must exit 0, print what
+the docs say it prints, and finish within its budget (STEPS; the table in docs/testing.md); then
+reports/index.html must have content in every section. Prints a table of the wall times and
+writes them to --out; exits 1 at the first failure, naming the step and the tail of its output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+
+from heart.analyses.html_report import SECTIONS
+from heart.analyses.report import format_table, write_json
+
+ROOT = Path(__file__).resolve().parent.parent
+# Variables that would make a default run do something else than the docs show (a token the batch
+# client does not send, another model, a port); the smoke run sets PORT and API_URL itself.
+CLEARED_ENV = (
+    "PYTHONPATH",
+    "API_URL",
+    "API_TOKENS",
+    "API_TOKENS_FILE",
+    "HOST",
+    "PORT",
+    "METRICS_PORT",
+    "MODEL_PATH",
+    "MODEL_SHA256",
+    "MODEL_SHA256_FILE",
+    "REQUIRE_MODEL_PIN",
+    "PREDICTION_LOG",
+)
+
+
+@dataclass(frozen=True)
+class Step:
+    command: str  # as the docs show it; run as argv with this interpreter for "python"
+    budget_s: int  # about twice the typical wall time on a busy 2-core machine, at least 30 s (docs/testing.md)
+    expect: str  # a line the docs say it prints (a substring of stdout)
+
+    @property
+    def argv(self) -> list[str]:
+        words = self.command.split()
+        return [sys.executable, *words[1:]] if words[0] == "python" else words
+
+
+SERVER = Step("python heart_fastapi.py", 30, "")  # budget: until /ready_check answers 200
+STEPS = (
+    Step("python train.py", 150, "wrote model.joblib and model.card.json (model_version "),
+    Step("python fairness_check.py", 60, "wrote reports/fairness_gender.json and reports/fairness_gender.png"),
+    Step("python explainability.py", 30, "wrote reports/explainability.json, reports/shap_bar.png"),
+    Step("python drift_analysis_ks.py", 30, "wrote reports/drift.json and reports/drift.png"),
+    Step("python data_poisoning.py", 300, "wrote reports/poisoning.json and reports/poisoning.png"),
+    SERVER,
+    Step("python batch_predict.py", 30, "wrote batch_prediction_results.json (100 records)"),
+    Step("python monitor_performance.py", 30, "wrote reports/performance.json, reports/performance.png"),
+    Step("python -m heart.analyses.html_report", 30, "wrote reports/index.html"),
+    Step("python test.py", 90, " passed in "),
+)
+
+
+class SmokeError(RuntimeError):
+    """A step failed: str() names the step and why."""
+
+
+def fresh_copy(dest: Path, source: Path = ROOT) -> int:
+    """What a fresh clone plus the working tree's edits holds, copied to `dest`; returns the file count."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=source,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    count = 0
+    for name in filter(None, listed.split("\0")):
+        src = source / name
+        if src.is_file():  # a tracked file deleted in the working tree is not copied
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+            count += 1
+    return count
+
+
+def run_step(step: Step, cwd: Path, env: dict) -> float:
+    """Run one command to completion within its budget; its wall time, or SmokeError."""
+    start = time.monotonic()
+    try:
+        proc = subprocess.run(step.argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=step.budget_s)
+    except subprocess.TimeoutExpired as e:
+        raise SmokeError(
+            f"`{step.command}` did not finish within its budget of {step.budget_s} s{_tail(e.stderr)}"
+        ) from None
+    wall = time.monotonic() - start
+    if proc.returncode != 0:
+        raise SmokeError(f"`{step.command}` exited {proc.returncode}{_tail(proc.stderr or proc.stdout)}")
+    if "Traceback" in proc.stderr:
+        raise SmokeError(f"`{step.command}` printed a traceback{_tail(proc.stderr)}")
+    if step.expect not in proc.stdout:
+        raise SmokeError(f"`{step.command}` did not print {step.expect!r}{_tail(proc.stdout)}")
+    return wall
+
+
+def _tail(text: str | bytes | None, lines: int = 15, width: int = 300) -> str:
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    return ":\n" + "\n".join(line[:width] for line in text.splitlines()[-lines:]) if text else ""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(cwd: Path, env: dict, log: Path) -> tuple[subprocess.Popen, float]:
+    """`python heart_fastapi.py` in the background, awaited until /ready_check says 200 (SERVER's budget)."""
+    start = time.monotonic()
+    with log.open("wb") as out:
+        proc = subprocess.Popen(SERVER.argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{env['PORT']}/ready_check"
+    while time.monotonic() - start < SERVER.budget_s:
+        if proc.poll() is not None:
+            raise SmokeError(f"`{SERVER.command}` exited {proc.returncode} before it was ready{_tail(log.read_text())}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return proc, time.monotonic() - start
+        except OSError:  # not listening yet, or 503 while the model loads
+            pass
+        time.sleep(0.25)
+    stop_server(proc)
+    raise SmokeError(
+        f"`{SERVER.command}` was not ready within its budget of {SERVER.budget_s} s{_tail(log.read_text())}"
+    )
+
+
+def stop_server(proc: subprocess.Popen) -> int:
+    """SIGTERM, as a container runtime stops it; its exit code. After a graceful shutdown uvicorn
+    re-raises the signal, so a clean stop is -SIGTERM (or 0)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+class _Sections(HTMLParser):
+    """Per <section id>: its data-present flag, summary text, tables and images."""
+
+    def __init__(self):
+        super().__init__()
+        self.sections: dict[str, dict] = {}
+        self.current: dict | None = None
+        self.in_summary = False
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "section":
+            self.current = self.sections[a.get("id", "")] = {"present": a.get("data-present"), "summary": ""}
+            self.current.update(tables=0, images=0)
+        elif self.current is not None and tag in ("table", "img"):
+            self.current["tables" if tag == "table" else "images"] += 1
+        self.in_summary = self.current is not None and tag == "p" and "summary" in (a.get("class") or "").split()
+
+    def handle_endtag(self, tag):
+        if tag == "section":
+            self.current = None
+        if tag == "p":
+            self.in_summary = False
+
+    def handle_data(self, data):
+        if self.in_summary:
+            self.current["summary"] += data
+
+
+def report_problems(html: str) -> list[str]:
+    """What keeps reports/index.html from having content in every section; [] when it does."""
+    page = _Sections()
+    page.feed(html)
+    problems = []
+    for section in SECTIONS:
+        got = page.sections.get(section.key)
+        if got is None:
+            problems.append(f"section {section.key!r} is missing")
+        elif got["present"] != "true":
+            problems.append(f"section {section.key!r} says not run yet ({section.make_target})")
+        elif not got["summary"].strip():
+            problems.append(f"section {section.key!r} has no summary")
+        elif not (got["tables"] or got["images"]):
+            problems.append(f"section {section.key!r} has no table or figure")
+    return problems
+
+
+def smoke(workdir: Path) -> list[dict]:
+    """Every step in a fresh copy at `workdir`; the measured rows, or SmokeError at the first failure."""
+    fresh_copy(workdir)
+    env = {k: v for k, v in os.environ.items() if k not in CLEARED_ENV}
+    port = free_port()
+    # The server writes its prediction log where monitor_performance.py reads it by default ($PREDICTION_LOG).
+    env["PREDICTION_LOG"] = str(workdir / "predictions.jsonl")
+    env_server = {**env, "PORT": str(port)}
+    env_client = {**env, "API_URL": f"http://127.0.0.1:{port}/predict"}
+    check = subprocess.run(
+        [sys.executable, "-c", "import heart; print(heart.__file__)"],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if not check.stdout.strip().startswith(str(workdir)):
+        raise SmokeError(f"the copy imports heart from {check.stdout.strip() or check.stderr}, not from {workdir}")
+    rows, server = [], None
+    try:
+        for step in STEPS:
+            if step is SERVER:
+                server, wall = start_server(workdir, env_server, workdir / "server.log")
+            else:
+                wall = run_step(step, workdir, env_client if "batch_predict" in step.command else env)
+            rows.append({"command": step.command, "budget_s": step.budget_s, "wall_s": round(wall, 1)})
+            print(f"ok   {wall:6.1f} s  {step.command}", flush=True)
+            if step.command == "python -m heart.analyses.html_report":
+                problems = report_problems((workdir / "reports" / "index.html").read_text(encoding="utf-8"))
+                if problems:
+                    raise SmokeError("reports/index.html: " + "; ".join(problems))
+    finally:
+        code = stop_server(server) if server else 0
+    log = (workdir / "server.log").read_text() if server else ""
+    if code not in (0, -signal.SIGTERM) or "Application shutdown complete" not in log:
+        raise SmokeError(f"`{SERVER.command}` did not shut down cleanly on SIGTERM (exit {code}){_tail(log)}")
+    return rows
+
+
+def budget_table() -> str:
+    """The budgets as the Markdown table of docs/testing.md (a test keeps the two equal)."""
+    lines = ["| command | budget |", "| --- | --- |"]
+    lines += [f"| `{s.command}` | {s.budget_s} s |" for s in STEPS]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="reports/smoke.json", help="where the measured wall times go")
+    p.add_argument("--keep", action="store_true", help="keep the temporary copy (its path is printed)")
+    args = p.parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="heart-smoke-"))
+    load_start = os.getloadavg()[0]
+    print(f"smoke: a fresh copy in {workdir}; load average {load_start:.2f} on {os.cpu_count()} CPUs", flush=True)
+    start = time.monotonic()
+    try:
+        rows = smoke(workdir)
+    except SmokeError as e:
+        print(f"error: smoke: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    total = time.monotonic() - start
+    print(
+        format_table(
+            ["command", "budget (s)", "wall (s)"], [[r["command"], r["budget_s"], r["wall_s"]] for r in rows], digits=1
+        )
+    )
+    load_end = os.getloadavg()[0]
+    print(
+        f"all {len(rows)} steps passed in {total:.0f} s (load average {load_start:.2f} -> {load_end:.2f}); "
+        "reports/index.html has every section"
+    )
+    summary = {"cpus": os.cpu_count(), "load_average": [load_start, load_end], "total_s": round(total, 1)}
+    write_json(args.out, {**summary, "steps": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
