@@ -114,7 +114,7 @@ def machine() -> dict:
 
 def parse_args(argv):
     p = cli.parser(__doc__)
-    p.add_argument("--model-path", default="model.joblib", help="the model to serve (train it first: make train)")
+    p.add_argument("--model-path", default="model.zip", help="the model to serve (train it first: make train)")
     p.add_argument("--duration", type=float, default=5, help="seconds of load per target and round")
     p.add_argument("--rounds", type=int, default=3, help="rounds over all targets; the median round is reported")
     p.add_argument("--warmup", type=float, default=2, help="seconds of unmeasured load before each run")

@@ -1,4 +1,4 @@
-"""The prediction record: one JSON line per served patient, its writers and its reader.
+"""The prediction record: one JSON line per served patient, its writers and its reader (which alone needs pandas).
 
 The API writes the same line to two places: the PREDICTION_LOG file (the drift analysis
 reads it back as live traffic) and stdout, as a JSON log record among the others. A line:
@@ -21,13 +21,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
-import pandas as pd
 
-from .artifact import sha256_file
-from .data import DataError, Dataset, Problem, parse_features, read_text
 from .schema import FEATURE_NAMES
+
+if TYPE_CHECKING:
+    from .data import Dataset
 
 log = logging.getLogger(__name__)
 MAX_LOG_BYTES = 256 * 10**6  # read whole: a few rotated 64 MiB files, never /dev/zero
@@ -248,8 +249,14 @@ def load_prediction_log(path: str | Path) -> Dataset:
 
     Each record's "inputs" (schema codes, null = not given) goes through the same checks as
     a CSV cell, so a bad log line is named like a bad CSV line. Other events are skipped. A
-    log written with LOG_INPUTS=false has no inputs: that is an error here.
+    log written with LOG_INPUTS=false has no inputs: that is an error here. pandas and
+    heart.data are imported here, not by the server, which only writes.
     """
+    import pandas as pd
+
+    from .artifact import sha256_file
+    from .data import DataError, Dataset, Problem, parse_features, read_text
+
     source = str(path)
     text_lines = read_text(source, "a JSON-lines log", MAX_LOG_BYTES).splitlines()
     rows, lines, problems, without_inputs = [], [], [], 0

@@ -1,7 +1,8 @@
 """Validated patients -> predictions: run the model, then trace, count and log each one.
 
 Single rows on the ONNX fast path run on the event loop (tens of µs: cheaper than a thread
-hop); batches over INLINE_ROWS and the sklearn fallback run in a worker thread.
+hop); batches over INLINE_ROWS and the sklearn fallback run in a worker thread. Nothing here
+imports pandas or scikit-learn: only /explain does, on its first call.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ import time
 from typing import NamedTuple
 
 import numpy as np
-import pandas as pd
 from opentelemetry import trace
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 
+from ..artifact import ModelError
 from ..decision import decide, threshold_of
 from ..predlog import PredictionRecords, PredictionWriter, now_iso
 from ..schema import FEATURE_NAMES, FEATURES
@@ -149,8 +151,12 @@ class Inference:
         ) as span:
             trace_id, span_id = current_ids()
             try:
-                frame = pd.DataFrame(rows, columns=list(FEATURE_NAMES))
-                explanation = await run_in_threadpool(lambda: state.get_explainer().explain(frame))
+                explanation = await run_in_threadpool(self._explain_sync, rows)
+            except HTTPException:
+                raise  # no explainer in this image: a 503 that says where /explain is served
+            except ModelError as e:  # the file changed since it was loaded: never unpickle it
+                log.error("explain_refused", extra={"trace_id": trace_id, "reason": str(e)})
+                raise HTTPException(503, f"cannot explain: {e}") from None
             except Exception as e:  # noqa: BLE001
                 self._failed(span, e, "explain", trace_id, span_id, "explain_failed")
         cls = int(decide(explanation.probability, threshold_of(state.model.card))[0])
@@ -178,6 +184,13 @@ class Inference:
             "model_version": state.model.version,
             "trace_id": trace_id,
         }
+
+    def _explain_sync(self, rows: np.ndarray):
+        """SHAP on the Pipeline (a worker thread): pandas and shap are imported here, on first use."""
+        import pandas as pd
+
+        explainer = self.state.get_explainer()
+        return explainer.explain(pd.DataFrame(rows, columns=list(FEATURE_NAMES)))
 
     def _failed(self, span, error: Exception, endpoint: str, trace_id: str, span_id: str, event: str, **extra):
         span.record_exception(error)

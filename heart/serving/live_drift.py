@@ -4,12 +4,13 @@ The request path only copies its already-built (n, 13) rows and predicted classe
 buffer (DriftWindow.append: a slice assignment under a lock, about a microsecond). A
 background thread (LiveDrift) wakes every `drift_interval` seconds and, if new rows arrived,
 runs heart.analyses.drift.drift_report, the very tests drift_analysis_ks.py runs (KS or chi-squared
-per feature, Benjamini-Hochberg adjusted), on a copy of the window against the training data.
-It then sets the heart_drift_* gauges and heart_predicted_positive_rate.
+per feature, Benjamini-Hochberg adjusted; NumPy alone, no SciPy or pandas in the server), on a
+copy of the window against the training data. It then sets the heart_drift_* gauges and
+heart_predicted_positive_rate.
 
-The reference is the data set drift_analysis_ks.py uses by default (data/data.csv), accepted
-only if its sha256 is the one the model card records as the training data: a model trained on
-other data gets no drift gauges rather than wrong ones (the log line says why).
+The reference is the model's own training data: the rows train.py stored in the artifact
+(heart.artifact.Reference.data), verified with it. A model saved without them gets no drift
+gauges rather than wrong ones (the log line says why).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
@@ -72,13 +72,12 @@ class LiveDrift:
         window: DriftWindow,
         metrics: Metrics,
         interval: float,
-        reference: Path | None,
-        trained_on: Callable[[], str | None],
+        reference: Callable[[], np.ndarray | None],
     ):
-        """`trained_on()` gives the loaded model card's data sha256, or None while no model is loaded."""
+        """`reference()` gives the loaded model's training rows, or None while no model is loaded."""
         self.window, self.metrics, self.interval = window, metrics, interval
-        self.reference_path, self.trained_on = reference, trained_on
-        self.reference = None  # the training features, loaded on the first run after the model
+        self.training_rows = reference
+        self.reference = None  # the training features, taken on the first run after the model
         self.disabled = ""  # why no gauges are computed, once that is known for good
         self._last_seen = 0
         self._stop = threading.Event()
@@ -107,11 +106,9 @@ class LiveDrift:
         rows, classes, seen = self.window.snapshot()
         if len(rows) < 2:
             return False
-        import pandas as pd
+        from ..analyses.drift import drift_report
 
-        from ..analyses.drift import drift_report  # scipy.stats: imported here, not at server start
-
-        report = drift_report(self.reference, pd.DataFrame(rows, columns=list(FEATURE_NAMES)))
+        report = drift_report(self.reference, rows)
         m = self.metrics
         for f in report.features:
             m.drift_statistic.labels(feature=f.feature).set(f.statistic)
@@ -123,32 +120,18 @@ class LiveDrift:
         return True
 
     def _reference_ready(self) -> bool:
-        """Load the training data once a model is loaded, and accept it only if the card names it."""
+        """Take the model's training rows once a model is loaded."""
         if self.reference is not None:
             return True
-        expected = self.trained_on()
-        if expected is None:
+        rows = self.training_rows()
+        if rows is None:
             return False
-        from ..data import load_dataset
-
-        path = self.reference_path
-        if path is None or not Path(path).is_file():
-            return self._disable(f"no reference data: {path} not found")
-        data = load_dataset(path)
-        if expected and data.sha256 != expected:
-            return self._disable(
-                f"{path} is not the model's training data (sha256 {data.sha256[:12]}... vs "
-                f"{expected[:12]}... in the model card)"
-            )
-        self.reference = data.X
+        if len(rows) < 2:
+            return self._disable("the model carries no training rows to compare with (saved without data)")
+        self.reference = rows
         log.info(
             "live_drift_ready",
-            extra={
-                "reference": str(path),
-                "rows": data.n_rows,
-                "window": self.window.size,
-                "interval_s": self.interval,
-            },
+            extra={"reference_rows": len(rows), "window": self.window.size, "interval_s": self.interval},
         )
         return True
 
@@ -158,13 +141,13 @@ class LiveDrift:
         return False
 
 
-def live_drift_for(settings, state, metrics: Metrics, reference: Path | None) -> LiveDrift | None:
-    """The app's LiveDrift from its Settings (None when DRIFT_WINDOW=0); the reference check
-    uses the card of whichever model `state` has loaded."""
+def live_drift_for(settings, state, metrics: Metrics) -> LiveDrift | None:
+    """The app's LiveDrift from its Settings (None when DRIFT_WINDOW=0), on the training rows of
+    whichever model `state` has loaded."""
     if settings.drift_window == 0:
         return None
 
-    def trained_on() -> str | None:
-        return state.model.card.get("data", {}).get("sha256", "") if state.ready else None
+    def training_rows() -> np.ndarray | None:
+        return state.model.reference.data if state.ready else None
 
-    return LiveDrift(DriftWindow(settings.drift_window), metrics, settings.drift_interval, reference, trained_on)
+    return LiveDrift(DriftWindow(settings.drift_window), metrics, settings.drift_interval, training_rows)

@@ -19,7 +19,7 @@ from ..artifact import ModelError
 from .settings import FLAGS, Settings, SettingsError, load_settings
 
 APP_FACTORY = "heart.serving.run:app_from_environment"  # what each uvicorn worker calls
-USAGE = """Serve the heart-disease model over HTTP: python heart_fastapi.py [--port 8000] [--model-path model.joblib]
+USAGE = """Serve the heart-disease model over HTTP: python heart_fastapi.py [--port 8000] [--model-path model.zip]
 
 Starts uvicorn with the API of heart/serving/: POST /predict (and /predict/), /predict/batch,
 /explain; GET /live_check, /ready_check, /model, /metrics, /docs. Every flag overrides its

@@ -51,7 +51,7 @@ class Settings(BaseSettings):
         1, "WEB_CONCURRENCY", "a whole number, at least 1", "worker processes; /metrics merges them", ge=1
     )
     model_path: Path = setting(
-        Path("model.joblib"), "MODEL_PATH", "a file path", "model.joblib with its model.card.json beside it"
+        Path("model.zip"), "MODEL_PATH", "a file path", "the model archive train.py writes (model.zip)"
     )
     prediction_log: Path | None = setting(
         None,
@@ -138,8 +138,8 @@ class Settings(BaseSettings):
     model_sha256: str | None = setting(
         None,
         "MODEL_SHA256",
-        "a sha256 (64 hex digits, as `sha256sum model.joblib` prints)",
-        "sha256 of the model file (`sha256sum model.joblib`); a file that does not match is refused "
+        "a sha256 (64 hex digits, as `sha256sum model.zip` prints)",
+        "sha256 of the model file (`sha256sum model.zip`); a file that does not match is refused "
         "before it is unpickled",
         pattern=r"^[0-9a-f]{64}$",
     )
@@ -211,7 +211,7 @@ class Settings(BaseSettings):
         if self.require_model_pin:
             raise ModelError(
                 f"{self.model_path}: no pin, and REQUIRE_MODEL_PIN is true: set MODEL_SHA256 to "
-                "the sha256 of the model you mean to serve (`sha256sum model.joblib`)"
+                "the sha256 of the model you mean to serve (`sha256sum model.zip`)"
             )
         return Pin(None, "none")
 
