@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from heart.artifact import load_model
+from heart.artifact import load_model, read_artifact
 from heart.data import load_dataset
 from heart.export import save_model
 from heart.model import build_card, train
@@ -37,3 +37,9 @@ def model_path(tmp_path_factory, trained, dataset):
 @pytest.fixture(scope="session")
 def loaded(model_path):
     return load_model(model_path)
+
+
+@pytest.fixture(scope="session")
+def artifact(model_path):
+    """The session's model as the server reads it: card, ONNX graph and reference, nothing unpickled."""
+    return read_artifact(model_path)

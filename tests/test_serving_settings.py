@@ -23,7 +23,7 @@ def test_defaults_and_every_variable_by_its_name(monkeypatch):
         "0.0.0.0",
         8000,
         1,
-        "model.joblib",
+        "model.zip",
         None,
         True,
         "info",

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 def span_exporters(environ: Mapping[str, str] = os.environ) -> list[SpanExporter]:
     """The exporters the standard OTEL_* variables ask for (OTEL_TRACES_EXPORTER, OTLP endpoints)."""
-    endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    endpoint = _traces_endpoint(environ)
     default = "otlp" if endpoint else "none"
     names = [n.strip().lower() for n in environ.get("OTEL_TRACES_EXPORTER", default).split(",") if n.strip()]
     exporters: list[SpanExporter] = []
@@ -59,11 +59,20 @@ def span_exporters(environ: Mapping[str, str] = os.environ) -> list[SpanExporter
                 log.warning("otel_protocol_unsupported", extra={"protocol": protocol, "using": "http/protobuf"})
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-            otlp = OTLPSpanExporter()  # reads the endpoint, headers and timeout from the env
+            otlp = OTLPSpanExporter(endpoint=endpoint)  # headers, timeout (and no endpoint: localhost) from the env
             exporters.append(ReportingExporter(otlp, getattr(otlp, "_endpoint", endpoint or "")))
         else:
             log.warning("otel_exporter_unknown", extra={"exporter": name, "known": "otlp, console, none"})
     return exporters
+
+
+def _traces_endpoint(environ: Mapping[str, str]) -> str | None:
+    """The OTLP/HTTP traces URL as the SDK resolves it: the signal's own endpoint as given, else the
+    base endpoint + /v1/traces."""
+    if environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        return environ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
+    base = environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    return base.rstrip("/") + "/v1/traces" if base else None
 
 
 def tracer_provider(
