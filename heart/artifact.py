@@ -50,6 +50,7 @@ MEMBERS = ("card.json", "model.onnx", "reference.npz", "pipeline.joblib")
 TRAILER_MAGIC = FORMAT.encode() + b" sha256="
 TRAILER_LEN = len(TRAILER_MAGIC) + 64 + 1
 OLD_TRAILER_MAGIC = b"\n#heart-model sha256="  # heart-model/2: model.joblib, a pickle with a trailer line
+REFERENCE_ARRAYS = ("X", "proba", "classes", "data_rows")
 MAX_MEMBER_BYTES = 256 * 2**20  # a member inflating past this is refused before it is read (zip bombs)
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
 RETRAIN = "retrain with `python train.py`"
@@ -352,10 +353,12 @@ def _reference(path: Path, zf: zipfile.ZipFile) -> Reference:
     where = f"{path}: reference.npz"
     try:
         with np.load(io.BytesIO(_member(path, zf, "reference.npz")), allow_pickle=False) as npz:
-            X, proba = np.asarray(npz["X"]), np.asarray(npz["proba"])
-            classes, data_rows = np.asarray(npz["classes"]), np.asarray(npz["data_rows"])
-    except KeyError as e:
-        raise ModelError(f"{where} lacks the array {e} (it holds X, proba, classes, data_rows); {RETRAIN}") from None
+            missing = [k for k in REFERENCE_ARRAYS if k not in npz.files]
+            if missing:
+                raise ModelError(
+                    f"{where} lacks {', '.join(missing)} (it holds {', '.join(REFERENCE_ARRAYS)}); {RETRAIN}"
+                )
+            X, proba, classes, data_rows = (np.asarray(npz[k]) for k in REFERENCE_ARRAYS)
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
         raise ModelError(f"{where} cannot be read as NumPy arrays without pickle ({e}); {RETRAIN}") from None
     n = len(X) if X.ndim == 2 else -1

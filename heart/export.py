@@ -96,6 +96,7 @@ def to_onnx(pipeline: Pipeline) -> bytes:
     forest = graph.steps[-1][1]
     onx = convert_sklearn(
         graph,
+        name="heart_disease_pipeline",  # skl2onnx names it by a random uuid otherwise: the same model, other bytes
         initial_types=[("X", FloatTensorType([None, len(FEATURE_NAMES)]))],
         options={id(forest): {"zipmap": False}},
     )

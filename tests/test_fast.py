@@ -310,9 +310,7 @@ def test_the_card_threshold_decides_and_the_stored_classes_must_agree(tiny, tiny
     model = tiny_model(tiny, tiny_graph, threshold=0.4)
     predictor, parity = build_predictor(model)
     assert predictor.threshold == 0.4 and parity.ok
-    np.testing.assert_array_equal(
-        predictor.predict(model.reference.X)[0], (model.reference.proba >= 0.4).astype(int)
-    )
+    np.testing.assert_array_equal(predictor.predict(model.reference.X)[0], (model.reference.proba >= 0.4).astype(int))
 
 
 # --- parity_rows: the rows the reference holds ------------------------------------------------
