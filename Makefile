@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-$(shell cat requirements-serve.txt requirements.txt requirements-dev.txt pyproject.toml | sha256sum | cut -c1-12)
-MODEL  ?= model.joblib
+REQS   := requirements-serve.txt requirements-explain.txt requirements-build.txt requirements.txt requirements-dev.txt
+STAMP  := $(VENV)/.installed-$(shell cat $(REQS) pyproject.toml | sha256sum | cut -c1-12)
+MODEL  ?= model.zip
 DATA   ?= data/data.csv
 
 .PHONY: help install install-tools lint format run train test clean serve bench batch load timeouts fairness explain drift poisoning analyses report browser docker-build docker-run container-check mutation
@@ -12,7 +13,7 @@ help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
 
 # The pinned requirements first, then the package itself (editable, --no-deps: the pins rule).
-$(STAMP): requirements-serve.txt requirements.txt requirements-dev.txt pyproject.toml
+$(STAMP): $(REQS) pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
@@ -34,7 +35,7 @@ browser:  ## Debian's chromium for the browser tests (tests/test_browser.py), in
 $(MODEL): $(STAMP) $(DATA)
 	$(PY) train.py --data $(DATA) --out $(MODEL)
 
-train: $(STAMP)  ## train on data/data.csv and write model.joblib + model.card.json
+train: $(STAMP)  ## train on data/data.csv and write model.zip + model.card.json
 	$(PY) train.py --data $(DATA) --out $(MODEL)
 
 # The pin `make run` and `make serve` pass: the sha256 train.py wrote in the card, i.e. your own

@@ -186,10 +186,10 @@ class Inference:
         }
 
     def _explain_sync(self, rows: np.ndarray):
-        """SHAP on the Pipeline (a worker thread): pandas and shap are imported here, on first use."""
+        """SHAP on the Pipeline (a worker thread): shap and pandas are imported here, on first use."""
+        explainer = self.state.get_explainer()  # a 503 where shap is not installed
         import pandas as pd
 
-        explainer = self.state.get_explainer()
         return explainer.explain(pd.DataFrame(rows, columns=list(FEATURE_NAMES)))
 
     def _failed(self, span, error: Exception, endpoint: str, trace_id: str, span_id: str, event: str, **extra):
