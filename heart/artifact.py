@@ -287,8 +287,8 @@ def _verified_blob(path: Path, expected_sha256: str | None) -> bytes:
         )
     if not trailer.startswith(TRAILER_MAGIC) or not trailer.endswith(b"\n"):
         raise ModelError(
-            f"{path}: the file does not end with the {FORMAT} checksum (it was cut or changed after it was "
-            f"written, or is not a model archive: {RETRAIN}); refusing to load it"
+            f"{path}: the file does not match the {FORMAT} checksum written at its end (it was cut or changed "
+            f"after it was written, or is not a model archive: {RETRAIN}); refusing to load it"
         )
     written = trailer[len(TRAILER_MAGIC) : -1].decode("ascii", "replace")
     actual = sha256_bytes(body)
