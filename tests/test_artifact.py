@@ -198,8 +198,8 @@ def test_a_pin_is_the_exact_digest_of_the_whole_file_and_is_checked_first(small_
 
 
 CUT_MESSAGE = (
-    "{}: the file does not end with the heart-model/3 checksum (it was cut or changed after it was written, or "
-    "is not a model archive: retrain with `python train.py`); refusing to load it"
+    "{}: the file does not match the heart-model/3 checksum written at its end (it was cut or changed after it "
+    "was written, or is not a model archive: retrain with `python train.py`); refusing to load it"
 )
 
 

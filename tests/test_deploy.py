@@ -21,6 +21,7 @@ K8S = ROOT / "k8s"
 # The oldest Kubernetes the manifests promise to work on (every field they use exists there).
 KUBERNETES_VERSION = "1.30.0"
 NAME = "heart-disease-api"
+EXPLAINER = "heart-disease-explainer"
 
 
 def manifests() -> dict[str, dict]:
@@ -32,14 +33,14 @@ def manifests() -> dict[str, dict]:
     return docs
 
 
-def by_kind(kind: str) -> dict:
-    found = [d for d in manifests().values() if d["kind"] == kind]
-    assert len(found) == 1, f"expected one {kind} in k8s/, found {len(found)}"
+def by_kind(kind: str, name: str = NAME) -> dict:
+    found = [d for d in manifests().values() if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind} {name} in k8s/, found {len(found)}"
     return found[0]
 
 
-def container() -> dict:
-    (c,) = by_kind("Deployment")["spec"]["template"]["spec"]["containers"]
+def container(name: str = NAME) -> dict:
+    (c,) = by_kind("Deployment", name)["spec"]["template"]["spec"]["containers"]
     return c
 
 
@@ -67,11 +68,21 @@ def instructions(name: str) -> list[str]:
     return [args for instr, args in dockerfile() if instr == name]
 
 
+def stages() -> dict[str, list[tuple[str, str]]]:
+    """The Dockerfile's stages by name, each from its FROM to the next."""
+    out, name = {}, None
+    for instr, args in dockerfile():
+        if instr == "FROM":
+            name = args.split()[-1]
+            out[name] = []
+        if name is not None:
+            out[name].append((instr, args))
+    return out
+
+
 def runtime_stage() -> list[tuple[str, str]]:
-    """Instructions of the last stage: the image that runs."""
-    steps = dockerfile()
-    last_from = max(i for i, (instr, _) in enumerate(steps) if instr == "FROM")
-    return steps[last_from:]
+    """Instructions of the runtime stage: the predictor's image (the default target builds it as it is)."""
+    return stages()["runtime"]
 
 
 @pytest.fixture(scope="module")
@@ -99,14 +110,17 @@ def app_port():
 
 
 def test_the_expected_manifests_are_there():
-    kinds = sorted(d["kind"] for d in manifests().values())
+    kinds = sorted((d["kind"], d["metadata"]["name"]) for d in manifests().values())
     assert kinds == [
-        "ConfigMap",
-        "Deployment",
-        "HorizontalPodAutoscaler",
-        "NetworkPolicy",
-        "PodDisruptionBudget",
-        "Service",
+        ("ConfigMap", "heart-disease-api-prometheus-rules"),
+        ("Deployment", NAME),
+        ("Deployment", EXPLAINER),
+        ("HorizontalPodAutoscaler", NAME),
+        ("Ingress", NAME),
+        ("NetworkPolicy", NAME),
+        ("PodDisruptionBudget", NAME),
+        ("Service", NAME),
+        ("Service", EXPLAINER),
     ]
 
 
@@ -127,7 +141,7 @@ def test_the_validator_rejects_a_broken_manifest():
 def test_every_object_carries_the_recommended_labels():
     for key, doc in manifests().items():
         labels = doc["metadata"]["labels"]
-        assert labels["app.kubernetes.io/name"] == NAME, key
+        assert labels["app.kubernetes.io/name"] in (NAME, EXPLAINER), key
         assert labels["app.kubernetes.io/part-of"] == "heart-disease-mlops", key
 
 
@@ -185,7 +199,7 @@ def test_network_policy_admits_the_api_port_and_prometheus_on_the_metrics_port_o
 
 
 def test_the_rules_configmap_carries_monitoring_alerts_yaml_verbatim():
-    (rules_file,) = by_kind("ConfigMap")["data"].values()
+    (rules_file,) = by_kind("ConfigMap", "heart-disease-api-prometheus-rules")["data"].values()
     assert rules_file == (ROOT / "monitoring" / "alerts.yaml").read_text(), (
         "copy monitoring/alerts.yaml into k8s/prometheus-rules.yaml (data, indented 4 spaces)"
     )
@@ -217,9 +231,54 @@ def test_the_hpa_scales_the_deployment_between_two_and_three_pods():
 
 
 def test_resources_are_requested_and_limited():
-    resources = container()["resources"]
-    for kind in ("requests", "limits"):
-        assert {"cpu", "memory", "ephemeral-storage"} <= resources[kind].keys(), kind
+    for name in (NAME, EXPLAINER):
+        resources = container(name)["resources"]
+        for kind in ("requests", "limits"):
+            assert {"cpu", "memory", "ephemeral-storage"} <= resources[kind].keys(), (name, kind)
+
+
+# ------------------------------------------------------------------------------ the explainer
+
+
+def test_the_ingress_routes_explain_to_the_explainer_and_the_rest_to_the_predictor():
+    (rule,) = by_kind("Ingress")["spec"]["rules"]
+    routes = {(p["path"], p["pathType"]): p["backend"]["service"] for p in rule["http"]["paths"]}
+    assert routes == {
+        ("/explain", "Exact"): {"name": EXPLAINER, "port": {"name": "http"}},
+        ("/", "Prefix"): {"name": NAME, "port": {"name": "http"}},
+    }
+    for name in (NAME, EXPLAINER):
+        assert [p["name"] for p in by_kind("Service", name)["spec"]["ports"]] == ["http"]
+
+
+def test_the_explainer_runs_the_explainer_image_of_the_same_model_locked_down_like_the_predictor():
+    deployment, explainer, api = by_kind("Deployment", EXPLAINER), container(EXPLAINER), container()
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert by_kind("Service", EXPLAINER)["spec"]["selector"].items() <= pod_labels.items()
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    name, _, tag = api["image"].partition(":")
+    assert explainer["image"] == f"{name}-explainer:{tag}"
+    built = subprocess.run(
+        [
+            "bash",
+            "-c",
+            'source <(sed -n "/^VERSION=/,/^EXPLAINER_IMAGE=/p" deploy/container_check.sh); echo $EXPLAINER_IMAGE',
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+    )
+    assert built.stdout.strip() == explainer["image"], built.stderr
+    env = {e["name"]: e.get("value") for e in explainer["env"]}
+    api_env = {e["name"]: e.get("value") for e in api["env"]}
+    assert env["MODEL_PATH"] == api_env["MODEL_PATH"] and env["MODEL_SHA256"] == api_env["MODEL_SHA256"] == ""
+    assert {e["name"]: e for e in explainer["env"]}["API_TOKENS"] == {e["name"]: e for e in api["env"]}["API_TOKENS"]
+    assert explainer["securityContext"] == api["securityContext"]
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        assert explainer[probe]["httpGet"] == api[probe]["httpGet"], probe
+    assert deployment["spec"]["replicas"] == 1  # no HPA: the predictor's autoscaling never pulls this image
+    assert by_kind("HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]["name"] == NAME
 
 
 # The prediction-log sizing of docs/deploy.md, "Prediction log storage".
@@ -371,9 +430,23 @@ def test_dockerfile_base_is_an_argument_defaulting_to_python_slim():
     steps = dockerfile()
     assert steps[0] == ("ARG", "BASE_IMAGE=python:3.11-slim")
     froms = instructions("FROM")
-    assert len(froms) >= 2, "multi-stage: a builder stage and a runtime stage"
-    assert all(f.split()[0] == "${BASE_IMAGE}" for f in froms)
-    assert any("--from=builder /opt/venv" in args for instr, args in runtime_stage() if instr == "COPY")
+    assert len(froms) >= 2, "multi-stage: build stages and the runtime"
+    assert all(f.split()[0] == "${BASE_IMAGE}" or f.split()[0] in stages() for f in froms)
+    assert ("COPY", "--from=serve-lean /opt/venv /opt/venv") in runtime_stage()
+    assert stages()["runtime"][0] == ("FROM", "${BASE_IMAGE} AS runtime"), "the predictor starts from the bare base"
+
+
+def test_the_default_target_is_the_predictor_and_the_explainer_adds_one_layer():
+    """`docker build .` builds the last stage: the runtime as it is. The explainer is the runtime plus the
+    packages explain-extra set apart, so a node that runs both pulls the predictor's layers once."""
+    names = list(stages())
+    assert names[-1] == "predictor" and stages()["predictor"] == [("FROM", "runtime AS predictor")]
+    explainer = stages()["explainer"]
+    assert explainer[0] == ("FROM", "runtime AS explainer")
+    assert [args for instr, args in explainer if instr == "COPY"] == [
+        "--from=explain-extra /opt/explain-extra/ /opt/venv/lib/python3.11/site-packages/"
+    ]
+    assert not [i for i, _ in explainer if i in ("RUN", "USER", "CMD")], "same user and command as the predictor"
 
 
 def test_dockerfile_runtime_runs_as_a_numeric_non_root_user():
@@ -393,24 +466,28 @@ def test_dockerfile_healthcheck_and_cmd():
 
 
 def test_dockerfile_trains_the_model_at_build_from_the_bundled_data():
-    runs = " ".join(instructions("RUN"))
+    runs = " ".join(args for instr, args in stages()["builder"] if instr == "RUN")
     assert "train.py --data data/data.csv" in runs
     env = " ".join(args for instr, args in runtime_stage() if instr == "ENV")
     assert "MODEL_PATH=" in env and "WEB_CONCURRENCY=" in env
 
 
-def test_the_image_installs_only_the_serving_requirements_and_caches_the_onnx_graph():
-    """requirements.txt (fairlearn, matplotlib, ...) never reaches the image; the build converts the
-    model it trained to ONNX once (heart.serving.onnx_cache), beside the model the server loads."""
-    copies = " ".join(instructions("COPY"))
-    runs = " ".join(instructions("RUN"))
-    assert "requirements-serve.txt" in copies and "-r requirements-serve.txt" in runs
-    assert not re.search(r"requirements\.txt", copies + runs)
-    model = re.search(r"train\.py .*--out (\S+)", runs).group(1)
-    assert f"-m heart.serving.onnx_cache {model}" in runs
+def test_each_image_installs_only_its_requirement_sets():
+    """The predictor's venv holds requirements-serve.txt alone; the explainer's layer requirements-explain.txt;
+    the conversion tools (requirements-build.txt) only the builder, which trains and writes model.zip."""
+    runs = {name: " ".join(a for i, a in steps if i == "RUN") for name, steps in stages().items()}
+    assert "-r requirements-serve.txt" in runs["serve-venv"] and "-r requirements-" not in runs["serve-lean"]
+    assert "-r requirements-explain.txt" in runs["explain-venv"] and "-r requirements-build.txt" in runs["builder"]
+    assert [n for n, r in runs.items() if "-r requirements-build.txt" in r] == ["builder"]
+    assert not re.search(r"requirements\.txt", " ".join(runs.values()) + " ".join(instructions("COPY")))
+    assert stages()["explain-venv"][0] == ("FROM", "serve-venv AS explain-venv")
+    assert stages()["builder"][0] == ("FROM", "explain-venv AS builder")
+    model = re.search(r"train\.py .*--out (\S+)", runs["builder"]).group(1)
+    assert model == "/app/model.zip" and f"sha256sum {model}" in runs["builder"]
     env = " ".join(args for instr, args in runtime_stage() if instr == "ENV")
-    assert f"MODEL_PATH={model}" in env
-    assert "pip uninstall" in runs and "-name tests" in runs  # no installer, no test suites shipped
+    assert f"MODEL_PATH={model}" in env and "REQUIRE_MODEL_PIN=true" in env
+    assert "pip uninstall" in runs["serve-lean"] and "-name tests" in runs["serve-lean"]  # no installer, no tests
+    assert ("COPY", "--from=builder /app /app") in runtime_stage()
 
 
 def test_dockerignore_sends_only_what_the_image_needs():
@@ -421,6 +498,14 @@ def test_dockerignore_sends_only_what_the_image_needs():
     ]
     assert lines[0] == "*", "exclude everything, then re-include"
     included = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
-    assert included == {"requirements-serve.txt", "train.py", "heart_fastapi.py", "heart", "data/data.csv"}
+    assert included == {
+        "requirements-serve.txt",
+        "requirements-explain.txt",
+        "requirements-build.txt",
+        "train.py",
+        "heart_fastapi.py",
+        "heart",
+        "data/data.csv",
+    }
     for path in included:
         assert (ROOT / path).exists(), path
