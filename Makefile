@@ -59,9 +59,12 @@ install-tools:  ## install the non-Python test tools: promtool (apt-get install 
 serve: $(MODEL)  ## serve the API (HOST, PORT, WEB_CONCURRENCY, LOG_LEVEL, PREDICTION_LOG, LOG_INPUTS from the env)
 	MODEL_SHA256=$${MODEL_SHA256:-$$($(PIN))} $(PY) heart_fastapi.py --model-path $(MODEL)
 
-bench: $(MODEL)  ## benchmark /predict, /predict/batch, a bare endpoint and the original style with wrk (installed if missing)
-	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
-	$(PY) -m bench.bench --model-path $(MODEL)
+BASELINE ?=
+
+bench: $(MODEL)  ## benchmark the API against a bare endpoint and the original style with wrk, then in process; table -> docs/performance.md
+	command -v wrk >/dev/null || { $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq wrk; }
+	$(PY) -m bench.bench --model-path $(MODEL) --docs docs/performance.md $(if $(BASELINE),--baseline $(BASELINE))
+	$(PY) -m bench.breakdown --model-path $(MODEL) --docs docs/performance.md
 
 clean:  ## remove the virtual environment, model and reports
 	rm -rf $(VENV) $(MODEL) $(basename $(MODEL)).card.json reports .pytest_cache
