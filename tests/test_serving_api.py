@@ -430,7 +430,9 @@ def test_trace_exporters_follow_the_standard_env():
     assert type(span_exporters({"OTEL_TRACES_EXPORTER": "console"})[0]).__name__ == "ConsoleSpanExporter"
     (otlp,) = span_exporters({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318/"})
     assert type(otlp.inner).__name__ == "OTLPSpanExporter" and otlp.endpoint == "http://127.0.0.1:4318/v1/traces"
-    (otlp,) = span_exporters({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4318/t", "OTEL_EXPORTER_OTLP_ENDPOINT": "x"})
+    (otlp,) = span_exporters(
+        {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4318/t", "OTEL_EXPORTER_OTLP_ENDPOINT": "x"}
+    )
     assert otlp.endpoint == "http://c:4318/t"  # the signal's own endpoint, as given, wins
     assert span_exporters({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x:4318", "OTEL_TRACES_EXPORTER": "none"}) == []
     provider = tracer_provider("9.9", exporters=[], environ={})

@@ -45,7 +45,7 @@ def top():
 with TestClient(heart_fastapi.create_app()) as c:
     for _ in range(600):
         ready = c.get("/ready_check")
-        if ready.status_code == 200:
+        if ready.status_code == 200 or ready.json()["status"] == "failed":
             break
         time.sleep(0.1)
     codes = {c.post("/predict", json={**EXAMPLE, "age": 30 + i % 50}).status_code for i in range(1000)}
@@ -92,8 +92,9 @@ def not_shipped(*requirements: str) -> set[str]:
     }
 
 
-def run_server(model_path, *requirements: str) -> dict:
+def run_server(model_path, *requirements: str, **extra_env: str) -> dict:
     env = {
+        **extra_env,
         "PATH": os.environ["PATH"],
         "PYTHONPATH": str(ROOT),
         "MODEL_PATH": str(model_path),
@@ -146,6 +147,15 @@ def test_the_explainer_image_explains_on_the_first_call_and_adds_up(explainer_im
     total = explain["base_value"] + sum(c["contribution"] for c in explain["contributions"])
     assert abs(total - explain["probability"]) < 1e-6 and 0 < explain["probability"] < 1
     assert len(explain["contributions"]) == 13
+
+
+def test_the_sklearn_engine_in_the_predictor_image_is_refused_naming_what_it_needs(model_path):
+    run = run_server(model_path, "requirements-serve.txt", INFERENCE_ENGINE="sklearn")
+    assert run["ready"]["status"] == "failed" and run["predict"] == [503]
+    assert run["ready"]["reason"].startswith(
+        "model refused: the Pipeline cannot be unpickled here: scikit-learn and joblib are not installed "
+        "(requirements-explain.txt); INFERENCE_ENGINE=sklearn and /explain need them"
+    )
 
 
 def test_the_requirement_sets_cover_what_each_image_imports(predictor_image, explainer_image):

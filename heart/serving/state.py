@@ -29,6 +29,10 @@ from .metrics import Metrics
 from .settings import Settings
 
 log = logging.getLogger(__name__)
+PIPELINE_MISSING = (
+    "the Pipeline cannot be unpickled here: scikit-learn and joblib are not installed (requirements-explain.txt); "
+    "INFERENCE_ENGINE=sklearn and /explain need them: the predictor image leaves them out, the explainer image has them"
+)
 EXPLAINER_MISSING = (
     "explanations need scikit-learn and SHAP, which this image leaves out to stay small: /explain is "
     'served by the explainer image (docs/deploy.md, "The explainer")'
@@ -148,7 +152,10 @@ class ServingState:
             with self._explainer_lock:
                 if self.pipeline is None:
                     t0 = time.perf_counter()
-                    self.pipeline = load_pipeline(model or self.model)
+                    try:
+                        self.pipeline = load_pipeline(model or self.model)
+                    except ImportError as e:  # the predictor image: no joblib, no scikit-learn
+                        raise ModelError(f"{PIPELINE_MISSING} ({e})") from None
                     log.info("pipeline_loaded", extra={"seconds": round(time.perf_counter() - t0, 3)})
         return self.pipeline
 
