@@ -124,7 +124,7 @@ container-check:  ## build, run and check the container without a registry (dock
 # (2 workers of one BLAS/OpenMP thread each: two cores), so a module's results land as soon as it is
 # done; a module here must also be in pyproject.toml's [tool.mutmut] only_mutate. Logs in
 # reports/mutation-<module>.log.
-MUTATION_MODULES ?= schema samples data drift fairness poisoning label_check model artifact fast decision \
+MUTATION_MODULES ?= schema samples data drift fairness poisoning label_check model artifact fast export decision \
 	serving.contract serving.inference
 
 mutation: $(STAMP)  ## mutation testing (mutmut) of MUTATION_MODULES -> reports/mutation.json (hours on 2 cores; MUTATION_MODULES=drift for one)

@@ -8,8 +8,8 @@ model.zip (format heart-model/3) holds four members, in this order:
   pipeline.joblib  the fitted scikit-learn Pipeline, a pickle: unpickled only by load_pipeline
                    (/explain, INFERENCE_ENGINE=sklearn, the analyses), never to serve /predict
 and ends with the archive's comment, the trailer "heart-model/3 sha256=<hex>\\n", the sha256 of
-every byte before it. Model, graph and card are replaced together by one atomic rename, and the
-bytes a pin covers include all of them. model.card.json beside it is a copy for people and tools.
+every byte before it (heart.export writes it, atomically). A pin covers all of it; model.card.json
+beside it is a copy for people and tools.
 
 Checks, before any member is used:
 - the pin: the sha256 of the whole file, given by whoever deploys it (MODEL_SHA256, or the file
@@ -19,7 +19,7 @@ Checks, before any member is used:
 Then the members are parsed as data: JSON, and NumPy arrays with allow_pickle=False. The
 Pipeline's pickle is read only by load_pipeline, which reads the file again and refuses it unless
 its sha256 is still the one verified at load. This module imports NumPy alone: serving a
-prediction never imports scikit-learn, pandas or joblib. What goes in is heart.export's business.
+prediction never imports scikit-learn, pandas or joblib.
 """
 
 from __future__ import annotations
@@ -106,40 +106,7 @@ def atomic_write(path: str | Path, blob: bytes) -> None:
         raise
 
 
-# ------------------------------------------------------------------------------------ writing
-
-
-def pack(card: dict, members: dict[str, bytes]) -> bytes:
-    """The archive's bytes: card.json from `card`, the other members as given, then the trailer.
-
-    Fixed timestamps and modes, so the same members always give the same bytes (and sha256).
-    """
-    contents = {"card.json": json.dumps(card, indent=2, allow_nan=False).encode(), **members}
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name in MEMBERS:
-            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-            info.external_attr = 0o644 << 16
-            info.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(info, contents[name], compresslevel=6)
-        zf.comment = b"\0" * TRAILER_LEN  # the trailer's place: its length is all that precedes it
-    body = buf.getvalue()[:-TRAILER_LEN]
-    return body + TRAILER_MAGIC + sha256_bytes(body).encode() + b"\n"
-
-
-def write_artifact(path: str | Path, card: dict, members: dict[str, bytes]) -> dict:
-    """Write the archive (atomically), then the card beside it; return the card as served."""
-    path = Path(path)
-    blob = pack(card, members)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, blob)  # the one switch: from here on the new archive is what loads
-    card = _described(card, path, blob)
-    # A crash before this line leaves a stale copy for people, never a model with the wrong card.
-    atomic_write(card_path_for(path), (json.dumps(card, indent=2, allow_nan=False) + "\n").encode())
-    return card
-
-
-def _described(card: dict, path: Path, blob: bytes) -> dict:
+def described(card: dict, path: Path, blob: bytes) -> dict:
     """The card as served: the embedded one plus what the file itself is (its name, sha256, size)."""
     return {
         **card,
@@ -222,7 +189,7 @@ def read_artifact(path: str | Path, expected_sha256: str | None = None) -> Model
     _warn_if_stale_copy(path, sha256_bytes(blob))
     return ModelArtifact(
         path=path,
-        card=_described(card, path, blob),
+        card=described(card, path, blob),
         onnx=onnx,
         reference=reference,
         pinned=expected_sha256 is not None,

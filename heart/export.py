@@ -1,4 +1,5 @@
-"""The trained Pipeline -> the model artifact (heart.artifact, heart-model/3): what serving reads.
+"""The trained Pipeline -> the model artifact (heart.artifact, heart-model/3): what serving reads,
+written as one archive (pack, write_artifact: atomic, then the card's copy beside it).
 
 At training time, once: the Pipeline is converted to one ONNX graph (skl2onnx), run by ONNX
 Runtime on the reference rows and compared with the Pipeline's own probabilities for them; only
@@ -16,12 +17,25 @@ from __future__ import annotations
 
 import copy
 import io
+import json
+import zipfile
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import __version__
-from .artifact import FORMAT, MEMBERS, ModelError, sha256_bytes, write_artifact
+from .artifact import (
+    FORMAT,
+    MEMBERS,
+    TRAILER_LEN,
+    TRAILER_MAGIC,
+    ModelError,
+    atomic_write,
+    card_path_for,
+    described,
+    sha256_bytes,
+)
 from .decision import threshold_of
 from .fast import PARITY_TOLERANCE, OnnxPredictor, SklearnPredictor, check_parity
 from .schema import FEATURE_NAMES, FEATURES
@@ -77,6 +91,36 @@ def save_model(pipeline: Pipeline, card: dict, path, data: pd.DataFrame | None =
     np.savez(buf, X=X, proba=proba, classes=classes, data_rows=np.int64(data_rows))
     members = {"model.onnx": onnx, "reference.npz": buf.getvalue(), "pipeline.joblib": pipeline_bytes}
     return write_artifact(path, card, members)
+
+
+def pack(card: dict, members: dict[str, bytes]) -> bytes:
+    """The archive's bytes: card.json from `card`, the other members as given, then the trailer.
+
+    Fixed timestamps and modes, so the same members always give the same bytes (and sha256).
+    """
+    contents = {"card.json": json.dumps(card, indent=2, allow_nan=False).encode(), **members}
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name in MEMBERS:
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, contents[name], compresslevel=6)
+        zf.comment = b"\0" * TRAILER_LEN  # the trailer's place: its length is all that precedes it
+    body = buf.getvalue()[:-TRAILER_LEN]
+    return body + TRAILER_MAGIC + sha256_bytes(body).encode() + b"\n"
+
+
+def write_artifact(path: str | Path, card: dict, members: dict[str, bytes]) -> dict:
+    """Write the archive (atomically), then the card beside it; return the card as served."""
+    path = Path(path)
+    blob = pack(card, members)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, blob)  # the one switch: from here on the new archive is what loads
+    card = described(card, path, blob)
+    # A crash before this line leaves a stale copy for people, never a model with the wrong card.
+    atomic_write(card_path_for(path), (json.dumps(card, indent=2, allow_nan=False) + "\n").encode())
+    return card
 
 
 def _dumps(obj) -> bytes:

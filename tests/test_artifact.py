@@ -17,7 +17,7 @@ import joblib
 import numpy as np
 import pytest
 
-from heart import artifact
+from heart import artifact, export
 from heart.artifact import ModelError, card_path_for, load_model, load_pipeline, read_artifact, sha256_file
 from heart.cli import check_training_data
 from heart.data import load_dataset
@@ -89,7 +89,7 @@ def write(path: Path, **changes) -> Path:
 @pytest.fixture
 def small_model(tmp_path):
     path = tmp_path / "model.zip"
-    artifact.write_artifact(path, {**CARD, "note": "small"}, {k: v for k, v in members().items() if k != "card.json"})
+    export.write_artifact(path, {**CARD, "note": "small"}, {k: v for k, v in members().items() if k != "card.json"})
     return path
 
 
@@ -126,8 +126,8 @@ def test_the_archive_is_a_zip_of_four_members_and_a_trailer_over_the_rest(small_
 def test_the_same_members_give_the_same_bytes(tmp_path):
     """Fixed timestamps and modes: the sha256 (and so a pin) depends on the content alone."""
     content = {k: v for k, v in members().items() if k != "card.json"}
-    assert artifact.pack(CARD, content) == artifact.pack(CARD, content)
-    assert artifact.pack(CARD, content) != artifact.pack({**CARD, "note": 1}, content)
+    assert export.pack(CARD, content) == export.pack(CARD, content)
+    assert export.pack(CARD, content) != export.pack({**CARD, "note": 1}, content)
 
 
 def test_read_gives_the_card_as_served_the_graph_and_the_reference(small_model):
@@ -499,7 +499,7 @@ def test_the_card_copy_is_named_after_the_model_beside_it():
 
 def test_write_returns_the_card_as_served_and_writes_the_same_card_beside_the_model(tmp_path):
     path = tmp_path / "new" / "dir" / "m.zip"  # missing directories are created
-    card = artifact.write_artifact(path, CARD, {k: v for k, v in members().items() if k != "card.json"})
+    card = export.write_artifact(path, CARD, {k: v for k, v in members().items() if k != "card.json"})
     assert card["artifact"] == {
         **CARD["artifact"],
         "file": "m.zip",
@@ -520,7 +520,7 @@ def test_failed_write_leaves_the_previous_model_intact(small_model, monkeypatch)
 
     monkeypatch.setattr(artifact.os, "replace", broken_replace)
     with pytest.raises(OSError, match="^disk full$"):
-        artifact.write_artifact(
+        export.write_artifact(
             small_model, {**CARD, "note": "new"}, {k: v for k, v in members().items() if k != "card.json"}
         )
     monkeypatch.undo()
@@ -532,7 +532,7 @@ def test_failed_write_leaves_the_previous_model_intact(small_model, monkeypatch)
 def test_a_crash_at_any_point_of_a_write_leaves_a_loadable_model(small_model, monkeypatch, crash_at):
     """Model and card are one file: its rename is the switch; the copy beside it follows."""
     old = read_artifact(small_model)
-    calls, real = [], artifact.atomic_write
+    calls, real = [], export.atomic_write
 
     def crashing(path, blob):
         calls.append(path)
@@ -540,10 +540,10 @@ def test_a_crash_at_any_point_of_a_write_leaves_a_loadable_model(small_model, mo
             raise KeyboardInterrupt("killed")
         real(path, blob)
 
-    monkeypatch.setattr(artifact, "atomic_write", crashing)
+    monkeypatch.setattr(export, "atomic_write", crashing)
     content = {k: v for k, v in members().items() if k != "card.json"}
     with pytest.raises(KeyboardInterrupt):
-        artifact.write_artifact(small_model, {**CARD, "note": "the new model"}, content)
+        export.write_artifact(small_model, {**CARD, "note": "the new model"}, content)
     monkeypatch.undo()
     assert calls[0] == small_model, "the model file is switched first"
     now = read_artifact(small_model, sha256_file(small_model))
@@ -558,7 +558,7 @@ def test_a_crash_at_any_point_of_a_write_leaves_a_loadable_model(small_model, mo
 def test_a_card_that_is_not_strict_json_is_refused_before_anything_is_written(small_model, bad):
     before = small_model.read_bytes(), card_path_for(small_model).read_text()
     with pytest.raises(ValueError, match="JSON compliant"):
-        artifact.write_artifact(small_model, {**CARD, "auc": bad}, {})
+        export.write_artifact(small_model, {**CARD, "auc": bad}, {})
     assert (small_model.read_bytes(), card_path_for(small_model).read_text()) == before
 
 

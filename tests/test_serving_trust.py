@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from heart import artifact
+from heart import artifact, export
 from heart.artifact import card_path_for, sha256_file
 from heart.export import save_model
 from heart.serving.app import create_app
@@ -68,7 +68,7 @@ def forge(path, card=None, **replaced) -> None:
     content.update(replaced)
     content = {k: v for k, v in content.items() if v is not None}
     if len(content) == 3:
-        blob = artifact.pack(card, content)
+        blob = export.pack(card, content)
     else:  # a member removed: write the zip by hand, with a correct trailer
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w") as zf:
@@ -279,7 +279,7 @@ def test_a_failure_while_publishing_the_model_fails_readiness(copy_of_model, mon
 
 
 def test_a_crash_between_model_and_card_leaves_the_new_pair_served(copy_of_model, trained, dataset, monkeypatch):
-    real, calls = artifact.atomic_write, []
+    real, calls = export.atomic_write, []
 
     def crash_on_the_card(path, blob):
         calls.append(path)
@@ -287,7 +287,7 @@ def test_a_crash_between_model_and_card_leaves_the_new_pair_served(copy_of_model
             raise KeyboardInterrupt("killed")
         real(path, blob)
 
-    monkeypatch.setattr(artifact, "atomic_write", crash_on_the_card)
+    monkeypatch.setattr(export, "atomic_write", crash_on_the_card)
     with pytest.raises(KeyboardInterrupt):
         save_model(trained.pipeline, {"note": "retrained"}, copy_of_model, dataset.X)
     monkeypatch.undo()
