@@ -14,6 +14,7 @@ switched off:
                 recorded, as `make bench` runs it): the whole app
   instrumentor  (for comparison) the whole app traced by opentelemetry-instrumentation-fastapi, as
                 before issue 22, when it is installed (requirements-dev.txt)
+  bare_fastapi  (for comparison) `make bench`'s bare endpoint (bench/servers.py), in process too
 
 Prints µs per request (the best round's mean) and the step each part adds; --docs writes the table
 into docs/performance.md between its bench:breakdown markers.
@@ -65,7 +66,14 @@ async def validation(request):
 
 
 def build(level: str, model_path: Path, log_file: Path):
-    """The app with the parts after `level` switched off ("instrumentor": traced as before)."""
+    """The app with the parts after `level` switched off ("instrumentor": traced as before;
+    "bare_fastapi": bench/servers.py's bare endpoint)."""
+    if level == "bare_fastapi":
+        from bench.servers import bare_app
+
+        app = bare_app()
+        app.middleware_stack = app.build_middleware_stack()
+        return app
     from opentelemetry.trace import NoOpTracer
 
     from heart.serving.app import create_app
@@ -166,7 +174,7 @@ def measure(levels, model_path: Path, requests: int, rounds: int) -> dict[str, f
     tmp = Path(tempfile.mkdtemp(prefix="heart-breakdown-"))
     apps = {level: build(level, model_path, tmp / "predictions.jsonl") for level in levels}
     for level, app in apps.items():
-        if not app.state.serving.ready:
+        if level != "bare_fastapi" and not app.state.serving.ready:
             raise RuntimeError(f"{level}: the model did not load: {app.state.serving.reason}")
     best = dict.fromkeys(levels, float("inf"))
     loop = asyncio.new_event_loop()
@@ -192,19 +200,30 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def table(best: dict[str, float]) -> str:
+LABELS = {
+    "instrumentor": "the whole app, traced by FastAPIInstrumentor instead (before issue 22)",
+    "bare_fastapi": "`make bench`'s bare endpoint (FastAPI, the same request model, a constant answer)",
+}
+
+
+def table(best: dict[str, float], markdown: bool = False) -> str:
+    """Each app's µs per request and what its part adds to the one before (the comparisons add nothing)."""
     rows, previous = [], None
     for level, us in best.items():
-        added = "" if previous is None or level == "instrumentor" else f"{us - previous:+.1f}"
-        label = "the whole app, traced by FastAPIInstrumentor instead (before)" if level == "instrumentor" else level
-        rows.append([label, f"{us:.1f}", added])
-        previous = us if level != "instrumentor" else previous
-    return format_table(["app (each adds one part)", "µs per request", "added"], rows)
+        own = level in LEVELS
+        added = f"{us - previous:+.1f}" if own and previous is not None else ""
+        rows.append([LABELS.get(level, level), f"{us:.1f}", added])
+        previous = us if own else previous
+    headers = ["app (each adds one part)", "µs per request", "added"]
+    if not markdown:
+        return format_table(headers, rows)
+    lines = ["| " + " | ".join(headers) + " |", "| --- | ---: | ---: |"]
+    return "\n".join([*lines, *("| " + " | ".join(r) + " |" for r in rows)])
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    levels = list(LEVELS)
+    levels = [*LEVELS, "bare_fastapi"]
     try:
         import opentelemetry.instrumentation.fastapi  # noqa: F401
 
@@ -221,16 +240,20 @@ def main(argv=None) -> int:
         finally:
             sys.stdout = stdout
     text = table(best)
+    in_process = best["tracing"] and best["bare_fastapi"] / best["tracing"]
     note = (
         f"{os.cpu_count()} cores, load average {load[0]:.2f} at the start and {os.getloadavg()[0]:.2f} at the end; "
         f"{args.requests:,} requests per app and round, best of {args.rounds} rounds "
         f"(`python -m bench.breakdown --requests {args.requests} --rounds {args.rounds}`)"
     )
-    print(text + "\n\n" + note)
+    ratio = (
+        f"In process, the whole app takes {1 / in_process:.2f}x the bare endpoint's time ({in_process:.2f}x its rate)."
+    )
+    print(text + "\n\n" + ratio + "\n" + note)
     if args.docs:
         from bench.docs import replace_block
 
-        replace_block(args.docs, "bench:breakdown", text + "\n\n" + note)
+        replace_block(args.docs, "bench:breakdown", table(best, markdown=True) + "\n\n" + ratio + " " + note + ".")
     return 0
 
 
