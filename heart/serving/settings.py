@@ -71,8 +71,8 @@ class Settings(BaseSettings):
         "onnx",
         "INFERENCE_ENGINE",
         " or ".join(ENGINES),
-        "onnx: the parity-checked ONNX Runtime fast path (falls back to sklearn if the check fails); "
-        "sklearn: the Pipeline itself",
+        "onnx: the model's ONNX graph, checked against its stored probabilities (a model that fails is refused); "
+        "sklearn: the fallback, the Pipeline itself (needs scikit-learn)",
     )
     # Live drift (heart/serving/live_drift.py):
     drift_window: int = setting(
