@@ -20,9 +20,13 @@ DEPLOY = ROOT / "deploy"
 OVERLAYS = ("dev", "prod")
 # The oldest Kubernetes the manifests promise to work on (every field they use exists there).
 KUBERNETES_VERSION = "1.30.0"
-# A test input for deploy/pin-image.sh: the sha256 of a string, well formed and pinned nowhere.
+API = "heart-disease-api"  # the predictor's Deployment (and its Service, HPA, PDB, Ingress)
+EXPLAINER = "heart-disease-explainer"
+# Test inputs for deploy/pin-image.sh: the sha256 of a string each, well formed and pinned nowhere.
 TEST_DIGEST = "sha256:" + hashlib.sha256(b"tests/k8s_tools.py: a digest for rendering prod").hexdigest()
 TEST_IMAGE = f"ghcr.io/example/heart-disease-mlops@{TEST_DIGEST}"
+TEST_EXPLAINER_DIGEST = "sha256:" + hashlib.sha256(b"tests/k8s_tools.py: the explainer's digest").hexdigest()
+TEST_EXPLAINER_IMAGE = f"ghcr.io/example/heart-disease-mlops-explainer@{TEST_EXPLAINER_DIGEST}"
 
 
 def kubectl() -> str:
@@ -55,8 +59,8 @@ def copy_tree(dest: Path) -> Path:
     return dest
 
 
-def pin(tree: Path, image: str = TEST_IMAGE) -> subprocess.CompletedProcess:
-    return run("bash", tree / "deploy" / "pin-image.sh", image, cwd=tree)
+def pin(tree: Path, image: str = TEST_IMAGE, explainer: str = TEST_EXPLAINER_IMAGE) -> subprocess.CompletedProcess:
+    return run("bash", tree / "deploy" / "pin-image.sh", image, explainer, cwd=tree)
 
 
 def kustomize(directory: Path) -> subprocess.CompletedProcess:
@@ -88,13 +92,18 @@ def by_key(docs: list[dict]) -> dict[tuple[str, str], dict]:
     return {(d["kind"], d["metadata"]["name"]): d for d in docs}
 
 
-def deployment(docs: list[dict]) -> dict:
-    (found,) = [d for d in docs if d["kind"] == "Deployment"]
+def deployments(docs: list[dict]) -> list[dict]:
+    return [d for d in docs if d["kind"] == "Deployment"]
+
+
+def deployment(docs: list[dict], name: str = API) -> dict:
+    (found,) = [d for d in deployments(docs) if d["metadata"]["name"] == name]
     return found
 
 
-def api_container(docs: list[dict]) -> dict:
-    (c,) = deployment(docs)["spec"]["template"]["spec"]["containers"]
+def api_container(docs: list[dict], name: str = API) -> dict:
+    """The one container of the Deployment `name`: the predictor's unless told."""
+    (c,) = deployment(docs, name)["spec"]["template"]["spec"]["containers"]
     return c
 
 

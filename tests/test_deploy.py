@@ -46,8 +46,8 @@ def container(name: str = NAME) -> dict:
     return c
 
 
-def container_ports() -> dict[str, int]:
-    return {p["name"]: p["containerPort"] for p in container()["ports"]}
+def container_ports(name: str = NAME) -> dict[str, int]:
+    return {p["name"]: p["containerPort"] for p in container(name)["ports"]}
 
 
 def mebibytes(quantity: str) -> float:
@@ -88,6 +88,7 @@ def test_the_expected_manifests_are_there():
         ("HorizontalPodAutoscaler", NAME),
         ("Ingress", NAME),
         ("NetworkPolicy", NAME),
+        ("NetworkPolicy", EXPLAINER),
         ("PodDisruptionBudget", NAME),
         ("Service", NAME),
         ("Service", EXPLAINER),
@@ -152,16 +153,17 @@ def test_metrics_port_is_scraped_in_cluster_but_not_on_the_public_service():
     assert annotations["prometheus.io/path"] == "/metrics"
 
 
-def test_network_policy_admits_the_api_port_and_prometheus_on_the_metrics_port_only():
-    policy = by_kind("NetworkPolicy")["spec"]
-    pod_labels = by_kind("Deployment")["spec"]["template"]["metadata"]["labels"]
+@pytest.mark.parametrize("name", (NAME, EXPLAINER))
+def test_network_policy_admits_the_api_port_and_prometheus_on_the_metrics_port_only(name):
+    policy = by_kind("NetworkPolicy", name)["spec"]
+    pod_labels = by_kind("Deployment", name)["spec"]["template"]["metadata"]["labels"]
     assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items()
     assert policy["policyTypes"] == ["Ingress"]
     admitted = {}
     for rule in policy["ingress"]:
         for port in rule["ports"]:
             admitted[port["port"]] = rule.get("from")
-    assert set(admitted) == {"http", "metrics"} <= set(container_ports())
+    assert set(admitted) == {"http", "metrics"} <= set(container_ports(name))
     assert admitted["http"] is None  # the API: any source (the Service's and the Ingress's traffic)
     (peer,) = admitted["metrics"]  # the metrics: Prometheus's pods in its namespace, nobody else
     assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "monitoring"}
@@ -233,15 +235,40 @@ def test_the_explainer_runs_the_explainer_image_of_the_same_model_locked_down_li
         timeout=30,
     )
     assert built.stdout.strip() == explainer["image"], built.stderr
-    env = {e["name"]: e.get("value") for e in explainer["env"]}
-    api_env = {e["name"]: e.get("value") for e in api["env"]}
-    assert env["MODEL_PATH"] == api_env["MODEL_PATH"] and env["MODEL_SHA256"] == api_env["MODEL_SHA256"] == ""
-    assert {e["name"]: e for e in explainer["env"]}["API_TOKENS"] == {e["name"]: e for e in api["env"]}["API_TOKENS"]
+    env = {e["name"]: e for e in explainer["env"]}
+    api_env = {e["name"]: e for e in api["env"]}
+    assert env["MODEL_PATH"] == api_env["MODEL_PATH"]
+    # The same pin: neither sets MODEL_SHA256, so both verify the image's baked one. Set but blank
+    # would exit 2 (issue 19): the variable stays a comment in both files until there is a digest.
+    assert "MODEL_SHA256" not in env and "MODEL_SHA256" not in api_env
+    for path in (K8S / "deployment.yaml", K8S / "explainer.yaml"):
+        assert re.search(r"^\s*# - name: MODEL_SHA256$", path.read_text(), re.M), path.name
+    # The same tokens, required, from the same Secret mounted the same way (never an env variable)
+    for var in ("API_AUTH", "API_TOKENS_FILE"):
+        assert env[var] == api_env[var], var
+    assert env["API_AUTH"]["value"] == "tokens" and "API_TOKENS" not in env
+    pod, api_pod = deployment["spec"]["template"]["spec"], by_kind("Deployment")["spec"]["template"]["spec"]
+    (secret,) = [v for v in pod["volumes"] if "secret" in v]
+    assert secret in api_pod["volumes"]
+    mounts = {m["name"]: m for m in explainer["volumeMounts"]}
+    assert mounts[secret["name"]] == {m["name"]: m for m in api["volumeMounts"]}[secret["name"]]
+    # Locked down alike: the container's and the pod's security context, no service-account token
     assert explainer["securityContext"] == api["securityContext"]
+    assert pod["securityContext"] == api_pod["securityContext"] and pod["automountServiceAccountToken"] is False
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         assert explainer[probe]["httpGet"] == api[probe]["httpGet"], probe
+    assert explainer["lifecycle"] == api["lifecycle"]
+    assert pod["terminationGracePeriodSeconds"] == api_pod["terminationGracePeriodSeconds"]
+    for var in ("GRACEFUL_TIMEOUT", "REQUEST_TIMEOUT_SECONDS", "METRICS_PORT", "WEB_CONCURRENCY"):
+        assert env[var] == api_env[var], var
+    # its /tmp emptyDir and the kubelet's container log fit in the ephemeral-storage it asks for
+    (tmp,) = [v for v in pod["volumes"] if v["name"] == "tmp"]
+    request, limit = (mebibytes(explainer["resources"][k]["ephemeral-storage"]) for k in ("requests", "limits"))
+    assert mebibytes(tmp["emptyDir"]["sizeLimit"]) + CONTAINER_LOG_MIB <= request <= limit
     assert deployment["spec"]["replicas"] == 1  # no HPA: the predictor's autoscaling never pulls this image
     assert by_kind("HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]["name"] == NAME
+    # no PodDisruptionBudget for one replica (docs/deploy.md, "The explainer")
+    assert [d["metadata"]["name"] for d in manifests().values() if d["kind"] == "PodDisruptionBudget"] == [NAME]
 
 
 # The prediction-log sizing of docs/deploy.md, "Prediction log storage".
@@ -383,6 +410,6 @@ def test_the_image_is_the_version_tag_the_container_check_builds():
         env={"PATH": "/usr/bin:/bin"},
     )
     assert built.returncode == 0 and built.stdout.strip() == image, built.stderr
-    deployment = by_kind("Deployment")
-    for labels in (deployment["metadata"]["labels"], deployment["spec"]["template"]["metadata"]["labels"]):
-        assert labels["app.kubernetes.io/version"] == __version__
+    for deployment in (by_kind("Deployment"), by_kind("Deployment", EXPLAINER)):
+        for labels in (deployment["metadata"]["labels"], deployment["spec"]["template"]["metadata"]["labels"]):
+            assert labels["app.kubernetes.io/version"] == __version__

@@ -130,6 +130,9 @@ def test_a_custom_predictor_speaking_v2_with_the_image_and_settings_of_k8s():
     assert sc["capabilities"]["drop"] == ["ALL"] and sc["seccompProfile"]["type"] == "RuntimeDefault"
     annotations = predictor["annotations"]
     assert annotations["prometheus.io/port"] == env["METRICS_PORT"]["value"]
+    # the predictor image, no explainer component: KServe routes only V1's :explain verb to one, which
+    # this server does not serve (docs/deploy.md, "KServe")
+    assert "explainer" not in isvc()["spec"] and "/explain" in ISVC.read_text()
 
 
 def test_the_probes_are_on_the_v2_health_routes_which_need_no_token():

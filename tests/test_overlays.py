@@ -13,11 +13,14 @@ import pytest
 import yaml
 
 from tests.k8s_tools import (
+    API,
     DEPLOY,
+    EXPLAINER,
     K8S,
     KUBERNETES_VERSION,
     OVERLAYS,
     ROOT,
+    TEST_EXPLAINER_IMAGE,
     TEST_IMAGE,
     api_container,
     base_docs,
@@ -25,6 +28,7 @@ from tests.k8s_tools import (
     checkov_scan,
     copy_tree,
     deployment,
+    deployments,
     docs_of,
     env_of,
     kubectl,
@@ -36,6 +40,8 @@ from tests.k8s_tools import (
 
 CRD_KINDS = {"PrometheusRule", "PodMonitor"}  # checked by test_deploy.py against their CRDs' fields
 TOKENS_MOUNT = "/etc/heart-disease-api/tokens"
+SERVERS = (API, EXPLAINER)  # the two Deployments: the predictor and the explainer
+IMAGES = {API: TEST_IMAGE, EXPLAINER: TEST_EXPLAINER_IMAGE}  # what prod runs once pinned
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +74,7 @@ def test_the_base_kustomization_lists_exactly_what_kubectl_apply_f_reads():
 
 def test_kubectl_apply_f_k8s_reads_the_manifests_and_not_the_kustomization(tmp_path):
     """`kubectl apply -f k8s/` as the course runs it: kubectl's own file reader, offline (`annotate
-    --local` reads files as `apply -f` does), takes the five manifests and skips `Kustomization`; the
+    --local` reads files as `apply -f` does), takes the manifests and skips `Kustomization`; the
     same file named kustomization.yaml would be read as an object and break the apply."""
     argv = ("annotate", "--local", "-o", "name", "check=1", "-f")
     result = run(kubectl(), *argv, K8S, cwd=tmp_path)
@@ -114,19 +120,23 @@ def test_environment_references_come_after_their_definitions(rendered, overlay):
     """Kubernetes expands $(VAR) only from variables defined earlier in the list, and a patch moves the
     variables it touches to the front: a reference must still follow its definition."""
     docs = base_docs() if overlay == "base" else rendered[overlay]
-    defined = set()
-    for var in api_container(docs)["env"]:
-        for ref in re.findall(r"\$\((\w+)\)", var.get("value", "")):
-            assert ref in defined, f"{overlay}: {var['name']} uses $({ref}) before it is defined"
-        defined.add(var["name"])
+    assert sorted(d["metadata"]["name"] for d in deployments(docs)) == sorted(SERVERS)
+    for name in SERVERS:
+        defined = set()
+        for var in api_container(docs, name)["env"]:
+            for ref in re.findall(r"\$\((\w+)\)", var.get("value", "")):
+                assert ref in defined, f"{overlay} {name}: {var['name']} uses $({ref}) before it is defined"
+            defined.add(var["name"])
 
 
 # ------------------------------------------------------------------------------ what each overlay is
 
 
-def test_the_base_requires_tokens_from_a_mounted_secret_and_exports_no_traces():
-    pod = deployment(base_docs())["spec"]["template"]["spec"]
-    env = env_of(api_container(base_docs()))
+@pytest.mark.parametrize("name", SERVERS)
+def test_the_base_requires_tokens_from_a_mounted_secret_and_exports_no_traces(name):
+    """The predictor and the explainer alike: /explain is a prediction route."""
+    pod = deployment(base_docs(), name)["spec"]["template"]["spec"]
+    env = env_of(api_container(base_docs(), name))
     assert env["API_AUTH"]["value"] == "tokens"
     assert env["API_TOKENS_FILE"]["value"].startswith(TOKENS_MOUNT + "/")
     assert "API_TOKENS" not in env and "OTEL_EXPORTER_OTLP_ENDPOINT" not in env
@@ -134,22 +144,24 @@ def test_the_base_requires_tokens_from_a_mounted_secret_and_exports_no_traces():
     (volume,) = [v for v in pod["volumes"] if "secret" in v]
     assert volume["secret"]["secretName"] == "heart-disease-api-tokens" and not volume["secret"].get("optional")
     assert [i["key"] for i in volume["secret"]["items"]] == ["tokens"]
-    mount = {m["name"]: m for m in api_container(base_docs())["volumeMounts"]}[volume["name"]]
+    mount = {m["name"]: m for m in api_container(base_docs(), name)["volumeMounts"]}[volume["name"]]
     assert mount["mountPath"] == TOKENS_MOUNT and mount["readOnly"] is True
-    (service,) = [d for d in base_docs() if d["kind"] == "Service"]
-    assert service["spec"]["type"] == "ClusterIP"
+    services = [d for d in base_docs() if d["kind"] == "Service"]
+    assert sorted(s["metadata"]["name"] for s in services) == sorted(SERVERS)
+    assert all(s["spec"]["type"] == "ClusterIP" for s in services)
 
 
-def test_dev_is_one_open_pod_without_collector_or_autoscaler(rendered):
+@pytest.mark.parametrize("name", SERVERS)
+def test_dev_is_one_open_pod_without_collector_or_autoscaler(rendered, name):
     docs = rendered["dev"]
-    env = env_of(api_container(docs))
-    assert deployment(docs)["spec"]["replicas"] == 1
+    env = env_of(api_container(docs, name))
+    assert deployment(docs, name)["spec"]["replicas"] == 1
     assert not [d for d in docs if d["kind"] == "HorizontalPodAutoscaler"]
     assert env["API_AUTH"]["value"] == "open" and "API_TOKENS_FILE" not in env
     assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in env
-    pod = deployment(docs)["spec"]["template"]["spec"]
+    pod = deployment(docs, name)["spec"]["template"]["spec"]
     assert not [v for v in pod["volumes"] if "secret" in v]
-    assert TOKENS_MOUNT not in {m["mountPath"] for m in api_container(docs)["volumeMounts"]}
+    assert TOKENS_MOUNT not in {m["mountPath"] for m in api_container(docs, name)["volumeMounts"]}
 
 
 def test_prod_requires_tokens_pins_the_digest_and_adds_ingress_collector_and_operator_rules(rendered):
@@ -157,22 +169,28 @@ def test_prod_requires_tokens_pins_the_digest_and_adds_ingress_collector_and_ope
     kinds = {d["kind"] for d in docs}
     assert {"Ingress", "PrometheusRule", "PodMonitor", "HorizontalPodAutoscaler"} <= kinds
     assert "ConfigMap" not in kinds
-    c = api_container(docs)
-    env = env_of(c)
-    assert (
-        env["API_AUTH"]["value"] == "tokens"
-        and env["API_TOKENS_FILE"] == env_of(api_container(base_docs()))["API_TOKENS_FILE"]
-    )
-    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"].startswith("http://otel-collector.")
-    assert c["image"] == TEST_IMAGE and re.fullmatch(r"[^@:]+(:\d+)?[^@:]*@sha256:[0-9a-f]{64}", c["image"])
-    assert c["imagePullPolicy"] == "Always"
+    for name in SERVERS:  # the predictor and the explainer alike
+        c = api_container(docs, name)
+        env = env_of(c)
+        assert (
+            env["API_AUTH"]["value"] == "tokens"
+            and env["API_TOKENS_FILE"] == env_of(api_container(base_docs(), name))["API_TOKENS_FILE"]
+        )
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"].startswith("http://otel-collector.")
+        assert c["image"] == IMAGES[name] and re.fullmatch(r"[^@:]+(:\d+)?[^@:]*@sha256:[0-9a-f]{64}", c["image"])
+        assert c["imagePullPolicy"] == "Always"
+    # one Ingress, the base's, with a host and TLS, and still its two paths (issue 22's routing)
     (ingress,) = [d for d in docs if d["kind"] == "Ingress"]
     (tls,) = ingress["spec"]["tls"]
     (rule,) = ingress["spec"]["rules"]
-    assert rule["host"] in tls["hosts"] and tls["secretName"]
-    (path,) = rule["http"]["paths"]
-    (service,) = [d for d in docs if d["kind"] == "Service"]
-    assert path["backend"]["service"] == {"name": service["metadata"]["name"], "port": {"name": "http"}}
+    assert rule["host"] in tls["hosts"] and tls["secretName"] and ingress["spec"]["ingressClassName"]
+    services = {d["metadata"]["name"] for d in docs if d["kind"] == "Service"}
+    backends = {p["path"]: p["backend"]["service"] for p in rule["http"]["paths"]}
+    assert backends == {
+        "/explain": {"name": EXPLAINER, "port": {"name": "http"}},
+        "/": {"name": API, "port": {"name": "http"}},
+    }
+    assert {b["name"] for b in backends.values()} == services
 
 
 def test_prod_does_not_build_until_its_image_is_pinned_by_digest(tmp_path):
@@ -183,8 +201,20 @@ def test_prod_does_not_build_until_its_image_is_pinned_by_digest(tmp_path):
         refused = pin(tree, bad)
         assert refused.returncode == 2 and "is not REPOSITORY@sha256:" in refused.stderr, refused.stderr
         assert not (tree / "deploy" / "overlays" / "prod" / "release-image").exists()
-    assert pin(tree, "localhost:5000/team/heart-disease-mlops@sha256:" + "0123456789abcdef" * 4).returncode == 0
-    assert api_container(render(tree, "prod"))["image"].startswith("localhost:5000/team/heart-disease-mlops@sha256:")
+    # both images or none: one alone, or the two swapped, is refused too
+    swapped = pin(tree, TEST_EXPLAINER_IMAGE, TEST_IMAGE)
+    assert swapped.returncode == 2 and "the second the explainer" in swapped.stderr, swapped.stderr
+    alone = run("bash", tree / "deploy" / "pin-image.sh", TEST_IMAGE, cwd=tree)
+    assert alone.returncode == 2 and "usage:" in alone.stderr, alone.stderr
+    assert not (tree / "deploy" / "overlays" / "prod" / "release-image").exists()
+    local = "localhost:5000/team/heart-disease-mlops"
+    assert pin(tree, f"{local}@sha256:" + "0123456789abcdef" * 4, f"{local}-explainer@{'f' * 64}").returncode == 2
+    assert (
+        pin(tree, f"{local}@sha256:" + "0123456789abcdef" * 4, f"{local}-explainer@sha256:{'f' * 64}").returncode == 0
+    )
+    docs = render(tree, "prod")
+    assert api_container(docs)["image"] == f"{local}@sha256:" + "0123456789abcdef" * 4
+    assert api_container(docs, EXPLAINER)["image"] == f"{local}-explainer@sha256:{'f' * 64}"
 
 
 # ------------------------------------------------------------------------------ no drift from k8s/
@@ -207,7 +237,7 @@ def strip_changes(doc: dict, namespace: str, removed_annotations: set[str]) -> d
 # What each overlay changes on purpose, as (kind, name) -> the paths it touches. The test applies these
 # edits to k8s/'s objects and requires the rendered overlay to be that exactly.
 def dev_edits(doc: dict) -> None:
-    if doc["kind"] == "Deployment":
+    if doc["kind"] == "Deployment":  # the predictor and the explainer: one open pod each
         doc["spec"]["replicas"] = 1
         pod = doc["spec"]["template"]["spec"]
         (c,) = pod["containers"]
@@ -220,12 +250,20 @@ def dev_edits(doc: dict) -> None:
 def prod_edits(doc: dict) -> None:
     if doc["kind"] == "Deployment":
         (c,) = doc["spec"]["template"]["spec"]["containers"]
-        c["image"], c["imagePullPolicy"] = TEST_IMAGE, "Always"
+        c["image"], c["imagePullPolicy"] = IMAGES[doc["metadata"]["name"]], "Always"
         c["env"].append(
             {
                 "name": "OTEL_EXPORTER_OTLP_ENDPOINT",
                 "value": "http://otel-collector.observability.svc.cluster.local:4318",
             }
+        )
+    if doc["kind"] == "Ingress":  # a host and TLS on the base's rule, its paths untouched
+        host = "heart-disease.example.com"
+        doc["spec"]["ingressClassName"] = "nginx"
+        doc["spec"]["tls"] = [{"hosts": [host], "secretName": "heart-disease-api-tls"}]
+        doc["spec"]["rules"][0]["host"] = host
+        doc["metadata"]["annotations"].update(
+            {"cert-manager.io/cluster-issuer": "letsencrypt", "nginx.ingress.kubernetes.io/force-ssl-redirect": "true"}
         )
 
 
@@ -269,6 +307,7 @@ EXPECTED_SKIPS = {
         ("CKV_K8S_15", "Deployment"),
         ("CKV_K8S_21", "Deployment"),
         ("CKV_K8S_21", "Service"),
+        ("CKV_K8S_21", "Ingress"),
     },
     "prometheus": set(),
     "dev": {("CKV_K8S_43", "Deployment"), ("CKV_K8S_15", "Deployment")},
@@ -302,7 +341,7 @@ def test_checkov_finds_no_failure_and_every_skip_carries_its_reason(rendered, tm
 
 
 def test_checkov_fails_the_base_without_its_skips(tmp_path):
-    """The scan above can fail: without the annotations, the four findings they skip are failures."""
+    """The scan above can fail: without the annotations, the findings they skip are failures."""
     stripped = [{**d, "metadata": {k: v for k, v in d["metadata"].items() if k != "annotations"}} for d in base_docs()]
     target = tmp_path / "base.yaml"
     target.write_text(yaml.safe_dump_all(stripped))

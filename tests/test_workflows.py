@@ -113,6 +113,7 @@ def run_version_step(tmp_path, event: str, ref: str, registry: str) -> tuple[int
         "GITHUB_OUTPUT": str(output),
         "REGISTRY": registry,
         "IMAGE_NAME": workflow("release.yml")["env"]["IMAGE_NAME"],
+        "EXPLAINER_IMAGE_NAME": workflow("release.yml")["env"]["EXPLAINER_IMAGE_NAME"],
     }
     result = subprocess.run(
         ["bash", "-e", "-c", release_step("version")["run"]],
@@ -132,6 +133,7 @@ def test_release_version_step_tags_with_the_package_version(tmp_path):
     assert values == {
         "version": __version__,
         "repository": "ghcr.io/acme/heart-disease-mlops",
+        "explainer_repository": "ghcr.io/acme/heart-disease-mlops-explainer",  # k8s/explainer.yaml's name
         "registry_host": "ghcr.io",
     }
     assert "${{ vars.REGISTRY }}" in release_step("version")["env"]["REGISTRY"]
@@ -144,22 +146,34 @@ def test_release_refuses_a_tag_that_is_not_the_package_version_or_no_registry(tm
     assert rc == 1 and "repository variable REGISTRY" in out and values == {}
 
 
-def test_release_pushes_both_version_tags_with_an_sbom():
-    (push,) = [
-        s
+# The two images the release pushes: the step id, the repository output, the Dockerfile target.
+PUSHED = {"push": ("repository", None), "push-explainer": ("explainer_repository", "explainer")}
+
+
+def test_release_pushes_both_images_with_both_version_tags_and_an_sbom():
+    pushes = {
+        s["id"]: s
         for s in steps(workflow("release.yml"))
         if s.get("uses", "").startswith("docker/build-push-action") and s["with"].get("push") == "true"
-    ]
-    tags = push["with"]["tags"].strip().splitlines()
-    assert tags == [
-        "${{ steps.version.outputs.repository }}:${{ steps.version.outputs.version }}",
-        "${{ steps.version.outputs.repository }}:${{ steps.model.outputs.model_version }}",
-    ]
-    assert push["with"]["sbom"] == "true"
-    (sbom,) = [s for s in steps(workflow("release.yml")) if s.get("uses", "").startswith("anchore/sbom-action")]
-    assert sbom["with"]["format"] == "spdx-json"
+    }
+    assert set(pushes) == set(PUSHED)
+    for step_id, (repository, target) in PUSHED.items():
+        push = pushes[step_id]
+        assert push["with"].get("target") == target, step_id
+        tags = push["with"]["tags"].strip().splitlines()
+        assert tags == [
+            f"${{{{ steps.version.outputs.{repository} }}}}:${{{{ steps.version.outputs.version }}}}",
+            f"${{{{ steps.version.outputs.{repository} }}}}:${{{{ steps.model.outputs.model_version }}}}",
+        ]
+        assert push["with"]["sbom"] == "true"
+    sboms = [s for s in steps(workflow("release.yml")) if s.get("uses", "").startswith("anchore/sbom-action")]
+    assert {s["with"]["format"] for s in sboms} == {"spdx-json"}
+    assert sorted(s["with"]["image"].split(":")[0] for s in sboms) == sorted(
+        f"${{{{ steps.version.outputs.{repository} }}}}" for repository, _ in PUSHED.values()
+    )
     # the model version comes from the card inside the image, where train.py wrote it
     assert "/app/model.card.json" in release_step("model")["run"]
+    assert "/app/model.sha256" in release_step("model")["run"]  # the explainer explains the model served
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "--out /app/model.zip" in dockerfile
 
@@ -204,27 +218,37 @@ def test_release_scans_before_pushing_then_signs_the_pushed_digest():
     doc = workflow("release.yml")
     assert doc["permissions"]["id-token"] == "write"  # keyless signing
     order = [s.get("uses", "").split("@")[0] or s.get("name", "") for s in steps(doc)]
-    scan = order.index("aquasecurity/trivy-action")
-    (trivy,) = [s for s in steps(doc) if s.get("uses", "").startswith("aquasecurity/trivy-action")]
-    assert trivy["with"]["exit-code"] == "1" and set(trivy["with"]["severity"].split(",")) == {"HIGH", "CRITICAL"}
-    assert trivy["with"]["image-ref"] == "${{ env.IMAGE_NAME }}:${{ steps.version.outputs.version }}"  # the build
-    push = [i for i, s in enumerate(steps(doc)) if s.get("id") == "push"][0]
-    assert scan < push < order.index("sigstore/cosign-installer")
+    scans = [i for i, name in enumerate(order) if name == "aquasecurity/trivy-action"]
+    trivies = [steps(doc)[i] for i in scans]
+    for trivy in trivies:
+        assert trivy["with"]["exit-code"] == "1" and set(trivy["with"]["severity"].split(",")) == {"HIGH", "CRITICAL"}
+    assert sorted(t["with"]["image-ref"] for t in trivies) == [  # the two local builds
+        "${{ env.EXPLAINER_IMAGE_NAME }}:${{ steps.version.outputs.version }}",
+        "${{ env.IMAGE_NAME }}:${{ steps.version.outputs.version }}",
+    ]
+    pushes = [i for i, s in enumerate(steps(doc)) if s.get("id") in PUSHED]
+    assert len(pushes) == 2 and max(scans) < min(pushes) < max(pushes) < order.index("sigstore/cosign-installer")
     (sign,) = [s for s in steps(doc) if "cosign sign" in s.get("run", "")]
     assert sign["env"]["IMAGE"].endswith("@${{ steps.push.outputs.digest }}") and "cosign verify" in sign["run"]
+    assert sign["env"]["EXPLAINER_IMAGE"].endswith("@${{ steps.push-explainer.outputs.digest }}")
+    assert '"$IMAGE" "$EXPLAINER_IMAGE"' in sign["run"]  # both signed and verified
 
 
 def test_release_pins_the_prod_overlay_to_the_pushed_digest(tmp_path):
     """The release's pin step, run with bash as Actions would: it renders the prod manifests."""
-    from tests.k8s_tools import TEST_IMAGE, copy_tree, docs_of
+    from tests.k8s_tools import TEST_EXPLAINER_IMAGE, TEST_IMAGE, copy_tree, docs_of
 
     (step,) = [s for s in steps(workflow("release.yml")) if "deploy/pin-image.sh" in s.get("run", "")]
     assert step["env"]["IMAGE"] == "${{ steps.version.outputs.repository }}@${{ steps.push.outputs.digest }}"
+    assert step["env"]["EXPLAINER_IMAGE"] == (
+        "${{ steps.version.outputs.explainer_repository }}@${{ steps.push-explainer.outputs.digest }}"
+    )
     tree = copy_tree(tmp_path)
     summary = tmp_path / "summary.md"
     env = {
         **os.environ,
         "IMAGE": TEST_IMAGE,
+        "EXPLAINER_IMAGE": TEST_EXPLAINER_IMAGE,
         "GITHUB_EVENT_NAME": "workflow_dispatch",
         "GITHUB_STEP_SUMMARY": str(summary),
     }
@@ -236,7 +260,8 @@ def test_release_pins_the_prod_overlay_to_the_pushed_digest(tmp_path):
     images = {
         c["image"] for d in docs if d["kind"] == "Deployment" for c in d["spec"]["template"]["spec"]["containers"]
     }
-    assert images == {TEST_IMAGE} and TEST_IMAGE in summary.read_text()
+    assert images == {TEST_IMAGE, TEST_EXPLAINER_IMAGE}
+    assert TEST_IMAGE in summary.read_text() and TEST_EXPLAINER_IMAGE in summary.read_text()
 
 
 @pytest.mark.parametrize("uid, prefix", [("0", ""), ("1001", "sudo ")])
