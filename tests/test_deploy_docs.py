@@ -29,6 +29,7 @@ from tests.k8s_tools import (
 
 DOC = ROOT / "docs" / "deploy.md"
 IMAGE = f"heart-disease-mlops:{__version__}"
+EXPLAINER_IMAGE = f"heart-disease-mlops-explainer:{__version__}"  # `docker build --target explainer`
 # Commands of tools and objects that are not this project's: named, so that nothing slips through.
 EXTERNAL = (
     "kind create cluster ",
@@ -118,16 +119,24 @@ def check_line(line: str, objects, built: set[str]) -> None:
         return check_kubectl(line, objects, built)
     if argv[:2] == ["docker", "build"]:
         tag = argv[argv.index("-t") + 1]
-        assert tag == IMAGE or tag.endswith("/" + IMAGE), line  # the tag k8s/ runs, or its registry copy
+        target = argv[argv.index("--target") + 1] if "--target" in argv else None
+        assert target in (None, "explainer"), line  # the Dockerfile's default (the predictor) or the explainer
+        image = EXPLAINER_IMAGE if target else IMAGE
+        assert tag == image or tag.endswith("/" + image), line  # the tag k8s/ runs, or its registry copy
         assert argv[-1] == "."
         built.add(tag)
     elif argv[:2] == ["docker", "push"]:
         assert argv[2] in built, line
     elif argv[:3] == ["kind", "load", "docker-image"]:
-        (c,) = objects[""][("Deployment", "heart-disease-api")]["spec"]["template"]["spec"]["containers"]
-        assert argv[3] == c["image"] == IMAGE, line
+        loaded = argv[3 : argv.index("--name")] if "--name" in argv else argv[3:]
+        pods = [d["spec"]["template"]["spec"] for d in objects[""].values() if d["kind"] == "Deployment"]
+        images = {c["image"] for pod in pods for c in pod["containers"]}
+        assert sorted(loaded) == sorted(images) == sorted({IMAGE, EXPLAINER_IMAGE}), line  # every image k8s/ runs
     elif argv[0] == "deploy/pin-image.sh":
-        assert any(image in argv[1] for image in built), line  # the digest of the image just pushed
+        # the digests of the two images just pushed: the predictor's, then the explainer's
+        predictor, explainer = shlex.split(argv[1])
+        assert any(tag in predictor for tag in built if tag.endswith("/" + IMAGE)), line
+        assert any(tag in explainer for tag in built if tag.endswith("/" + EXPLAINER_IMAGE)), line
     elif argv[0] == "curl":
         import heart_fastapi
 
@@ -147,7 +156,15 @@ def test_every_command_of_from_zero_to_a_cluster_is_checked(objects):
     for line in lines:
         check_line(line, objects, built)
     text = " ".join(lines)
-    for needed in ("kind load docker-image", "metrics-server", "create secret generic", "apply -f k8s/", "apply -k"):
+    for needed in (
+        "kind load docker-image",
+        "--target explainer",
+        "metrics-server",
+        "create secret generic",
+        "apply -f k8s/",
+        "apply -k",
+        "rollout status deployment/heart-disease-explainer",
+    ):
         assert needed in text, needed
 
 
@@ -161,3 +178,12 @@ def test_an_unknown_command_or_a_wrong_name_fails(objects):
         check_line("kubectl apply -k deploy/overlays/staging", objects, set())
     with pytest.raises(AssertionError):
         check_line("kind load docker-image heart-disease-mlops:latest", objects, set())
+    with pytest.raises(AssertionError):  # the explainer's image not loaded: its pod would never start
+        check_line(f"kind load docker-image {IMAGE} --name heart", objects, set())
+    with pytest.raises(AssertionError):  # the explainer built under the predictor's tag
+        check_line(f"docker build --target explainer -t {IMAGE} .", objects, set())
+    built = {f"r/{IMAGE}", f"r/{EXPLAINER_IMAGE}"}
+    inspect = "\"$(docker inspect --format '{{{{index .RepoDigests 0}}}}' r/{})\""
+    check_line(f"deploy/pin-image.sh {inspect.format(IMAGE)} {inspect.format(EXPLAINER_IMAGE)}", objects, built)
+    with pytest.raises(AssertionError):  # swapped
+        check_line(f"deploy/pin-image.sh {inspect.format(EXPLAINER_IMAGE)} {inspect.format(IMAGE)}", objects, built)
