@@ -90,8 +90,13 @@ def test_tritonclient_health_and_metadata(server, loaded):
     assert "binary_tensor_data" in client.get_server_metadata()["extensions"]
     meta = client.get_model_metadata(NAME, loaded.version)
     assert meta["name"] == NAME and meta["versions"] == [loaded.version]
-    assert [t["name"] for t in meta["inputs"]] == [*FEATURE_NAMES, "input"]
-    assert meta["inputs"][-1] == {"name": "input", "datatype": "FP64", "shape": [-1, 13]}
+    assert [(t["name"], t["datatype"], t["shape"]) for t in meta["inputs"]] == [("input", "FP64", [-1, 13])]
+    assert meta["inputs"][0]["parameters"]["columns"] == list(FEATURE_NAMES)
+    alternatives = meta["parameters"]["alternative_inputs"]
+    assert [t["name"] for t in alternatives] == list(FEATURE_NAMES) and "never both" in meta["parameters"][
+        "inputs_rule"
+    ]
+    assert [t["name"] for t in alternatives if t["parameters"]["required"]] == ["age", "gender"]
     assert {t["name"]: (t["datatype"], t["shape"]) for t in meta["outputs"]} == {
         "predicted_class": ("INT64", [-1]),
         "probability": ("FP64", [-1]),
@@ -99,6 +104,31 @@ def test_tritonclient_health_and_metadata(server, loaded):
     }
     with pytest.raises(InferenceServerException, match="unknown version 'v0'"):
         client.get_model_metadata(NAME, "v0")
+
+
+def from_metadata(tensors: list[dict], frame) -> list:
+    """A generic client's inputs: one per tensor the metadata lists, its -1 the batch size, its
+    datatype the listed one, its values the columns the metadata names (a feature's, or the matrix's)."""
+    inputs = []
+    for t in tensors:
+        names = [t["name"]] if len(t["shape"]) == 1 else t["parameters"]["columns"]
+        shape = [len(frame) if d == -1 else d for d in t["shape"]]
+        tensor = triton.InferInput(t["name"], shape, t["datatype"])
+        tensor.set_data_from_numpy(frame[names].to_numpy(dtype=float).reshape(shape))
+        inputs.append(tensor)
+    return inputs
+
+
+@pytest.mark.parametrize("form", ["inputs", "alternative_inputs"])
+def test_a_client_built_only_from_the_metadata_gets_predicts_answer(server, form):
+    """Sending every tensor the metadata lists (or every alternative it describes) is a valid request."""
+    api, client = server
+    meta = client.get_model_metadata(NAME)
+    tensors = meta["inputs"] if form == "inputs" else meta["parameters"]["alternative_inputs"]
+    frame = patients(50, seed=21)
+    result = client.infer(NAME, from_metadata(tensors, frame))
+    assert [o["name"] for o in result.get_response()["outputs"]] == [o["name"] for o in meta["outputs"]]
+    assert_same_as_batch(api.url, frame, result)
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])

@@ -8,6 +8,8 @@ the protocol's {"error": "..."} (400; 404 for an unknown model or version; 503 n
 Inputs: one tensor per feature named as in the schema, shape [N] (or [N, 1]), datatype
 FP64, FP32 or INT64 (BYTES for features that have text codes: gender), NaN = missing for an
 optional feature; or one [N, 13] FP64/FP32 tensor named `input`, columns in schema order.
+The metadata lists `input` (what a client should send) and describes the per-feature
+tensors in its `parameters` as the alternative: either, never both.
 Outputs: predicted_class (INT64), probability (FP64), label (BYTES), each [N].
 The binary tensor data extension is supported both ways (tritonclient's default).
 """
@@ -168,19 +170,49 @@ async def model_ready(request: Request):
     )
 
 
+# The metadata lists the one input a generic client can build by reading it (the [-1, 13] matrix),
+# as Triton and KServe list a model's inputs; the per-feature tensors are its alternative, described
+# in `parameters` (MLServer's place for what the protocol has no field for): a client sending every
+# listed tensor must get a 200, never "not both".
+MATRIX_METADATA = {
+    "name": MATRIX_INPUT,
+    "datatype": "FP64",
+    "shape": [-1, len(FEATURES)],
+    "parameters": {"columns": list(FEATURE_NAMES), "datatypes": ["FP64", "FP32"], "missing": "NaN"},
+}
+PER_FEATURE_METADATA = [
+    {
+        "name": f.name,
+        "datatype": "FP64",
+        "shape": [-1],
+        "parameters": {
+            "datatypes": ["FP64", "FP32", "INT64", *(["BYTES"] if f.text_codes else [])],
+            "required": f.required,
+            "rule": f.rule(),
+        },
+    }
+    for f in FEATURES
+]
+INPUTS_RULE = (
+    f"send either `inputs` (the one [N, {len(FEATURES)}] tensor {MATRIX_INPUT!r}, columns as its "
+    "parameters.columns say) or `parameters.alternative_inputs` (one [N] tensor per feature; the optional "
+    "ones may be left out), never both; NaN is a missing value"
+)
+
+
 async def model_metadata(request: Request):
     try:
         version = _model_version(request)
     except V2Error as e:
         return _error(e)
     engine = request.app.state.serving.predictor.engine
-    features = [{"name": f.name, "datatype": "FP64", "shape": [-1]} for f in FEATURES]
     return {
         "name": MODEL_NAME,
         "versions": [version],
         "platform": f"{engine}_sklearn_pipeline",
-        "inputs": [*features, {"name": MATRIX_INPUT, "datatype": "FP64", "shape": [-1, len(FEATURES)]}],
+        "inputs": [MATRIX_METADATA],
         "outputs": [{"name": n, "datatype": d, "shape": [-1]} for n, d in OUTPUTS.items()],
+        "parameters": {"alternative_inputs": PER_FEATURE_METADATA, "inputs_rule": INPUTS_RULE},
     }
 
 
