@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from heart.clients.harness import ApiServer
+from heart.samples import sample
 from heart.schema import BY_NAME, FEATURE_NAMES
 from tests.browser import browser, guarded_page
 
@@ -29,12 +30,17 @@ def chromium():
         yield b
 
 
+def as_codes(row) -> dict:
+    """A patient as the form's controls take it: schema codes (gender 0/1), integers where integral."""
+    return {n: (int(row[n]) if BY_NAME[n].discrete or BY_NAME[n].integer else float(row[n])) for n in FEATURE_NAMES}
+
+
 @pytest.fixture(scope="module")
 def first_row(dataset):
     """The first patient of data/data.csv, as schema codes (the loader maps 'male' to 1)."""
     row = dataset.X.iloc[0]
     assert not row.isna().any()
-    return {n: (int(row[n]) if BY_NAME[n].discrete or BY_NAME[n].integer else float(row[n])) for n in FEATURE_NAMES}
+    return as_codes(row)
 
 
 def fill(page, patient: dict):
@@ -135,8 +141,9 @@ def test_an_out_of_range_value_shows_the_api_message_beside_its_field(server, ch
         page.goto(server.url + "/")
         fill(page, patient)
         submit_with_keyboard(page)
-        page.locator("#e-chol", has_text=message).wait_for()
-        assert page.inner_text("#e-chol") == message
+        shown = "Serum cholesterol" + message.removeprefix("chol")  # the field's label, not its JSON name
+        page.locator("#e-chol", has_text=shown).wait_for()
+        assert page.inner_text("#e-chol") == shown
         assert page.get_attribute("#f-chol", "aria-invalid") == "true"
         assert page.inner_text("#e-age") == "" and page.get_attribute("#f-age", "aria-invalid") is None
         assert page.evaluate("document.activeElement.id") == "f-chol"
@@ -147,6 +154,54 @@ def test_an_out_of_range_value_shows_the_api_message_beside_its_field(server, ch
         submit_with_keyboard(page)
         page.locator("#result").wait_for(state="visible")
         assert page.inner_text("#e-chol") == ""
+
+
+def test_a_missing_sex_is_named_by_its_label(server, chromium, first_row):
+    """The API says "gender is required: ..."; beside the "Sex" field the page says "Sex is required: ..."."""
+    message = httpx.post(server.url + "/explain", json={"age": 50}).json()["detail"][0]["msg"]
+    assert message.startswith("gender is required")
+    with guarded_page(chromium) as (page, net):
+        page.goto(server.url + "/")
+        fill(page, {**first_row, "gender": None})
+        submit_with_keyboard(page)
+        page.locator("#e-gender", has_text="Sex is required").wait_for()
+        assert page.inner_text("#e-gender") == "Sex" + message.removeprefix("gender")
+        assert page.inner_text("label[for=f-gender]").startswith("Sex")
+        net.assert_clean(expected_failures=("/explain: 422",))
+
+
+@pytest.mark.parametrize("side", ["below", "at or above"])
+def test_the_result_states_the_threshold_that_decided_the_class(server, chromium, side, card_threshold):
+    """A 45% risk is "no heart disease" because the card's threshold is 50%: the page says so."""
+    patient = patient_on_side(server.url, card_threshold, below=side == "below")
+    answer = httpx.post(server.url + "/explain", json=patient).json()
+    assert answer["threshold"] == card_threshold
+    with guarded_page(chromium) as (page, net):
+        page.goto(server.url + "/")
+        fill(page, patient)
+        submit_with_keyboard(page)
+        page.locator("#result").wait_for(state="visible")
+        text = page.inner_text("#decision")
+        assert f" is {side} the decision threshold of {100 * card_threshold:.1f}% (the model card's)" in text
+        assert f"The estimate, {page.inner_text('#risk')}," in text
+        assert page.inner_text("#label") == ("heart disease" if side != "below" else "no heart disease")
+        net.assert_clean()
+
+
+@pytest.fixture(scope="module")
+def card_threshold(server):
+    return httpx.get(server.url + "/model").json()["threshold"]
+
+
+def patient_on_side(url: str, threshold: float, below: bool) -> dict:
+    """A sampled patient whose risk is within 15 points of the threshold, on the side asked for."""
+    frame = sample(200, seed=3)
+    records = [as_codes(row) for _, row in frame.iterrows()]
+    predictions = httpx.post(url + "/predict/batch", json={"instances": records}).json()["predictions"]
+    for record, p in zip(records, predictions):
+        if (p["probability"] < threshold) == below and abs(p["probability"] - threshold) < 0.15:
+            return record
+    raise AssertionError("no sampled patient near the threshold on that side")
 
 
 def test_with_tokens_the_page_asks_for_one_and_then_answers(model_path, tmp_path, chromium, first_row):

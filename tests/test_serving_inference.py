@@ -366,6 +366,7 @@ def test_explain_applies_the_cards_threshold(spans, card, p, cls):
     body = asyncio.run(core.explain(patients(EXAMPLE)[0]))
     assert body["predicted_class"] == cls and type(body["predicted_class"]) is int
     assert body["label"] == {1: "heart disease", 0: "no heart disease"}[cls] and body["probability"] == p
+    assert body["threshold"] == (card or {}).get("threshold", 0.5)  # the page states the rule that decided
 
 
 def test_explain_answers_contributions_with_the_inputs_imputed_and_legacy_codes(spans, api_log):
@@ -378,6 +379,7 @@ def test_explain_answers_contributions_with_the_inputs_imputed_and_legacy_codes(
         "predicted_class": 1,
         "label": "heart disease",
         "probability": 0.65,
+        "threshold": 0.6,
         "base_value": 0.45,
         "contributions": [
             {"feature": "thal", "value": 1, "contribution": 0.15},

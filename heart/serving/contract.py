@@ -292,6 +292,7 @@ class ExplainResponse(BaseModel):
     predicted_class: int
     label: str
     probability: float
+    threshold: float = Field(description="the model card's decision threshold: class 1 iff probability >= threshold")
     base_value: float = Field(description="mean P(heart disease) of the forest; base + contributions = probability")
     contributions: list[Contribution]
     imputed: list[str]

@@ -172,7 +172,8 @@ class Inference:
                 raise HTTPException(503, f"cannot explain: {e}") from None
             except Exception as e:  # noqa: BLE001
                 self._failed(span, e, "explain", trace_id, span_id, "explain_failed")
-        cls = int(decide(explanation.probability, threshold_of(state.model.card))[0])
+        threshold = threshold_of(state.model.card)
+        cls = int(decide(explanation.probability, threshold)[0])
         log.info(
             "explanation",
             extra={
@@ -187,6 +188,7 @@ class Inference:
             "predicted_class": cls,
             "label": LABELS[cls],
             "probability": explanation.probability,
+            "threshold": threshold,
             "base_value": explanation.base_value,
             "contributions": [
                 {"feature": name, "value": inputs[0][name], "contribution": value}

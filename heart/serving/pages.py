@@ -18,7 +18,7 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from ..schema import FEATURES, Feature
+from ..schema import FEATURES, TARGET, Feature
 from ..templates import templates
 
 HERE = Path(__file__).resolve().parent.parent  # heart/: static/ lives there
@@ -76,7 +76,12 @@ def render_page() -> str:
     fields = [form_field(f) for f in FEATURES]
     labels = {f.name: f.description for f in FEATURES}
     meanings = {f.name: {str(code): meaning for code, meaning in f.codes.items()} for f in FEATURES if f.codes}
-    return templates().get_template("index.html.j2").render(fields=fields, labels=labels, meanings=meanings)
+    classes = {str(code): label for code, label in TARGET.labels.items()}
+    return (
+        templates()
+        .get_template("index.html.j2")
+        .render(fields=fields, labels=labels, meanings=meanings, classes=classes)
+    )
 
 
 QVALUE = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?")  # RFC 9110, 12.4.2: weight = q= qvalue, in [0, 1]
