@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
-from heart.analyses.html_report import SECTIONS
 from heart.analyses.report import format_table, write_json
+from heart.analyses.sections import SECTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 # Variables that would make a default run do something else than the docs show (a token the batch
