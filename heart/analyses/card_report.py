@@ -37,7 +37,7 @@ def section(card: dict, reports: Path, path: Path) -> dict:
         "metric_names": names,
         "threshold": threshold,
         "calibration": _calibration(calibration),
-        "command": "python train.py --data data/data.csv --out model.joblib",
+        "command": "python train.py --data data/data.csv --out model.zip",
     }
 
 
