@@ -280,7 +280,7 @@ def test_60_seconds_of_traffic_without_a_collector_log_no_export_warning(real_se
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]
-    pinned = {"MODEL_SHA256": sha256_file(model_path)}  # else the one warning is model_unpinned
+    pinned = {"MODEL_SHA256": sha256_file(model_path), "API_AUTH": "open"}  # else: model_unpinned, api_open
     unreachable = {
         **pinned,
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{closed}",
