@@ -17,14 +17,10 @@ docs/analyses.md (about five minutes).
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from heart import cli
-from heart.analyses import poisoning
-from heart.analyses.report import fit_notes, format_table, plot_poisoning, write_json
+from heart.analyses import poisoning, poisoning_report, report
 from heart.model import card_split, forest_from_card
-
-METRICS = poisoning.REPORTED
 
 
 def parse_args(argv):
@@ -47,10 +43,6 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def _ms(s: poisoning.MeanSd) -> str:
-    return "n/a" if s.mean != s.mean else f"{s.mean:.3f} ± {s.sd:.3f}"
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     model, data, labels = cli.load_analysis_inputs(args)
@@ -71,62 +63,10 @@ def main(argv=None) -> int:
         n_jobs=args.jobs,
         stages=cli.stages(args),
     )
-    rnd, tgt = (result.attacks[k].summary for k in ("random", "targeted_positive_to_negative"))
-    print(
-        f"training rows {result.train_rows} ({result.train_positives} with disease), held-out rows "
-        f"{result.test_rows}; budget {result.budget_rows} flipped labels ({args.rate:.0%}); "
-        f"{len(seeds)} attack seeds, mean ± sd"
-    )
-    rows = [
-        ["clean", *(result.clean[m] for m in METRICS)],
-        [f"random flips {args.rate:.0%}", *(_ms(rnd.metrics[m]) for m in METRICS)],
-        [f"  + defense ({args.defense})", *(_ms(rnd.defense.metrics_after[m]) for m in METRICS)],
-        [f"targeted 1->0 {args.rate:.0%}", *(_ms(tgt.metrics[m]) for m in METRICS)],
-        [f"  + defense ({args.defense})", *(_ms(tgt.defense.metrics_after[m]) for m in METRICS)],
-    ]
-    print(format_table(["training labels", *METRICS], rows))
-    main_notes, sweep_notes = fit_notes(result.to_dict())
-    for note in main_notes:
-        print(f"model of {note}")
-    print("\ndefense: confident learning on out-of-fold probabilities, scored against the known flips")
-    d_rows = [
-        [name, _ms(s.defense.flagged), _ms(s.defense.precision), _ms(s.defense.recall), s.defense.chance_precision.mean]
-        for name, s in (("random", rnd), ("targeted", tgt))
-    ]
-    d_rows.append(["clean labels", str(result.defense_on_clean_labels.flagged), "-", "-", 0.0])
-    print(format_table(["attack", "flagged", "precision", "recall", "chance precision"], d_rows))
-    print_sweep(result, sweep_notes)
-    out = Path(args.out_dir)
-    report = {
-        "model_version": model.version,
-        "data": {"file": data.source, "sha256": data.sha256},
-        "labels": labels,
-        "defense_method": "confident learning (per-class mean out-of-fold probability thresholds), "
-        f"suspicious rows {'dropped' if args.defense == 'drop' else 'relabelled'}",
-        **result.to_dict(),
-    }
-    json_path = write_json(out / "poisoning.json", report)
-    png = plot_poisoning(result, out / "poisoning.png")
+    print(poisoning_report.text(result))
+    json_path, png = poisoning_report.write(result, args.out_dir, report.provenance(model, data, labels))
     print(f"\nwrote {json_path} and {png}")
     return 0
-
-
-def print_sweep(result: poisoning.PoisoningReport, notes: list[str]) -> None:
-    print(
-        f"\nsweep (held-out metrics, mean ± sd over seeds; model: how a set too lopsided for the clean "
-        f"model's {result.clean_fit} was modelled instead, n/a when no seed's set was trainable):"
-    )
-    rows = []
-    for r_, t_, note in zip(result.sweep["random"], result.sweep["targeted_positive_to_negative"], notes):
-        rows.append(
-            [
-                f"{r_.rate:.0%}",
-                *(_ms(r_.summary.metrics[m]) for m in METRICS),
-                _ms(t_.summary.metrics["recall"]),
-                note or "as clean",
-            ]
-        )
-    print(format_table(["flipped", *(f"random {m}" for m in METRICS), "targeted recall", "model"], rows))
 
 
 if __name__ == "__main__":

@@ -12,19 +12,15 @@ Writes <out-dir>/drift.json and drift.png.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
+
+import pandas as pd
 
 from heart import cli
-from heart.analyses import drift
-from heart.analyses.report import format_table, plot_drift, write_json
-from heart.data import load_dataset
+from heart.analyses import drift, drift_report
+from heart.data import Dataset, load_dataset
 from heart.model import DEFAULT_SEED
 from heart.predlog import load_prediction_log
 from heart.samples import MODES, sample
-
-
-def _p(p: float) -> str:
-    return "n/a" if p != p else f"{p:.2g}"
 
 
 def parse_args(argv):
@@ -70,63 +66,27 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
+def read_current(args, reference: Dataset) -> tuple[pd.DataFrame, dict]:
+    """The current data and how to name it in the report: a CSV, the prediction log or random patients."""
+    if args.current:
+        current = load_dataset(args.current, require_target=False)
+        return current.X, {"kind": "csv", "file": current.source, "sha256": current.sha256}
+    if args.from_log:
+        current = load_prediction_log(args.from_log)
+        return current.X, {"kind": "prediction_log", "file": current.source, "sha256": current.sha256}
+    X_cur = sample(args.samples, seed=args.seed, mode=args.mode, reference=reference.X)
+    return X_cur, {"kind": f"random samples ({args.mode})", "n": args.samples, "seed": args.seed}
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     reference = load_dataset(args.data)
-    if args.current:
-        current = load_dataset(args.current, require_target=False)
-        source = {"kind": "csv", "file": current.source, "sha256": current.sha256}
-        X_cur = current.X
-    elif args.from_log:
-        current = load_prediction_log(args.from_log)
-        source = {"kind": "prediction_log", "file": current.source, "sha256": current.sha256}
-        X_cur = current.X
-    else:
-        X_cur = sample(args.samples, seed=args.seed, mode=args.mode, reference=reference.X)
-        source = {"kind": f"random samples ({args.mode})", "n": args.samples, "seed": args.seed}
+    X_cur, source = read_current(args, reference)
     result = drift.drift_report(
         reference.X, X_cur, alpha=args.alpha, correction=args.correction, share_threshold=args.share_threshold
     )
-    rows = [
-        [
-            f.feature,
-            f.kind,
-            f.test,
-            f.statistic,
-            _p(f.p_value),
-            _p(f.p_adjusted),
-            f.psi,
-            f.wasserstein if f.wasserstein is not None else "",
-            "DRIFT" if f.drifted else "ok",
-        ]
-        for f in result.features
-    ]
-    print(
-        f"reference: {reference.source} ({reference.n_rows} rows); current: "
-        f"{source.get('file', source['kind'])} ({len(X_cur)} rows)"
-    )
-    print(
-        format_table(["feature", "kind", "test", "statistic", "p", "p adjusted", "PSI", "Wasserstein", "verdict"], rows)
-    )
-    method = "Benjamini-Hochberg" if args.correction == "bh" else "Bonferroni"
-    print(
-        f"\n{len(result.drifted_features)} of {len(result.features)} features drifted ({method}-adjusted p < "
-        f"{args.alpha}): share {result.share_drifted:.2f} vs threshold {args.share_threshold} -> "
-        f"{'DATA SET DRIFT' if result.dataset_drift else 'no data-set drift'}"
-    )
-    out = Path(args.out_dir)
-    json_path = write_json(
-        out / "drift.json",
-        {"reference": {"file": reference.source, "sha256": reference.sha256}, "current": source, **result.to_dict()},
-    )
-    png = plot_drift(
-        reference.X,
-        X_cur,
-        result,
-        out / "drift.png",
-        title=f"Training data vs {source.get('file', source['kind'])}: "
-        f"{len(result.drifted_features)}/{len(result.features)} features drifted",
-    )
+    print(drift_report.text(result, reference, source))
+    json_path, png = drift_report.write(result, args.out_dir, reference, X_cur, source)
     print(f"wrote {json_path} and {png}")
     return cli.EXIT_FAILED if args.fail_on_drift and result.dataset_drift else 0
 

@@ -24,9 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from heart import cli
-from heart.analyses import html_report, outcomes, performance
-from heart.analyses.performance_report import plot_performance, tables, verdict
-from heart.analyses.report import write_json
+from heart.analyses import html_report, outcomes, performance, performance_report
 from heart.data import DataError
 from heart.decision import threshold_of
 
@@ -97,18 +95,6 @@ def read_card(path: str) -> dict:
     return card
 
 
-def write_page(out: Path, card: str) -> str:
-    """reports/index.html again, now with this section; a broken report of another analysis
-    leaves the page as it was and is named, without failing this run."""
-    try:
-        return str(
-            html_report.write(out / "index.html", html_report.render(html_report.build_sections(out, card), out))
-        )
-    except (html_report.ReportError, OSError) as e:
-        print(f"note: {out / 'index.html'} not updated: {e}", file=sys.stderr)
-        return ""
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     card = read_card(args.card)
@@ -135,12 +121,9 @@ def main(argv=None) -> int:
             f"note: {args.card} is model {card.get('model_version')}: is it the model that served these?",
             file=sys.stderr,
         )
-    print()
-    print(tables(report) + "\n\n" + verdict(report))
-    out = Path(args.out_dir)
-    json_path = write_json(out / "performance.json", {**report.to_dict(), "source": source})
-    png = plot_performance(report, out / "performance.png")
-    page = write_page(out, args.card)
+    print("\n" + performance_report.text(report))
+    json_path, png = performance_report.write(report, args.out_dir, source)
+    page = html_report.refresh(Path(args.out_dir), args.card)
     print(f"wrote {json_path}, {png}" + (f" and {page}" if page else ""))
     return cli.EXIT_FAILED if args.fail_on_degradation and report.degraded else cli.EXIT_OK
 

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
-from heart.analyses.html_report import SECTIONS
 from heart.analyses.report import format_table, write_json
+from heart.analyses.sections import SECTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 # Variables that would make a default run do something else than the docs show (a token the batch
@@ -62,7 +62,7 @@ class Step:
 
 SERVER = Step("python heart_fastapi.py", 30, "")  # budget: until /ready_check answers 200
 STEPS = (
-    Step("python train.py", 150, "wrote model.joblib and model.card.json (model_version "),
+    Step("python train.py", 150, "wrote model.zip and model.card.json (model_version "),
     Step("python fairness_check.py", 60, "wrote reports/fairness_gender.json and reports/fairness_gender.png"),
     Step("python explainability.py", 30, "wrote reports/explainability.json, reports/shap_bar.png"),
     Step("python drift_analysis_ks.py", 30, "wrote reports/drift.json and reports/drift.png"),

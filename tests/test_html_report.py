@@ -10,6 +10,8 @@ import io
 import json
 import re
 import shutil
+import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -24,7 +26,9 @@ import monitor_performance
 import train as train_script
 from bench import smoke
 from heart.analyses import html_report
-from heart.analyses.html_report import BY_KEY, ReportError, build_sections, render
+from heart.analyses.html_report import ReportError, build_sections, render
+from heart.analyses.sections import BY_KEY, SECTIONS
+from heart.templates import TEMPLATE_DIR
 from tests.browser import browser, guarded_page
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -270,3 +274,25 @@ def test_the_smoke_check_passes_a_full_page_and_names_each_empty_section(reports
         + (page[page.index("</section>", drift) :])
     )
     assert smoke.report_problems(bare) == ["section 'drift' has no table or figure"]
+
+
+def test_each_section_is_declared_once_in_the_registry():
+    """A template per registry entry and an entry per template; each entry's make target is in the Makefile
+    and its builder lives in the analysis' presentation module, not in the page."""
+    templates = sorted(p.name.removesuffix(".html.j2") for p in (TEMPLATE_DIR / "report").glob("*.html.j2"))
+    assert sorted(BY_KEY) == templates and len(SECTIONS) == len(BY_KEY)
+    makefile = (ROOT / "Makefile").read_text()
+    for section in SECTIONS:
+        assert f"\n{section.make_target.removeprefix('make ')}:" in makefile, section.make_target
+        assert section.build.__module__.endswith("_report") and section.build.__name__ == "section", section.key
+    assert html_report.parse_args(["--section", "drift"]).section == ["drift"]
+    with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
+        html_report.parse_args(["--section", "calibration"])
+
+
+def test_the_page_loads_without_the_analyses_heavy_libraries():
+    """The presentation modules import their analysis for annotations only: writing the page (and
+    monitor_performance.py, which rewrites it) does not wait for SciPy, shap, fairlearn or scikit-learn."""
+    code = "import json, sys, heart.analyses.html_report; print(json.dumps(sorted(sys.modules)))"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert {"scipy", "shap", "fairlearn", "sklearn"}.isdisjoint(json.loads(proc.stdout))

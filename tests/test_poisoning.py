@@ -16,7 +16,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from heart.analyses import poisoning, report
+from heart.analyses import poisoning, poisoning_report, report
 from heart.model import card_split, forest_from_card
 from heart.schema import FEATURE_NAMES
 
@@ -638,10 +638,10 @@ def test_metrics_are_over_the_trainable_seeds_and_the_fits_are_counted():
 
 
 def test_fits_are_described_against_the_clean_models():
-    assert report.describe_fits({"5-fold calibration": 3}, "5-fold calibration") == ""
-    assert report.describe_fits({"2-fold calibration": 3}, "5-fold calibration") == "2-fold calibration"
+    assert poisoning_report.describe_fits({"5-fold calibration": 3}, "5-fold calibration") == ""
+    assert poisoning_report.describe_fits({"2-fold calibration": 3}, "5-fold calibration") == "2-fold calibration"
     assert (
-        report.describe_fits(
+        poisoning_report.describe_fits(
             {"5-fold calibration": 1, "not trainable": 2, "2-fold calibration": 1}, "5-fold calibration"
         )
         == "not trainable (2 of 4 seeds), 2-fold calibration (1 of 4 seeds)"
@@ -709,8 +709,8 @@ def test_not_trainable_is_null_in_the_json_and_named_in_the_plot(extremes, tmp_p
     point = doc["sweep"]["targeted_positive_to_negative"][2]
     assert point["recall"] == {"mean": None, "sd": None} and point["fits"] == {"not trainable": 2}
     figures = []
-    monkeypatch.setattr(report, "save_figure", lambda fig, path: figures.append(fig) or path)
-    report.plot_poisoning(r, tmp_path / "poisoning.png")
+    monkeypatch.setattr(poisoning_report, "save_figure", lambda fig, path: figures.append(fig) or path)
+    poisoning_report.plot_poisoning(r, tmp_path / "poisoning.png")
     random_axes, targeted_axes = figures[0].axes
     assert targeted_axes.get_xlabel().splitlines()[1:] == [
         "45%: 2-fold calibration",
@@ -740,11 +740,11 @@ def test_fit_notes_name_each_attack_and_sweep_point_modelled_otherwise():
             "targeted_positive_to_negative": [{"fits": five}, {"fits": two}],
         },
     }
-    main, sweep = report.fit_notes(doc)
+    main, sweep = poisoning_report.fit_notes(doc)
     assert main == ["targeted: constant (one class left)", "targeted + defense: constant (one class left)"]
     assert sweep == ["", "targeted: 2-fold calibration (1 of 2 seeds), not trainable (1 of 2 seeds)"]
-    assert report.fit_notes(doc, defense="defence")[0][1].startswith("targeted + defence: ")
+    assert poisoning_report.fit_notes(doc, defense="defence")[0][1].startswith("targeted + defence: ")
     old = {**doc, "sweep": {k: [{} for _ in v] for k, v in doc["sweep"].items()}}  # written before fits were recorded
     del old["clean_fit"]
     old["attacks"] = {k: {"summary": {"defense": {}}} for k in doc["attacks"]}
-    assert report.fit_notes(old) == ([], ["", ""])
+    assert poisoning_report.fit_notes(old) == ([], ["", ""])

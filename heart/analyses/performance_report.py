@@ -1,8 +1,5 @@
-"""The performance analysis at the edge: its printed tables, its plot and its HTML section.
-
-Kept apart from heart.analyses.report (the other analyses' tables and plots) and html_report
-(the page) so that neither grows past a screen; they read the same performance.json.
-"""
+"""The performance analysis at the edge: the text monitor_performance.py prints, its plot, its files
+and its section of reports/index.html (the layout of every <analysis>_report module)."""
 
 from __future__ import annotations
 
@@ -12,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .performance import METRICS, PerformanceReport, WindowPerformance
-from .report import _pyplot, format_table, save_figure
+from .report import _pyplot, format_table, plots, save_figure, write_json
 
 SHOWN = ("accuracy", "roc_auc", "recall", "specificity")  # the plot's panels: Brier is in the tables
 LABELS = {
@@ -82,6 +79,17 @@ def verdict(report: PerformanceReport) -> str:
     return head + f"DEGRADED: {len(report.breaches)} figure(s) below a minimum\n" + "\n".join(lines)
 
 
+def text(report: PerformanceReport) -> str:
+    return tables(report) + "\n\n" + verdict(report)
+
+
+def write(report: PerformanceReport, out: str | Path, source: dict) -> tuple[Path, Path]:
+    """<out>/performance.json (the result, then what it read) and performance.png."""
+    out = Path(out)
+    json_path = write_json(out / "performance.json", {**report.to_dict(), "source": source})
+    return json_path, plot_performance(report, out / "performance.png")
+
+
 def plot_performance(report: PerformanceReport, path: str | Path) -> Path:
     """Per metric, estimated (line, 95% band) and realized (points, 95% bars) by window; label
     coverage and rows below. A minimum set for a metric is a dashed line."""
@@ -135,10 +143,11 @@ def _bar_width(report: PerformanceReport) -> float:
 
 # ------------------------------------------------------------------------------ reports/index.html
 
+CAPTION = "Estimated (line, 95% band) and realized (points, 95% CI) performance by window; label coverage"
 
-def performance_section(doc: dict, reports: Path) -> dict:
-    """The HTML report's section from performance.json: a summary, the command and the tables
-    (html_report adds the plot)."""
+
+def section(doc: dict, reports: Path, path: Path) -> dict:
+    """The HTML report's section from performance.json: a summary, the command, the tables and the plot."""
     o = doc["overall"]
     est, real = o["estimated"], o["realized"]
     summary = (
@@ -180,6 +189,7 @@ def performance_section(doc: dict, reports: Path) -> dict:
             for w in doc["windows"]
         ],
         "overall": [[LABELS[m], _fig(o["estimated"][m]), _fig(o["realized"][m])] for m in METRICS],
+        "plots": plots(reports, [("performance.png", CAPTION)]),
     }
 
 
