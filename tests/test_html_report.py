@@ -26,7 +26,9 @@ import monitor_performance
 import train as train_script
 from bench import smoke
 from heart.analyses import html_report
+from heart.analyses.card_report import RELIABILITY_NAMES, reliability_figure
 from heart.analyses.html_report import ReportError, build_sections, render
+from heart.analyses.report import png_bytes
 from heart.analyses.sections import BY_KEY, SECTIONS
 from heart.templates import TEMPLATE_DIR
 from tests.browser import browser, guarded_page
@@ -112,15 +114,17 @@ def test_main_writes_every_section_from_the_json(reports, capsys):
     html = (out / "index.html").read_text()
     page = parse(html)
     assert page.sections == {k: "true" for k in SECTION_IDS}
-    # self-contained: every URL is an in-page anchor or inline data; 7 PNGs embedded byte for byte
+    # self-contained: every URL is an in-page anchor or inline data; the 7 PNGs embedded byte for byte,
+    # and the card's reliability diagram, drawn from the card
     assert all(u.startswith(("#", "data:")) for u in page.urls), [
         u for u in page.urls if not u.startswith(("#", "data:"))
     ]
     assert not re.search(r"url\(|@import|<script|<link", html)  # no CSS fetch, no script, no stylesheet
     pngs = sorted(p.name for p in out.glob("*.png"))
-    assert len(pngs) == 7 and len(page.images) == 7
+    assert len(pngs) == 7 and len(page.images) == 8
     embedded = {base64.b64decode(src.removeprefix("data:image/png;base64,")) for src in page.images}
-    assert embedded == {(out / name).read_bytes() for name in pngs}
+    reliability = png_bytes(reliability_figure(json.loads(card.read_text())["calibration"]["reliability"]))
+    assert embedded == {(out / name).read_bytes() for name in pngs} | {reliability}
 
 
 def test_summaries_and_tables_carry_the_reports_numbers(reports):
@@ -201,9 +205,37 @@ def test_calibration_is_shown_when_the_card_has_it(reports, tmp_path):
     assert '<th scope="col">mean predicted</th>' in html
     filled = [b for b in cal["reliability"]["test"] if b["count"]]
     assert all(f"<td>{b['count']}</td>" in html for b in filled)
+    assert len(parse(html).images) == 1 and "Reliability diagram of the card" in html
     (tmp_path / "card.json").write_text(json.dumps({k: v for k, v in card.items() if k != "calibration"}))
     without = render(build_sections(out, tmp_path / "card.json", ("card",)), out)
     assert "no <code>calibration</code> entry" in without and "reliability.test" not in without
+    assert parse(without).images == []
+
+
+def test_the_reliability_diagram_draws_the_cards_bins_with_their_counts(reports):
+    """Predicted against observed per filled bin, each point labelled with its count, the counts as bars."""
+    _, card_path = reports
+    diagrams = json.loads(card_path.read_text())["calibration"]["reliability"]
+    fig = reliability_figure(diagrams)
+    try:
+        top, bottom = fig.axes
+        lines = {line.get_label(): line for line in top.get_lines()}
+        labels = [t.get_text() for t in top.texts]
+        for name, bins in diagrams.items():
+            filled = [b for b in bins if b["count"]]
+            (line,) = [
+                v for k, v in lines.items() if k == f"{RELIABILITY_NAMES[name]} (n={sum(b['count'] for b in bins)})"
+            ]
+            assert list(line.get_xdata()) == [b["mean_predicted"] for b in filled]
+            assert list(line.get_ydata()) == [b["observed_rate"] for b in filled]
+            assert all(str(b["count"]) in labels for b in filled)
+        heights = sorted(p.get_height() for p in bottom.patches)
+        assert heights == sorted(b["count"] for bins in diagrams.values() for b in bins)
+        assert "perfectly calibrated" in lines
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
 
 
 def test_the_report_opens_in_a_browser_with_no_request_elsewhere(reports):
@@ -217,7 +249,11 @@ def test_the_report_opens_in_a_browser_with_no_request_elsewhere(reports):
             assert heading.inner_text() == section.title
             assert page.locator(f"#{key} .summary").first.is_visible()
         widths = page.eval_on_selector_all("img", "imgs => imgs.map(i => i.complete ? i.naturalWidth : 0)")
-        assert len(widths) == 7 and all(w > 100 for w in widths)  # every plot decoded
+        assert len(widths) == 8 and all(w > 100 for w in widths)  # every plot decoded
+        # the commands wrap: none runs off the right edge, even on a narrow window
+        page.set_viewport_size({"width": 480, "height": 800})
+        overflow = page.eval_on_selector_all("pre", "ps => ps.filter(p => p.scrollWidth > p.clientWidth).length")
+        assert page.locator("pre").count() > 5 and overflow == 0
         net.assert_clean()
         assert net.served == [f"{(out / 'index.html').as_uri()}: 200"]  # the page itself, nothing else
 

@@ -3,10 +3,16 @@ its own summary), the first of the page's sections (heart.analyses.sections)."""
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Any
 
-from .report import num
+from .report import _pyplot, num, png_bytes, save_figure
+
+RELIABILITY_NAMES = {"cv_out_of_fold": "cross-validation, out of fold", "test": "held-out split"}
+RELIABILITY_CAPTION = (
+    "Reliability diagram of the card: observed rate against mean predicted probability per bin, with counts"
+)
 
 
 def section(card: dict, reports: Path, path: Path) -> dict:
@@ -38,7 +44,54 @@ def section(card: dict, reports: Path, path: Path) -> dict:
         "threshold": threshold,
         "calibration": _calibration(calibration),
         "command": "python train.py --data data/data.csv --out model.zip",
+        "plots": _reliability_plot(calibration, path.name),
     }
+
+
+def _reliability_plot(calibration: Any, source: str) -> list[dict]:
+    """The card's reliability diagrams as one picture, drawn from the card itself (no file to read)."""
+    diagrams = calibration.get("reliability") if isinstance(calibration, dict) else None
+    if not isinstance(diagrams, dict) or not diagrams:
+        return []
+    src = "data:image/png;base64," + base64.b64encode(png_bytes(reliability_figure(diagrams))).decode("ascii")
+    return [{"src": src, "file": source, "caption": RELIABILITY_CAPTION}]
+
+
+def reliability_figure(diagrams: dict[str, list[dict]]):
+    """Observed rate against mean predicted probability per bin, one line per set of predictions
+    (calibration.reliability: CV out of fold, held out), each point labelled with its count; the
+    counts as bars below, on a log scale (the CV pools 25 folds' predictions, the test split has 61)."""
+    plt = _pyplot()
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 7.5), sharex=True, height_ratios=[3, 1])
+    top.plot([0, 1], [0, 1], ls=":", color="#666", label="perfectly calibrated")
+    width = 0.08 / max(len(diagrams), 1)
+    for i, (name, bins) in enumerate(diagrams.items()):
+        filled = [b for b in bins if b["count"] and b.get("mean_predicted") is not None]
+        label = f"{RELIABILITY_NAMES.get(name, name)} (n={sum(b['count'] for b in bins)})"
+        (line,) = top.plot(
+            [b["mean_predicted"] for b in filled], [b["observed_rate"] for b in filled], "o-", label=label
+        )
+        for b in filled:
+            top.annotate(str(b["count"]), (b["mean_predicted"], b["observed_rate"]), textcoords="offset points",
+                         xytext=(4, -11 if i % 2 else 5), fontsize=7, color=line.get_color())  # fmt: skip
+        offset = (i - (len(diagrams) - 1) / 2) * width
+        bottom.bar(
+            [(b["low"] + b["high"]) / 2 + offset for b in bins],
+            [b["count"] for b in bins],
+            width,
+            color=line.get_color(),
+        )
+    top.set(xlim=(0, 1), ylim=(-0.06, 1.05), ylabel="observed rate of heart disease")
+    top.set_title("Reliability: predicted vs observed per bin (the numbers: predictions in the bin)", fontsize=10)
+    top.legend(fontsize=8, loc="upper left")
+    top.grid(alpha=0.3)
+    bottom.set(xlabel="predicted probability of heart disease", ylabel="count (log)", yscale="log")
+    bottom.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def plot_reliability(diagrams: dict[str, list[dict]], path: str | Path) -> Path:
+    return save_figure(reliability_figure(diagrams), path)
 
 
 def _calibration(cal: Any) -> dict | None:

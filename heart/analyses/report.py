@@ -89,19 +89,24 @@ def _pyplot():
     return plt
 
 
-def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
-    """Render to memory, then write atomically; closes the figure."""
+def png_bytes(fig, dpi: int = 110) -> bytes:
+    """The figure as PNG bytes, for a file or a page that embeds it; closes the figure."""
     import io
 
     plt = _pyplot()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     try:
         fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     finally:
         plt.close(fig)
-    atomic_write(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
+    """Render to memory, then write atomically; closes the figure."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, png_bytes(fig, dpi))
     return path
 
 
