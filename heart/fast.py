@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
 # ONNX Runtime sums the forest in float32 (~3e-7 error); the calibration's sigmoid multiplies
-# that by its slope (|a|/4, about 2.8 for the shipped model): 1e-6 measured, 1e-5 allowed.
+# that by its slope (|a|/4, about 2.8 for the shipped model): about 1e-6, 1e-5 allowed (the
+# shipped model's figure: docs/model.md, generated from /ready_check).
 PARITY_TOLERANCE = 1e-5
 ENGINES = ("onnx", "sklearn")
 log = logging.getLogger(__name__)

@@ -45,7 +45,7 @@ FOREST_DEFAULTS = dict(n_estimators=300, max_features=1, min_samples_leaf=5, max
 # a sigmoid (Platt) map fitted on 5-fold out-of-fold forest scores brings Brier to 0.118 with
 # the same ROC AUC (docs/model.md, "Calibration"; `python -m bench.calibration`). ensemble=False:
 # one forest fitted on all training rows, one sigmoid; the map is monotone, so the ranking (and
-# the SHAP attribution, heart/explain.py) stays the forest's.
+# the SHAP attribution, heart/attribution.py) stays the forest's.
 CALIBRATION = dict(method="sigmoid", cv=5, ensemble=False)
 RELIABILITY_BINS = 10
 TUNING_GRID = dict(max_features=[1, 2, "sqrt"], min_samples_leaf=[2, 3, 5, 8], max_depth=[3, 4, 5, None])

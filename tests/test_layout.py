@@ -7,6 +7,7 @@ module that imports upward, or closes a circle, fails here rather than in a read
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,67 @@ def test_modules_and_functions_fit_on_a_screen(path):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             length = node.end_lineno - node.lineno + 1
             assert length <= MAX_FUNCTION_LINES, f"{node.name} (line {node.lineno}) has {length} lines"
+
+
+# ---------------------------------------------------------------- the docs' layouts follow the tree
+
+WING_MODULES = {w: {p.stem for p in (PACKAGE / w).glob("*.py")} - {"__init__"} for w in WINGS}
+CORE_MODULES = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
+
+
+def readme_layout() -> dict[str, str]:
+    """readme.md's Layout block, by entry: its first word (a script, `heart/`, a core module, a wing
+    as `serving/`) -> the entry's text, its continuation lines included."""
+    from markdown_it import MarkdownIt
+
+    text = (ROOT / "readme.md").read_text()
+    section = text[text.index("## Layout") :]
+    fence = next(t for t in MarkdownIt("commonmark").parse(section) if t.type == "fence")
+    entries: dict[str, str] = {}
+    key = ""
+    for line in fence.content.splitlines():
+        if line[:1] != " " or (line[:2] == "  " and line[2:3] != " "):
+            key = line.split()[0]
+            entries[key] = line
+        else:
+            entries[key] += " " + line.strip()
+    return entries
+
+
+def named(text: str) -> set[str]:
+    """The module stems an entry names: `name.py`, a bare name, and `<name>_report` for each name."""
+    words = set(re.findall(r"\b(\w+)(?:\.py)?\b", text))
+    return words | ({f"{w}_report" for w in words} if "<name>_report" in text else set())
+
+
+def test_the_readme_layout_names_every_script_and_module():
+    entries = readme_layout()
+    assert {k.removesuffix(".py") for k in entries if k.endswith(".py") and "/" not in k} >= SCRIPTS
+    assert {k.removesuffix(".py") for k in entries if k.endswith(".py")} - SCRIPTS == CORE_MODULES
+    for w in WINGS:
+        entry = entries[f"{w}/"]
+        assert WING_MODULES[w] <= named(entry), f"readme.md's {w}/ misses {sorted(WING_MODULES[w] - named(entry))}"
+        files = set(re.findall(r"(?<![>\w])(\w+)\.py\b", entry))  # not <name>_report.py
+        assert files <= WING_MODULES[w], f"readme.md's {w}/ names {sorted(files - WING_MODULES[w])}, not in the tree"
+
+
+def test_the_wings_own_lists_follow_the_tree():
+    """serving/ and analyses/ list their modules in their __init__ docstring; docs/serving.md tables serving/."""
+    for w in ("serving", "analyses"):
+        listed = named(ast.get_docstring(ast.parse((PACKAGE / w / "__init__.py").read_text())))
+        assert WING_MODULES[w] <= listed, f"heart/{w}/__init__.py misses {sorted(WING_MODULES[w] - listed)}"
+    table = (ROOT / "docs" / "serving.md").read_text().split("## Layout of `heart/serving/`")[1].split("\n## ")[0]
+    cells = " ".join(line.split("|")[1] for line in table.splitlines() if line.startswith("| `"))
+    assert set(re.findall(r"`(\w+)\.py`", cells)) == WING_MODULES["serving"]
+
+
+def test_every_module_path_in_the_docs_exists():
+    """heart/explain.py, heart/telemetry.py: a file the docs or a comment name must be there."""
+    texts = {p: p.read_text() for p in [ROOT / "readme.md", *(ROOT / "docs").glob("*.md"), *PACKAGE.rglob("*.py")]}
+    missing = {
+        f"{p.relative_to(ROOT)}: {m}"
+        for p, text in texts.items()
+        for m in re.findall(r"\b((?:heart|bench|tests)/[\w/]+\.py)\b", text)
+        if not (ROOT / m).exists()
+    }
+    assert missing == set()

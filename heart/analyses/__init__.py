@@ -6,6 +6,7 @@ poisoning       label-flip attacks and a confident-learning defense (data_poison
 explainability  SHAP over a data set: ranking, additivity, plain words (explainability.py)
 performance     realized and estimated (CBPE) performance per window (monitor_performance.py, live view)
 outcomes        the served predictions and their labels as one frame (prediction logs, labels files)
+twosample       the drift tests in NumPy alone, giving scipy.stats' numbers (the server's live drift)
 <name>_report   each analysis at the edge: the text its script prints, its plots, its files and its
                 section of the page (card_report: the model card's section)
 report          what they share: text tables, atomic JSON reports, PNG figures, a section's inputs
