@@ -14,7 +14,7 @@ TOOLS_STAMP := $(TOOLS_VENV)/.installed-$(shell sha256sum requirements-tools.txt
 SUDO    := $(if $(filter 0,$(shell id -u)),,sudo)
 APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: help install install-tools lint format run train test clean serve bench batch load timeouts fairness explain drift poisoning performance analyses report smoke browser docker-build docker-run container-check mutation
+.PHONY: help install install-tools lint format run train test clean serve bench batch load timeouts fairness explain drift poisoning performance analyses report smoke docs browser docker-build docker-run container-check mutation
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -135,6 +135,10 @@ report: $(STAMP)  ## one self-contained HTML page of the analyses already run ->
 # each within its budget (docs/testing.md, "Smoke"); the wall times go to reports/smoke.json.
 smoke: $(STAMP)  ## train, the four analyses, the report, the API + batch_predict.py, test.py: default runs in a fresh copy
 	$(PY) -m bench.smoke --out $(REPORTS)/smoke.json
+
+# The docs' generated passages (docs/testing.md, "Generated docs"): every default command in a fresh copy, then cog.
+docs: $(STAMP)  ## rewrite the generated passages of readme.md and docs/ (and docs/figures/) from a fresh default run
+	$(PY) -m bench.docgen --full
 
 # Container. BASE_IMAGE overrides the Dockerfile's python:3.11-slim (e.g. a local base without a registry).
 DOCKER_IMAGE ?= heart-disease-mlops

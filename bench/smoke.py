@@ -13,7 +13,9 @@ writes them to --out; exits 1 at the first failure, naming the step and the tail
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -237,6 +239,10 @@ def smoke(workdir: Path) -> list[dict]:
                 wall = run_step(step, workdir, env_client if "batch_predict" in step.command else env)
             rows.append({"command": step.command, "budget_s": step.budget_s, "wall_s": round(wall, 1)})
             print(f"ok   {wall:6.1f} s  {step.command}", flush=True)
+            if step.command == "python batch_predict.py":
+                start = time.monotonic()
+                n = run_documented_commands(workdir, env, port)
+                rows.append(_row(f"the docs' {n} runnable commands", 30 * n, time.monotonic() - start))
             if step.command == "python -m heart.analyses.html_report":
                 problems = report_problems((workdir / "reports" / "index.html").read_text(encoding="utf-8"))
                 if problems:
@@ -246,7 +252,92 @@ def smoke(workdir: Path) -> list[dict]:
     log = (workdir / "server.log").read_text() if server else ""
     if code not in (0, -signal.SIGTERM) or "Application shutdown complete" not in log:
         raise SmokeError(f"`{SERVER.command}` did not shut down cleanly on SIGTERM (exit {code}){_tail(log)}")
+    start = time.monotonic()
+    check_docs(workdir, env)
+    rows.append(_row("python -m bench.docgen --check --run .", 60, time.monotonic() - start))
     return rows
+
+
+def _row(command: str, budget_s: int, wall: float) -> dict:
+    print(f"ok   {wall:6.1f} s  {command}", flush=True)
+    return {"command": command, "budget_s": budget_s, "wall_s": round(wall, 1)}
+
+
+# ------------------------------------------------------------------ documented commands and docs
+
+
+def runnable_commands(paths: list[Path]) -> list[tuple[str, str, str]]:
+    """(file, command, the reply the docs show or "") of each command in a ```sh runnable block:
+    a command runs on while its quotes are open or its line ends in a backslash; the lines after
+    it up to the next command or blank line are its documented reply."""
+    from markdown_it import MarkdownIt
+
+    found = []
+    for path in paths:
+        for token in MarkdownIt("commonmark").parse(path.read_text(encoding="utf-8")):
+            if token.type != "fence" or token.info.split()[:2] != ["sh", "runnable"]:
+                continue
+            command, reply = "", []
+            for line in [*token.content.splitlines(), ""]:
+                if command and _complete(command) and (not line.strip() or not line.startswith(("{", " "))):
+                    found.append((path.name, command, "\n".join(reply)))
+                    command, reply = "", []
+                if command and not _complete(command):
+                    command += "\n" + line
+                elif command:
+                    reply.append(line)
+                elif line.strip():
+                    command = line
+    return found
+
+
+def _complete(command: str) -> bool:
+    if command.rstrip().endswith("\\"):
+        return False
+    try:
+        shlex.split(command, comments=True)
+    except ValueError:  # a quote still open
+        return False
+    return True
+
+
+def run_documented_commands(cwd: Path, env: dict, port: int) -> int:
+    """Each runnable command of readme.md and docs/ against the smoke server (localhost:8000 is its
+    port): it must exit 0 and answer, per-request ids aside, the reply the docs show."""
+    from bench.docgen import fixed
+
+    commands = runnable_commands([cwd / "readme.md", *sorted((cwd / "docs").glob("*.md"))])
+    for name, command, documented in commands:
+        argv = shlex.split(command.replace("localhost:8000", f"127.0.0.1:{port}"), comments=True)
+        proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=30)
+        if proc.returncode != 0:
+            raise SmokeError(f"{name}: `{command}` exited {proc.returncode}{_tail(proc.stderr)}")
+        if documented and fixed(json.loads(proc.stdout)) != json.loads(documented):
+            raise SmokeError(f"{name}: `{command}` answered {proc.stdout[:300]}, not what the docs show")
+    return len(commands)
+
+
+def check_docs(cwd: Path, env: dict) -> None:
+    """Every generated passage of the copy's docs against this run (bench.docgen --check --run)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.docgen", "--check", "--run", "."],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if proc.returncode != 0:
+        raise SmokeError(f"the docs do not match this run: run `make docs`{_tail(proc.stdout + proc.stderr, 40)}")
+
+
+def full_run(workdir: Path) -> Path:
+    """train.py and the four analyses with their defaults in a fresh copy: the run the docs quote (make docs)."""
+    fresh_copy(workdir)
+    env = {k: v for k, v in os.environ.items() if k not in CLEARED_ENV}
+    for step in STEPS[: STEPS.index(SERVER)]:
+        print(f"ok   {run_step(step, workdir, env):6.1f} s  {step.command}", flush=True)
+    return workdir
 
 
 def budget_table() -> str:

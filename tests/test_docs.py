@@ -1,13 +1,15 @@
 """The docs derive from the code and hold together: the feature table is the schema's own, the
 readme stays a front door, and every relative link in readme.md and docs/ resolves."""
 
+import json
 import re
+import shlex
 from pathlib import Path
 
 import pytest
 from markdown_it import MarkdownIt
 
-from heart.schema import markdown_table
+from bench import docgen, smoke
 
 from conftest import ROOT
 
@@ -61,10 +63,44 @@ def broken_links(path: Path) -> list[str]:
     return problems
 
 
-def test_feature_table_is_generated_from_the_schema():
-    text = (ROOT / "docs" / "data.md").read_text()
-    block = text.split("<!-- schema-table:start -->\n")[1].split("<!-- schema-table:end -->")[0]
-    assert block.strip() == markdown_table().strip(), "regenerate the table: see docs/data.md, 'Features'"
+@pytest.fixture
+def generate_from(model_path):
+    """bench.docgen on the session's model: what `python train.py` writes, less its CV (the same seeds
+    give the same Pipeline, so the same model_version; the smoke stage checks it against the real one)."""
+    docgen.use(model_path)
+    yield model_path
+    docgen.use(None)
+
+
+def test_the_generated_passages_match_the_code_and_the_model(generate_from, capsys):
+    """Every cog block of readme.md and docs/ (example replies, model_version, parity, the schema's
+    table, the smoke budgets; the run's figures by the model_version they name): `make docs` if not."""
+    code = docgen.run_cog(docgen.DOCS, check=True)
+    assert code == 0, capsys.readouterr().out[-4000:]
+
+
+def test_a_stale_reply_or_figure_fails_the_check(generate_from, tmp_path, loaded, capsys):
+    """The check is not vacuous: an edited probability, and figures from another model, fail it."""
+    serving = (ROOT / "docs" / "serving.md").read_text()
+    probability = re.search(r'"probability":(0\.\d+)', serving).group(1)
+    (tmp_path / "serving.md").write_text(serving.replace(probability, "0.2548121213912964", 1))
+    assert docgen.run_cog([tmp_path / "serving.md"], check=True) == 5
+    assert "0.2548121213912964" in capsys.readouterr().out
+    analyses = (ROOT / "docs" / "analyses.md").read_text()
+    assert f"`{loaded.version}`" in analyses
+    (tmp_path / "analyses.md").write_text(analyses.replace(loaded.version, "1.0.0-f6bff39d592a"))
+    assert docgen.run_cog([tmp_path / "analyses.md"], check=True) != 0
+    assert f"not from the model the code trains ({loaded.version})" in capsys.readouterr().err
+
+
+def test_runnable_commands_are_found_with_their_documented_replies():
+    commands = smoke.runnable_commands(docgen.DOCS)
+    files = {name for name, _, _ in commands}
+    assert {"readme.md", "serving.md"} <= files
+    readme = [(c, r) for name, c, r in commands if name == "readme.md"]
+    assert len(readme) == 1 and readme[0][0].startswith("curl -s localhost:8000/predict ")
+    assert json.loads(readme[0][1])["model_version"]  # the reply the docs show, whole
+    assert all(shlex.split(c, comments=True)[0] == "curl" for _, c, _ in commands)
 
 
 def test_readme_opens_with_the_two_commands():
