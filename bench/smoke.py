@@ -6,8 +6,10 @@ runs there, with this interpreter, each command exactly as readme.md and docs/ s
 `python train.py`, the four analyses with no flags, the HTML report, `python heart_fastapi.py`
 with `python batch_predict.py` against it, and `python test.py`. Each must exit 0, print what
 the docs say it prints, and finish within its budget (STEPS; the table in docs/testing.md); then
-reports/index.html must have content in every section. Prints a table of the wall times and
-writes them to --out; exits 1 at the first failure, naming the step and the tail of its output.
+reports/index.html must have content in every section. While the server runs, each command of the
+docs' `sh runnable` blocks must answer what the docs show; at the end every generated passage of
+the docs must match this run (bench.docgen). Prints a table of the wall times and writes them to
+--out; exits 1 at the first failure, naming the step and the tail of its output.
 """
 
 from __future__ import annotations
