@@ -53,8 +53,11 @@ run: $(MODEL)  ## set everything up, train if there is no model, show the model 
 	$(PY) -c "import json; c = json.load(open('$(basename $(MODEL)).card.json')); print(json.dumps({k: c[k] for k in ('model_version', 'data', 'metrics')}, indent=2))"
 	MODEL_SHA256=$${MODEL_SHA256:-$$($(PIN))} $(PY) heart_fastapi.py --model-path $(MODEL)
 
-test: $(STAMP) install-tools browser  ## install and run the whole test suite
-	$(PY) -m pytest
+# Four workers on two cores: many tests wait on a server or a subprocess (docs/testing.md, "Speed").
+TEST_WORKERS ?= 4
+
+test: $(STAMP) install-tools browser  ## install and run the whole test suite (TEST_WORKERS=0: in one process)
+	$(PY) -m pytest -n $(TEST_WORKERS)
 
 # The non-Python test tools, each installed only if missing; apt through sudo when not root.
 # promtool (tests/test_monitoring.py) ships in Debian's prometheus package. kubectl (its `kustomize`

@@ -1,9 +1,13 @@
-"""Fixtures for test.py and tests/: the bundled data set and one model trained once per test session."""
+"""Fixtures for test.py and tests/: the bundled data set and one model trained once per test run
+(once for all of pytest-xdist's workers: the first trains it, the others read it)."""
 
 from __future__ import annotations
 
+import fcntl
+import os
 from pathlib import Path
 
+import joblib
 import pytest
 
 from heart.artifact import load_model, read_artifact
@@ -21,9 +25,19 @@ def dataset():
 
 
 @pytest.fixture(scope="session")
-def trained(dataset):
+def trained(dataset, tmp_path_factory):
     """TrainResult of the default pipeline without CV (CV is checked once, in test_model)."""
-    return train(dataset, cv=False)
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return train(dataset, cv=False)
+    shared = tmp_path_factory.getbasetemp().parent  # the run's directory, above each worker's own
+    with open(shared / "trained.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the first worker trains; the others wait, then read it
+        path = shared / "trained.joblib"
+        if path.exists():
+            return joblib.load(path)
+        result = train(dataset, cv=False)
+        joblib.dump(result, path)
+        return result
 
 
 @pytest.fixture(scope="session")
