@@ -40,6 +40,7 @@ WIDTH = 100
 FIXED = {
     "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
     "span_id": "00f067aa0ba902b7",
+    "prediction_id": "9f1c2a7e5b3d4c6f8a0b1c2d3e4f5a6b",
     "timestamp": "2026-12-05T10:00:00.000+00:00",
     "latency_ms": 0.021,
 }
