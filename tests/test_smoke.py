@@ -151,3 +151,31 @@ def test_the_run_time_table_states_each_budget():
     rows = [line for line in text.splitlines() if line.startswith("| `python ")]
     budgets = {row.split("`")[1]: row.rstrip(" |").rsplit("| ", 1)[1] for row in rows}
     assert budgets == {s.command: f"{s.budget_s} s" for s in smoke.STEPS}
+
+
+def test_a_runnable_command_must_answer_what_the_docs_show(model_path, tmp_path):
+    """The smoke stage's check of the docs' `sh runnable` blocks against a real server: the reply
+    shown (per-request ids aside) passes, another probability fails, and so does a failing command."""
+    import json
+
+    import httpx
+
+    from bench.docgen import fixed
+    from heart.clients.harness import ApiServer
+
+    patient = {"age": 54, "gender": "female"}
+    command = (
+        'curl -s localhost:8000/predict -H \'content-type: application/json\' -d \'{"age": 54,\n  "gender": "female"}\''
+    )
+    (tmp_path / "docs").mkdir()
+    readme = tmp_path / "readme.md"
+    with ApiServer(model_path, log=tmp_path / "server.log", ready_timeout=90) as api:
+        reply = fixed(httpx.post(api.url + "/predict", json=patient).json())
+        readme.write_text(f"```sh runnable\n{command}\n{json.dumps(reply)}\n```\n")
+        assert smoke.run_documented_commands(tmp_path, dict(os.environ), api.port) == 1
+        readme.write_text(f"```sh runnable\n{command}\n{json.dumps({**reply, 'probability': 0.5})}\n```\n")
+        with pytest.raises(smoke.SmokeError, match="(?s)readme.md: .* not what the docs show"):
+            smoke.run_documented_commands(tmp_path, dict(os.environ), api.port)
+        readme.write_text("```sh runnable\ncurl -sf localhost:8000/no-such-route\n```\n")
+        with pytest.raises(smoke.SmokeError, match="exited 22"):
+            smoke.run_documented_commands(tmp_path, dict(os.environ), api.port)
