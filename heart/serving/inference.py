@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from ..decision import decide, threshold_of
-from ..predlog import PredictionRecords, PredictionWriter, now_iso
+from ..predlog import PredictionRecords, PredictionWriter, new_prediction_ids, now_iso
 from ..schema import FEATURE_NAMES, FEATURES
 from .contract import LABELS, LegacyCode
 from .errors import PredictionFailed
@@ -118,6 +118,7 @@ class Inference:
         if self.drift_window is not None:
             self.drift_window.append(rows.values, classes)
         classes, proba = classes.tolist(), proba.tolist()
+        ids = new_prediction_ids(len(classes))
         self.metrics.count_classes(classes.count(1), len(classes))
         self.metrics.count_imputed(imputed)
         if self.writer.enabled():
@@ -132,11 +133,19 @@ class Inference:
                     imputed=imputed,
                     predicted_class=classes,
                     probability=proba,
+                    prediction_id=ids,
                 )
             )
         return [
-            {"predicted_class": c, "label": LABELS[c], "probability": p, "imputed": miss, "legacy_codes": codes}
-            for c, p, miss, codes in zip(classes, proba, imputed, rows.legacy)
+            {
+                "prediction_id": i,
+                "predicted_class": c,
+                "label": LABELS[c],
+                "probability": p,
+                "imputed": miss,
+                "legacy_codes": codes,
+            }
+            for i, c, p, miss, codes in zip(ids, classes, proba, imputed, rows.legacy)
         ]
 
     async def explain(self, patient: BaseModel) -> dict:
@@ -148,15 +157,33 @@ class Inference:
             "explain", attributes={"model.version": state.model.version, "batch.size": 1}, **SPAN_ERRORS_BY_HAND
         ) as span:
             trace_id, span_id = current_ids()
+            t0 = time.perf_counter()
             try:
                 frame = pd.DataFrame(rows, columns=list(FEATURE_NAMES))
                 explanation = await run_in_threadpool(lambda: state.get_explainer().explain(frame))
             except Exception as e:  # noqa: BLE001
                 self._failed(span, e, "explain", trace_id, span_id, "explain_failed")
         cls = int(decide(explanation.probability, threshold_of(state.model.card))[0])
+        (pid,) = new_prediction_ids(1)
+        # A prediction like any other: recorded (log, inference table), so its label can come back.
+        self.writer.write(
+            PredictionRecords(
+                timestamp=now_iso(),
+                trace_id=trace_id,
+                span_id=span_id,
+                model_version=state.model.version,
+                latency_ms=round((time.perf_counter() - t0) * 1000, 4),
+                inputs=inputs if self.log_inputs else None,
+                imputed=imputed,
+                predicted_class=[cls],
+                probability=[explanation.probability],
+                prediction_id=[pid],
+            )
+        )
         log.info(
             "explanation",
             extra={
+                "prediction_id": pid,
                 "trace_id": trace_id,
                 "span_id": span_id,
                 "model_version": state.model.version,
@@ -165,6 +192,7 @@ class Inference:
             },
         )
         return {
+            "prediction_id": pid,
             "predicted_class": cls,
             "label": LABELS[cls],
             "probability": explanation.probability,

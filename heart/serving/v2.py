@@ -8,7 +8,8 @@ the protocol's {"error": "..."} (400; 404 for an unknown model or version; 503 n
 Inputs: one tensor per feature named as in the schema, shape [N] (or [N, 1]), datatype
 FP64, FP32 or INT64 (BYTES for features that have text codes: gender), NaN = missing for an
 optional feature; or one [N, 13] FP64/FP32 tensor named `input`, columns in schema order.
-Outputs: predicted_class (INT64), probability (FP64), label (BYTES), each [N].
+Outputs: predicted_class (INT64), probability (FP64), label (BYTES) and prediction_id (BYTES: the
+id POST /feedback takes the label by), each [N].
 The binary tensor data extension is supported both ways (tritonclient's default).
 """
 
@@ -35,7 +36,7 @@ from .tracing import SERVICE_NAME
 
 MODEL_NAME = "heart-disease"
 HEADER_LENGTH = "inference-header-content-length"  # binary tensor data extension
-OUTPUTS = {"predicted_class": "INT64", "probability": "FP64", "label": "BYTES"}
+OUTPUTS = {"predicted_class": "INT64", "probability": "FP64", "label": "BYTES", "prediction_id": "BYTES"}
 MAX_ERRORS = 5  # rule errors quoted in one {"error"} string
 
 _patients = TypeAdapter(list[Patient])  # type: ignore[valid-type]
