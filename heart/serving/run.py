@@ -200,6 +200,7 @@ def announce_access(settings: Settings) -> None:
 def startup_checks(settings: Settings) -> None:
     """What would otherwise fail later, hang, or fail in every worker: checked once, exit 2 with one line."""
     check_prediction_log(settings)
+    check_inference_table(settings)
     try:
         settings.pin(require=False)  # a pin file that is unreadable, blank or not a sha256
     except ModelError as e:
@@ -217,6 +218,16 @@ def check_prediction_log(settings: Settings) -> None:
         PredictionLog(settings.prediction_log).close()
     except PredictionLogError as e:
         fail(f"PREDICTION_LOG (flag --prediction-log) {e.strerror}")
+
+
+def check_inference_table(settings: Settings) -> None:
+    """The SQLite file of the inference table cannot be written: exit 2 with one line naming it."""
+    from .database import check_sqlite_file, table_url
+
+    why = check_sqlite_file(table_url(settings))
+    if why is not None:
+        setting_name = "DATABASE_URL" if settings.database_url else "INFERENCE_DB (flag --inference-db)"
+        fail(f"{setting_name} {why}")
 
 
 def check_metrics_port(settings: Settings) -> None:
