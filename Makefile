@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-$(shell cat requirements-serve.txt requirements.txt requirements-dev.txt pyproject.toml | sha256sum | cut -c1-12)
-MODEL  ?= model.joblib
+REQS   := requirements-serve.txt requirements-explain.txt requirements-build.txt requirements.txt requirements-dev.txt
+STAMP  := $(VENV)/.installed-$(shell cat $(REQS) pyproject.toml | sha256sum | cut -c1-12)
+MODEL  ?= model.zip
 DATA   ?= data/data.csv
 # Tools whose dependencies would clash with .venv's pins (checkov): their own venv.
 TOOLS_VENV  ?= .venv-tools
@@ -19,7 +20,7 @@ help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
 
 # The pinned requirements first, then the package itself (editable, --no-deps: the pins rule).
-$(STAMP): requirements-serve.txt requirements.txt requirements-dev.txt pyproject.toml
+$(STAMP): $(REQS) pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
@@ -41,7 +42,7 @@ browser:  ## Debian's chromium for the browser tests (tests/test_browser.py), in
 $(MODEL): $(STAMP) $(DATA)
 	$(PY) train.py --data $(DATA) --out $(MODEL)
 
-train: $(STAMP)  ## train on data/data.csv and write model.joblib + model.card.json
+train: $(STAMP)  ## train on data/data.csv and write model.zip + model.card.json
 	$(PY) train.py --data $(DATA) --out $(MODEL)
 
 # The pin `make run` and `make serve` pass: the sha256 train.py wrote in the card, i.e. your own
@@ -77,9 +78,12 @@ $(TOOLS_STAMP): requirements-tools.txt
 serve: $(MODEL)  ## serve the API (HOST, PORT, WEB_CONCURRENCY, LOG_LEVEL, PREDICTION_LOG, LOG_INPUTS from the env)
 	MODEL_SHA256=$${MODEL_SHA256:-$$($(PIN))} $(PY) heart_fastapi.py --model-path $(MODEL)
 
-bench: $(MODEL)  ## benchmark /predict, /predict/batch, a bare endpoint and the original style with wrk (installed if missing)
+BASELINE ?=
+
+bench: $(MODEL)  ## benchmark the API against a bare endpoint and the original style with wrk, then in process; table -> docs/performance.md
 	command -v wrk >/dev/null || { $(APT_GET) update -qq && $(APT_GET) install -y -qq wrk; }
-	$(PY) -m bench.bench --model-path $(MODEL)
+	$(PY) -m bench.bench --model-path $(MODEL) --docs docs/performance.md $(if $(BASELINE),--baseline $(BASELINE))
+	$(PY) -m bench.breakdown --model-path $(MODEL) --docs docs/performance.md
 
 clean:  ## remove the virtual environments, model and reports
 	rm -rf $(VENV) $(TOOLS_VENV) $(MODEL) $(basename $(MODEL)).card.json reports .pytest_cache
@@ -149,7 +153,7 @@ container-check:  ## build, run and check the container without a registry (dock
 # (2 workers of one BLAS/OpenMP thread each: two cores), so a module's results land as soon as it is
 # done; a module here must also be in pyproject.toml's [tool.mutmut] only_mutate. Logs in
 # reports/mutation-<module>.log.
-MUTATION_MODULES ?= schema samples data drift fairness poisoning label_check model artifact fast decision \
+MUTATION_MODULES ?= schema samples data drift fairness poisoning label_check model artifact fast export decision \
 	serving.contract serving.inference
 
 mutation: $(STAMP)  ## mutation testing (mutmut) of MUTATION_MODULES -> reports/mutation.json (hours on 2 cores; MUTATION_MODULES=drift for one)

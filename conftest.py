@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from heart.artifact import load_model, save_model
+from heart.artifact import load_model, read_artifact
 from heart.data import load_dataset
+from heart.export import save_model
 from heart.model import build_card, train
 
 ROOT = Path(__file__).resolve().parent
@@ -27,12 +28,18 @@ def trained(dataset):
 
 @pytest.fixture(scope="session")
 def model_path(tmp_path_factory, trained, dataset):
-    """A saved, verified model.joblib + card in a temp dir: tests never touch the user's model."""
-    path = tmp_path_factory.mktemp("model") / "model.joblib"
-    save_model(trained.pipeline, build_card(trained, dataset, 42, 0.2), path)
+    """A saved, verified model.zip + card in a temp dir: tests never touch the user's model."""
+    path = tmp_path_factory.mktemp("model") / "model.zip"
+    save_model(trained.pipeline, build_card(trained, dataset, 42, 0.2), path, dataset.X)
     return path
 
 
 @pytest.fixture(scope="session")
 def loaded(model_path):
     return load_model(model_path)
+
+
+@pytest.fixture(scope="session")
+def artifact(model_path):
+    """The session's model as the server reads it: card, ONNX graph and reference, nothing unpickled."""
+    return read_artifact(model_path)

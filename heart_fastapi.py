@@ -1,4 +1,4 @@
-"""Serve the heart-disease model over HTTP: python heart_fastapi.py [--port 8000] [--model-path model.joblib]
+"""Serve the heart-disease model over HTTP: python heart_fastapi.py [--port 8000] [--model-path model.zip]
 
 A shell over heart.serving.run (`--help` lists every flag; each overrides its environment
 variable). `uvicorn heart_fastapi:app` serves the same app configured by the environment alone.

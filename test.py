@@ -85,7 +85,7 @@ def test_several_missing_values_at_once_use_the_training_medians(loaded, dataset
 def test_the_documented_path_train_load_verified_predict(tmp_path, dataset, loaded):
     """readme.md: `python train.py`, then load with heart.model.load_model (sha256-verified), predict.
     --no-cv only to keep the suite fast; the fit is the same."""
-    out = tmp_path / "model.joblib"
+    out = tmp_path / "model.zip"
     proc = subprocess.run(
         [sys.executable, "train.py", "--out", str(out), "--no-cv"],
         cwd=Path(__file__).parent,

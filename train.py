@@ -1,10 +1,11 @@
-"""Train the heart-disease model: python train.py [--data data/data.csv] [--out model.joblib]
+"""Train the heart-disease model: python train.py [--data data/data.csv] [--out model.zip]
 
 Checks first that the labels agree with the known risk factors (heart/label_check.py; a file
 whose target is inverted is refused with exit 2 and nothing written: --flip-target fixes
 such a file). Then fits the calibrated RandomForest Pipeline on a stratified 80/20 split,
 cross-validates it (5x5) on the training part beside a logistic-regression baseline, prints
-both, and writes model.joblib with its model card (model.card.json) atomically.
+both, and writes model.zip (the Pipeline, its ONNX graph, reference probabilities and the card) with
+a copy of the card beside it (model.card.json), atomically.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import sys
 
 from heart import cli
 from heart.analyses.report import format_table, mean_sd
-from heart.artifact import card_path_for, save_model
+from heart.artifact import card_path_for
 from heart.data import MAX_DATA_BYTES, check_class_sizes, load_dataset
+from heart.export import save_model
 from heart.model import (
     CV_SPLITS,
     DEFAULT_SEED,
@@ -44,7 +46,7 @@ def max_features(value: str):
 def parse_args(argv):
     p = cli.parser(__doc__)
     p.add_argument("--data", default="data/data.csv", help="training CSV (see readme.md, 'Data card')")
-    p.add_argument("--out", default="model.joblib", help="model path; the card goes beside it as <name>.card.json")
+    p.add_argument("--out", default="model.zip", help="model path; the card goes beside it as <name>.card.json")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed for the split, the CV folds and the forest")
     p.add_argument("--test-size", type=cli.number(0.05, 0.5), default=DEFAULT_TEST_SIZE, help="held-out fraction")
     p.add_argument(
@@ -133,7 +135,7 @@ def main(argv=None) -> int:
         )
         print()
     print(metrics_table(result.metrics))
-    card = save_model(result.pipeline, build_card(result, data, args.seed, args.test_size, labels), args.out)
+    card = save_model(result.pipeline, build_card(result, data, args.seed, args.test_size, labels), args.out, data.X)
     print(
         f"\nwrote {args.out} and {card_path_for(args.out)} (model_version {card['model_version']}, "
         f"sha256 {card['artifact']['sha256'][:16]}...)"

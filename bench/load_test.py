@@ -18,7 +18,7 @@ from heart.clients.harness import ApiServer, LoadTestError, gate, run_locust
 
 def parse_args(argv):
     p = cli.parser(__doc__)
-    p.add_argument("--model", default="model.joblib", help="model the started API serves (make train writes it)")
+    p.add_argument("--model", default="model.zip", help="model the started API serves (make train writes it)")
     p.add_argument("--host", default="", help="load an API already running here instead of starting one")
     p.add_argument("--users", type=cli.integer(1), default=50, help="simulated users")
     p.add_argument("--spawn-rate", type=cli.number(0, low_open=True), default=10, help="users started per second")

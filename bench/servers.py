@@ -33,7 +33,7 @@ def original_app() -> FastAPI:
 
     from heart.artifact import load_model
 
-    pipeline = load_model(os.environ.get("MODEL_PATH", "model.joblib")).pipeline
+    pipeline = load_model(os.environ.get("MODEL_PATH", "model.zip")).pipeline
 
     class Heart(BaseModel):  # the original: every feature a plain number, gender as text
         age: float

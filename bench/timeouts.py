@@ -32,7 +32,7 @@ def user_counts(value: str) -> list[int]:
 
 def parse_args(argv):
     p = cli.parser(__doc__)
-    p.add_argument("--model", default="model.joblib", help="model the started API serves (make train writes it)")
+    p.add_argument("--model", default="model.zip", help="model the started API serves (make train writes it)")
     p.add_argument("--host", default="", help="load an API already running here instead of starting one")
     p.add_argument("--users", type=user_counts, default=[10, 50, 200], help="user counts, one step each")
     p.add_argument("--run-time", default="20s", help="load duration of each step (Locust syntax)")

@@ -1,39 +1,44 @@
 #!/usr/bin/env bash
-# Build, run and check the service's container on a machine without a container registry.
+# Build, run and check the service's two images on a machine without a container registry.
 #
 # Usage: deploy/container_check.sh [--base-only] [--rebuild-base] [--print-image]
 #   --base-only     stop after step 3 (make or check the local base image)
 #   --rebuild-base  make the local base image again even if it exists and works
-#   --print-image   print the image tag it builds (IMAGE, below) and exit
+#   --print-image   print the predictor's image tag (IMAGE, below) and exit
 #
 # 1. installs docker.io (and debootstrap, when the base must be made) with apt if missing;
 # 2. starts dockerd (vfs storage, no iptables, no bridge) if no daemon answers, and stops it
 #    at the end only if it started it;
 # 3. makes the local base image (a debootstrapped Debian bookworm with python3, imported with
 #    `docker import`) unless it already exists: no registry is needed for FROM;
-# 4. builds the project's image from the repo's Dockerfile with --build-arg BASE_IMAGE=<local base>;
-# 5. runs it like Kubernetes would (read-only root filesystem, a tmpfs on /tmp, host network on a
-#    free port), waits for /ready_check, POSTs a good and a bad /predict, checks the process is
-#    PID 1 and not root, and that Docker's HEALTHCHECK turns healthy; then sends 1,000 /predict
-#    and reads the server's RSS, then one /explain (the first loads SHAP) and its RSS again;
+# 4. builds the explainer (--target explainer) and the predictor (the default target) from the
+#    repo's Dockerfile with --build-arg BASE_IMAGE=<local base>;
+# 5. runs the predictor like Kubernetes would (read-only root filesystem, a tmpfs on /tmp, host
+#    network on a free port), waits for /ready_check, POSTs a good and a bad /predict, checks the
+#    process is PID 1 and not root, and that Docker's HEALTHCHECK turns healthy; then sends 1,000
+#    /predict and reads the server's RSS; /explain must answer 503 naming the explainer;
 # 6. sends SIGTERM (docker stop) and checks the server exits 0, logging its shutdown, within the
-#    grace period; then removes the container;
+#    grace period; then runs the explainer the same way: ready, the first /explain (it loads the
+#    Pipeline and SHAP) adds up, and its RSS;
 # 7. unless OVERLAY2=0 (or the daemon already uses overlay2): starts a second dockerd with the
-#    overlay2 storage driver (own data root and socket), `docker save | docker load`s the image
-#    into it and times `docker run` to ready 3 times; a daemon that cannot start is reported.
-# Figures, with the targets of issue 14 (ready <= 2 s on overlay2, image <= 700 MB, RSS <= 200 MiB
-# after 1,000 requests), go to METRICS_OUT; a missed target is reported there, not a failure.
+#    overlay2 storage driver (own data root and socket), `docker save | docker load`s the predictor
+#    into it and times `docker run` to ready 3 times, each beside a bare FastAPI + uvicorn app run
+#    from the same image (time to its first 200): the baseline the ready target may be relative to.
+# Figures, with the targets of issue 22 (image <= 400 MB; ready <= 1.0 s on overlay2, or <= 1.5x the
+# bare app's time in the same run; RSS <= 150 MiB after 1,000 /predict), are printed and written to
+# METRICS_OUT by deploy/container_figures.py; a missed target is reported there, not a failure.
 # Any failure prints "container-check: FAIL: ..." and exits non-zero. Safe to run again: the
-# base and the image are reused from Docker's cache.
+# base and the images are reused from Docker's cache.
 #
 # Environment (defaults in brackets):
-#   IMAGE [heart-disease-mlops:<__version__ of heart/__init__.py>]  tag for the project's image:
+#   IMAGE [heart-disease-mlops:<__version__ of heart/__init__.py>]  tag for the predictor's image:
 #                                     the tag k8s/deployment.yaml runs (--print-image prints it)
+#   EXPLAINER_IMAGE [heart-disease-mlops-explainer:<__version__>]   the explainer's (k8s/explainer.yaml)
 #   LOCAL_BASE [heart-base:bookworm]  tag of the local base image
 #   DEBIAN_MIRROR [http://deb.debian.org/debian]
 #   GRACE [20]                        seconds between SIGTERM and SIGKILL (docker stop -t)
 #   READY_TIMEOUT [180]               seconds to wait for /ready_check
-#   METRICS_OUT [reports/container_check.json]  measured figures (image size, time to ready)
+#   METRICS_OUT [reports/container_check.json]  measured figures (image sizes, time to ready, RSS)
 #   STORAGE_DRIVER [vfs]              storage driver of the dockerd this script starts
 #   OVERLAY2 [1]                      0: skip step 7 (the overlay2 start-up timing)
 #   OVERLAY2_ROOT [/var/lib/heart-docker-overlay2]  data root of step 7's daemon (kept, as a cache)
@@ -42,6 +47,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VERSION=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' heart/__init__.py)
 IMAGE=${IMAGE:-heart-disease-mlops:${VERSION:?no __version__ in heart/__init__.py}}
+EXPLAINER_IMAGE=${EXPLAINER_IMAGE:-heart-disease-mlops-explainer:${VERSION}}
 LOCAL_BASE=${LOCAL_BASE:-heart-base:bookworm}
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 GRACE=${GRACE:-20}
@@ -194,47 +200,50 @@ fi
 [ "$BASE_ONLY" -eq 1 ] && exit 0
 
 # --- 4. build ---------------------------------------------------------------------------------
-log "building $IMAGE from ./Dockerfile on $LOCAL_BASE"
-BUILD_LOG=${TMPDIR:-/tmp}/heart-build-$$.log
-# The full log goes to a file; its "Step" lines are echoed with the time, to show progress.
-OLD_IMAGE_ID=$(docker image inspect -f '{{.Id}}' "$IMAGE" 2>/dev/null || true)
-set +e
-docker build --network host --build-arg BASE_IMAGE="$LOCAL_BASE" -t "$IMAGE" . 2>&1 | tee "$BUILD_LOG" \
-    | while IFS= read -r line; do case $line in Step*) log "  ${line:0:100}" ;; esac; done
-BUILD_RC=${PIPESTATUS[0]}
-set -e
-if [ "$BUILD_RC" -ne 0 ]; then
-    tail -40 "$BUILD_LOG" >&2
-    fail "docker build failed (full log: $BUILD_LOG)"
-fi
-rm -f "$BUILD_LOG"
-# The image this build replaced would linger untagged (a full copy per layer on vfs): drop it.
-NEW_IMAGE_ID=$(docker image inspect -f '{{.Id}}' "$IMAGE")
-if [ -n "$OLD_IMAGE_ID" ] && [ "$OLD_IMAGE_ID" != "$NEW_IMAGE_ID" ]; then
-    docker rmi "$OLD_IMAGE_ID" >/dev/null 2>&1 || true
-fi
+# build TAG [TARGET]: the full log goes to a file; its "Step" lines are echoed with the time, to
+# show progress. The image the build replaced would linger untagged (a full copy per layer on
+# vfs): it is dropped.
+build() {
+    local tag=$1 target=${2:-} log old new rc
+    log=${TMPDIR:-/tmp}/heart-build-$$.log
+    log "building $tag from ./Dockerfile${target:+ (target $target)} on $LOCAL_BASE"
+    old=$(docker image inspect -f '{{.Id}}' "$tag" 2>/dev/null || true)
+    set +e
+    docker build --network host --build-arg BASE_IMAGE="$LOCAL_BASE" ${target:+--target "$target"} -t "$tag" . 2>&1 \
+        | tee "$log" | while IFS= read -r line; do case $line in Step*) log "  ${line:0:100}" ;; esac; done
+    rc=${PIPESTATUS[0]}
+    set -e
+    [ "$rc" -eq 0 ] || { tail -40 "$log" >&2; fail "docker build $tag failed (full log: $log)"; }
+    rm -f "$log"
+    new=$(docker image inspect -f '{{.Id}}' "$tag")
+    if [ -n "$old" ] && [ "$old" != "$new" ]; then docker rmi "$old" >/dev/null 2>&1 || true; fi
+}
+build "$EXPLAINER_IMAGE" explainer   # every stage up to the explainer, the predictor's included
+build "$IMAGE"                       # the default target: cached by now
 SIZE_BYTES=$(docker image inspect -f '{{.Size}}' "$IMAGE")
-SIZE_MB=$(( SIZE_BYTES / 1000000 ))
-log "built $IMAGE: ${SIZE_MB} MB"
+EXPLAINER_BYTES=$(docker image inspect -f '{{.Size}}' "$EXPLAINER_IMAGE")
+log "built $IMAGE: $(( SIZE_BYTES / 1000000 )) MB; $EXPLAINER_IMAGE: $(( EXPLAINER_BYTES / 1000000 )) MB"
 
 # --- 5. run, ready, predict, user -------------------------------------------------------------
-# run_until_ready: start $NAME from $IMAGE on the daemon DOCKER_HOST names (default: the main
-# one) and wait for /ready_check; sets BASE_URL, READY_MS, CREATE_MS (docker creating and starting
-# the container: on vfs that copies the whole image) and SERVER_MS (the server's own start).
+# run_until_ready [IMAGE [COMMAND...]]: start $NAME from IMAGE (default $IMAGE) on the daemon
+# DOCKER_HOST names (default: the main one) and wait for /ready_check; sets BASE_URL, READY_MS,
+# CREATE_MS (docker creating and starting the container: on vfs that copies the whole image),
+# SERVER_MS (the server's own start) and SERVER_CPU_MS.
 run_until_ready() {
-    local port start_ns ready_ns started_ns ready=""
+    local image=${1:-$IMAGE} port start_ns ready_ns started_ns ready=""
+    shift || true
     port=$(free_port)
     BASE_URL="http://127.0.0.1:$port"
     start_ns=$(date +%s%N)
     docker run -d --name "$NAME" --network host --read-only --tmpfs /tmp -e PORT="$port" \
-        "$IMAGE" >/dev/null || fail "docker run failed"
+        "$image" "$@" >/dev/null || fail "docker run failed"
     while [ $(( ($(date +%s%N) - start_ns) / 1000000000 )) -lt "$READY_TIMEOUT" ]; do
         if [ "$(docker inspect -f '{{.State.Running}}' "$NAME" 2>/dev/null)" != "true" ]; then
             docker logs "$NAME" 2>&1 | tail -30 >&2
             fail "the container exited before becoming ready"
         fi
         if [ "$(http GET "$BASE_URL/ready_check" | cut -d' ' -f1)" = "200" ]; then ready=1; break; fi
-        sleep 0.05
+        sleep 0.02
     done
     [ -n "$ready" ] || { docker logs "$NAME" 2>&1 | tail -30 >&2; fail "/ready_check not 200 within ${READY_TIMEOUT}s"; }
     ready_ns=$(date +%s%N)
@@ -248,6 +257,15 @@ print(int(s) * 10**9 + int((frac + "000000000")[:9]))' "$(docker inspect -f '{{.
     # CPU the server used to get ready (user + system, ms): unlike the wall times, barely moved
     # by other work on a shared machine; on an idle one, the server's start takes about this long.
     SERVER_CPU_MS=$(docker exec "$NAME" sh -c 'cat /proc/1/stat' | awk -v hz="$(getconf CLK_TCK)" '{print int(($14 + $15) * 1000 / hz)}')
+}
+# The baseline of the ready target: FastAPI + uvicorn, one route, from the predictor's own image
+# (same layers, same container start), timed to its first 200 like the server.
+BARE_APP=(/opt/venv/bin/python -c 'import os, uvicorn; from fastapi import FastAPI
+app = FastAPI()
+app.get("/ready_check")(lambda: {"status": "ready"})
+uvicorn.run(app, host="127.0.0.1", port=int(os.environ["PORT"]), log_level="warning")')
+rss_mib() {  # the server's (PID 1's) resident set, MiB
+    docker exec "$NAME" sh -c 'grep VmRSS /proc/1/status' | awk '{printf "%.1f", $2 / 1024}'
 }
 
 log "running $NAME (read-only root filesystem, tmpfs /tmp)"
@@ -308,9 +326,6 @@ done
 [ "$HEALTH" = "healthy" ] || fail "HEALTHCHECK not healthy within 60 s (status: $HEALTH)"
 log "Docker HEALTHCHECK: healthy"
 
-rss_mib() {  # the server's (PID 1's) resident set, MiB
-    docker exec "$NAME" sh -c 'grep VmRSS /proc/1/status' | awk '{printf "%.1f", $2 / 1024}'
-}
 RSS_READY=$(rss_mib) || fail "reading PID 1's VmRSS"
 PORT_OF_URL=${BASE_URL##*:}
 # 1,000 /predict on one keep-alive connection, patients varied over the schema's ranges.
@@ -339,20 +354,14 @@ RSS_1000=$(rss_mib)
 RSS_SPLIT=$(docker exec "$NAME" sh -c 'grep -E "^Rss(Anon|File)" /proc/1/status' \
     | awk '{printf "%s\"%s\": %.1f", (NR > 1 ? ", " : "{"), ($1 == "RssAnon:" ? "anon" : "file"), $2 / 1024} END {print "}"}')
 log "RSS ${RSS_READY} MiB when ready, ${RSS_1000} MiB after 1,000 /predict (MiB: $RSS_SPLIT; $LOAD)"
-EXPLAIN_NS=$(date +%s%N)
 http POST "$BASE_URL/explain" "$GOOD" | python3 -c '
 import json, sys
 status, _, body = sys.stdin.read().partition(" ")
-assert status == "200", f"/explain answered {status}: {body[:300]}"
-r = json.loads(body)
-total = r["base_value"] + sum(c["contribution"] for c in r["contributions"])
-assert abs(total - r["probability"]) < 1e-6 and len(r["contributions"]) == 13, r
-' || fail "/explain check (the first one imports shap)"
-FIRST_EXPLAIN_MS=$(( ($(date +%s%N) - EXPLAIN_NS) / 1000000 ))
-RSS_EXPLAIN=$(rss_mib)
-log "first /explain: 200 in ${FIRST_EXPLAIN_MS} ms (SHAP loaded on demand); RSS then ${RSS_EXPLAIN} MiB"
+assert status == "503" and "explainer" in json.loads(body)["detail"], f"/explain on the predictor: {status} {body[:300]}"
+' || fail "/explain on the predictor must answer 503 naming the explainer (no SHAP in this image)"
+log "/explain on the predictor: 503, pointing at the explainer"
 
-# --- 6. graceful shutdown ---------------------------------------------------------------------
+# --- 6. graceful shutdown, then the explainer ---------------------------------------------------
 STOP_NS=$(date +%s%N)
 docker stop -t "$GRACE" "$NAME" >/dev/null || fail "docker stop"
 STOP_MS=$(( ($(date +%s%N) - STOP_NS) / 1000000 ))
@@ -366,11 +375,48 @@ grep -qiE 'shutdown|shutting down' <<<"$SERVER_LOG" \
 log "SIGTERM: clean exit 0 in ${STOP_MS} ms (grace ${GRACE}s), shutdown logged"
 docker rm "$NAME" >/dev/null
 
-# --- 7. time to ready on overlay2 -------------------------------------------------------------
+log "running the explainer $EXPLAINER_IMAGE"
+run_until_ready "$EXPLAINER_IMAGE"
+EXPLAINER_READY_MS=$READY_MS
+EXPLAIN_NS=$(date +%s%N)
+http POST "$BASE_URL/explain" "$GOOD" | python3 -c '
+import json, sys
+status, _, body = sys.stdin.read().partition(" ")
+assert status == "200", f"/explain answered {status}: {body[:300]}"
+r = json.loads(body)
+total = r["base_value"] + sum(c["contribution"] for c in r["contributions"])
+assert abs(total - r["probability"]) < 1e-6 and len(r["contributions"]) == 13, r
+' || fail "/explain check on the explainer (the first one loads the Pipeline and SHAP)"
+FIRST_EXPLAIN_MS=$(( ($(date +%s%N) - EXPLAIN_NS) / 1000000 ))
+RSS_EXPLAIN=$(rss_mib)
+log "explainer: ready in ${EXPLAINER_READY_MS} ms, first /explain 200 in ${FIRST_EXPLAIN_MS} ms; RSS then ${RSS_EXPLAIN} MiB"
+docker rm -f "$NAME" >/dev/null
+
+# --- 7. time to ready on overlay2, beside the bare app ----------------------------------------
 OVERLAY_JSON='{"skipped": "OVERLAY2=0"}'
 CURRENT_DRIVER=$(docker info -f '{{.Driver}}')
+# ready_runs NAME: 3 runs of the predictor, each followed by one of the bare app, on the current
+# daemon; logs each on stderr and prints the figures (JSON) on stdout.
+ready_runs() {
+    local i runs=()
+    for i in 1 2 3; do
+        run_until_ready
+        docker rm -f "$NAME" >/dev/null
+        local server="$READY_MS:$CREATE_MS:$SERVER_MS:$SERVER_CPU_MS"
+        run_until_ready "$IMAGE" "${BARE_APP[@]}"
+        docker rm -f "$NAME" >/dev/null
+        log "$1 run $i: ready ${server%%:*} ms after docker run; the bare app ${READY_MS} ms" >&2
+        runs+=("$server:$READY_MS")
+    done
+    python3 -c '
+import json, statistics, sys
+keys = ("time_to_ready_ms", "container_start_ms", "server_start_to_ready_ms", "server_cpu_ms_to_ready", "bare_app_ready_ms")
+runs = [dict(zip(keys, map(int, r.split(":")))) for r in sys.argv[1:]]
+print(json.dumps({"runs": runs, **{f"median_{k}": statistics.median(r[k] for r in runs) for k in keys}}))
+' "${runs[@]}"
+}
 if [ "$CURRENT_DRIVER" = "overlay2" ]; then
-    OVERLAY_JSON='{"skipped": "the main daemon uses overlay2: see time_to_ready_ms"}'
+    OVERLAY_JSON=$(ready_runs overlay2 | tail -1)
 elif [ "$OVERLAY2" != "0" ]; then
     OVERLAY_LOG=${TMPDIR:-/tmp}/heart-dockerd-overlay2-$$.log
     log "starting a second dockerd with overlay2 storage (data root $OVERLAY2_ROOT); log: $OVERLAY_LOG"
@@ -388,21 +434,9 @@ elif [ "$OVERLAY2" != "0" ]; then
         log "copying $IMAGE into it (docker save | docker load)"
         docker save "$IMAGE" | DOCKER_HOST="unix://$OVERLAY_SOCK" docker load >/dev/null \
             || fail "docker load into the overlay2 daemon"
-        RUNS=()
         export DOCKER_HOST="unix://$OVERLAY_SOCK"
-        for i in 1 2 3; do
-            run_until_ready
-            docker rm -f "$NAME" >/dev/null
-            log "overlay2 run $i: ready ${READY_MS} ms after docker run (container ${CREATE_MS} ms, server ${SERVER_MS} ms, ${SERVER_CPU_MS} ms CPU)"
-            RUNS+=("$READY_MS:$CREATE_MS:$SERVER_MS:$SERVER_CPU_MS")
-        done
+        OVERLAY_JSON=$(ready_runs overlay2 | tail -1)
         unset DOCKER_HOST
-        OVERLAY_JSON=$(python3 -c '
-import json, statistics, sys
-keys = ("time_to_ready_ms", "container_start_ms", "server_start_to_ready_ms", "server_cpu_ms_to_ready")
-runs = [dict(zip(keys, map(int, r.split(":")))) for r in sys.argv[1:]]
-print(json.dumps({"runs": runs, **{f"median_{k}": statistics.median(r[k] for r in runs) for k in keys}}))
-' "${RUNS[@]}")
     else
         OVERLAY_JSON=$(python3 -c 'import json, sys; print(json.dumps({"error": sys.argv[1]}))' \
             "dockerd --storage-driver overlay2 did not start: $(tail -3 "$OVERLAY_LOG" | tr '\n' ' ')")
@@ -416,37 +450,9 @@ print(json.dumps({"runs": runs, **{f"median_{k}": statistics.median(r[k] for r i
 fi
 
 mkdir -p "$(dirname "$METRICS_OUT")"
-CC_OUT=$METRICS_OUT CC_IMAGE=$IMAGE CC_BASE=$LOCAL_BASE CC_DRIVER=$CURRENT_DRIVER CC_SIZE=$SIZE_BYTES \
-CC_READY=$READY_MS_MAIN CC_CREATE=$CREATE_MS_MAIN CC_SERVER=$SERVER_MS_MAIN CC_TIMINGS=$SERVER_TIMINGS \
-CC_CPU=$SERVER_CPU_MS_MAIN CC_RSS_SPLIT=$RSS_SPLIT \
+CC_OUT=$METRICS_OUT CC_IMAGE=$IMAGE CC_EXPLAINER=$EXPLAINER_IMAGE CC_BASE=$LOCAL_BASE CC_DRIVER=$CURRENT_DRIVER \
+CC_SIZE=$SIZE_BYTES CC_EXPLAINER_SIZE=$EXPLAINER_BYTES CC_READY=$READY_MS_MAIN CC_CREATE=$CREATE_MS_MAIN \
+CC_SERVER=$SERVER_MS_MAIN CC_TIMINGS=$SERVER_TIMINGS CC_CPU=$SERVER_CPU_MS_MAIN CC_RSS_SPLIT=$RSS_SPLIT \
 CC_RSS_READY=$RSS_READY CC_RSS_1000=$RSS_1000 CC_LOAD=$LOAD CC_EXPLAIN_MS=$FIRST_EXPLAIN_MS \
-CC_RSS_EXPLAIN=$RSS_EXPLAIN CC_STOP=$STOP_MS CC_OVERLAY2=$OVERLAY_JSON python3 - <<'PY'
-import json, os, platform, time
-e = os.environ
-driver, size, rss_1000 = e["CC_DRIVER"], int(e["CC_SIZE"]), float(e["CC_RSS_1000"])
-overlay2 = json.loads(e["CC_OVERLAY2"])
-figures = {"image": e["CC_IMAGE"], "base_image": e["CC_BASE"], "storage_driver": driver,
-           "image_size_bytes": size, "time_to_ready_ms": int(e["CC_READY"]),
-           "container_start_ms": int(e["CC_CREATE"]), "server_start_to_ready_ms": int(e["CC_SERVER"]),
-           "server_cpu_ms_to_ready": int(e["CC_CPU"]), "server_timings_seconds": json.loads(e["CC_TIMINGS"]),
-           "rss_mib_when_ready": float(e["CC_RSS_READY"]), "rss_mib_after_1000_predict": rss_1000,
-           "rss_mib_after_1000_predict_split": json.loads(e["CC_RSS_SPLIT"]),
-           "predict_1000": json.loads(e["CC_LOAD"]), "first_explain_ms": int(e["CC_EXPLAIN_MS"]),
-           "rss_mib_after_first_explain": float(e["CC_RSS_EXPLAIN"]), "sigterm_to_exit_ms": int(e["CC_STOP"]),
-           "overlay2": overlay2,
-           "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-           "machine": f"{os.cpu_count()} cores, {platform.machine()}, docker {driver} storage",
-           "load_average_1m_at_end": os.getloadavg()[0]}
-ready_overlay2 = overlay2.get("median_time_to_ready_ms",
-                              figures["time_to_ready_ms"] if driver == "overlay2" else None)
-figures["targets"] = {"ready_overlay2_ms<=2000": None if ready_overlay2 is None else ready_overlay2 <= 2000,
-                      "image_mb<=700": size / 1e6 <= 700, "rss_mib_after_1000<=200": rss_1000 <= 200}
-out = e["CC_OUT"]
-tmp = out + ".tmp"
-with open(tmp, "w") as f:
-    json.dump(figures, f, indent=2)
-    f.write("\n")
-os.replace(tmp, out)
-print("container-check: targets met:", json.dumps(figures["targets"]))
-PY
-log "figures written to $METRICS_OUT: image ${SIZE_MB} MB, ready in ${READY_MS_MAIN} ms ($CURRENT_DRIVER), RSS ${RSS_1000} MiB after 1,000 /predict"
+CC_EXPLAINER_READY=$EXPLAINER_READY_MS CC_RSS_EXPLAIN=$RSS_EXPLAIN CC_STOP=$STOP_MS CC_OVERLAY2=$OVERLAY_JSON \
+    python3 deploy/container_figures.py

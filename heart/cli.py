@@ -1,15 +1,21 @@
-"""What every top-level script shares: one-line errors and exit codes instead of tracebacks."""
+"""What every top-level script shares: one-line errors and exit codes instead of tracebacks.
+
+The server's script imports it too, so it imports neither pandas nor SciPy (heart.data,
+heart.label_check) until a script reads data.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from . import label_check
 from .artifact import ModelError, load_model
-from .data import DataError, Dataset, load_dataset
-from .progress import Stages
+
+if TYPE_CHECKING:
+    from .data import Dataset
+    from .progress import Stages
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -18,12 +24,18 @@ def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | N
     """Call a script's main; turn a known failure into 'error: ...' on stderr and exit code 2."""
     try:
         return int(main(argv) or EXIT_OK)
-    except (DataError, ModelError, FileNotFoundError, PermissionError, IsADirectoryError) as e:
+    except (*_data_errors(), ModelError, FileNotFoundError, PermissionError, IsADirectoryError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _data_errors() -> tuple[type[Exception], ...]:
+    """heart.data's DataError, if anything imported heart.data (nothing else can raise it)."""
+    data = sys.modules.get(f"{__package__}.data")
+    return (data.DataError,) if data is not None else ()
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -91,6 +103,8 @@ def add_label_args(p: argparse.ArgumentParser) -> None:
 
 def checked_labels(data: Dataset, args: argparse.Namespace) -> tuple[Dataset, dict]:
     """Apply --flip-target and the label-direction check; InvertedTargetError (exit 2) on contradiction."""
+    from . import label_check
+
     data, record = label_check.apply(data, flip=args.flip_target, check=not args.no_label_check)
     note = label_check.warning(record)
     if note:
@@ -100,9 +114,7 @@ def checked_labels(data: Dataset, args: argparse.Namespace) -> tuple[Dataset, di
 
 def add_analysis_args(p: argparse.ArgumentParser, outputs: str) -> None:
     """The flags every analysis of the trained model shares: the model, its training data, the report folder."""
-    p.add_argument(
-        "--model", default="model.joblib", help="model trained by train.py (sha256-verified against its card)"
-    )
+    p.add_argument("--model", default="model.zip", help="model trained by train.py (checked against its own checksum)")
     p.add_argument("--data", default="data/data.csv", help="the CSV the model was trained on")
     p.add_argument("--out-dir", default="reports", help=f"where {outputs} go")
     add_label_args(p)
@@ -114,6 +126,8 @@ def load_analysis_inputs(args: argparse.Namespace):
     Refused when the data is not what the card says it was trained on, or when --flip-target
     disagrees with how the model was trained on this very file.
     """
+    from .data import load_dataset
+
     model = load_model(args.model)
     data, labels = checked_labels(load_dataset(args.data), args)
     check_training_data(model.card, data)
@@ -150,4 +164,6 @@ def add_quiet_arg(p: argparse.ArgumentParser) -> None:
 
 def stages(args: argparse.Namespace) -> Stages:
     """Where the script's long stages report: a bar on a terminal, a line each off one, nothing with --quiet."""
+    from .progress import Stages  # tqdm: the scripts', not the server's (which imports this module too)
+
     return Stages(quiet=args.quiet)

@@ -1,54 +1,36 @@
-"""The serving fast path: the fitted Pipeline converted to ONNX, trusted only after a parity check.
+"""Serving predictions: the model's ONNX graph, trusted only once it reproduces the Pipeline's own answers.
 
 sklearn's forest costs milliseconds per single-row call (Python overhead per tree and per
-pandas column); the same Pipeline run by ONNX Runtime costs microseconds. The sklearn
-Pipeline stays the source of truth (SHAP and every analysis use it): the ONNX graph is
-derived from it with skl2onnx at load time, and it serves only if it gives the same
-predicted class and probabilities within PARITY_TOLERANCE on the data rows and on seeded
-schema samples (with missing values). Otherwise serving falls back to sklearn and says why.
+pandas column); the same Pipeline run by ONNX Runtime costs microseconds. The graph is made from
+the Pipeline at training (heart.export) and stored in the artifact with reference rows and the
+probabilities the Pipeline gave for them. At every start the graph runs on those rows and serves
+only if it gives the same class and the same probabilities within PARITY_TOLERANCE; otherwise the
+model is refused with the reason. This needs ONNX Runtime and NumPy alone: the Pipeline (a pickle,
+and scikit-learn, SciPy and pandas with it) is loaded only for INFERENCE_ENGINE=sklearn.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-from sklearn.pipeline import Pipeline
 
-from .decision import DEFAULT_THRESHOLD, decide
-from .samples import sample
-from .schema import FEATURE_NAMES, FEATURES
+from .artifact import ModelArtifact, ModelError
+from .decision import DEFAULT_THRESHOLD, decide, threshold_of
+from .schema import FEATURE_NAMES
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 # ONNX Runtime sums the forest in float32 (~3e-7 error); the calibration's sigmoid multiplies
 # that by its slope (|a|/4, about 2.8 for the shipped model): 1e-6 measured, 1e-5 allowed.
 PARITY_TOLERANCE = 1e-5
+ENGINES = ("onnx", "sklearn")
 log = logging.getLogger(__name__)
-
-
-class SklearnPredictor:
-    """The reference path: the Pipeline itself (needs a DataFrame with the schema's columns)."""
-
-    engine = "sklearn"
-    inline = False  # milliseconds per call: run it in a worker thread, not on the event loop
-
-    def __init__(self, pipeline: Pipeline, threshold: float = DEFAULT_THRESHOLD):
-        self.pipeline = pipeline
-        self.positive = list(pipeline.classes_).index(1)
-        self.threshold = threshold
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """(n, 13) floats, NaN = missing -> P(heart disease)."""
-        frame = pd.DataFrame(np.asarray(X, dtype=float), columns=list(FEATURE_NAMES))
-        return self.pipeline.predict_proba(frame)[:, self.positive].astype(float)
-
-    def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(predicted classes by heart.decision.decide, P(heart disease))."""
-        proba = self.predict_proba(X)
-        return decide(proba, self.threshold), proba
 
 
 class OnnxPredictor:
@@ -57,11 +39,10 @@ class OnnxPredictor:
     engine = "onnxruntime"
     inline = True  # tens of microseconds: cheaper to run on the event loop than to hop threads
 
-    def __init__(self, pipeline: Pipeline, threshold: float = DEFAULT_THRESHOLD, onnx_bytes: bytes | None = None):
-        """onnx_bytes: the graph to_onnx(pipeline) gave earlier (heart.serving.onnx_cache), else converted now."""
+    def __init__(self, onnx_bytes: bytes, positive: int = 1, threshold: float = DEFAULT_THRESHOLD):
+        """positive: the column of P(heart disease) in the graph's probabilities (the index of class 1)."""
         import onnxruntime as ort
 
-        onnx_bytes = to_onnx(pipeline) if onnx_bytes is None else onnx_bytes
         options = ort.SessionOptions()
         # One thread: a request is one row; intra-op threads only add hand-off latency and
         # fight uvicorn workers for the cores.
@@ -70,9 +51,13 @@ class OnnxPredictor:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.log_severity_level = 3
         self.session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1 or inputs[0].name != "X" or inputs[0].shape[-1] != len(FEATURE_NAMES):
+            found = [(i.name, i.shape) for i in inputs]
+            raise ValueError(f"the graph must take one input X of (n, {len(FEATURE_NAMES)}) floats, it takes {found}")
         outputs = [o.name for o in self.session.get_outputs()]
         self.outputs = ["probabilities" if "probabilities" in outputs else outputs[-1]]
-        self.positive = list(pipeline.classes_).index(1)
+        self.positive = positive
         self.threshold = threshold
         self.onnx_bytes = len(onnx_bytes)
 
@@ -86,48 +71,33 @@ class OnnxPredictor:
         return decide(proba, self.threshold), proba
 
 
-def to_onnx(pipeline: Pipeline) -> bytes:
-    """The Pipeline as one serialized ONNX graph (skl2onnx: about a second, most of it imports)."""
-    from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import FloatTensorType
+class SklearnPredictor:
+    """The Pipeline itself (INFERENCE_ENGINE=sklearn, the analyses): imports pandas on first use."""
 
-    graph = _positional(pipeline)
-    forest = graph.steps[-1][1]
-    onx = convert_sklearn(
-        graph,
-        initial_types=[("X", FloatTensorType([None, len(FEATURE_NAMES)]))],
-        options={id(forest): {"zipmap": False}},
-    )
-    return onx.SerializeToString()
+    engine = "sklearn"
+    inline = False  # milliseconds per call: run it in a worker thread, not on the event loop
 
+    def __init__(self, pipeline: Pipeline, threshold: float = DEFAULT_THRESHOLD):
+        self.pipeline = pipeline
+        self.positive = list(pipeline.classes_).index(1)
+        self.threshold = threshold
 
-def _positional(pipeline: Pipeline) -> Pipeline:
-    """A copy of the fitted Pipeline whose ColumnTransformers select columns by position, not name.
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """(n, 13) floats, NaN = missing -> P(heart disease)."""
+        import pandas as pd
 
-    skl2onnx then builds a graph with one (n, 13) input instead of 13 one-column inputs, which
-    halves the per-call overhead of ONNX Runtime. The fitted parameters are untouched; the
-    parity check compares the result with the original Pipeline anyway.
-    """
-    from sklearn.compose import ColumnTransformer
+        frame = pd.DataFrame(np.asarray(X, dtype=float), columns=list(FEATURE_NAMES))
+        return self.pipeline.predict_proba(frame)[:, self.positive].astype(float)
 
-    graph = copy.deepcopy(pipeline)
-    index = {name: i for i, name in enumerate(FEATURE_NAMES)}
-
-    def positions(columns):
-        return [index[c] for c in columns] if not isinstance(columns, str) else columns
-
-    for _, step in graph.steps:
-        if isinstance(step, ColumnTransformer):
-            step.transformers = [(n, t, positions(c)) for n, t, c in step.transformers]
-            step.transformers_ = [(n, t, c if n == "remainder" else positions(c)) for n, t, c in step.transformers_]
-            if hasattr(step, "feature_names_in_"):
-                del step.feature_names_in_
-    return graph
+    def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(predicted classes by heart.decision.decide, P(heart disease))."""
+        proba = self.predict_proba(X)
+        return decide(proba, self.threshold), proba
 
 
 @dataclass
 class Parity:
-    """How the fast path compared with the Pipeline on `rows` rows."""
+    """How a predictor compared with the Pipeline's stored probabilities on `rows` rows."""
 
     engine: str
     rows: int
@@ -135,90 +105,69 @@ class Parity:
     max_abs_diff: float
     tolerance: float = PARITY_TOLERANCE
     seconds: float = 0.0
-    reason: str = ""
-    fallback: bool = False
 
     @property
     def ok(self) -> bool:
-        return self.class_mismatches == 0 and self.max_abs_diff <= self.tolerance and not self.reason
+        return self.class_mismatches == 0 and self.max_abs_diff <= self.tolerance
 
     def as_dict(self) -> dict:
         return {**asdict(self), "ok": self.ok}
 
-
-def parity_rows(
-    n_samples: int, seed: int = 0, missing_rate: float = 0.2, data: pd.DataFrame | None = None
-) -> np.ndarray:
-    """Rows to compare on: `data` (if given) plus n seeded uniform schema samples in which each
-    optional feature is missing (NaN) with probability `missing_rate`, so imputation is checked."""
-    frame = sample(n_samples, seed=seed, mode="uniform")
-    rng = np.random.default_rng(seed + 1)
-    for f in FEATURES:
-        if not f.required:
-            frame.loc[rng.random(n_samples) < missing_rate, f.name] = np.nan
-    parts = [frame[list(FEATURE_NAMES)].to_numpy(dtype=float)]
-    if data is not None:
-        parts.insert(0, data[list(FEATURE_NAMES)].to_numpy(dtype=float))
-    return np.vstack(parts)
+    def failure(self) -> str:
+        return (
+            f"{self.engine} does not reproduce the reference probabilities stored with the model: "
+            f"{self.class_mismatches} class mismatches, max |dp| {self.max_abs_diff:.2e} on {self.rows} rows "
+            f"(tolerance {self.tolerance:.0e})"
+        )
 
 
-def check_parity(reference: SklearnPredictor, candidate, X: np.ndarray) -> Parity:
-    """Predict X both ways; count class mismatches and the largest probability difference."""
+def check_parity(candidate, X: np.ndarray, expected: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> Parity:
+    """Predict X with `candidate`; count class mismatches with `expected` (P(disease), decided at
+    `threshold`) and the largest probability difference."""
     t0 = time.perf_counter()
-    ref_class, ref_p = reference.predict(X)
     got_class, got_p = candidate.predict(X)
-    diff = np.abs(ref_p - got_p)
+    diff = np.abs(np.asarray(expected, dtype=float) - got_p)
     return Parity(
         engine=candidate.engine,
         rows=len(X),
-        class_mismatches=int((ref_class != got_class).sum()),
+        class_mismatches=int((decide(expected, threshold) != got_class).sum()) if len(X) else 0,
         max_abs_diff=float(diff.max()) if len(diff) else 0.0,
         seconds=round(time.perf_counter() - t0, 4),
     )
 
 
-def build_predictor(
-    pipeline: Pipeline,
-    check_rows: np.ndarray,
-    engine: str = "onnx",
-    threshold: float = DEFAULT_THRESHOLD,
-    onnx_bytes: bytes | None = None,
-):
-    """The fastest predictor that matches the Pipeline on check_rows, and the parity evidence.
+def build_predictor(model: ModelArtifact, engine: str = "onnx", pipeline: Callable[[], Pipeline] | None = None):
+    """(predictor, parity): the engine asked for, once it reproduces the model's reference probabilities.
 
-    engine="sklearn" skips the conversion. A conversion error or a parity failure is logged
-    and falls back to the Pipeline itself, which is always correct, only slower. Both decide
-    the class with heart.decision.decide at `threshold` (the model card's).
+    engine="onnx" runs the artifact's graph; engine="sklearn" the Pipeline that `pipeline()`
+    unpickles (the documented fallback). Both decide the class at the card's threshold. A
+    predictor that does not reproduce the reference is a ModelError: nothing is served.
     """
-    reference = SklearnPredictor(pipeline, threshold)
-    if engine == "sklearn":
-        return reference, Parity("sklearn", 0, 0, 0.0, reason="fast path disabled by configuration", fallback=True)
-    if engine != "onnx":
+    if engine not in ENGINES:
         raise ValueError(f"unknown inference engine {engine!r}: choose onnx or sklearn")
-    try:
-        candidate = OnnxPredictor(pipeline, threshold, onnx_bytes)
-        parity = check_parity(reference, candidate, check_rows)
-    except Exception as e:  # an unsupported Pipeline step, an ONNX Runtime error: serve sklearn
-        parity = Parity(
-            "onnxruntime", 0, 0, float("nan"), reason=f"conversion failed: {type(e).__name__}: {e}", fallback=True
-        )
-        log.warning("fast_path_fallback", extra={"reason": parity.reason, "engine": "sklearn"})
-        return reference, parity
+    threshold = threshold_of(model.card)
+    ref = model.reference
+    if engine == "sklearn":
+        if pipeline is None:
+            raise ValueError("INFERENCE_ENGINE=sklearn needs the Pipeline")
+        predictor = SklearnPredictor(pipeline(), threshold)
+    else:
+        try:
+            predictor = OnnxPredictor(model.onnx, ref.positive, threshold)
+        except Exception as e:  # noqa: BLE001 - ONNX Runtime refuses the graph: say why, serve nothing
+            raise ModelError(
+                f"{model.path}: model.onnx cannot be loaded by ONNX Runtime ({type(e).__name__}: {e})"
+            ) from None
+    parity = check_parity(predictor, ref.X, ref.proba, threshold)
     if not parity.ok:
-        parity.fallback = True
-        parity.reason = (
-            f"parity check failed on {parity.rows} rows: {parity.class_mismatches} class mismatches, "
-            f"max |dp| {parity.max_abs_diff:.2e} (tolerance {PARITY_TOLERANCE:.0e})"
-        )
-        log.warning("fast_path_fallback", extra={"reason": parity.reason, "engine": "sklearn"})
-        return reference, parity
+        raise ModelError(f"{model.path}: {parity.failure()}; refusing to serve it")
     log.info(
-        "fast_path_ready",
+        "predictor_ready",
         extra={
-            "engine": candidate.engine,
+            "engine": predictor.engine,
             "parity_rows": parity.rows,
             "max_abs_diff": parity.max_abs_diff,
             "seconds": parity.seconds,
         },
     )
-    return candidate, parity
+    return predictor, parity

@@ -1,8 +1,8 @@
 """Build, cross-validate and train the one model Pipeline, and describe the result in a card.
 
-The saved artifact is the whole sklearn Pipeline (imputation and encoding inside), so any
-code that loads model.joblib preprocesses exactly as training did. Saving, hashing and the
-verified load live in heart.artifact.
+The Pipeline is saved whole (imputation and encoding inside), with the ONNX graph made from it,
+so anything that predicts from model.zip preprocesses exactly as training did. Writing it is
+heart.export's business; reading, hashing and verifying it heart.artifact's.
 """
 
 from __future__ import annotations

@@ -21,14 +21,7 @@ from heart.serving.settings import ENV_NAMES, Settings
 from heart.serving.tracing import tracer_provider
 
 # create_app's keyword arguments (test and tool knobs); every other keyword is a setting.
-APP_KNOBS = (
-    "background_load",
-    "configure_logging",
-    "parity_samples",
-    "parity_data",
-    "drift_reference",
-    "max_body_bytes",
-)
+APP_KNOBS = ("background_load", "configure_logging", "max_body_bytes")
 # What a real server in a test must not inherit from the developer's shell.
 CLEAN_SERVER_ENV = {
     name: None
@@ -48,12 +41,12 @@ def settings_for(model_path, **values) -> Settings:
 
 
 def make_app(model_path, tmp_path=None, spans=None, **values):
-    """An app on the test model, loaded before it is returned (parity on 200 samples); spans (an
+    """An app on the test model, loaded before it is returned; spans (an
     InMemorySpanExporter) receive every finished span; a tmp_path gets the prediction log."""
     provider = tracer_provider("test", exporters=[])
     if spans is not None:
         provider.add_span_processor(SimpleSpanProcessor(spans))
-    knobs = {"background_load": False, "parity_samples": 200, **{k: values.pop(k) for k in APP_KNOBS if k in values}}
+    knobs = {"background_load": False, **{k: values.pop(k) for k in APP_KNOBS if k in values}}
     if tmp_path is not None:
         values.setdefault("prediction_log", tmp_path / "predictions.jsonl")
     return create_app(settings_for(model_path, **values), tracer_provider_=provider, **knobs)

@@ -120,7 +120,7 @@ def test_poisoning_end_to_end_through_the_points_that_used_to_crash(model_path, 
 
 @pytest.mark.parametrize("script", ["fairness_check.py", "explainability.py", "data_poisoning.py"])
 def test_missing_model_is_a_one_line_error(script, tmp_path):
-    proc = run(script, "--model", tmp_path / "nope.joblib", "--out-dir", tmp_path / "out")
+    proc = run(script, "--model", tmp_path / "nope.zip", "--out-dir", tmp_path / "out")
     assert_one_line_error(proc, "model file not found")
     assert not (tmp_path / "out").exists()
 
@@ -128,8 +128,8 @@ def test_missing_model_is_a_one_line_error(script, tmp_path):
 @pytest.mark.parametrize("script", ["fairness_check.py", "explainability.py", "data_poisoning.py"])
 def test_tampered_model_is_refused(script, model_path, tmp_path):
     shutil.copy(model_path.with_name("model.card.json"), tmp_path / "model.card.json")
-    (tmp_path / "model.joblib").write_bytes(model_path.read_bytes() + b"\0")
-    proc = run(script, "--model", tmp_path / "model.joblib", "--out-dir", tmp_path / "out")
+    (tmp_path / "model.zip").write_bytes(model_path.read_bytes() + b"\0")
+    proc = run(script, "--model", tmp_path / "model.zip", "--out-dir", tmp_path / "out")
     assert_one_line_error(proc, "does not match")
 
 

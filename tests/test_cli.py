@@ -17,7 +17,7 @@ def run(*args, cwd=ROOT):
 
 
 def test_train_writes_a_verified_model_and_prints_the_table(tmp_path):
-    out = tmp_path / "m.joblib"
+    out = tmp_path / "m.zip"
     proc = run("--out", out, "--no-cv", "--n-estimators", 50)
     assert proc.returncode == 0, proc.stderr
     assert "random_forest test" in proc.stdout and "logistic_regression test" in proc.stdout
@@ -32,7 +32,7 @@ def test_bad_data_exits_2_with_a_one_line_reason_and_writes_nothing(tmp_path):
     lines = DATA.read_text().splitlines()
     lines[5] = lines[5].replace("male", "robot", 1)
     bad.write_text("\n".join(lines) + "\n")
-    out = tmp_path / "m.joblib"
+    out = tmp_path / "m.zip"
     proc = run("--data", bad, "--out", out, "--no-cv")
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr

@@ -327,7 +327,7 @@ def test_train_py_refuses_dev_zero_quickly_with_one_line(tmp_path):
 
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "train.py", "--data", "/dev/zero", "--max-data-mb", "5", "--out", str(tmp_path / "m.joblib")],
+        [sys.executable, "train.py", "--data", "/dev/zero", "--max-data-mb", "5", "--out", str(tmp_path / "m.zip")],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -338,7 +338,7 @@ def test_train_py_refuses_dev_zero_quickly_with_one_line(tmp_path):
         and proc.stderr.strip()
         == "error: /dev/zero: larger than the 5 MB limit for a CSV file (train.py: --max-data-mb)"
     )
-    assert time.perf_counter() - t0 < 60 and not (tmp_path / "m.joblib").exists()
+    assert time.perf_counter() - t0 < 60 and not (tmp_path / "m.zip").exists()
 
 
 def test_a_utf8_error_names_its_line(tmp_path):
@@ -395,7 +395,7 @@ def test_cross_validation_runs_no_worker_processes_that_a_kill_could_orphan(tmp_
     from conftest import ROOT
 
     proc = subprocess.Popen(
-        [sys.executable, "train.py", "--out", str(tmp_path / "m.joblib")],
+        [sys.executable, "train.py", "--out", str(tmp_path / "m.zip")],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,9 +11,9 @@ from fastapi.testclient import TestClient
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from heart.analyses import fairness
-from heart.artifact import save_model
 from heart.decision import decide, threshold_of
-from heart.fast import OnnxPredictor, SklearnPredictor, build_predictor, parity_rows
+from heart.export import save_model
+from heart.fast import OnnxPredictor, SklearnPredictor, build_predictor
 from heart.model import compute_metrics, split_by_labels
 from heart.samples import sample, to_records
 from heart.schema import FEATURE_NAMES
@@ -70,8 +72,8 @@ def test_fairness_puts_a_probability_at_the_threshold_in_class_1(dataset, thresh
 
 
 @pytest.fixture(scope="module")
-def predictors(loaded):
-    return {"sklearn": SklearnPredictor(loaded.pipeline), "onnxruntime": OnnxPredictor(loaded.pipeline)}
+def predictors(loaded, artifact):
+    return {"sklearn": SklearnPredictor(loaded.pipeline), "onnxruntime": OnnxPredictor(artifact.onnx)}
 
 
 @pytest.mark.parametrize("engine", ["sklearn", "onnxruntime"])
@@ -88,9 +90,11 @@ def test_fast_path_puts_a_probability_at_the_threshold_in_class_1(predictors, da
 
 
 @pytest.mark.parametrize("engine", ["sklearn", "onnx"])
-def test_both_engines_decide_10000_random_patients_by_the_rule(loaded, engine):
+def test_both_engines_decide_10000_random_patients_by_the_rule(loaded, artifact, engine):
     threshold = 0.41
-    predictor, _ = build_predictor(loaded.pipeline, parity_rows(100), engine=engine, threshold=threshold)
+    model = dataclasses.replace(artifact, card={**artifact.card, "threshold": threshold})
+    predictor, _ = build_predictor(model, engine, lambda: loaded.pipeline)
+    assert predictor.threshold == threshold
     X = sample(10_000, seed=5).to_numpy(dtype=float)
     classes, proba = predictor.predict(X)
     np.testing.assert_array_equal(classes, (proba >= threshold).astype(int))
@@ -98,13 +102,13 @@ def test_both_engines_decide_10000_random_patients_by_the_rule(loaded, engine):
 
 
 @pytest.fixture(scope="module")
-def client_at(loaded, tmp_path_factory):
+def client_at(loaded, dataset, tmp_path_factory):
     """The API on the test model saved again with a card that says threshold 0.41 (not 0.5)."""
     from tests.support import make_app
 
-    dst = tmp_path_factory.mktemp("threshold") / "model.joblib"
+    dst = tmp_path_factory.mktemp("threshold") / "model.zip"
     card = {k: v for k, v in loaded.card.items() if k not in ("artifact", "model_version")}
-    save_model(loaded.pipeline, {**card, "threshold": 0.41}, dst)
+    save_model(loaded.pipeline, {**card, "threshold": 0.41}, dst, dataset.X)
     app = make_app(dst, dst.parent)
     with TestClient(app) as c:
         assert app.state.serving.wait(60)

@@ -16,12 +16,14 @@ import requests
 import yaml
 
 from heart import __version__
+from tests.dockerfile_tools import instructions
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "k8s"
 # The oldest Kubernetes the manifests promise to work on (every field they use exists there).
 KUBERNETES_VERSION = "1.30.0"
 NAME = "heart-disease-api"
+EXPLAINER = "heart-disease-explainer"
 
 
 def manifests() -> dict[str, dict]:
@@ -33,14 +35,14 @@ def manifests() -> dict[str, dict]:
     return docs
 
 
-def by_kind(kind: str) -> dict:
-    found = [d for d in manifests().values() if d["kind"] == kind]
-    assert len(found) == 1, f"expected one {kind} in k8s/, found {len(found)}"
+def by_kind(kind: str, name: str = NAME) -> dict:
+    found = [d for d in manifests().values() if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind} {name} in k8s/, found {len(found)}"
     return found[0]
 
 
-def container() -> dict:
-    (c,) = by_kind("Deployment")["spec"]["template"]["spec"]["containers"]
+def container(name: str = NAME) -> dict:
+    (c,) = by_kind("Deployment", name)["spec"]["template"]["spec"]["containers"]
     return c
 
 
@@ -52,27 +54,6 @@ def mebibytes(quantity: str) -> float:
     """A Kubernetes memory/storage quantity (Ki, Mi, Gi or plain bytes) in MiB."""
     number, unit = re.fullmatch(r"(\d+)(Ki|Mi|Gi)?", quantity).groups()
     return int(number) * {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, None: 1 / 2**20}[unit]
-
-
-def dockerfile() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
-    text = re.sub(
-        r"\\\n",
-        " ",
-        "\n".join(line for line in (ROOT / "Dockerfile").read_text().splitlines() if not line.lstrip().startswith("#")),
-    )
-    return [(m.group(1).upper(), m.group(2).strip()) for m in re.finditer(r"^\s*([A-Za-z]+)\s+(.*)$", text, re.M)]
-
-
-def instructions(name: str) -> list[str]:
-    return [args for instr, args in dockerfile() if instr == name]
-
-
-def runtime_stage() -> list[tuple[str, str]]:
-    """Instructions of the last stage: the image that runs."""
-    steps = dockerfile()
-    last_from = max(i for i, (instr, _) in enumerate(steps) if instr == "FROM")
-    return steps[last_from:]
 
 
 @pytest.fixture(scope="module")
@@ -100,13 +81,16 @@ def app_port():
 
 
 def test_the_expected_manifests_are_there():
-    kinds = sorted(d["kind"] for d in manifests().values())
+    kinds = sorted((d["kind"], d["metadata"]["name"]) for d in manifests().values())
     assert kinds == [
-        "Deployment",
-        "HorizontalPodAutoscaler",
-        "NetworkPolicy",
-        "PodDisruptionBudget",
-        "Service",
+        ("Deployment", NAME),
+        ("Deployment", EXPLAINER),
+        ("HorizontalPodAutoscaler", NAME),
+        ("Ingress", NAME),
+        ("NetworkPolicy", NAME),
+        ("PodDisruptionBudget", NAME),
+        ("Service", NAME),
+        ("Service", EXPLAINER),
     ]
 
 
@@ -127,7 +111,7 @@ def test_the_validator_rejects_a_broken_manifest():
 def test_every_object_carries_the_recommended_labels():
     for key, doc in manifests().items():
         labels = doc["metadata"]["labels"]
-        assert labels["app.kubernetes.io/name"] == NAME, key
+        assert labels["app.kubernetes.io/name"] in (NAME, EXPLAINER), key
         assert labels["app.kubernetes.io/part-of"] == "heart-disease-mlops", key
 
 
@@ -210,9 +194,54 @@ def test_the_hpa_scales_the_deployment_between_two_and_three_pods():
 
 
 def test_resources_are_requested_and_limited():
-    resources = container()["resources"]
-    for kind in ("requests", "limits"):
-        assert {"cpu", "memory", "ephemeral-storage"} <= resources[kind].keys(), kind
+    for name in (NAME, EXPLAINER):
+        resources = container(name)["resources"]
+        for kind in ("requests", "limits"):
+            assert {"cpu", "memory", "ephemeral-storage"} <= resources[kind].keys(), (name, kind)
+
+
+# ------------------------------------------------------------------------------ the explainer
+
+
+def test_the_ingress_routes_explain_to_the_explainer_and_the_rest_to_the_predictor():
+    (rule,) = by_kind("Ingress")["spec"]["rules"]
+    routes = {(p["path"], p["pathType"]): p["backend"]["service"] for p in rule["http"]["paths"]}
+    assert routes == {
+        ("/explain", "Exact"): {"name": EXPLAINER, "port": {"name": "http"}},
+        ("/", "Prefix"): {"name": NAME, "port": {"name": "http"}},
+    }
+    for name in (NAME, EXPLAINER):
+        assert [p["name"] for p in by_kind("Service", name)["spec"]["ports"]] == ["http"]
+
+
+def test_the_explainer_runs_the_explainer_image_of_the_same_model_locked_down_like_the_predictor():
+    deployment, explainer, api = by_kind("Deployment", EXPLAINER), container(EXPLAINER), container()
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert by_kind("Service", EXPLAINER)["spec"]["selector"].items() <= pod_labels.items()
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    name, _, tag = api["image"].partition(":")
+    assert explainer["image"] == f"{name}-explainer:{tag}"
+    built = subprocess.run(
+        [
+            "bash",
+            "-c",
+            'source <(sed -n "/^VERSION=/,/^EXPLAINER_IMAGE=/p" deploy/container_check.sh); echo $EXPLAINER_IMAGE',
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+    )
+    assert built.stdout.strip() == explainer["image"], built.stderr
+    env = {e["name"]: e.get("value") for e in explainer["env"]}
+    api_env = {e["name"]: e.get("value") for e in api["env"]}
+    assert env["MODEL_PATH"] == api_env["MODEL_PATH"] and env["MODEL_SHA256"] == api_env["MODEL_SHA256"] == ""
+    assert {e["name"]: e for e in explainer["env"]}["API_TOKENS"] == {e["name"]: e for e in api["env"]}["API_TOKENS"]
+    assert explainer["securityContext"] == api["securityContext"]
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        assert explainer[probe]["httpGet"] == api[probe]["httpGet"], probe
+    assert deployment["spec"]["replicas"] == 1  # no HPA: the predictor's autoscaling never pulls this image
+    assert by_kind("HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]["name"] == NAME
 
 
 # The prediction-log sizing of docs/deploy.md, "Prediction log storage".

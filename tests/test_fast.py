@@ -1,26 +1,30 @@
-"""The ONNX fast path matches the sklearn Pipeline, and anything that does not is never served."""
+"""The ONNX graph serves only once it reproduces the Pipeline's stored probabilities; anything else is refused."""
+
+import dataclasses
+import re
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from heart import fast
+from heart import export, fast
+from heart.artifact import ModelArtifact, ModelError, Reference
 from heart.decision import decide
-from heart.fast import OnnxPredictor, SklearnPredictor, build_predictor, check_parity, parity_rows
-from heart.schema import FEATURES
+from heart.export import parity_rows, to_onnx
+from heart.fast import OnnxPredictor, SklearnPredictor, build_predictor, check_parity
+from heart.schema import FEATURE_NAMES, FEATURES
 
 
 @pytest.fixture(scope="module")
-def onnx(loaded):
-    return OnnxPredictor(loaded.pipeline)
+def onnx(artifact):
+    return OnnxPredictor(artifact.onnx, artifact.reference.positive)
 
 
 def test_parity_on_every_data_row(loaded, dataset, onnx):
     X = dataset.X.to_numpy(dtype=float)
     assert np.isnan(X).any(), "the data's own missing values (ca, thal) are part of the check"
-    parity = check_parity(SklearnPredictor(loaded.pipeline), onnx, X)
-    assert parity.rows == 303
-    assert parity.class_mismatches == 0
+    parity = check_parity(onnx, X, SklearnPredictor(loaded.pipeline).predict_proba(X))
+    assert (parity.engine, parity.rows, parity.class_mismatches) == ("onnxruntime", 303, 0)
     assert parity.max_abs_diff <= fast.PARITY_TOLERANCE
 
 
@@ -32,20 +36,34 @@ def test_parity_on_10000_schema_samples_with_missing_values(loaded, onnx):
     got_class, got_p = onnx.predict(X)
     assert (ref_class == got_class).all()
     assert np.abs(ref_p - got_p).max() <= fast.PARITY_TOLERANCE
-    assert (
-        ref_class
-        == decide(
-            loaded.pipeline.predict_proba(__import__("pandas").DataFrame(X, columns=[f.name for f in FEATURES]))[:, 1]
-        )
-    ).all(), "SklearnPredictor decides the Pipeline's probability"
+    frame = pd.DataFrame(X, columns=list(FEATURE_NAMES))
+    assert (ref_class == decide(loaded.pipeline.predict_proba(frame)[:, 1])).all(), "the Pipeline's probability"
 
 
-def test_build_predictor_chooses_onnx_when_parity_holds(loaded):
-    predictor, parity = build_predictor(loaded.pipeline, parity_rows(500))
-    assert predictor.engine == "onnxruntime" and parity.ok and not parity.fallback
+# --- build_predictor on the session's model --------------------------------------------------
 
 
-def test_parity_failure_falls_back_to_sklearn_and_says_why(loaded, monkeypatch, caplog):
+def no_pipeline():
+    raise AssertionError("the Pipeline was unpickled to serve ONNX")
+
+
+def test_onnx_serves_after_checking_every_reference_row_without_the_pipeline(artifact, caplog):
+    with caplog.at_level("INFO", logger="heart.fast"):
+        predictor, parity = build_predictor(artifact, "onnx", no_pipeline)
+    assert type(predictor) is OnnxPredictor and parity.ok and parity.rows == 303 + export.REFERENCE_SAMPLES
+    assert predictor.threshold == artifact.card["threshold"] and predictor.positive == 1
+    (record,) = [r for r in caplog.records if r.name == "heart.fast"]
+    assert (record.getMessage(), record.engine, record.parity_rows) == ("predictor_ready", "onnxruntime", 2303)
+
+
+def test_sklearn_by_configuration_loads_the_pipeline_and_checks_it_too(artifact, loaded):
+    calls = []
+    predictor, parity = build_predictor(artifact, "sklearn", lambda: calls.append(1) or loaded.pipeline)
+    assert type(predictor) is SklearnPredictor and calls == [1]
+    assert parity.engine == "sklearn" and parity.rows == 2303 and parity.max_abs_diff == 0.0 and parity.ok
+
+
+def test_a_graph_that_drifts_from_the_stored_probabilities_is_refused(artifact, monkeypatch):
     real = OnnxPredictor.predict
 
     def drifted(self, X):
@@ -53,32 +71,43 @@ def test_parity_failure_falls_back_to_sklearn_and_says_why(loaded, monkeypatch, 
         return classes, p + 1e-4  # a converter bug we must never serve (10x the tolerance)
 
     monkeypatch.setattr(OnnxPredictor, "predict", drifted)
-    with caplog.at_level("WARNING", logger="heart.fast"):
-        predictor, parity = build_predictor(loaded.pipeline, parity_rows(200))
-    assert predictor.engine == "sklearn" and parity.fallback and not parity.ok
-    assert "parity check failed" in parity.reason and f"{fast.PARITY_TOLERANCE:.0e}" in parity.reason
-    assert any(r.getMessage() == "fast_path_fallback" for r in caplog.records)
+    with pytest.raises(ModelError) as e:
+        build_predictor(artifact)
+    # 1e-4 on top of the graph's own float32 difference (~1e-6)
+    assert re.fullmatch(
+        re.escape(f"{artifact.path}: onnxruntime does not reproduce the reference probabilities stored with the ")
+        + r"model: 0 class mismatches, max \|dp\| 1\.0[01]e-04 on 2303 rows \(tolerance 1e-05\); refusing to serve it",
+        str(e.value),
+    ), str(e.value)
 
 
-def test_conversion_failure_falls_back_to_sklearn(loaded, monkeypatch):
-    def broken(self, pipeline):
-        raise RuntimeError("unsupported step")
+def test_stored_probabilities_that_do_not_match_the_graph_are_refused(artifact, loaded):
+    ref = artifact.reference
+    proba = ref.proba.copy()
+    proba[5] = 1 - proba[5]  # one row's stored probability flipped: a class mismatch
+    model = dataclasses.replace(artifact, reference=dataclasses.replace(ref, proba=proba))
+    with pytest.raises(ModelError, match=r"1 class mismatches, max \|dp\| .* on 2303 rows"):
+        build_predictor(model, "onnx", no_pipeline)
+    with pytest.raises(ModelError, match="^.*: sklearn does not reproduce the reference probabilities"):
+        build_predictor(model, "sklearn", lambda: loaded.pipeline)  # the Pipeline is checked the same way
 
-    monkeypatch.setattr(OnnxPredictor, "__init__", broken)
-    predictor, parity = build_predictor(loaded.pipeline, parity_rows(50))
-    assert predictor.engine == "sklearn" and "conversion failed" in parity.reason
+
+def test_a_graph_onnx_runtime_cannot_load_is_refused(artifact):
+    for graph in (b"not a graph", b""):
+        with pytest.raises(ModelError, match=r"model.onnx cannot be loaded by ONNX Runtime \("):
+            build_predictor(dataclasses.replace(artifact, onnx=graph))
 
 
-def test_sklearn_engine_by_configuration_and_unknown_engine(loaded):
-    predictor, parity = build_predictor(loaded.pipeline, parity_rows(10), engine="sklearn")
-    assert isinstance(predictor, SklearnPredictor) and "configuration" in parity.reason
-    with pytest.raises(ValueError, match="unknown inference engine"):
-        build_predictor(loaded.pipeline, parity_rows(10), engine="gpu")
+@pytest.mark.parametrize("engine", ["gpu", "ONNX", "Sklearn", ""])
+def test_an_engine_spelled_otherwise_is_refused_by_name(artifact, engine):
+    with pytest.raises(ValueError) as e:
+        build_predictor(artifact, engine)
+    assert str(e.value) == f"unknown inference engine {engine!r}: choose onnx or sklearn"
 
 
 def test_the_converted_graph_does_not_change_the_pipeline(loaded):
     before = list(loaded.pipeline.named_steps["preprocess"].transformers_[0][2])
-    fast._positional(loaded.pipeline)
+    export._positional(loaded.pipeline)
     assert list(loaded.pipeline.named_steps["preprocess"].transformers_[0][2]) == before
     assert list(loaded.pipeline.feature_names_in_)[0] == "age"
 
@@ -93,6 +122,19 @@ def tiny(dataset):
     return build_forest(calibration=None, n_estimators=5).fit(dataset.X, dataset.y)
 
 
+@pytest.fixture(scope="module")
+def tiny_graph(tiny):
+    return to_onnx(tiny)
+
+
+def tiny_model(tiny, graph, rows=30, threshold=0.5, delta=0.0) -> ModelArtifact:
+    """An artifact of the tiny forest, its stored probabilities moved by `delta`."""
+    X = parity_rows(rows)
+    proba = SklearnPredictor(tiny).predict_proba(X) + delta
+    card = {"model_version": "t", "threshold": threshold, "artifact": {"sha256": "0" * 64}}
+    return ModelArtifact(path="tiny.zip", card=card, onnx=graph, reference=Reference(X, proba, (0, 1), 0))
+
+
 class Fixed:
     """A predictor that answers given classes and probabilities, whatever the rows."""
 
@@ -104,12 +146,14 @@ class Fixed:
 
 
 def test_check_parity_counts_mismatches_and_the_largest_difference():
-    reference = Fixed([1, 0, 1, 0], [0.75, 0.25, 0.5, 0.0], engine="sklearn")
-    candidate = Fixed([1, 1, 0, 0], [0.75, 0.5, 0.375, 0.0625])  # differences 0, 0.25, 0.125, 0.0625
-    parity = check_parity(reference, candidate, np.zeros((4, 13)))
+    candidate = Fixed([1, 1, 0, 0], [0.75, 0.5, 0.375, 0.0625])
+    # stored 0.75, 0.25, 0.5, 0.0 decide 1, 0, 1, 0 at 0.5: two mismatches; differences 0, 0.25, 0.125, 0.0625
+    parity = check_parity(candidate, np.zeros((4, 13)), np.array([0.75, 0.25, 0.5, 0.0]))
     assert (parity.engine, parity.rows, parity.class_mismatches, parity.max_abs_diff) == ("onnxruntime", 4, 2, 0.25)
-    assert parity.reason == "" and parity.fallback is False and parity.tolerance == fast.PARITY_TOLERANCE
-    assert not parity.ok
+    assert parity.tolerance == fast.PARITY_TOLERANCE and not parity.ok
+    # the stored probabilities are decided at the given threshold
+    assert check_parity(Fixed([1], [0.3]), np.zeros((1, 13)), np.array([0.3]), threshold=0.3).class_mismatches == 0
+    assert check_parity(Fixed([1], [0.3]), np.zeros((1, 13)), np.array([0.3]), threshold=0.31).class_mismatches == 1
 
 
 def test_parity_holds_at_the_tolerance_and_fails_just_above_it():
@@ -117,22 +161,22 @@ def test_parity_holds_at_the_tolerance_and_fails_just_above_it():
     t = fast.PARITY_TOLERANCE
     for delta, ok in [(t / 2, True), (t, True), (np.nextafter(t, 1), False), (2 * t, False)]:
         # |0 - delta| is delta exactly, so the comparison meets the tolerance itself
-        parity = check_parity(Fixed([0], [0.0], "sklearn"), Fixed([0], [delta]), zeros)
+        parity = check_parity(Fixed([0], [delta]), zeros, np.array([0.0]))
         assert parity.max_abs_diff == delta and parity.ok is ok, (delta, parity)
     # a class mismatch fails even with identical probabilities
-    assert not check_parity(Fixed([0], [0.5], "sklearn"), Fixed([1], [0.5]), zeros).ok
+    assert not check_parity(Fixed([1], [0.5]), zeros, np.array([0.5]), threshold=0.6).ok
 
 
 def test_check_parity_on_no_rows_reports_zero_difference():
     empty = Fixed(np.zeros(0, dtype=int), np.zeros(0))
-    parity = check_parity(empty, empty, np.zeros((0, 13)))
+    parity = check_parity(empty, np.zeros((0, 13)), np.zeros(0))
     assert (parity.rows, parity.class_mismatches, parity.max_abs_diff) == (0, 0, 0.0)
 
 
-def test_check_parity_times_both_predictions_to_four_places(monkeypatch):
+def test_check_parity_times_the_prediction_to_four_places(monkeypatch):
     clock = iter([100.0, 100.123456])
     monkeypatch.setattr(fast, "time", type("Clock", (), {"perf_counter": staticmethod(lambda: next(clock))}))
-    parity = check_parity(Fixed([0], [0.1], "sklearn"), Fixed([0], [0.1]), np.zeros((1, 13)))
+    parity = check_parity(Fixed([0], [0.1]), np.zeros((1, 13)), np.array([0.1]))
     assert parity.seconds == 0.1235  # 0.123456 s rounded to 4 places, by hand
 
 
@@ -145,11 +189,9 @@ def test_parity_as_dict_has_every_field_and_ok():
         "max_abs_diff": 2.5e-6,
         "tolerance": 1e-5,
         "seconds": 0.25,
-        "reason": "",
-        "fallback": False,
         "ok": True,
     }
-    assert fast.Parity("x", 1, 0, 0.0, reason="disabled").as_dict()["ok"] is False
+    assert fast.Parity("x", 1, 1, 0.0).as_dict()["ok"] is False
 
 
 def test_sklearn_predictor_gives_the_pipelines_p_disease_and_decides_at_its_threshold(tiny, dataset):
@@ -165,53 +207,59 @@ def test_sklearn_predictor_gives_the_pipelines_p_disease_and_decides_at_its_thre
     np.testing.assert_array_equal(SklearnPredictor(tiny, t).predict(X)[0], (expected >= t).astype(int))
 
 
-def test_predictors_read_rows_given_as_lists_with_none_for_missing(tiny, dataset):
+def test_predictors_read_rows_given_as_lists_with_none_for_missing(tiny, tiny_graph, dataset):
     rows = dataset.X.to_numpy(dtype=float)[:5].copy()
     as_lists = [[None if np.isnan(v) else int(v) if float(v).is_integer() else v for v in row] for row in rows]
     as_lists[0][12] = None  # thal missing: imputed, like NaN
     rows[0, 12] = np.nan
-    onnx_tiny = OnnxPredictor(tiny)
-    for predictor in (SklearnPredictor(tiny), onnx_tiny):
+    for predictor in (SklearnPredictor(tiny), OnnxPredictor(tiny_graph)):
         np.testing.assert_allclose(predictor.predict_proba(as_lists), predictor.predict_proba(rows), atol=0)
 
 
-def test_onnx_predictor_matches_the_tiny_pipeline(tiny, dataset):
+def test_onnx_predictor_matches_the_tiny_pipeline(tiny, tiny_graph, dataset):
     X = np.vstack([dataset.X.to_numpy(dtype=float), parity_rows(300, seed=1)])
-    onnx_tiny = OnnxPredictor(tiny, threshold=0.3)
+    onnx_tiny = OnnxPredictor(tiny_graph, threshold=0.3)
     assert onnx_tiny.threshold == 0.3 and onnx_tiny.positive == 1 and onnx_tiny.outputs == ["probabilities"]
     classes, proba = onnx_tiny.predict(X)
     ref = SklearnPredictor(tiny).predict_proba(X)
     assert proba.dtype == np.float64 and proba.shape == (len(X),)
     assert np.abs(proba - ref).max() <= fast.PARITY_TOLERANCE
     np.testing.assert_array_equal(classes, (proba >= 0.3).astype(int))
-    assert OnnxPredictor(tiny).threshold == 0.5
+    assert OnnxPredictor(tiny_graph).threshold == 0.5 and onnx_tiny.onnx_bytes == len(tiny_graph)
+    # the positive column is the one asked for: column 0 is P(no disease)
+    np.testing.assert_allclose(OnnxPredictor(tiny_graph, positive=0).predict_proba(X), 1 - proba, atol=1e-6)
 
 
-def test_onnx_session_runs_one_thread_sequentially_on_the_cpu(tiny):
+def test_onnx_session_runs_one_thread_sequentially_on_the_cpu(tiny_graph):
     import onnxruntime as ort
 
-    predictor = OnnxPredictor(tiny)
+    predictor = OnnxPredictor(tiny_graph)
     options = predictor.session.get_session_options()
     assert (options.intra_op_num_threads, options.inter_op_num_threads) == (1, 1)
     assert options.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL and options.log_severity_level == 3
     assert predictor.session.get_providers() == ["CPUExecutionProvider"]
 
 
-def test_onnx_predictor_uses_the_given_graph_without_converting(tiny, monkeypatch):
-    graph = fast.to_onnx(tiny)
+def test_a_graph_without_one_13_column_input_x_is_refused():
+    from onnx import TensorProto, helper
 
-    def no_conversion(pipeline):
-        raise AssertionError("converted again")
+    def graph(name, columns):
+        x = helper.make_tensor_value_info(name, TensorProto.FLOAT, [None, columns])
+        y = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, columns])
+        node = helper.make_node("Identity", [name], ["probabilities"])
+        model = helper.make_model(helper.make_graph([node], "g", [x], [y]), opset_imports=[helper.make_opsetid("", 13)])
+        return model.SerializeToString()
 
-    monkeypatch.setattr(fast, "to_onnx", no_conversion)
-    predictor = OnnxPredictor(tiny, onnx_bytes=graph)
-    assert predictor.onnx_bytes == len(graph) > 1000
+    for name, columns in (("X", 12), ("input", 13)):
+        with pytest.raises(ValueError, match=r"the graph must take one input X of \(n, 13\) floats"):
+            OnnxPredictor(graph(name, columns))
+    assert OnnxPredictor(graph("X", 13)).outputs == ["probabilities"]
 
 
-def test_to_onnx_has_one_float_input_of_13_columns_and_a_probability_tensor(tiny):
+def test_to_onnx_has_one_float_input_of_13_columns_and_a_probability_tensor(tiny_graph):
     import onnx
 
-    model = onnx.load_from_string(fast.to_onnx(tiny))
+    model = onnx.load_from_string(tiny_graph)
     (inp,) = model.graph.input
     dims = inp.type.tensor_type.shape.dim
     assert inp.name == "X" and inp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
@@ -226,10 +274,10 @@ def test_to_onnx_has_one_float_input_of_13_columns_and_a_probability_tensor(tiny
 def test_positional_selects_columns_by_their_schema_index(tiny):
     from sklearn.compose import ColumnTransformer
 
-    graph = fast._positional(tiny)
+    graph = export._positional(tiny)
     step = next(s for _, s in graph.steps if isinstance(s, ColumnTransformer))
     original = next(s for _, s in tiny.steps if isinstance(s, ColumnTransformer))
-    names = list(fast.FEATURE_NAMES)
+    names = list(FEATURE_NAMES)
     for (n, _, cols), (n0, _, cols0) in zip(step.transformers_, original.transformers_):
         assert n == n0
         if n != "remainder":
@@ -241,134 +289,31 @@ def test_positional_selects_columns_by_their_schema_index(tiny):
     np.testing.assert_array_equal(graph.predict_proba(rows), tiny.predict_proba(pd.DataFrame(rows, columns=names)))
 
 
-# --- build_predictor: which engine serves, the evidence and the log, on the tiny forest -----
+# --- build_predictor's verdict at the tolerance, on the tiny forest -------------------------
 
 
-def test_sklearn_by_configuration_keeps_the_threshold_and_says_so(tiny):
-    predictor, parity = build_predictor(tiny, parity_rows(10), engine="sklearn", threshold=0.3)
-    assert type(predictor) is SklearnPredictor and predictor.threshold == 0.3
-    assert parity.as_dict() == {
-        "engine": "sklearn",
-        "rows": 0,
-        "class_mismatches": 0,
-        "max_abs_diff": 0.0,
-        "tolerance": fast.PARITY_TOLERANCE,
-        "seconds": 0.0,
-        "reason": "fast path disabled by configuration",
-        "fallback": True,
-        "ok": False,
-    }
+@pytest.mark.parametrize("delta, served", [(0.9e-5, True), (-0.9e-5, True), (1.1e-5, False), (-1.1e-5, False)])
+def test_stored_probabilities_just_within_the_tolerance_serve_and_just_beyond_are_refused(
+    tiny, tiny_graph, delta, served
+):
+    model = tiny_model(tiny, tiny_graph, threshold=0.0, delta=delta)  # every row class 1 both ways
+    if served:
+        predictor, parity = build_predictor(model)
+        assert predictor.engine == "onnxruntime" and parity.class_mismatches == 0
+        assert abs(delta) * 0.9 < parity.max_abs_diff < abs(delta) * 1.1
+    else:
+        with pytest.raises(ModelError, match="0 class mismatches"):
+            build_predictor(model)
 
 
-@pytest.mark.parametrize("engine", ["gpu", "ONNX", "Sklearn", ""])
-def test_an_engine_spelled_otherwise_is_refused_by_name(tiny, engine):
-    with pytest.raises(ValueError) as e:
-        build_predictor(tiny, parity_rows(10), engine=engine)
-    assert str(e.value) == f"unknown inference engine {engine!r}: choose onnx or sklearn"
+def test_the_card_threshold_decides_and_the_stored_classes_must_agree(tiny, tiny_graph):
+    model = tiny_model(tiny, tiny_graph, threshold=0.4)
+    predictor, parity = build_predictor(model)
+    assert predictor.threshold == 0.4 and parity.ok
+    np.testing.assert_array_equal(predictor.predict(model.reference.X)[0], (model.reference.proba >= 0.4).astype(int))
 
 
-def test_onnx_serves_when_parity_holds_and_logs_the_evidence(tiny, caplog):
-    rows = parity_rows(40)
-    with caplog.at_level("INFO", logger="heart.fast"):
-        predictor, parity = build_predictor(tiny, rows, threshold=0.3)
-    assert type(predictor) is OnnxPredictor and predictor.threshold == 0.3
-    assert parity.ok and parity.rows == 40 and parity.reason == "" and parity.fallback is False
-    (record,) = [r for r in caplog.records if r.name == "heart.fast"]
-    assert record.levelname == "INFO" and record.getMessage() == "fast_path_ready"
-    assert (record.engine, record.parity_rows, record.max_abs_diff, record.seconds) == (
-        "onnxruntime",
-        40,
-        parity.max_abs_diff,
-        parity.seconds,
-    )
-
-
-def test_build_predictor_uses_the_graph_it_is_given(tiny, monkeypatch):
-    graph = fast.to_onnx(tiny)
-    monkeypatch.setattr(fast, "to_onnx", lambda pipeline: b"not a graph")  # converting now would fail
-    predictor, parity = build_predictor(tiny, parity_rows(20), onnx_bytes=graph)
-    assert type(predictor) is OnnxPredictor and parity.ok and predictor.onnx_bytes == len(graph)
-
-
-class Shifted:
-    """An ONNX stand-in: the Pipeline's own answer with P(disease) moved by `delta` (a converter bug)."""
-
-    delta = 0.0
-    flip_first = False
-
-    def __init__(self, pipeline, threshold, onnx_bytes):
-        self.reference = SklearnPredictor(pipeline, threshold)
-        self.engine = "onnxruntime"
-
-    def predict(self, X):
-        classes, p = self.reference.predict(X)
-        if self.flip_first:
-            classes = classes.copy()
-            classes[0] = 1 - classes[0]
-        return classes, p + self.delta
-
-
-@pytest.mark.parametrize(
-    "delta, served",
-    [(0.9e-5, "onnxruntime"), (-0.9e-5, "onnxruntime"), (1.1e-5, "sklearn"), (-1.1e-5, "sklearn")],
-)
-def test_a_difference_just_under_the_tolerance_serves_onnx_and_just_over_falls_back(tiny, monkeypatch, delta, served):
-    monkeypatch.setattr(Shifted, "delta", delta)
-    monkeypatch.setattr(fast, "OnnxPredictor", Shifted)
-    predictor, parity = build_predictor(tiny, parity_rows(30), threshold=0.0)  # every row class 1 both ways
-    assert predictor.engine == served
-    assert abs(delta) * 0.999 < parity.max_abs_diff < abs(delta) * 1.001 and parity.class_mismatches == 0
-    assert parity.fallback is (served == "sklearn")
-
-
-def test_parity_failure_reason_gives_rows_mismatches_difference_and_tolerance(tiny, monkeypatch, caplog):
-    monkeypatch.setattr(Shifted, "delta", 0.25)
-    monkeypatch.setattr(Shifted, "flip_first", True)
-    monkeypatch.setattr(fast, "OnnxPredictor", Shifted)
-    with caplog.at_level("INFO", logger="heart.fast"):
-        predictor, parity = build_predictor(tiny, parity_rows(30), threshold=0.4)
-    assert type(predictor) is SklearnPredictor and predictor.threshold == 0.4
-    assert parity.fallback is True and parity.ok is False
-    assert parity.reason == ("parity check failed on 30 rows: 1 class mismatches, max |dp| 2.50e-01 (tolerance 1e-05)")
-    (record,) = [r for r in caplog.records if r.name == "heart.fast"]
-    assert record.levelname == "WARNING" and record.getMessage() == "fast_path_fallback"
-    assert (record.reason, record.engine) == (parity.reason, "sklearn")
-
-
-def test_a_class_mismatch_alone_falls_back(tiny, monkeypatch):
-    monkeypatch.setattr(Shifted, "flip_first", True)
-    monkeypatch.setattr(fast, "OnnxPredictor", Shifted)
-    predictor, parity = build_predictor(tiny, parity_rows(30))
-    assert predictor.engine == "sklearn" and parity.max_abs_diff == 0.0
-    assert parity.reason.startswith("parity check failed on 30 rows: 1 class mismatches, max |dp| 0.00e+00")
-
-
-def test_conversion_failure_reason_and_log(tiny, monkeypatch, caplog):
-    def broken(self, pipeline, threshold, onnx_bytes):
-        raise RuntimeError("unsupported step")
-
-    monkeypatch.setattr(OnnxPredictor, "__init__", broken)
-    with caplog.at_level("INFO", logger="heart.fast"):
-        predictor, parity = build_predictor(tiny, parity_rows(10), threshold=0.2)
-    assert type(predictor) is SklearnPredictor and predictor.threshold == 0.2
-    assert (parity.engine, parity.rows, parity.class_mismatches) == ("onnxruntime", 0, 0)
-    assert np.isnan(parity.max_abs_diff) and parity.fallback is True
-    assert parity.reason == "conversion failed: RuntimeError: unsupported step"
-    (record,) = [r for r in caplog.records if r.name == "heart.fast"]
-    assert record.levelname == "WARNING" and record.getMessage() == "fast_path_fallback"
-    assert (record.reason, record.engine) == (parity.reason, "sklearn")
-
-
-def test_a_failing_parity_check_is_a_conversion_failure_too(tiny, monkeypatch):
-    def broken(reference, candidate, X):
-        raise ValueError("bad rows")
-
-    monkeypatch.setattr(fast, "check_parity", broken)
-    predictor, parity = build_predictor(tiny, parity_rows(10))
-    assert predictor.engine == "sklearn" and parity.reason == "conversion failed: ValueError: bad rows"
-
-
-# --- parity_rows: the rows the check runs on ----------------------------------------------
+# --- parity_rows: the rows the reference holds ------------------------------------------------
 
 
 def test_parity_rows_put_the_data_first_then_seeded_uniform_samples(dataset):
@@ -410,22 +355,21 @@ def test_parity_rows_are_reproducible_by_seed():
             np.testing.assert_array_equal(np.isnan(a[:, i]), rng.random(100) < 0.2)
 
 
-def test_onnx_session_is_created_without_a_provider_fallback(tiny, capfd):
+def test_onnx_session_is_created_without_a_provider_fallback(tiny_graph, capfd):
     # ONNX Runtime prints "EP Error ... Falling back to ['CPUExecutionProvider']" when asked for a
     # provider it does not know: the fast path names one that exists, so nothing is printed.
-    graph = fast.to_onnx(tiny)
     capfd.readouterr()
-    OnnxPredictor(tiny, onnx_bytes=graph)
+    OnnxPredictor(tiny_graph)
     out, err = capfd.readouterr()
     assert "EP Error" not in out + err and "Falling back" not in out + err, out + err
 
 
-def test_predictors_read_rows_spelled_as_text(tiny, dataset):
+def test_predictors_read_rows_spelled_as_text(tiny, tiny_graph, dataset):
     # Rows parsed from a CSV arrive as text: "3.0" must be the code 3 for the one-hot step, not
     # an unknown category (which would silently zero the column and change the probability).
     rows = dataset.X.to_numpy(dtype=float)[:20]
     as_text = [[repr(float(v)) for v in row] for row in rows]
-    for predictor in (SklearnPredictor(tiny), OnnxPredictor(tiny)):
+    for predictor in (SklearnPredictor(tiny), OnnxPredictor(tiny_graph)):
         np.testing.assert_array_equal(predictor.predict_proba(as_text), predictor.predict_proba(rows))
 
 

@@ -40,7 +40,7 @@ def quiet(main, argv):
 def reports(tmp_path_factory):
     """A reports/ directory from a quick real run: small forest, 10 bootstraps, 1 seed, 2 flip rates."""
     base = tmp_path_factory.mktemp("analyses")
-    model = base / "model.joblib"
+    model = base / "model.zip"
     out = base / "reports"
     quiet(train_script.main, ["--no-cv", "--n-estimators", "10", "--out", str(model)])
     quiet(fairness_check.main, ["--model", str(model), "--bootstrap", "10", "--jobs", "1", "--out-dir", str(out)])

@@ -128,12 +128,12 @@ def assert_refused(proc, out_dir):
 @pytest.mark.slow
 def test_train_refuses_the_shared_copy_and_writes_nothing(legacy, tmp_path):
     out = tmp_path / "out"
-    assert_refused(run("train.py", "--data", legacy, "--out", out / "model.joblib", "--no-cv"), out)
+    assert_refused(run("train.py", "--data", legacy, "--out", out / "model.zip", "--no-cv"), out)
 
 
 @pytest.fixture(scope="module")
 def flipped_model(legacy, tmp_path_factory):
-    path = tmp_path_factory.mktemp("flipped") / "model.joblib"
+    path = tmp_path_factory.mktemp("flipped") / "model.zip"
     proc = run("train.py", "--data", legacy, "--out", path, "--no-cv", "--flip-target")
     assert proc.returncode == 0, proc.stderr
     assert "labels: flipped by --flip-target; direction check consistent" in proc.stdout
@@ -153,7 +153,7 @@ def test_flip_target_trains_the_model_data_csv_trains(flipped_model, loaded, dat
 
 @pytest.mark.slow
 def test_no_label_check_trains_the_shared_copy_and_the_card_says_so(legacy, tmp_path):
-    path = tmp_path / "model.joblib"
+    path = tmp_path / "model.zip"
     proc = run("train.py", "--data", legacy, "--out", path, "--no-cv", "--no-label-check", "--n-estimators", 20)
     assert proc.returncode == 0, proc.stderr
     card = json.loads(path.with_name("model.card.json").read_text())

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -59,7 +58,7 @@ def test_the_gauges_are_drift_reports_figures(dataset):
     is recomputed until new rows arrive."""
     metrics = Metrics()
     window = DriftWindow(300)
-    live = LiveDrift(window, metrics, 60, dataset.source, lambda: dataset.sha256)
+    live = LiveDrift(window, metrics, 60, lambda: dataset.X.to_numpy(dtype=float))
     assert not live.compute(), "no rows yet"
     current = sample(300, seed=3, mode="marginal", reference=dataset.X)
     current["age"] += 10
@@ -79,18 +78,19 @@ def test_the_gauges_are_drift_reports_figures(dataset):
     assert got["heart_predicted_positive_rate", None] == 0.2
 
 
-def test_a_reference_that_is_not_the_models_training_data_is_refused(dataset, tmp_path, caplog):
-    other = tmp_path / "other.csv"
-    other.write_text(Path(dataset.source).read_text().replace("\n63,", "\n64,", 1))
+def test_the_reference_is_the_training_data_the_model_carries(artifact, dataset, caplog):
+    """The rows train.py stored in the artifact lead its reference; live drift waits for a model,
+    and gives up (saying why) on one saved without them."""
+    np.testing.assert_array_equal(artifact.reference.data, dataset.X.to_numpy(dtype=float))
     window = DriftWindow(10)
     window.append(dataset.X.to_numpy()[:10], np.zeros(10, dtype=int))
-    live = LiveDrift(window, Metrics(), 60, other, lambda: dataset.sha256)
-    assert not live.compute()
-    assert "is not the model's training data" in live.disabled
-    live = LiveDrift(window, Metrics(), 60, tmp_path / "missing.csv", lambda: dataset.sha256)
-    assert not live.compute() and "not found" in live.disabled
-    live = LiveDrift(window, Metrics(), 60, dataset.source, lambda: None)
+    live = LiveDrift(window, Metrics(), 60, lambda: None)
     assert not live.compute() and not live.disabled, "no model yet: wait, do not give up"
+    live = LiveDrift(window, Metrics(), 60, lambda: artifact.reference.X[:0])
+    assert not live.compute()
+    assert live.disabled == "the model carries no training rows to compare with (saved without data)"
+    live = LiveDrift(window, Metrics(), 60, lambda: artifact.reference.data)
+    assert live.compute() and np.shares_memory(live.reference, artifact.reference.X)
 
 
 def test_drift_window_settings(monkeypatch):

@@ -18,7 +18,8 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 
 from heart import model as M
-from heart.artifact import save_model, sha256_bytes
+from heart.artifact import sha256_bytes
+from heart.export import save_model
 from heart.model import build_forest, cross_validate, predict_proba, train
 from heart.schema import FEATURES
 
@@ -81,9 +82,9 @@ def test_card_records_threshold_calibration_and_labels(loaded, trained):
 def test_two_runs_give_identical_predictions_and_artifacts(dataset, trained, tmp_path):
     again = train(dataset, cv=False)
     np.testing.assert_array_equal(predict_proba(again.pipeline, dataset.X), predict_proba(trained.pipeline, dataset.X))
-    a = save_model(trained.pipeline, {}, tmp_path / "a.joblib")
-    b = save_model(again.pipeline, {}, tmp_path / "b.joblib")
-    assert a["artifact"]["sha256"] == b["artifact"]["sha256"]
+    a = save_model(trained.pipeline, {}, tmp_path / "a.zip", dataset.X)
+    b = save_model(again.pipeline, {}, tmp_path / "b.zip", dataset.X)
+    assert a["artifact"]["sha256"] == b["artifact"]["sha256"]  # graph, reference and archive included
 
 
 @pytest.mark.slow

@@ -179,3 +179,11 @@ def test_a_log_that_cannot_be_opened_names_the_path_and_why(tmp_path, make_bad):
     with pytest.raises(predlog.PredictionLogError) as e:
         predlog.PredictionLog(path)
     assert e.value.strerror == f"{path}: cannot be opened for appending ({why})"
+
+
+@pytest.mark.parametrize("t", [0.0, 1.0005, 1764900000.999, 1764900001.0, 1764900001.123456, 1764986399.9999])
+def test_the_timestamp_is_isoformat_to_the_millisecond_in_utc(monkeypatch, t):
+    from datetime import UTC, datetime
+
+    monkeypatch.setattr(predlog.time, "time", lambda: t)
+    assert predlog.now_iso() == datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds")

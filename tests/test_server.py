@@ -86,7 +86,7 @@ def test_cli_help_and_missing_model(tmp_path):
     for flag in ("--host", "--port", "--model-path", "--workers", "--log-level", "--prediction-log", "--log-inputs"):
         assert flag in out.stdout
     missing = subprocess.run(
-        [sys.executable, "heart_fastapi.py", "--model-path", str(tmp_path / "none.joblib")],
+        [sys.executable, "heart_fastapi.py", "--model-path", str(tmp_path / "none.zip")],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -23,7 +23,7 @@ def test_defaults_and_every_variable_by_its_name(monkeypatch):
         "0.0.0.0",
         8000,
         1,
-        "model.joblib",
+        "model.zip",
         None,
         True,
         "info",
@@ -33,7 +33,7 @@ def test_defaults_and_every_variable_by_its_name(monkeypatch):
         "HOST": "127.0.0.1",
         "PORT": "9001",
         "WEB_CONCURRENCY": "3",
-        "MODEL_PATH": "m.joblib",
+        "MODEL_PATH": "m.zip",
         "PREDICTION_LOG": "p.jsonl",
         "LOG_INPUTS": "FALSE",
         "LOG_LEVEL": "WARNING",
@@ -50,13 +50,13 @@ def test_defaults_and_every_variable_by_its_name(monkeypatch):
         s.log_inputs,
         s.log_level,
         s.engine,
-    ) == ("127.0.0.1", 9001, 3, "m.joblib", "p.jsonl", False, "warning", "sklearn")
+    ) == ("127.0.0.1", 9001, 3, "m.zip", "p.jsonl", False, "warning", "sklearn")
     assert load_settings({"port": "9002", "log_inputs": "true"}).port == 9002, "a flag overrides its variable"
     assert s.to_env() == {
         "HOST": "127.0.0.1",
         "PORT": "9001",
         "WEB_CONCURRENCY": "3",
-        "MODEL_PATH": "m.joblib",
+        "MODEL_PATH": "m.zip",
         "PREDICTION_LOG": "p.jsonl",
         "LOG_INPUTS": "false",
         "LOG_LEVEL": "warning",
@@ -161,11 +161,11 @@ def test_flags_land_in_the_settings_and_on_args(monkeypatch):
 
     monkeypatch.setenv("PORT", "9100")
     monkeypatch.setenv("LOG_INPUTS", "false")
-    args = run.parse_args(["--model", "m.joblib", "--engine", "SKLEARN", "--workers", "2"])
+    args = run.parse_args(["--model", "m.zip", "--engine", "SKLEARN", "--workers", "2"])
     assert (args.port, args.workers, str(args.model_path), args.engine, args.log_inputs) == (
         9100,
         2,
-        "m.joblib",
+        "m.zip",
         "sklearn",
         False,
     )

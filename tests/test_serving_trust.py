@@ -1,5 +1,6 @@
-"""Issue 12: what may be served (the deployer's pin, the card inside the artifact), and a
-readiness that tells the truth about the model and the prediction log."""
+"""Issue 12, then 22: what may be served (the deployer's pin, the card inside the artifact, a graph that
+reproduces the probabilities stored with it), and a readiness that tells the truth about the model and
+the prediction log. Nothing of the file is unpickled to serve predictions."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 
 import joblib
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from heart import artifact
+from heart import artifact, export
 from heart.artifact import card_path_for, sha256_file
+from heart.export import save_model
 from heart.serving.app import create_app
 from heart.serving.contract import EXAMPLE
 from heart.serving.settings import ENV_NAMES
@@ -32,7 +36,7 @@ def app_for(model_path, **values):
 
 @pytest.fixture
 def copy_of_model(model_path, tmp_path):
-    dst = tmp_path / "model.joblib"
+    dst = tmp_path / "model.zip"
     shutil.copy(model_path, dst)
     shutil.copy(card_path_for(model_path), card_path_for(dst))
     return dst
@@ -48,18 +52,54 @@ class Payload:
         return (os.system, (f"touch {self.marker}",))
 
 
-def forge(path, content) -> None:
-    """What an attacker who can write the model's directory does: a new file, its trailer and the
-    card beside it re-hashed to match, so every check that reads the artifact's own files passes."""
-    buf = io.BytesIO()
-    joblib.dump(content, buf)
-    payload = buf.getvalue()
-    blob = payload + artifact.TRAILER_MAGIC + artifact.sha256_bytes(payload).encode() + b"\n"
+def members_of(path) -> tuple[dict, dict[str, bytes]]:
+    """(embedded card, the other members' bytes) of an archive."""
+    with zipfile.ZipFile(path) as zf:
+        content = {name: zf.read(name) for name in zf.namelist()}
+    return json.loads(content.pop("card.json")), content
+
+
+def forge(path, card=None, **replaced) -> None:
+    """What an attacker who can write the model's directory does: members replaced (None: removed), the
+    archive and its trailer rebuilt, the card beside it re-hashed to match, so every check that reads the
+    artifact's own files passes."""
+    old_card, content = members_of(path)
+    card = old_card if card is None else card
+    content.update(replaced)
+    content = {k: v for k, v in content.items() if v is not None}
+    if len(content) == 3:
+        blob = export.pack(card, content)
+    else:  # a member removed: write the zip by hand, with a correct trailer
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            zf.writestr("card.json", json.dumps(card))
+            for name, member in content.items():
+                zf.writestr(name, member)
+            zf.comment = b"x" * artifact.TRAILER_LEN
+        body = buf.getvalue()[: -artifact.TRAILER_LEN]
+        blob = body + artifact.TRAILER_MAGIC + artifact.sha256_bytes(body).encode() + b"\n"
     path.write_bytes(blob)
-    card_path = card_path_for(path)
-    card = json.loads(card_path.read_text())
-    card["artifact"].update(sha256=artifact.sha256_bytes(blob), bytes=len(blob))
-    card_path.write_text(json.dumps(card))
+    copy = json.loads(card_path_for(path).read_text())
+    copy["artifact"].update(sha256=artifact.sha256_bytes(blob), bytes=len(blob))
+    card_path_for(path).write_text(json.dumps(copy))
+
+
+def refused(app) -> str:
+    """The reason readiness gives for a refused model, after checking every route refuses to serve."""
+    with TestClient(app) as c:
+        r = c.get("/ready_check")
+        assert r.status_code == 503 and r.json()["status"] == "failed", r.json()
+        for path, body in (("/predict", EXAMPLE), ("/predict/batch", {"instances": [EXAMPLE]}), ("/explain", EXAMPLE)):
+            assert c.post(path, json=body).status_code == 503
+        assert c.get("/model").status_code == 503
+        assert app.state.serving.model is None and app.state.serving.pipeline is None
+        return r.json()["reason"]
+
+
+def dump(obj) -> bytes:
+    buf = io.BytesIO()
+    joblib.dump(obj, buf)
+    return buf.getvalue()
 
 
 # ------------------------------------------------------------------------ 5: the pin
@@ -68,29 +108,27 @@ def forge(path, content) -> None:
 def test_a_forged_pickle_never_runs_when_the_model_is_pinned(copy_of_model, tmp_path):
     pin = sha256_file(copy_of_model)
     marker = tmp_path / "pwned"
-    forge(copy_of_model, Payload(marker))
-    app = app_for(copy_of_model, model_sha256=pin)
-    with TestClient(app) as c:
-        r = c.get("/ready_check")
-        assert r.status_code == 503 and r.json()["status"] == "failed"
-        assert f"does not match the pinned {pin}" in r.json()["reason"]
-        assert c.post("/predict", json=EXAMPLE).status_code == 503
+    forge(copy_of_model, **{"pipeline.joblib": dump(Payload(marker))})
+    reason = refused(app_for(copy_of_model, model_sha256=pin))
+    assert (
+        reason.startswith(f"model refused: {copy_of_model}: sha256 ") and f"does not match the pinned {pin}" in reason
+    )
     assert not marker.exists(), "the payload ran: the pickle was loaded before the pin was checked"
 
 
-def test_require_model_pin_refuses_an_unpinned_model_before_unpickling(copy_of_model, tmp_path):
+def test_require_model_pin_refuses_an_unpinned_model(copy_of_model, tmp_path):
     marker = tmp_path / "pwned"
-    forge(copy_of_model, Payload(marker))
-    with TestClient(app_for(copy_of_model, require_model_pin=True)) as c:
-        r = c.get("/ready_check")
-        assert r.status_code == 503 and "no pin, and REQUIRE_MODEL_PIN is true: set MODEL_SHA256" in r.json()["reason"]
+    forge(copy_of_model, **{"pipeline.joblib": dump(Payload(marker))})
+    assert "no pin, and REQUIRE_MODEL_PIN is true: set MODEL_SHA256" in refused(
+        app_for(copy_of_model, require_model_pin=True)
+    )
     assert not marker.exists()
 
 
 def test_the_pin_comes_from_the_environment_or_a_baked_file(copy_of_model, tmp_path, monkeypatch):
     pin = sha256_file(copy_of_model)
     baked = tmp_path / "model.sha256"
-    baked.write_text(f"{pin.upper()}  model.joblib\n")  # `sha256sum` output, any case
+    baked.write_text(f"{pin.upper()}  model.zip\n")  # `sha256sum` output, any case
     with TestClient(app_for(copy_of_model, model_sha256_file=baked, require_model_pin=True)) as c:
         body = c.get("/ready_check").json()
         assert body["status"] == "ready" and body["pinned"] is True and body["pinned_by"] == "MODEL_SHA256_FILE"
@@ -100,15 +138,11 @@ def test_the_pin_comes_from_the_environment_or_a_baked_file(copy_of_model, tmp_p
     from heart.serving.settings import load_settings
 
     settings = load_settings({"model_path": copy_of_model, "model_sha256_file": baked})
-    app = create_app(
-        settings, tracer_provider_=tracer_provider("test", exporters=[]), background_load=False, parity_samples=200
-    )
+    app = create_app(settings, tracer_provider_=tracer_provider("test", exporters=[]), background_load=False)
     with TestClient(app) as c:
         assert c.get("/ready_check").json()["pinned_by"] == "MODEL_SHA256"
-    with TestClient(app_for(copy_of_model, model_sha256_file=baked)) as c:
-        assert "does not match the pinned 0000" in c.get("/ready_check").json()["reason"]
-    with TestClient(app_for(copy_of_model, model_sha256_file=tmp_path / "absent")) as c:
-        assert "MODEL_SHA256_FILE" in c.get("/ready_check").json()["reason"]
+    assert "does not match the pinned 0000" in refused(app_for(copy_of_model, model_sha256_file=baked))
+    assert "MODEL_SHA256_FILE" in refused(app_for(copy_of_model, model_sha256_file=tmp_path / "absent"))
 
 
 def test_an_unpinned_model_is_served_with_a_warning_and_says_so(copy_of_model, caplog):
@@ -117,6 +151,88 @@ def test_an_unpinned_model_is_served_with_a_warning_and_says_so(copy_of_model, c
         assert body["status"] == "ready" and body["pinned"] is False and body["pinned_by"] == "none"
         assert "heart_model_pinned 0.0" in c.get("/metrics").text
     assert any(r.getMessage() == "model_unpinned" for r in caplog.records)
+
+
+# ------------------------------------------------- issue 22: the members, read and never unpickled
+
+
+def test_a_tampered_member_is_refused_pinned_or_not(copy_of_model):
+    pin = sha256_file(copy_of_model)
+    blob = bytearray(copy_of_model.read_bytes())
+    with zipfile.ZipFile(copy_of_model) as zf:
+        onnx = zf.getinfo("model.onnx")
+    blob[onnx.header_offset + 100] ^= 0x01  # a byte of the graph's compressed bytes
+    copy_of_model.write_bytes(bytes(blob))
+    assert f"does not match the pinned {pin}" in refused(app_for(copy_of_model, model_sha256=pin))
+    assert "written at its end: the file changed after training; refusing to load it" in refused(app_for(copy_of_model))
+
+
+@pytest.mark.parametrize("member", ["model.onnx", "reference.npz", "pipeline.joblib", "card.json"])
+def test_a_missing_member_is_refused_even_when_the_deployer_pinned_that_file(copy_of_model, member):
+    if member == "card.json":  # forge writes a card: leave it out by hand
+        card, content = members_of(copy_of_model)
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            for name, blob in content.items():
+                zf.writestr(name, blob)
+            zf.comment = b"x" * artifact.TRAILER_LEN
+        body = buf.getvalue()[: -artifact.TRAILER_LEN]
+        copy_of_model.write_bytes(body + artifact.TRAILER_MAGIC + artifact.sha256_bytes(body).encode() + b"\n")
+    else:
+        forge(copy_of_model, **{member: None})
+    reason = refused(app_for(copy_of_model, model_sha256=sha256_file(copy_of_model)))
+    assert reason == (
+        f"model refused: {copy_of_model}: missing member {member} (heart-model/3 holds exactly card.json, "
+        "model.onnx, reference.npz, pipeline.joblib); refusing to load it"
+    )
+
+
+def test_reference_probabilities_that_do_not_match_the_graph_are_refused(copy_of_model, tmp_path):
+    """A forged reference (pinned by a deployer who trusted it): the graph no longer reproduces it."""
+    _, content = members_of(copy_of_model)
+    npz = dict(np.load(io.BytesIO(content["reference.npz"]), allow_pickle=False))
+    npz["proba"] = npz["proba"].copy()
+    npz["proba"][7] += 2e-5  # twice the tolerance, on one row of 2,303
+    buf = io.BytesIO()
+    np.savez(buf, **npz)
+    forge(copy_of_model, **{"reference.npz": buf.getvalue()})
+    reason = refused(app_for(copy_of_model, model_sha256=sha256_file(copy_of_model)))
+    assert reason.startswith(
+        f"model refused: {copy_of_model}: onnxruntime does not reproduce the reference probabilities stored "
+        "with the model: 0 class mismatches, max |dp| 2."
+    )
+    assert reason.endswith("on 2303 rows (tolerance 1e-05); refusing to serve it")
+
+
+def test_predictions_never_unpickle_and_explain_refuses_a_pipeline_replaced_since_the_load(copy_of_model, tmp_path):
+    """Served unpinned, the file is then rewritten with a pickle payload: /predict goes on (the graph was
+    read at load), /explain refuses to unpickle a file that is no longer the one verified, and the
+    payload never runs. INFERENCE_ENGINE=sklearn loads the Pipeline at start, from the verified file."""
+    marker = tmp_path / "pwned"
+    app = app_for(copy_of_model)
+    with TestClient(app) as c:
+        assert c.get("/ready_check").json()["status"] == "ready"
+        forge(copy_of_model, **{"pipeline.joblib": dump(Payload(marker))})
+        for _ in range(20):
+            assert c.post("/predict", json=EXAMPLE).status_code == 200
+        r = c.post("/explain", json=EXAMPLE)
+        assert r.status_code == 503 and r.json()["detail"].startswith(f"cannot explain: {copy_of_model}: sha256 ")
+        assert "is no longer the" in r.json()["detail"] and "refusing to unpickle its Pipeline" in r.json()["detail"]
+        assert c.post("/predict", json=EXAMPLE).status_code == 200  # predictions unaffected
+    assert not marker.exists() and app.state.serving.pipeline is None
+
+
+def test_the_sklearn_engine_unpickles_the_verified_file_and_checks_it_against_the_reference(copy_of_model):
+    pin = sha256_file(copy_of_model)
+    app = app_for(copy_of_model, model_sha256=pin, engine="sklearn")
+    with TestClient(app) as c:
+        body = c.get("/ready_check").json()
+        assert body["engine"] == "sklearn" and body["parity"]["rows"] == 2303 and body["parity"]["max_abs_diff"] == 0
+        assert c.post("/predict", json=EXAMPLE).status_code == 200 and app.state.serving.pipeline is not None
+    forge(copy_of_model, **{"pipeline.joblib": dump({"not": "a pipeline"})})  # a deployer pinned the forgery
+    assert "pipeline.joblib does not match the pipeline_sha256 in its card" in refused(
+        app_for(copy_of_model, model_sha256=sha256_file(copy_of_model), engine="sklearn")
+    )
 
 
 # ---------------------------------------------------------------- 6: the card is covered
@@ -132,28 +248,20 @@ def test_an_edited_card_beside_the_model_is_not_what_is_served(copy_of_model, lo
         assert c.post("/predict", json=EXAMPLE).json()["model_version"] == loaded.version
 
 
-def test_an_edited_card_inside_the_model_breaks_the_pin(copy_of_model, loaded):
+def test_an_edited_card_inside_the_model_breaks_the_pin(copy_of_model):
     pin = sha256_file(copy_of_model)
-    content = joblib.load(io.BytesIO(copy_of_model.read_bytes()))
-    card = json.loads(content["card"])
-    content["card"] = json.dumps({**card, "model_version": "9.9.9-spoofed"})
-    forge(copy_of_model, content)
-    with TestClient(app_for(copy_of_model, model_sha256=pin)) as c:
-        assert c.get("/ready_check").status_code == 503
-        assert c.get("/model").status_code == 503
+    card, _ = members_of(copy_of_model)
+    forge(copy_of_model, card={**card, "model_version": "9.9.9-spoofed"})
+    assert f"does not match the pinned {pin}" in refused(app_for(copy_of_model, model_sha256=pin))
 
 
 # ------------------------------------------------------------- 7: readiness never hangs
 
 
 def test_a_card_without_model_version_fails_readiness_with_the_reason(copy_of_model):
-    content = joblib.load(io.BytesIO(copy_of_model.read_bytes()))
-    content["card"] = json.dumps({k: v for k, v in json.loads(content["card"]).items() if k != "model_version"})
-    forge(copy_of_model, content)
-    with TestClient(app_for(copy_of_model, model_sha256=sha256_file(copy_of_model))) as c:
-        r = c.get("/ready_check")
-        assert r.status_code == 503 and r.json()["status"] == "failed"
-        assert "has no model_version" in r.json()["reason"]
+    card, _ = members_of(copy_of_model)
+    forge(copy_of_model, card={k: v for k, v in card.items() if k != "model_version"})
+    assert "has no model_version" in refused(app_for(copy_of_model, model_sha256=sha256_file(copy_of_model)))
 
 
 def test_a_failure_while_publishing_the_model_fails_readiness(copy_of_model, monkeypatch):
@@ -170,8 +278,8 @@ def test_a_failure_while_publishing_the_model_fails_readiness(copy_of_model, mon
 # ---------------------------------------------------------------- 8: replaced as a pair
 
 
-def test_a_crash_between_model_and_card_leaves_the_new_pair_served(copy_of_model, trained, monkeypatch):
-    real, calls = artifact.atomic_write, []
+def test_a_crash_between_model_and_card_leaves_the_new_pair_served(copy_of_model, trained, dataset, monkeypatch):
+    real, calls = export.atomic_write, []
 
     def crash_on_the_card(path, blob):
         calls.append(path)
@@ -179,9 +287,9 @@ def test_a_crash_between_model_and_card_leaves_the_new_pair_served(copy_of_model
             raise KeyboardInterrupt("killed")
         real(path, blob)
 
-    monkeypatch.setattr(artifact, "atomic_write", crash_on_the_card)
+    monkeypatch.setattr(export, "atomic_write", crash_on_the_card)
     with pytest.raises(KeyboardInterrupt):
-        artifact.save_model(trained.pipeline, {"note": "retrained"}, copy_of_model)
+        save_model(trained.pipeline, {"note": "retrained"}, copy_of_model, dataset.X)
     monkeypatch.undo()
     with TestClient(app_for(copy_of_model, model_sha256=sha256_file(copy_of_model))) as c:
         assert c.get("/ready_check").status_code == 200

@@ -293,7 +293,7 @@ def test_binary_body_errors(client):
 
 
 def test_not_ready_answers_in_the_protocols_shape(tmp_path):
-    with TestClient(make_app(tmp_path / "no-model.joblib")) as c:
+    with TestClient(make_app(tmp_path / "no-model.zip")) as c:
         assert c.get("/v2/health/live").status_code == 200
         ready = c.get("/v2/health/ready")
         assert ready.status_code == 400 and ready.json()["ready"] is False and "model" in ready.json()["error"]

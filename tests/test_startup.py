@@ -1,36 +1,30 @@
-"""A fast start (issue 14, part 6): the server imports only what predictions need, SHAP waits for
-the first /explain, the build-time ONNX graph is used only for its own model and still parity-checked,
-and requirements-serve.txt (all the image installs) covers everything the server imports."""
+"""A lean start (issues 14 and 22): the server imports only what predictions need (ONNX Runtime and
+NumPy; no scikit-learn, SciPy, pandas, SHAP or numba, even after 1,000 /predict and a live drift run),
+/explain loads the Pipeline and SHAP on its first call where they are installed and answers 503 where
+they are not, and requirements-serve.txt (all the predictor image installs) covers what the server
+imports, requirements-explain.txt what /explain adds."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from heart.artifact import card_path_for, sha256_bytes
-from heart.fast import to_onnx
-from heart.model import train
-from heart.serving.contract import EXAMPLE
-from heart.serving.onnx_cache import cache_paths, read_cache, write_cache
-from tests.support import make_app
-
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL = {"heart", "heart_fastapi", "tests"}  # this checkout (the venv may hold it as an editable install)
-NEVER_AT_START = {"shap", "numba", "llvmlite", "skl2onnx", "matplotlib", "fairlearn", "locust"}
+HEAVY = {"sklearn", "scipy", "pandas", "shap", "numba", "llvmlite", "joblib", "skl2onnx", "onnx", "matplotlib"}
 
 # Run in a fresh interpreter (this one has imported half the world) in which every module of a
-# distribution outside requirements-serve.txt's closure is unimportable, as in the image: start
-# the app as uvicorn would, wait for readiness, predict, then explain; report the modules loaded.
+# distribution outside the given requirements' closure is unimportable, as in the image: start the
+# app as uvicorn would, wait for readiness, send 1,000 /predict, run live drift once, note the
+# modules loaded, then explain.
 SERVER_RUN = """
 import json, sys, time
 BLOCKED = set(json.loads(sys.argv[1]))
@@ -38,7 +32,7 @@ BLOCKED = set(json.loads(sys.argv[1]))
 class NotShipped:
     def find_spec(self, name, path=None, target=None):
         if name.partition(".")[0] in BLOCKED:
-            raise ModuleNotFoundError(f"No module named {name!r} (not in requirements-serve.txt)", name=name)
+            raise ModuleNotFoundError(f"No module named {name!r} (not in the image)", name=name)
 
 sys.meta_path.insert(0, NotShipped())
 from fastapi.testclient import TestClient
@@ -51,14 +45,15 @@ def top():
 with TestClient(heart_fastapi.create_app()) as c:
     for _ in range(600):
         ready = c.get("/ready_check")
-        if ready.status_code == 200:
+        if ready.status_code == 200 or ready.json()["status"] == "failed":
             break
         time.sleep(0.1)
-    predict = c.post("/predict", json=EXAMPLE)
+    codes = {c.post("/predict", json={**EXAMPLE, "age": 30 + i % 50}).status_code for i in range(1000)}
+    drift = c.app.state.live_drift.compute()
     at_ready = top()
     explain = c.post("/explain", json=EXAMPLE)
-    print("RESULT", json.dumps({"ready": ready.json(), "predict": predict.status_code, "at_ready": at_ready,
-                                "explain": explain.json(), "after_explain": top()}))
+    print("RESULT", json.dumps({"ready": ready.json(), "predict": sorted(codes), "drift": drift, "at_ready": at_ready,
+                                "explain": [explain.status_code, explain.json()], "after_explain": top()}))
 """
 
 
@@ -87,19 +82,9 @@ def closure(names) -> set[str]:
     return seen
 
 
-@pytest.fixture(scope="module")
-def cached_model(model_path, tmp_path_factory) -> Path:
-    """A copy of the session's model with its build-time ONNX graph beside it."""
-    path = tmp_path_factory.mktemp("cached") / "model.joblib"
-    shutil.copy(model_path, path)
-    shutil.copy(card_path_for(model_path), card_path_for(path))
-    write_cache(path)
-    return path
-
-
-def not_shipped() -> set[str]:
-    """Top-level modules of installed distributions the image lacks (the TestClient's httpx aside)."""
-    allowed = closure([*pins("requirements-serve.txt"), "httpx"])
+def not_shipped(*requirements: str) -> set[str]:
+    """Top-level modules of installed distributions outside these files' closure (the TestClient's httpx aside)."""
+    allowed = closure([*(name for r in requirements for name in pins(r)), "httpx"])
     return {
         module
         for module, dists in metadata.packages_distributions().items()
@@ -107,16 +92,17 @@ def not_shipped() -> set[str]:
     }
 
 
-@pytest.fixture(scope="module")
-def server_run(cached_model) -> dict:
+def run_server(model_path, *requirements: str, **extra_env: str) -> dict:
     env = {
+        **extra_env,
         "PATH": os.environ["PATH"],
         "PYTHONPATH": str(ROOT),
-        "MODEL_PATH": str(cached_model),
+        "MODEL_PATH": str(model_path),
         "HOME": os.environ.get("HOME", "/tmp"),
+        "LOG_LEVEL": "warning",
     }
     done = subprocess.run(
-        [sys.executable, "-c", SERVER_RUN, json.dumps(sorted(not_shipped()))],
+        [sys.executable, "-c", SERVER_RUN, json.dumps(sorted(not_shipped(*requirements)))],
         capture_output=True,
         text=True,
         timeout=300,
@@ -128,100 +114,90 @@ def server_run(cached_model) -> dict:
     return json.loads(result.removeprefix("RESULT "))
 
 
-def test_ready_and_predicting_without_shap_skl2onnx_or_the_analysis_libraries(server_run):
-    assert server_run["ready"]["status"] == "ready" and server_run["predict"] == 200
-    assert server_run["ready"]["engine"] == "onnxruntime" and server_run["ready"]["parity"]["rows"] > 300
-    assert NEVER_AT_START.isdisjoint(server_run["at_ready"]), NEVER_AT_START & set(server_run["at_ready"])
-    assert {"onnxruntime", "sklearn", "fastapi"} <= set(server_run["at_ready"])
+@pytest.fixture(scope="module")
+def predictor_image(model_path) -> dict:
+    """The server with only requirements-serve.txt's closure importable: the predictor image."""
+    return run_server(model_path, "requirements-serve.txt")
 
 
-def test_the_first_explain_loads_shap_and_adds_up(server_run):
-    explain = server_run["explain"]
-    assert "shap" in server_run["after_explain"]
+@pytest.fixture(scope="module")
+def explainer_image(model_path) -> dict:
+    """The server with requirements-explain.txt's packages too: the explainer image."""
+    return run_server(model_path, "requirements-serve.txt", "requirements-explain.txt")
+
+
+def test_ready_and_1000_predictions_import_none_of_the_heavy_libraries(predictor_image):
+    run = predictor_image
+    assert run["ready"]["status"] == "ready" and run["predict"] == [200] and run["drift"] is True
+    assert run["ready"]["engine"] == "onnxruntime" and run["ready"]["parity"]["rows"] == 2303
+    assert HEAVY.isdisjoint(run["at_ready"]), HEAVY & set(run["at_ready"])
+    assert {"onnxruntime", "numpy", "fastapi"} <= set(run["at_ready"])
+
+
+def test_explain_without_shap_in_the_image_is_a_503_naming_the_explainer(predictor_image):
+    status, body = predictor_image["explain"]
+    assert status == 503 and body["detail"].startswith("explanations need scikit-learn and SHAP, which this image")
+    assert "explainer image" in body["detail"] and "No module named" in body["detail"]
+
+
+def test_the_explainer_image_explains_on_the_first_call_and_adds_up(explainer_image):
+    assert HEAVY.isdisjoint(explainer_image["at_ready"]), "installed is not imported: predictions stay lean"
+    status, explain = explainer_image["explain"]
+    assert status == 200 and {"shap", "sklearn", "pandas"} <= set(explainer_image["after_explain"])
     total = explain["base_value"] + sum(c["contribution"] for c in explain["contributions"])
     assert abs(total - explain["probability"]) < 1e-6 and 0 < explain["probability"] < 1
     assert len(explain["contributions"]) == 13
 
 
-def test_requirements_serve_covers_everything_the_server_imports(server_run):
-    """The run above had only requirements-serve.txt's closure importable (as in the image) and still
-    started, predicted and explained; the analysis libraries were among those it could not import."""
-    assert {"fairlearn", "matplotlib", "locust", "pytest"} <= not_shipped()
-    assert server_run["predict"] == 200 and server_run["explain"]["contributions"]
+def test_the_sklearn_engine_in_the_predictor_image_is_refused_naming_what_it_needs(model_path):
+    run = run_server(model_path, "requirements-serve.txt", INFERENCE_ENGINE="sklearn")
+    assert run["ready"]["status"] == "failed" and run["predict"] == [503]
+    assert run["ready"]["reason"].startswith(
+        "model refused: the Pipeline cannot be unpickled here: scikit-learn and joblib are not installed "
+        "(requirements-explain.txt); INFERENCE_ENGINE=sklearn and /explain need them"
+    )
+
+
+def test_the_requirement_sets_cover_what_each_image_imports(predictor_image, explainer_image):
+    """The runs above had only their sets' closures importable (as in each image) and still started,
+    predicted and (the explainer) explained; the analysis and build libraries were among those they could not import."""
+    lean = not_shipped("requirements-serve.txt")
+    assert {"sklearn", "scipy", "pandas", "shap", "numba", "onnx", "skl2onnx", "fairlearn", "matplotlib"} <= lean
+    assert {"onnx", "skl2onnx", "fairlearn", "matplotlib"} <= not_shipped(
+        "requirements-serve.txt", "requirements-explain.txt"
+    )
     # only what site's .pth hooks load before the block (the test venv's coverage and setuptools)
-    assert not_shipped() & set(server_run["after_explain"]) <= {"coverage", "_distutils_hack"}
+    for run, blocked in (
+        (predictor_image, lean),
+        (explainer_image, not_shipped("requirements-serve.txt", "requirements-explain.txt")),
+    ):
+        assert blocked & set(run["after_explain"]) <= {"coverage", "_distutils_hack"}
 
 
-def test_requirements_txt_includes_the_serving_set_once():
+def test_requirements_txt_includes_each_set_once_with_exact_pins():
     lines = [line.strip() for line in (ROOT / "requirements.txt").read_text().splitlines()]
-    assert "-r requirements-serve.txt" in lines
-    serve, rest = pins("requirements-serve.txt"), pins("requirements.txt")
-    assert not serve.keys() & rest.keys(), "pinned in both files"
-    for req in [*serve.values(), *rest.values()]:
-        assert len(req.specifier) == 1 and next(iter(req.specifier)).operator == "==", req
-    # the analyses' and load test's libraries are not shipped, not even as a dependency
-    assert {"fairlearn", "matplotlib", "locust"}.isdisjoint(closure(serve))
-    assert {"fairlearn", "matplotlib"} <= rest.keys()
+    sets = ("requirements-serve.txt", "requirements-explain.txt", "requirements-build.txt")
+    assert [f"-r {name}" for name in sets] == [line for line in lines if line.startswith("-r")]
+    pinned = [pins(name) for name in (*sets, "requirements.txt")]
+    for i, a in enumerate(pinned):
+        for b in pinned[i + 1 :]:
+            assert not a.keys() & b.keys(), "pinned twice"
+        for req in a.values():
+            assert len(req.specifier) == 1 and next(iter(req.specifier)).operator == "==", req
+    serve, explain, build, rest = pinned
+    # predictions need none of these, not even as a dependency
+    heavy = {"scikit-learn", "scipy", "pandas", "shap", "numba", "onnx", "skl2onnx", "fairlearn", "matplotlib"}
+    assert heavy.isdisjoint(closure(serve))
+    assert {"onnx", "skl2onnx", "fairlearn", "matplotlib"}.isdisjoint(closure([*serve, *explain]))
+    assert {"fairlearn", "matplotlib"} <= rest.keys() and {"onnx", "skl2onnx"} == build.keys()
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-def test_the_package_metadata_reads_the_serving_set_without_pip_options():
+def test_the_package_metadata_reads_the_sets_without_pip_options():
     from setuptools.config.pyprojecttoml import read_configuration
 
-    deps = read_configuration(ROOT / "pyproject.toml", expand=True)["project"]["dependencies"]
-    assert sorted(deps) == sorted(str(r) for r in pins("requirements-serve.txt").values())
-
-
-# ------------------------------------------------------------------------- the ONNX cache
-
-
-def test_cache_is_used_only_for_its_own_model(cached_model, loaded):
-    sha = loaded.card["artifact"]["sha256"]
-    graph, record = cache_paths(cached_model)
-    assert graph.name == "model.onnx" and record.name == "model.onnx.json"
-    blob = read_cache(cached_model, sha)
-    assert blob == graph.read_bytes() and json.loads(record.read_text())["onnx_sha256"] == sha256_bytes(blob)
-    assert read_cache(cached_model, "0" * 64) is None  # another model mounted at the same path
-
-
-def test_cache_with_a_changed_graph_or_no_record_is_ignored(cached_model, loaded, tmp_path):
-    sha = loaded.card["artifact"]["sha256"]
-    graph, record = cache_paths(tmp_path / "model.joblib")
-    blob = bytearray(cache_paths(cached_model)[0].read_bytes())
-    blob[len(blob) // 2] ^= 0xFF
-    graph.write_bytes(bytes(blob))
-    assert read_cache(tmp_path / "model.joblib", sha) is None  # no record
-    shutil.copy(cache_paths(cached_model)[1], record)
-    assert read_cache(tmp_path / "model.joblib", sha) is None  # hash mismatch
-    record.write_text("{not json")
-    assert read_cache(tmp_path / "model.joblib", sha) is None
-
-
-def test_server_start_uses_the_cache_and_still_checks_parity(cached_model, model_path):
-    with TestClient(app := make_app(cached_model, background_load=False)) as c:
-        state = app.state.serving
-        assert state.timings["onnx_cached"] is True and state.predictor.engine == "onnxruntime"
-        assert state.parity.ok and state.parity.rows > 300 and not state.parity.fallback
-        assert c.post("/predict", json=EXAMPLE).status_code == 200
-        assert state.explainer is None  # no /explain yet
-    with TestClient(app := make_app(model_path, background_load=False)):
-        assert app.state.serving.timings["onnx_cached"] is False  # no cache beside it: converted at start
-        assert set(app.state.serving.timings) >= {"verify_and_load", "fast_path", "parity"}
-
-
-def test_a_forged_cache_of_another_model_fails_parity_and_is_not_served(model_path, dataset, loaded, tmp_path):
-    """Even with hashes that match (a forged record), the graph serves only if it agrees with the Pipeline."""
-    path = tmp_path / "model.joblib"
-    shutil.copy(model_path, path)
-    shutil.copy(card_path_for(model_path), card_path_for(path))
-    other = to_onnx(train(dataset, seed=7, params={"n_estimators": 5, "max_depth": 2}, cv=False).pipeline)
-    graph, record = cache_paths(path)
-    graph.write_bytes(other)
-    record.write_text(
-        json.dumps({"model_sha256": loaded.card["artifact"]["sha256"], "onnx_sha256": sha256_bytes(other)})
-    )
-    with TestClient(app := make_app(path, background_load=False)) as c:
-        state = app.state.serving
-        assert state.timings["onnx_cached"] is True
-        assert state.parity.fallback and state.predictor.engine == "sklearn"
-        assert c.post("/predict", json=EXAMPLE).status_code == 200
+    project = read_configuration(ROOT / "pyproject.toml", expand=True)["project"]
+    assert sorted(project["dependencies"]) == sorted(str(r) for r in pins("requirements-serve.txt").values())
+    extras = project["optional_dependencies"]
+    assert sorted(extras["explain"]) == sorted(str(r) for r in pins("requirements-explain.txt").values())
+    assert sorted(extras["build"]) == sorted(str(r) for r in pins("requirements-build.txt").values())

@@ -161,7 +161,7 @@ def test_release_pushes_both_version_tags_with_an_sbom():
     # the model version comes from the card inside the image, where train.py wrote it
     assert "/app/model.card.json" in release_step("model")["run"]
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert "--out /app/model.joblib" in dockerfile
+    assert "--out /app/model.zip" in dockerfile
 
 
 # ------------------------------------------------------------------------------ supply chain (issue 24)

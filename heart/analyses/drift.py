@@ -9,17 +9,20 @@ from the schema's Feature.kind, and one verdict for the data set.
   alpha = 0.05 each, so p-values are Benjamini-Hochberg adjusted (false discovery rate);
   Bonferroni is available as the stricter option.
 - Data-set verdict: drift when the share of drifted features reaches 0.5 (Evidently's default).
+
+The statistics are heart.analyses.twosample's (NumPy alone, scipy.stats' numbers), so the
+server's live drift runs this very code without importing SciPy or pandas.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-import pandas as pd
-from scipy import stats
 
-from ..schema import FEATURES, Feature
+from ..schema import FEATURE_NAMES, FEATURES, Feature
+from . import twosample
 
 ALPHA = 0.05
 SHARE_THRESHOLD = 0.5
@@ -91,7 +94,7 @@ def adjust(p: np.ndarray, method: str = "bh") -> np.ndarray:
         return np.minimum(p * len(p), 1.0)
     if method != "bh":
         raise ValueError(f"unknown correction {method!r}: choose one of {', '.join(CORRECTIONS)}")
-    return stats.false_discovery_control(p, method="bh")
+    return twosample.false_discovery_control(p)
 
 
 def psi(ref: np.ndarray, cur: np.ndarray, edges: np.ndarray | None = None, codes=None) -> float:
@@ -140,13 +143,13 @@ def feature_drift(f: Feature, ref: np.ndarray, cur: np.ndarray) -> FeatureDrift:
             **base,
         )
     if f.kind == "continuous":
-        ks = stats.ks_2samp(ref, cur)
+        statistic, p_value = twosample.ks_2samp(ref, cur)
         return FeatureDrift(
             test="ks",
-            statistic=float(ks.statistic),
-            p_value=float(ks.pvalue),
+            statistic=statistic,
+            p_value=p_value,
             psi=psi(ref, cur, _decile_edges(ref)),
-            wasserstein=float(stats.wasserstein_distance(ref, cur)),
+            wasserstein=twosample.wasserstein_distance(ref, cur),
             reference_mean=float(ref.mean()),
             current_mean=float(cur.mean()),
             **base,
@@ -161,27 +164,25 @@ def feature_drift(f: Feature, ref: np.ndarray, cur: np.ndarray) -> FeatureDrift:
     if table.shape[1] < 2:  # both samples hold one and the same code: identical distributions
         stat, p = 0.0, 1.0
     else:
-        res = stats.chi2_contingency(table)
-        stat, p = float(res.statistic), float(res.pvalue)
+        stat, p = twosample.chi2_contingency(table)
     return FeatureDrift(
         test="chi2", statistic=stat, p_value=p, psi=psi(ref, cur, codes=codes), wasserstein=None, **shares, **base
     )
 
 
 def drift_report(
-    reference: pd.DataFrame,
-    current: pd.DataFrame,
+    reference,
+    current,
     alpha: float = ALPHA,
     correction: str = "bh",
     share_threshold: float = SHARE_THRESHOLD,
 ) -> DriftReport:
-    """Test every schema feature of `current` against `reference`; adjust; give the verdict."""
+    """Test every schema feature of `current` against `reference` (DataFrames with the schema's
+    columns, or (n, 13) arrays in schema order); adjust; give the verdict."""
     if correction not in CORRECTIONS:
         raise ValueError(f"unknown correction {correction!r}: choose one of {', '.join(CORRECTIONS)}")
-    results = [
-        feature_drift(f, reference[f.name].to_numpy(dtype=float), current[f.name].to_numpy(dtype=float))
-        for f in FEATURES
-    ]
+    ref, cur = _columns(reference), _columns(current)
+    results = [feature_drift(f, ref[f.name], cur[f.name]) for f in FEATURES]
     tested = [r for r in results if r.test != "skipped"]
     if tested:
         for r, p in zip(tested, adjust(np.array([r.p_value for r in tested]), correction)):
@@ -195,3 +196,10 @@ def drift_report(
         n_current=len(current),
         features=results,
     )
+
+
+def _columns(data) -> Mapping[str, np.ndarray]:
+    """{feature: float values} of a DataFrame (by column name) or an (n, 13) array (schema order)."""
+    if isinstance(data, np.ndarray):
+        return {name: data[:, i].astype(float) for i, name in enumerate(FEATURE_NAMES)}
+    return {name: data[name].to_numpy(dtype=float) for name in FEATURE_NAMES}

@@ -124,7 +124,7 @@ def card_section(card: dict, reports: Path) -> dict:
         "metric_names": names,
         "threshold": threshold,
         "calibration": _calibration(calibration),
-        "command": "python train.py --data data/data.csv --out model.joblib",
+        "command": "python train.py --data data/data.csv --out model.zip",
     }
 
 

@@ -20,11 +20,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from ..decision import decide
+
+if TYPE_CHECKING:  # pandas only where frames are read: the server's live estimate uses numpy alone
+    import pandas as pd
 
 METRICS = ("roc_auc", "accuracy", "recall", "specificity", "brier")
 HIGHER_IS_BETTER = ("roc_auc", "accuracy", "recall", "specificity")
@@ -121,6 +124,8 @@ class PerformanceReport:
 
 def parse_window(text: str) -> pd.Timedelta:
     """A window width such as 1D, 6h or 30min; ValueError saying what is accepted."""
+    import pandas as pd
+
     try:
         width = pd.Timedelta(str(text).strip())
     except (ValueError, TypeError):
@@ -293,6 +298,8 @@ def estimated_intervals(p: np.ndarray, threshold: float, n_draws: int, seed: int
 
 def check_frame(frame: pd.DataFrame) -> None:
     """The prediction frame's contract (COLUMNS); ValueError naming the column that breaks it."""
+    import pandas as pd
+
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"the predictions lack the column(s) {', '.join(missing)}")
@@ -310,6 +317,8 @@ def window_performance(
     part: pd.DataFrame, threshold: float, start, end, n_boot: int = N_BOOT, seed: int = 0
 ) -> WindowPerformance:
     """Both views of one window's predictions."""
+    import pandas as pd
+
     p = part["probability"].to_numpy(dtype=float)
     labelled = part["label"].notna().to_numpy()
     y = part["label"].to_numpy(dtype=float, na_value=np.nan)[labelled]
@@ -351,6 +360,7 @@ def analyze(
     min_rows: int = MIN_ROWS,
 ) -> PerformanceReport:
     """Per window of `window` (UTC, from the epoch) and over the whole period: both views and the check."""
+
     check_frame(frame)
     if frame.empty:
         raise ValueError("no predictions to analyse")

@@ -10,16 +10,15 @@ v2           the Open Inference Protocol (KServe V2) routes
 tensors      V2 tensors checked (shape first, nesting exact, bounded) and turned into feature columns
 pages        the page at /, offline /docs and /redoc
 inference    validated patients -> predictions, traced, counted and logged
-state        model loading, the fast path's parity check, readiness
-onnx_cache   the model's ONNX graph converted once at image build
+state        model loading (read, never unpickled, for predictions), the parity check, readiness
 live_drift   the recent inputs tested against the training data (gauges)
 auth         bearer tokens, deny by default: every path but the public list
-middleware   metrics and trace ids per request, body and header limits, request bodies parsed
+middleware   each request's span, metrics and trace id, body and header limits, request bodies parsed
 errors       the one error layer: every error in one JSON shape, at most 16 KB, never a traceback
 protocol     uvicorn's HTTP protocol with header limits, request deadlines and a drain at shutdown
 metrics      every Prometheus metric, multiprocess mode
 metrics_server  the metrics port: a bounded server (request timeout, header limit, connection cap)
-tracing      OpenTelemetry tracing from the standard OTEL_* variables
+tracing      OpenTelemetry tracing from the standard OTEL_* variables, the lean server span
 logs         JSON log lines on stdout
 
 Nothing is imported here, so `heart.serving.contract` stays importable without FastAPI.

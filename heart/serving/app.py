@@ -8,11 +8,8 @@ import os
 import threading
 import time
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 from fastapi import FastAPI
-from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 
 from .. import __version__
@@ -27,9 +24,9 @@ from .metrics_server import MetricsServer
 from .middleware import MAX_BODY_BYTES, BodyLimit, ObservabilityMiddleware
 from .pages import install_front_doors
 from .settings import Settings, load_settings
-from .state import PARITY_SAMPLES, TRAINING_DATA, ServingState
+from .state import ServingState
 from .table_writer import TableWriter, table_writer_for
-from .tracing import SERVICE_NAME, tracer_provider
+from .tracing import SERVICE_NAME, ServerSpans, tracer_provider
 
 log = logging.getLogger(__name__)
 TRACE_FLUSH_SECONDS = 5.0  # at most this long flushing spans at shutdown (and, at the same time, the inference table)
@@ -41,16 +38,12 @@ def create_app(
     *,
     background_load: bool = True,
     configure_logging: bool = True,
-    parity_samples: int = PARITY_SAMPLES,
-    parity_data: Path | None = TRAINING_DATA,
-    drift_reference: Path | None = TRAINING_DATA,
     max_body_bytes: int = MAX_BODY_BYTES,
 ) -> FastAPI:
     """Build the API; `settings` default to the environment's (read once, here).
 
     The keyword arguments are for tests and tools, never configuration: load the model before
-    returning (background_load=False), leave logging alone, check parity on fewer or other rows,
-    use another drift reference, or a smaller body limit. A TracerProvider may be passed in
+    returning (background_load=False), leave logging alone, or a smaller body limit. A TracerProvider may be passed in
     (tests use an in-memory exporter); otherwise one is made from the OTEL_* environment
     variables and shut down (flushed) with the app.
     """
@@ -59,7 +52,7 @@ def create_app(
         setup_logging(settings.log_level)
     provider = tracer_provider_ or tracer_provider(__version__)
     metrics = Metrics()
-    state = ServingState(settings=settings, metrics=metrics, parity_samples=parity_samples, parity_data=parity_data)
+    state = ServingState(settings=settings, metrics=metrics)
     table = table_writer_for(settings, state, metrics)
     writer = PredictionWriter(settings.prediction_log, metrics.registry, STDOUT_HANDLER, table=table)
     app = FastAPI(
@@ -75,39 +68,39 @@ def create_app(
     app.state.metrics = metrics
     app.state.tracer_provider = provider
     app.state.table = table
-    app.state.live_drift = drift = live_drift_for(settings, state, metrics, drift_reference)
+    app.state.live_drift = drift = live_drift_for(settings, state, metrics)
+    tracer = provider.get_tracer("heart.serving", __version__)
     app.state.inference = Inference(
-        state,
-        metrics,
-        provider.get_tracer("heart.serving", __version__),
-        writer,
-        settings.log_inputs,
-        drift.window if drift else None,
+        state, metrics, tracer, writer, settings.log_inputs, drift.window if drift else None
     )
-    _layers(app, settings, metrics, max_body_bytes)
+    _layers(app, settings, max_body_bytes)
     _routes(app, settings, state)
-    # Metrics come from Prometheus (/metrics): the instrumentation's own OTel metrics would only
-    # cost time per request, so it gets a no-op meter provider.
-    FastAPIInstrumentor.instrument_app(
-        app,
-        tracer_provider=provider,
-        meter_provider=NoOpMeterProvider(),
-        exclude_spans=["receive", "send"],
-        excluded_urls="metrics,live_check,ready_check",
-    )
+    _observed(app, metrics, tracer)
     return app
 
 
-def _layers(app: FastAPI, settings: Settings, metrics: Metrics, max_body_bytes: int) -> None:
-    """What every request passes through, outermost last: metrics and trace ids, auth (deny by
-    default: every route but auth.PUBLIC, including routes added later), body limits, errors."""
+def _layers(app: FastAPI, settings: Settings, max_body_bytes: int) -> None:
+    """What every request passes through, outermost last: auth (deny by default: every route but
+    auth.PUBLIC, including routes added later), body limits, errors (and _observed, outside them)."""
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes, max_header_bytes=settings.max_header_bytes)
     tokens = settings.bearer_tokens()
     app.state.auth = "tokens" if tokens else "open"
     if tokens:
         app.add_middleware(BearerAuth, tokens=tokens)
-    app.add_middleware(ObservabilityMiddleware, metrics=metrics, static_paths=routes.HOT_PATHS)
     errors.install(app)
+
+
+def _observed(app: FastAPI, metrics: Metrics, tracer) -> None:
+    """ObservabilityMiddleware (span, metrics, x-trace-id) outside even Starlette's error middleware,
+    where opentelemetry-instrumentation-fastapi put its span, so an unhandled error's 500 is traced
+    and counted too. The stack is built on the first request, when every route is in place."""
+    build = app.build_middleware_stack
+
+    def build_middleware_stack():
+        templates = {p: p for r in app.router.routes if (p := getattr(r, "path", None)) and "{" not in p}
+        return ObservabilityMiddleware(build(), metrics, templates, ServerSpans(tracer, templates))
+
+    app.build_middleware_stack = build_middleware_stack
 
 
 def _routes(app: FastAPI, settings: Settings, state: ServingState) -> None:

@@ -1,7 +1,8 @@
 """Validated patients -> predictions: run the model, then trace, count and log each one.
 
 Single rows on the ONNX fast path run on the event loop (tens of µs: cheaper than a thread
-hop); batches over INLINE_ROWS and the sklearn fallback run in a worker thread.
+hop); batches over INLINE_ROWS and the sklearn fallback run in a worker thread. Nothing here
+imports pandas or scikit-learn: only /explain does, on its first call.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ import time
 from typing import NamedTuple
 
 import numpy as np
-import pandas as pd
 from opentelemetry import trace
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 
+from ..artifact import ModelError
 from ..decision import decide, threshold_of
 from ..predlog import PredictionRecords, PredictionWriter, new_prediction_ids, now_iso
 from ..schema import FEATURE_NAMES, FEATURES
@@ -66,6 +68,14 @@ def to_rows(patients: list[BaseModel]) -> Rows:
     return Rows(np.array(values, dtype=float).reshape(len(patients), len(names)), imputed, inputs, legacy)
 
 
+def _ids(span: trace.Span) -> tuple[str, str]:
+    """(trace_id, span_id) of `span` as lowercase hex; current_ids() when it has none (tracing off)."""
+    ctx = span.get_span_context()
+    if ctx.is_valid:
+        return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
+    return current_ids()
+
+
 class Inference:
     """The prediction core shared by /predict, /predict/batch and /explain."""
 
@@ -87,17 +97,20 @@ class Inference:
         state = self.state
         state.require_ready()
         rows = to_rows(patients)
-        with self.tracer.start_as_current_span(
-            "inference",
-            attributes={
-                "model.version": state.model.version,
-                "batch.size": len(patients),
-                "inference.engine": state.predictor.engine,
-                "http.route.endpoint": endpoint,
-            },
-            **SPAN_ERRORS_BY_HAND,
-        ) as span:
-            trace_id, span_id = current_ids()
+        # Started, not made current: nothing inside opens a span, and the context switch would cost
+        # more than the rest of the span (bench/breakdown.py). Its attributes only if it records.
+        span = self.tracer.start_span("inference", **SPAN_ERRORS_BY_HAND)
+        try:
+            if span.is_recording():
+                span.set_attributes(
+                    {
+                        "model.version": state.model.version,
+                        "batch.size": len(patients),
+                        "inference.engine": state.predictor.engine,
+                        "http.route.endpoint": endpoint,
+                    }
+                )
+            trace_id, span_id = _ids(span)
             try:
                 if state.predictor.inline and len(patients) <= INLINE_ROWS:
                     results = self._predict_sync(rows, endpoint, trace_id, span_id)
@@ -105,6 +118,8 @@ class Inference:
                     results = await run_in_threadpool(self._predict_sync, rows, endpoint, trace_id, span_id)
             except Exception as e:  # noqa: BLE001 - a model failure is a 500 with the trace_id, never a crash
                 self._failed(span, e, endpoint, trace_id, span_id, "prediction_failed", batch_size=len(patients))
+        finally:
+            span.end()
         return trace_id, results
 
     def _predict_sync(self, rows: Rows, endpoint: str, trace_id: str, span_id: str) -> list[dict]:
@@ -159,8 +174,12 @@ class Inference:
             trace_id, span_id = current_ids()
             t0 = time.perf_counter()
             try:
-                frame = pd.DataFrame(rows, columns=list(FEATURE_NAMES))
-                explanation = await run_in_threadpool(lambda: state.get_explainer().explain(frame))
+                explanation = await run_in_threadpool(self._explain_sync, rows)
+            except HTTPException:
+                raise  # no explainer in this image: a 503 that says where /explain is served
+            except ModelError as e:  # the file changed since it was loaded: never unpickle it
+                log.error("explain_refused", extra={"trace_id": trace_id, "reason": str(e)})
+                raise HTTPException(503, f"cannot explain: {e}") from None
             except Exception as e:  # noqa: BLE001
                 self._failed(span, e, "explain", trace_id, span_id, "explain_failed")
         cls = int(decide(explanation.probability, threshold_of(state.model.card))[0])
@@ -206,6 +225,13 @@ class Inference:
             "model_version": state.model.version,
             "trace_id": trace_id,
         }
+
+    def _explain_sync(self, rows: np.ndarray):
+        """SHAP on the Pipeline (a worker thread): shap and pandas are imported here, on first use."""
+        explainer = self.state.get_explainer()  # a 503 where shap is not installed
+        import pandas as pd
+
+        return explainer.explain(pd.DataFrame(rows, columns=list(FEATURE_NAMES)))
 
     def _failed(self, span, error: Exception, endpoint: str, trace_id: str, span_id: str, event: str, **extra):
         span.record_exception(error)

@@ -4,8 +4,9 @@ The request path only copies its already-built (n, 13) rows and predicted classe
 buffer (DriftWindow.append: a slice assignment under a lock, about a microsecond). A
 background thread (LiveDrift) wakes every `drift_interval` seconds and, if new rows arrived,
 runs heart.analyses.drift.drift_report, the very tests drift_analysis_ks.py runs (KS or chi-squared
-per feature, Benjamini-Hochberg adjusted), on a copy of the window against the training data.
-It then sets the heart_drift_* gauges and heart_predicted_positive_rate.
+per feature, Benjamini-Hochberg adjusted; NumPy alone, no SciPy or pandas in the server), on a
+copy of the window against the training data. It then sets the heart_drift_* gauges and
+heart_predicted_positive_rate.
 
 The same run estimates performance without labels (heart.analyses.performance.expected, CBPE):
 the window's rows are scored again by the served predictor, which gives back the probabilities
@@ -13,9 +14,9 @@ it served them (same rows, same model), so the request path stays as it was; the
 heart_performance_estimated gauges follow. Realized figures need labels: whoever holds the
 labelled predictions (the inference table) calls record_labelled_window(metrics, ...) with them.
 
-The reference is the data set drift_analysis_ks.py uses by default (data/data.csv), accepted
-only if its sha256 is the one the model card records as the training data: a model trained on
-other data gets no drift gauges rather than wrong ones (the log line says why).
+The reference is the model's own training data: the rows train.py stored in the artifact
+(heart.artifact.Reference.data), verified with it. A model saved without them gets no drift
+gauges rather than wrong ones (the log line says why).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
@@ -78,16 +78,14 @@ class LiveDrift:
         window: DriftWindow,
         metrics: Metrics,
         interval: float,
-        reference: Path | None,
-        trained_on: Callable[[], str | None],
+        reference: Callable[[], np.ndarray | None],
         score: Callable[[np.ndarray], tuple[np.ndarray, float] | None] | None = None,
     ):
-        """`trained_on()` gives the loaded model card's data sha256, or None while no model is loaded;
+        """`reference()` gives the loaded model's training rows, or None while no model is loaded;
         `score(rows)` the served probabilities of the rows and the threshold, None while no model is."""
         self.window, self.metrics, self.interval = window, metrics, interval
-        self.score = score
-        self.reference_path, self.trained_on = reference, trained_on
-        self.reference = None  # the training features, loaded on the first run after the model
+        self.training_rows, self.score = reference, score
+        self.reference = None  # the training features, taken on the first run after the model
         self.disabled = ""  # why no gauges are computed, once that is known for good
         self._last_seen = 0
         self._stop = threading.Event()
@@ -110,7 +108,7 @@ class LiveDrift:
                 log.error("live_drift_failed", exc_info=e)
 
     def compute(self) -> bool:
-        """One run if there is anything new; True if gauges were set (drift, estimated performance or both)."""
+        """One run if there is anything new to test; True if the gauges were set."""
         if self.window.seen == self._last_seen:
             return False
         rows, classes, seen = self.window.snapshot()
@@ -137,11 +135,9 @@ class LiveDrift:
         return True
 
     def _drift(self, rows: np.ndarray, classes: np.ndarray) -> bool:
-        import pandas as pd
+        from ..analyses.drift import drift_report
 
-        from ..analyses.drift import drift_report  # scipy.stats: imported here, not at server start
-
-        report = drift_report(self.reference, pd.DataFrame(rows, columns=list(FEATURE_NAMES)))
+        report = drift_report(self.reference, rows)
         m = self.metrics
         for f in report.features:
             m.drift_statistic.labels(feature=f.feature).set(f.statistic)
@@ -152,32 +148,18 @@ class LiveDrift:
         return True
 
     def _reference_ready(self) -> bool:
-        """Load the training data once a model is loaded, and accept it only if the card names it."""
+        """Take the model's training rows once a model is loaded."""
         if self.reference is not None:
             return True
-        expected = self.trained_on()
-        if expected is None:
+        rows = self.training_rows()
+        if rows is None:
             return False
-        from ..data import load_dataset
-
-        path = self.reference_path
-        if path is None or not Path(path).is_file():
-            return self._disable(f"no reference data: {path} not found")
-        data = load_dataset(path)
-        if expected and data.sha256 != expected:
-            return self._disable(
-                f"{path} is not the model's training data (sha256 {data.sha256[:12]}... vs "
-                f"{expected[:12]}... in the model card)"
-            )
-        self.reference = data.X
+        if len(rows) < 2:
+            return self._disable("the model carries no training rows to compare with (saved without data)")
+        self.reference = rows
         log.info(
             "live_drift_ready",
-            extra={
-                "reference": str(path),
-                "rows": data.n_rows,
-                "window": self.window.size,
-                "interval_s": self.interval,
-            },
+            extra={"reference_rows": len(rows), "window": self.window.size, "interval_s": self.interval},
         )
         return True
 
@@ -205,14 +187,14 @@ def record_labelled_window(metrics: Metrics, probability, label, threshold: floa
     return figures
 
 
-def live_drift_for(settings, state, metrics: Metrics, reference: Path | None) -> LiveDrift | None:
-    """The app's LiveDrift from its Settings (None when DRIFT_WINDOW=0); the reference check
-    uses the card of whichever model `state` has loaded."""
+def live_drift_for(settings, state, metrics: Metrics) -> LiveDrift | None:
+    """The app's LiveDrift from its Settings (None when DRIFT_WINDOW=0), on the training rows of
+    whichever model `state` has loaded."""
     if settings.drift_window == 0:
         return None
 
-    def trained_on() -> str | None:
-        return state.model.card.get("data", {}).get("sha256", "") if state.ready else None
+    def training_rows() -> np.ndarray | None:
+        return state.model.reference.data if state.ready else None
 
     def score(rows: np.ndarray) -> tuple[np.ndarray, float] | None:
         if not state.ready:
@@ -221,4 +203,4 @@ def live_drift_for(settings, state, metrics: Metrics, reference: Path | None) ->
         return predictor.predict(rows)[1], predictor.threshold
 
     window = DriftWindow(settings.drift_window)
-    return LiveDrift(window, metrics, settings.drift_interval, reference, trained_on, score)
+    return LiveDrift(window, metrics, settings.drift_interval, training_rows, score)

@@ -1,16 +1,16 @@
-"""What every request passes through: metrics and the trace id (ObservabilityMiddleware), the
+"""What every request passes through: its span, metrics and trace id (ObservabilityMiddleware), the
 JSON 413 over the size limit and 431 over the header limit (BodyLimit); and the request bodies,
 refused with a 415 unless JSON, validated by pydantic directly with bounded errors."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Mapping
 
 import orjson
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from opentelemetry import trace
+from opentelemetry import context
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 from .contract import MAX_BATCH
 from .errors import MAX_ERRORS, BoundedValidationError, ErrorResponse
 from .metrics import Metrics
+from .tracing import ServerSpans
 
 MAX_BODY_BYTES = 4_000_000  # larger bodies get a JSON 413 (BodyLimit): 1,000 patients fit many times over
 THREADED_BODY_BYTES = 32_000  # larger bodies (big batches) are validated in a worker thread
@@ -26,38 +27,51 @@ JSON = b"application/json"
 
 
 class ObservabilityMiddleware:
-    """Pure ASGI (no BaseHTTPMiddleware overhead): per-request metrics by route template and an
-    x-trace-id response header. `static_paths` are routes without parameters that the router
-    does not name in the scope (plain Starlette routes): their path is their template."""
+    """Pure ASGI and outermost (heart.serving.app), so unhandled errors pass through it too: the
+    request's server span (heart.serving.tracing.ServerSpans) made current for everything inside,
+    per-request metrics by route template, and an x-trace-id response header. `templates` maps the
+    paths of routes without parameters to their template: plain Starlette routes do not name
+    themselves in the scope, and the span is named before routing."""
 
-    def __init__(self, app, metrics: Metrics, static_paths: Iterable[str] = ()):
+    def __init__(self, app, metrics: Metrics, templates: Mapping[str, str], spans: ServerSpans | None = None):
         self.app = app
         self.metrics = metrics
-        self.static_paths = frozenset(static_paths)
+        self.templates = templates
+        self.spans = spans
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         start = time.perf_counter()
         status = 500
+        traced = self.spans.start(scope) if self.spans is not None else None
+        token = trace_header = None
+        if traced is not None:
+            token = context.attach(traced[1])
+            span_context = traced[0].get_span_context()
+            if span_context.is_valid:
+                trace_header = (b"x-trace-id", format(span_context.trace_id, "032x").encode())
 
         async def send_with_trace(message):
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                ctx = trace.get_current_span().get_span_context()
-                if ctx.is_valid:
-                    message.setdefault("headers", [])
-                    message["headers"] = [*message["headers"], (b"x-trace-id", format(ctx.trace_id, "032x").encode())]
+                if trace_header is not None:
+                    message["headers"] = [*message.get("headers", ()), trace_header]
             await send(message)
 
+        error = None
         try:
             await self.app(scope, receive, send_with_trace)
+        except BaseException as e:
+            error = e
+            raise
         finally:
-            path = getattr(scope.get("route"), "path", None)
-            if path is None:  # unmatched paths share one label: no unbounded label values
-                path = scope["path"] if scope.get("path") in self.static_paths else "<unmatched>"
+            path = getattr(scope.get("route"), "path", None) or self.templates.get(scope["path"], "<unmatched>")
             self.metrics.observe_request(path, scope.get("method", ""), status, time.perf_counter() - start)
+            if traced is not None:
+                self.spans.finish(traced[0], scope, status, error)
+                context.detach(token)
 
 
 class BodyLimit:

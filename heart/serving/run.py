@@ -22,7 +22,7 @@ from .settings import FLAGS, Settings, SettingsError, load_settings
 
 log = logging.getLogger(__name__)
 APP_FACTORY = "heart.serving.run:worker_app"  # what each uvicorn worker of main() calls
-USAGE = """Serve the heart-disease model over HTTP: python heart_fastapi.py [--port 8000] [--model-path model.joblib]
+USAGE = """Serve the heart-disease model over HTTP: python heart_fastapi.py [--port 8000] [--model-path model.zip]
 
 Starts uvicorn with the API of heart/serving/: POST /predict (and /predict/), /predict/batch,
 /explain; GET /live_check, /ready_check, /model, /metrics, /docs. Every flag overrides its

@@ -60,7 +60,7 @@ class Settings(BaseSettings):
         1, "WEB_CONCURRENCY", "a whole number from 1 to 64", "worker processes; /metrics merges them", ge=1, le=64
     )
     model_path: Path = setting(
-        Path("model.joblib"), "MODEL_PATH", "a file path", "model.joblib with its model.card.json beside it"
+        Path("model.zip"), "MODEL_PATH", "a file path", "the model archive train.py writes (model.zip)"
     )
     prediction_log: Path | None = setting(
         None,
@@ -81,8 +81,8 @@ class Settings(BaseSettings):
         "onnx",
         "INFERENCE_ENGINE",
         " or ".join(ENGINES),
-        "onnx: the parity-checked ONNX Runtime fast path (falls back to sklearn if the check fails); "
-        "sklearn: the Pipeline itself",
+        "onnx: the model's ONNX graph, checked against its stored probabilities (a model that fails is refused); "
+        "sklearn: the fallback, the Pipeline itself (needs scikit-learn)",
     )
     # Live drift (heart/serving/live_drift.py):
     drift_window: int = setting(
@@ -210,8 +210,8 @@ class Settings(BaseSettings):
     model_sha256: str | None = setting(
         None,
         "MODEL_SHA256",
-        "a sha256 (64 hex digits, as `sha256sum model.joblib` prints)",
-        "sha256 of the model file (`sha256sum model.joblib`); a file that does not match is refused "
+        "a sha256 (64 hex digits, as `sha256sum model.zip` prints)",
+        "sha256 of the model file (`sha256sum model.zip`); a file that does not match is refused "
         "before it is unpickled",
         secure=True,
         pattern=r"^[0-9a-f]{64}$",
@@ -313,7 +313,7 @@ class Settings(BaseSettings):
         if require and self.require_model_pin:
             raise ModelError(
                 f"{self.model_path}: no pin, and REQUIRE_MODEL_PIN is true: set MODEL_SHA256 to "
-                "the sha256 of the model you mean to serve (`sha256sum model.joblib`)"
+                "the sha256 of the model you mean to serve (`sha256sum model.zip`)"
             )
         return Pin(None, "none")
 

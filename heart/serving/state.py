@@ -1,12 +1,14 @@
-"""What the app serves, and whether it may: the verified model, its fast path, readiness.
+"""What the app serves, and whether it may: the verified model, its predictor, readiness.
 
-The model is loaded in the background at start-up: checked against the deployer's pin
-(MODEL_SHA256, else MODEL_SHA256_FILE) and its own checksum by heart.artifact.load_model,
-before anything is unpickled; without a pin it is refused when REQUIRE_MODEL_PIN is true, and
-otherwise served with a warning, heart_model_pinned 0 and "pinned": false in readiness
-(docs/security.md). It is then converted to the ONNX fast path (heart.fast) and parity-checked against the sklearn
-Pipeline. /ready_check answers 503 with the reason until all of that has passed, and the
-prediction routes refuse to serve until then.
+The model is loaded in the background at start-up by heart.artifact.read_artifact: checked
+against the deployer's pin (MODEL_SHA256, else MODEL_SHA256_FILE) and its own checksum, then its
+card, ONNX graph and reference probabilities are read; nothing is unpickled. Without a pin it is
+refused when REQUIRE_MODEL_PIN is true, and otherwise served with a warning, heart_model_pinned 0
+and "pinned": false in readiness (docs/security.md). The graph then serves only once it
+reproduces the reference probabilities stored with it (heart.fast). /ready_check answers 503 with
+the reason until all of that has passed (status "failed" when the model was refused), and the
+prediction routes refuse to serve until then. The scikit-learn Pipeline is unpickled only for
+/explain and for INFERENCE_ENGINE=sklearn, after the file is checked again (load_pipeline).
 """
 
 from __future__ import annotations
@@ -16,21 +18,25 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import Gauge
+from starlette.exceptions import HTTPException
 
-from ..artifact import LoadedModel, ModelError, load_model
-from ..decision import threshold_of
-from ..fast import Parity, build_predictor, parity_rows
+from ..artifact import ModelArtifact, ModelError, load_pipeline, read_artifact
+from ..fast import Parity, build_predictor
 from .metrics import Metrics
-from .onnx_cache import read_cache
 from .settings import Settings
 
 log = logging.getLogger(__name__)
-TRAINING_DATA = Path(__file__).resolve().parents[2] / "data" / "data.csv"  # the bundled data set
-PARITY_SAMPLES = 2000
+PIPELINE_MISSING = (
+    "the Pipeline cannot be unpickled here: scikit-learn and joblib are not installed (requirements-explain.txt); "
+    "INFERENCE_ENGINE=sklearn and /explain need them: the predictor image leaves them out, the explainer image has them"
+)
+EXPLAINER_MISSING = (
+    "explanations need scikit-learn and SHAP, which this image leaves out to stay small: /explain is "
+    'served by the explainer image (docs/deploy.md, "The explainer")'
+)
 
 
 class NotReady(Exception):
@@ -44,17 +50,16 @@ class ServingState:
 
     settings: Settings
     metrics: Metrics
-    parity_samples: int = PARITY_SAMPLES  # schema samples checked at load, besides the training data
-    parity_data: Path | None = TRAINING_DATA  # its rows are checked at load if the file exists
     status: str = "loading"
     reason: str = "the model is loading"
-    model: LoadedModel | None = None
+    model: ModelArtifact | None = None
+    pipeline: Any = None  # unpickled on first need: see get_pipeline
     predictor: Any = None
     parity: Parity | None = None
     explainer: Any = None  # built on the first /explain: see get_explainer
     loaded: threading.Event = field(default_factory=threading.Event)
     timings: dict = field(default_factory=dict)  # seconds per start-up step, logged with model_loaded
-    _explainer_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _explainer_lock: threading.Lock = field(default_factory=threading.RLock, repr=False)
     pin_source: str = "none"  # which setting pinned the model: MODEL_SHA256, MODEL_SHA256_FILE or none
 
     def __post_init__(self) -> None:
@@ -75,7 +80,7 @@ class ServingState:
             raise NotReady()
 
     def load(self) -> None:
-        """Verify and load the model, build the fast path; ready only if both pass (SHAP waits for /explain)."""
+        """Verify and read the model, build its predictor; ready only if both pass (SHAP waits for /explain)."""
         path = self.settings.model_path
         t0 = time.perf_counter()
         try:
@@ -126,44 +131,47 @@ class ServingState:
                 extra={
                     "model_path": str(self.settings.model_path),
                     "reason": "no MODEL_SHA256 or MODEL_SHA256_FILE: nothing outside the file vouches for it, and "
-                    "loading a joblib file runs whatever code it holds (docs/security.md)",
+                    "a replaced file could carry another model (docs/security.md)",
                 },
             )
         return pin.sha256
 
     def _build(self):
         lap = _Laps(self.timings)
-        model = load_model(self.settings.model_path, self.pin())
-        lap("verify_and_load")
-        data = None
-        if self.parity_data is not None and Path(self.parity_data).is_file():
-            from ..data import load_dataset
-
-            data = load_dataset(self.parity_data).X
-        rows = parity_rows(self.parity_samples, seed=0, data=data)
-        cached = None
-        if self.settings.engine == "onnx":
-            cached = read_cache(self.settings.model_path, model.card["artifact"]["sha256"])
-        self.timings["onnx_cached"] = cached is not None
-        lap("parity_rows")
-        predictor, parity = build_predictor(
-            model.pipeline, rows, self.settings.engine, threshold_of(model.card), onnx_bytes=cached
-        )
-        lap("fast_path")  # the conversion (unless cached), the ONNX Runtime session and the parity check
+        model = read_artifact(self.settings.model_path, self.pin())
+        lap("verify_and_read")
+        predictor, parity = build_predictor(model, self.settings.engine, lambda: self.get_pipeline(model))
+        lap("predictor")  # the ONNX Runtime session (or the Pipeline) and the parity check
         self.timings["parity"] = parity.seconds
         return model, predictor, parity
 
+    def get_pipeline(self, model: ModelArtifact | None = None):
+        """The scikit-learn Pipeline, unpickled on first need after heart.artifact.load_pipeline has
+        checked the file again: /explain and INFERENCE_ENGINE=sklearn, never /predict."""
+        if self.pipeline is None:
+            with self._explainer_lock:
+                if self.pipeline is None:
+                    t0 = time.perf_counter()
+                    try:
+                        self.pipeline = load_pipeline(model or self.model)
+                    except ImportError as e:  # the predictor image: no joblib, no scikit-learn
+                        raise ModelError(f"{PIPELINE_MISSING} ({e})") from None
+                    log.info("pipeline_loaded", extra={"seconds": round(time.perf_counter() - t0, 3)})
+        return self.pipeline
+
     def get_explainer(self):
         """The SHAP explainer, built on first use: importing shap (numba, llvmlite) costs more than the
-        rest of the start, and predictions never need it."""
+        rest of the start, and predictions never need it. A 503 where shap is not installed."""
         if self.explainer is None:
             self.require_ready()
             with self._explainer_lock:
                 if self.explainer is None:
-                    from ..attribution import PipelineExplainer
-
+                    try:
+                        from ..attribution import PipelineExplainer
+                    except ImportError as e:
+                        raise HTTPException(503, f"{EXPLAINER_MISSING} ({e})") from None
                     t0 = time.perf_counter()
-                    self.explainer = PipelineExplainer(self.model.pipeline)
+                    self.explainer = PipelineExplainer(self.get_pipeline())
                     log.info("explainer_loaded", extra={"seconds": round(time.perf_counter() - t0, 3)})
         return self.explainer
 
