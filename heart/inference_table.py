@@ -90,9 +90,9 @@ def normalised_url(url: str) -> sa.engine.URL:
         parsed = sa.engine.make_url(url)
     except (sa.exc.ArgumentError, ValueError):
         raise ValueError("is not a database URL such as postgresql://user:password@host:5432/dbname") from None
-    backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
+    backend, _, driver = parsed.drivername.partition("+")
     if backend in ("postgresql", "postgres"):
-        if "+" in parsed.drivername and driver != "psycopg":
+        if driver and driver != "psycopg":
             raise ValueError(f"names the driver {driver!r}: use postgresql:// (psycopg 3 is the one installed)")
         return parsed.set(drivername="postgresql+psycopg")
     if backend == "sqlite":
