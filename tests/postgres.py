@@ -29,7 +29,9 @@ USER = "postgres"
 
 def pg_ctl() -> str:
     """Debian's pg_ctl (not on PATH there: /usr/lib/postgresql/<version>/bin), or the one on PATH."""
-    found = shutil.which("pg_ctl") or next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), reverse=True)), None)
+    found = shutil.which("pg_ctl") or next(
+        iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), reverse=True)), None
+    )
     if found is None:
         pytest.fail("PostgreSQL's pg_ctl not found: run `make install-tools` (it installs Debian's postgresql)")
     return found

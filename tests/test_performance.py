@@ -517,7 +517,10 @@ def test_bad_input_is_one_line_naming_file_line_and_field(served, tmp_path, monk
     cases = [
         (["--log", str(broken)], f"error: {broken}: line 401, column 'probability': -1 is not a number"),
         (["--log", str(s["log"]), "--labels", str(bad_labels)], f"error: {bad_labels}: line 2, column 'target'"),
-        ([], "error: --log: no predictions to read: give --log FILE"),
+        (
+            [],
+            f"error: {s['card'].parent / 'inference.db'}: file not found: the server writes the inference table there",
+        ),
         (["--log", str(tmp_path / "nope.jsonl")], f"error: {tmp_path / 'nope.jsonl'}: file not found"),
     ]
     for argv, message in cases:
@@ -528,8 +531,9 @@ def test_bad_input_is_one_line_naming_file_line_and_field(served, tmp_path, monk
     (tmp_path / "card.json").write_text("{}")
     s["out"].mkdir()
     (s["out"] / "drift.json").write_text("{broken")  # another analysis' report: the page is left alone
-    monkeypatch.setenv("PREDICTION_LOG", str(s["log"]))  # the API's setting is the default source
-    code, out, err = run_script("--card", str(tmp_path / "card.json"), "--bootstrap", "100", "--out-dir", str(s["out"]))
+    code, out, err = run_script(
+        "--log", str(s["log"]), "--card", str(tmp_path / "card.json"), "--bootstrap", "100", "--out-dir", str(s["out"])
+    )
     assert code == 0 and "card.json is model None: is it the model that served these?" in err
     assert f"note: {s['out'] / 'index.html'} not updated: {s['out'] / 'drift.json'}: not valid JSON" in err
     assert (s["out"] / "performance.json").exists() and not (s["out"] / "index.html").exists()
@@ -550,7 +554,7 @@ def exported(metrics: Metrics) -> dict:
 
 def test_the_live_estimate_is_cbpe_of_the_windows_served_probabilities(trained, dataset, tmp_path):
     """The drift thread scores the window's rows with the served predictor and exports CBPE; a
-    reference that is not the training data turns drift off, not the estimate."""
+    model without training rows to compare with turns drift off, not the estimate."""
     metrics, window = Metrics(), DriftWindow(300)
     model = {"ready": False}
 
@@ -561,7 +565,7 @@ def test_the_live_estimate_is_cbpe_of_the_windows_served_probabilities(trained, 
             else None
         )
 
-    live = LiveDrift(window, metrics, 60, tmp_path / "not-the-training-data.csv", lambda: dataset.sha256, score)
+    live = LiveDrift(window, metrics, 60, lambda: np.empty((0, 13)) if model["ready"] else None, score)
     rows = sample(300, seed=5, mode="marginal", reference=dataset.X)
     rows.loc[::9, "chol"] = np.nan  # imputed in the model, as served
     window.append(rows.to_numpy(), np.zeros(300, dtype=int))
@@ -572,7 +576,7 @@ def test_the_live_estimate_is_cbpe_of_the_windows_served_probabilities(trained, 
     }
     model["ready"] = True
     assert live.compute() and not live.compute(), "computed once, then only when new rows arrive"
-    assert "not found" in live.disabled, "drift is off for a reference it cannot check; the estimate is not"
+    assert "no training rows" in live.disabled, "drift is off without a reference; the estimate is not"
     want = perf.expected(predict_proba(trained.pipeline, rows), 0.4)
     got = exported(metrics)
     assert {m: got["heart_performance_estimated", m] for m in perf.METRICS} == pytest.approx(want, abs=1e-12)

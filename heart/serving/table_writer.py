@@ -98,6 +98,7 @@ class TableWriter:
     # ------------------------------------------------------------------ the thread
 
     def start(self) -> None:
+        self._stop.clear()  # an app's lifespan may run more than once (tests, schemathesis)
         self._thread = threading.Thread(target=self._run, name="inference-table", daemon=True)
         self._thread.start()
 
@@ -107,8 +108,11 @@ class TableWriter:
         if self._thread is not None:
             self._thread.join(timeout)
         with self._lock:
-            left = self._pending
-            self._pending = 0
+            left, self._pending = max(0, self._pending), 0
+            self._queue.clear()
+            if self._thread is None or not self._thread.is_alive():
+                self._unwritten.clear()
+                self._counted_delayed = 0
         if left:
             self.metrics.table_lost.labels(reason="shutdown").inc(left)
             log.error("inference_table_rows_lost_at_shutdown", extra={"rows": left, "error": self.last_error})
@@ -167,7 +171,7 @@ class TableWriter:
             for _ in batches:
                 self._unwritten.popleft()
             with self._lock:
-                self._pending -= rows
+                self._pending = max(0, self._pending - rows)
             self._counted_delayed = max(0, self._counted_delayed - rows)
         self.metrics.table_pending.set(self._pending)
 
@@ -246,12 +250,13 @@ def _short(error: BaseException) -> str:
 def table_writer_for(settings, state, metrics: Metrics) -> TableWriter:
     """The app's writer from its Settings; the realized gauges use the card of whichever model `state` has."""
     from ..decision import threshold_of
+    from .database import table_url
 
     def served() -> tuple[str, float] | None:
         return (state.model.version, threshold_of(state.model.card)) if state.ready else None
 
     return TableWriter(
-        settings.table_url(),
+        table_url(settings),
         metrics,
         retention_days=settings.retention_days,
         retention_rows=settings.retention_rows,
