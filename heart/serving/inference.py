@@ -125,7 +125,7 @@ class Inference:
     def _predict_sync(self, rows: Rows, endpoint: str, trace_id: str, span_id: str) -> list[dict]:
         """Predict, then count and log: inline for small ONNX calls, else in a worker thread."""
         predictor, version = self.state.predictor, self.state.model.version
-        imputed, inputs = rows.imputed, rows.inputs
+        imputed = rows.imputed
         t0 = time.perf_counter()
         classes, proba = predictor.predict(rows.values)
         seconds = time.perf_counter() - t0
@@ -137,20 +137,7 @@ class Inference:
         self.metrics.count_classes(classes.count(1), len(classes))
         self.metrics.count_imputed(imputed)
         if self.writer.enabled():
-            self.writer.write(
-                PredictionRecords(
-                    timestamp=now_iso(),
-                    trace_id=trace_id,
-                    span_id=span_id,
-                    model_version=version,
-                    latency_ms=round(seconds * 1000, 4),
-                    inputs=inputs if self.log_inputs else None,
-                    imputed=imputed,
-                    predicted_class=classes,
-                    probability=proba,
-                    prediction_id=ids,
-                )
-            )
+            self._record((trace_id, span_id), version, seconds, rows, classes, proba, ids)
         return [
             {
                 "prediction_id": i,
@@ -185,20 +172,8 @@ class Inference:
         cls = int(decide(explanation.probability, threshold_of(state.model.card))[0])
         (pid,) = new_prediction_ids(1)
         # A prediction like any other: recorded (log, inference table), so its label can come back.
-        self.writer.write(
-            PredictionRecords(
-                timestamp=now_iso(),
-                trace_id=trace_id,
-                span_id=span_id,
-                model_version=state.model.version,
-                latency_ms=round((time.perf_counter() - t0) * 1000, 4),
-                inputs=inputs if self.log_inputs else None,
-                imputed=imputed,
-                predicted_class=[cls],
-                probability=[explanation.probability],
-                prediction_id=[pid],
-            )
-        )
+        seconds, row = time.perf_counter() - t0, Rows(rows, imputed, inputs, legacy)
+        self._record((trace_id, span_id), state.model.version, seconds, row, [cls], [explanation.probability], [pid])
         log.info(
             "explanation",
             extra={
@@ -232,6 +207,23 @@ class Inference:
         import pandas as pd
 
         return explainer.explain(pd.DataFrame(rows, columns=list(FEATURE_NAMES)))
+
+    def _record(self, ids: tuple[str, str], version: str, seconds: float, rows: Rows, classes, proba, pids) -> None:
+        """The prediction records of one request, to the log and the inference table (PredictionWriter)."""
+        self.writer.write(
+            PredictionRecords(
+                timestamp=now_iso(),
+                trace_id=ids[0],
+                span_id=ids[1],
+                model_version=version,
+                latency_ms=round(seconds * 1000, 4),
+                inputs=rows.inputs if self.log_inputs else None,
+                imputed=rows.imputed,
+                predicted_class=classes,
+                probability=proba,
+                prediction_id=pids,
+            )
+        )
 
     def _failed(self, span, error: Exception, endpoint: str, trace_id: str, span_id: str, event: str, **extra):
         span.record_exception(error)

@@ -127,7 +127,7 @@ class Settings(BaseSettings):
         "the inference table's SQLite file when there is no DATABASE_URL (default: inference.db beside the model)",
     )
     retention_days: float = setting(
-        90,
+        90.0,
         "INFERENCE_RETENTION_DAYS",
         "a number of days from 0 to 36500 (0 = no age limit)",
         "predictions older than this are deleted from the inference table",
@@ -268,9 +268,6 @@ class Settings(BaseSettings):
                 "grow without bound; give one of them a limit"
             )
         self.bearer_tokens()
-        from .database import table_url
-
-        table_url(self)
 
     def bearer_tokens(self) -> list[str]:
         """The tokens every non-public route requires; [] = the API is open. API_AUTH says

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 FLUSH_SECONDS = 0.2  # the writer's sleep between two writes: the most a row waits while all is well
 MAX_PENDING_ROWS = 20_000  # per worker, ~1 KB each: what a database outage may hold in memory
 MAX_WRITE_ROWS = 2_000  # rows per transaction
-RETRY_SECONDS = (0.5, 1, 2, 5, 10, 30)  # backoff while the database cannot be reached
+RETRY_SECONDS = (0.5, 1, 2, 5, 10, 15)  # backoff while the database cannot be reached
 RETENTION_SECONDS = 600.0
 LABELLED_WINDOW = 1000  # the realized gauges: the most recent labelled predictions of the served model
 ERROR_LOG_SECONDS = 60.0  # at most one error line a minute while the database stays down
@@ -81,7 +81,7 @@ class TableWriter:
         self._connect_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._failures = 0
+        self._failures, self._retry_at = 0, 0.0
         self._next = {"retention": 0.0, "refresh": 0.0, "error_log": 0.0}
 
     # ------------------------------------------------------------------ the request path
@@ -126,16 +126,23 @@ class TableWriter:
         self.step(final=True)
 
     def step(self, final: bool = False) -> float:
-        """One round: connect if need be, write what arrived, then the periodic work. The seconds to
-        sleep before the next round: FLUSH_SECONDS while all is well, a backoff while it is not."""
+        """One round: take what arrived; unless backing off after a failure, connect if need be, write
+        it, then the periodic work. The seconds to sleep before the next round: FLUSH_SECONDS."""
+        with self._lock:
+            self._unwritten.extend(self._queue)
+            self._queue.clear()
+        if not final and time.monotonic() < self._retry_at:
+            self._count_delayed()  # still down: what arrived meanwhile waits too
+            return FLUSH_SECONDS
         try:
             self.ensure_ready()
             self._write_all()
             if not final:
                 self._periodic()
         except Exception as e:  # noqa: BLE001 - the writer must outlive any failure of the database
-            return self._failed(e)
-        self._failures = 0
+            self._failed(e)
+            return FLUSH_SECONDS
+        self._failures, self._retry_at = 0, 0.0
         self.metrics.table_up.set(1)
         return FLUSH_SECONDS
 
@@ -157,9 +164,6 @@ class TableWriter:
         return self.engine
 
     def _write_all(self) -> None:
-        with self._lock:
-            self._unwritten.extend(self._queue)
-            self._queue.clear()
         while self._unwritten:
             batches, rows = [], 0
             for batch in self._unwritten:
@@ -189,15 +193,11 @@ class TableWriter:
             return
         self.metrics.table_written.inc(rows)
 
-    def _failed(self, error: Exception) -> float:
+    def _failed(self, error: Exception) -> None:
         """Count the rows that now wait as delayed (once each), say so at most once a minute, back off."""
         self.last_error = _short(error)
         self.metrics.table_up.set(0)
-        waiting = sum(len(b.prediction_id) for b in self._unwritten)
-        if waiting > self._counted_delayed:
-            self.metrics.table_delayed.inc(waiting - self._counted_delayed)
-            self._counted_delayed = waiting
-        self.metrics.table_pending.set(self._pending)
+        self._count_delayed()
         now = time.monotonic()
         if now >= self._next["error_log"]:
             self._next["error_log"] = now + ERROR_LOG_SECONDS
@@ -206,7 +206,14 @@ class TableWriter:
                 extra={"error": self.last_error, "pending_rows": self._pending, "transient": is_transient(error)},
             )
         self._failures += 1
-        return RETRY_SECONDS[min(self._failures, len(RETRY_SECONDS)) - 1]
+        self._retry_at = now + RETRY_SECONDS[min(self._failures, len(RETRY_SECONDS)) - 1]
+
+    def _count_delayed(self) -> None:
+        waiting = sum(len(b.prediction_id) for b in self._unwritten)
+        if waiting > self._counted_delayed:
+            self.metrics.table_delayed.inc(waiting - self._counted_delayed)
+            self._counted_delayed = waiting
+        self.metrics.table_pending.set(self._pending)
 
     def _periodic(self) -> None:
         from .. import inference_table
