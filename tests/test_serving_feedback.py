@@ -268,3 +268,12 @@ def test_a_locked_database_is_a_503_and_stores_nothing(model_path, tmp_path, mon
             blocker.execute("ROLLBACK")
             blocker.close()
         assert client.post("/feedback", json={"prediction_id": pid, "label": 1}).json()["accepted"] == 1
+
+
+def test_a_label_sent_right_after_its_prediction_finds_it(api):
+    """A script that posts the label at once (before the writer's next round) finds its prediction:
+    /feedback writes what its worker still holds first."""
+    for _ in range(20):
+        pid = api.post("/predict", json=EXAMPLE).json()["prediction_id"]
+        r = api.post("/feedback", json={"prediction_id": pid, "label": "no"})
+        assert r.status_code == 202 and r.json()["accepted"] == 1, r.text

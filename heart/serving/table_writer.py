@@ -79,6 +79,7 @@ class TableWriter:
         self._counted_delayed = 0  # rows of _unwritten already counted as delayed
         self._lock = threading.Lock()
         self._connect_lock = threading.Lock()
+        self._write_lock = threading.Lock()  # the thread's writes and flush() by a request, one at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failures, self._retry_at = 0, 0.0
@@ -128,15 +129,14 @@ class TableWriter:
     def step(self, final: bool = False) -> float:
         """One round: take what arrived; unless backing off after a failure, connect if need be, write
         it, then the periodic work. The seconds to sleep before the next round: FLUSH_SECONDS."""
-        with self._lock:
-            self._unwritten.extend(self._queue)
-            self._queue.clear()
-        if not final and time.monotonic() < self._retry_at:
-            self._count_delayed()  # still down: what arrived meanwhile waits too
-            return FLUSH_SECONDS
         try:
-            self.ensure_ready()
-            self._write_all()
+            with self._write_lock:
+                self._take()
+                if not final and time.monotonic() < self._retry_at:
+                    self._count_delayed()  # still down: what arrived meanwhile waits too
+                    return FLUSH_SECONDS
+                self.ensure_ready()
+                self._write_all()
             if not final:
                 self._periodic()
         except Exception as e:  # noqa: BLE001 - the writer must outlive any failure of the database
@@ -145,6 +145,19 @@ class TableWriter:
         self._failures, self._retry_at = 0, 0.0
         self.metrics.table_up.set(1)
         return FLUSH_SECONDS
+
+    def flush(self) -> None:
+        """Write what this worker holds now, in the caller's thread: a label may follow its prediction
+        at once (a script's curl), and must find it. Raises what the write raises."""
+        with self._write_lock:
+            self._take()
+            self.ensure_ready()
+            self._write_all()
+
+    def _take(self) -> None:
+        with self._lock:
+            self._unwritten.extend(self._queue)
+            self._queue.clear()
 
     def ensure_ready(self):
         """The engine, connected and migrated (once; retried after a failure); raises if it cannot be."""
@@ -240,6 +253,7 @@ class TableWriter:
         from .. import inference_table
 
         try:
+            self.flush()  # this worker's predictions not yet written: now, before their labels
             return inference_table.store_labels(self.ensure_ready(), items)
         except Exception as e:
             if is_transient(e):
