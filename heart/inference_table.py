@@ -30,6 +30,7 @@ from .predlog import PredictionRecords, id_floor
 from .schema import FEATURE_NAMES
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+HEAD_REVISION = "0001"  # the newest revision in migrations/versions (a test keeps them equal)
 LOCK_KEY = 0x6865617274  # "heart": the advisory lock the migrations take on PostgreSQL
 BUSY_SECONDS = 5.0  # how long a SQLite statement waits for another writer's lock
 CONNECT_SECONDS = 3  # how long a PostgreSQL connection attempt may take
@@ -144,8 +145,23 @@ def _sqlite_connect(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+def current_revision(engine: sa.engine.Engine) -> str | None:
+    """The revision the database is at (None: no table yet), read without Alembic."""
+    with engine.connect() as conn:
+        try:
+            return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+        except sa.exc.DBAPIError as e:
+            if e.connection_invalidated or isinstance(e, sa.exc.InterfaceError):
+                raise
+            return None  # no alembic_version table: a new database
+
+
 def migrate(engine: sa.engine.Engine) -> str | None:
-    """Bring the table to the newest revision, under the lock; the revision it is at afterwards."""
+    """Bring the table to the newest revision, under the lock; the revision it is at afterwards.
+    A database already at HEAD_REVISION (every start but the first) costs one query: Alembic is
+    imported only when there is something to apply."""
+    if current_revision(engine) == HEAD_REVISION:
+        return HEAD_REVISION
     from alembic import command
     from alembic.config import Config
     from alembic.runtime.migration import MigrationContext

@@ -78,6 +78,21 @@ def test_migrations_run_once_when_many_start_together(database_url):
     engine.dispose()
 
 
+def test_head_revision_is_the_newest_migration_and_a_migrated_database_skips_alembic(engine):
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(table.MIGRATIONS))
+    assert ScriptDirectory.from_config(config).get_current_head() == table.HEAD_REVISION
+    assert table.current_revision(engine) == table.HEAD_REVISION
+    with engine.begin() as conn:  # a database one revision behind: migrate() applies it again
+        conn.execute(sa.text("DROP TABLE predictions"))
+        conn.execute(sa.text("DELETE FROM alembic_version"))
+    assert table.current_revision(engine) is None
+    assert table.migrate(engine) == table.HEAD_REVISION and table.count_rows(engine) == 0
+
+
 def test_the_migrated_schema_is_the_table_the_code_uses(engine):
     """Alembic's own comparison: the revision's table and heart.inference_table's agree."""
     from alembic.autogenerate import compare_metadata

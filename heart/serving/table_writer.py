@@ -66,9 +66,13 @@ class TableWriter:
         retention_rows: int,
         refresh: float,
         served: Callable[[], tuple[str, float] | None] = lambda: None,
+        after: threading.Event | None = None,
     ):
-        """`served()` gives (model_version, threshold) of the loaded model, None while none is."""
+        """`served()` gives (model_version, threshold) of the loaded model, None while none is;
+        `after`: the thread starts its work once this is set (the model's load: the two would
+        otherwise contend for the interpreter, and no prediction comes before it)."""
         self.url, self.metrics, self.refresh, self.served = url, metrics, refresh, served
+        self._after = after
         self.retention = (retention_days, retention_rows)
         self.engine = None
         self.ready = False  # connected and migrated
@@ -121,6 +125,8 @@ class TableWriter:
             self.engine.dispose()
 
     def _run(self) -> None:
+        while self._after is not None and not self._after.wait(FLUSH_SECONDS) and not self._stop.is_set():
+            pass
         while not self._stop.is_set():
             wait = self.step()
             self._stop.wait(wait)
@@ -283,4 +289,5 @@ def table_writer_for(settings, state, metrics: Metrics) -> TableWriter:
         retention_rows=settings.retention_rows,
         refresh=settings.drift_interval,
         served=served,
+        after=state.loaded,
     )
