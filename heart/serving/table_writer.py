@@ -80,6 +80,7 @@ class TableWriter:
         self._queue: deque[PredictionRecords] = deque()  # arrived, not yet taken by the thread
         self._unwritten: deque[PredictionRecords] = deque()  # taken, waiting for a write that works
         self._pending = 0  # rows in both
+        self._unwritten_rows = 0
         self._counted_delayed = 0  # rows of _unwritten already counted as delayed
         self._lock = threading.Lock()
         self._connect_lock = threading.Lock()
@@ -117,7 +118,7 @@ class TableWriter:
             self._queue.clear()
             if self._thread is None or not self._thread.is_alive():
                 self._unwritten.clear()
-                self._counted_delayed = 0
+                self._unwritten_rows = self._counted_delayed = 0
         if left:
             self.metrics.table_lost.labels(reason="shutdown").inc(left)
             log.error("inference_table_rows_lost_at_shutdown", extra={"rows": left, "error": self.last_error})
@@ -138,6 +139,8 @@ class TableWriter:
         try:
             with self._write_lock:
                 self._take()
+                if final and not self._unwritten:
+                    return FLUSH_SECONDS  # nothing to write: no connection attempt at shutdown
                 if not final and time.monotonic() < self._retry_at:
                     self._count_delayed()  # still down: what arrived meanwhile waits too
                     return FLUSH_SECONDS
@@ -162,6 +165,7 @@ class TableWriter:
 
     def _take(self) -> None:
         with self._lock:
+            self._unwritten_rows += sum(len(b.prediction_id) for b in self._queue)
             self._unwritten.extend(self._queue)
             self._queue.clear()
 
@@ -193,6 +197,7 @@ class TableWriter:
             self._write(batches, rows)
             for _ in batches:
                 self._unwritten.popleft()
+            self._unwritten_rows -= rows
             with self._lock:
                 self._pending = max(0, self._pending - rows)
             self._counted_delayed = max(0, self._counted_delayed - rows)
@@ -228,7 +233,7 @@ class TableWriter:
         self._retry_at = now + RETRY_SECONDS[min(self._failures, len(RETRY_SECONDS)) - 1]
 
     def _count_delayed(self) -> None:
-        waiting = sum(len(b.prediction_id) for b in self._unwritten)
+        waiting = self._unwritten_rows
         if waiting > self._counted_delayed:
             self.metrics.table_delayed.inc(waiting - self._counted_delayed)
             self._counted_delayed = waiting
