@@ -17,6 +17,7 @@ a partial index holding the labelled rows only.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -115,10 +116,13 @@ def engine_for(url: str | sa.engine.URL) -> sa.engine.Engine:
     """An engine with the settings this table relies on (see the module's docstring)."""
     url = normalised_url(str(url) if isinstance(url, str) else url.render_as_string(hide_password=False))
     if url.get_backend_name() == "sqlite":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        path = Path(url.database)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():  # health data: readable by its owner only (SQLite's -wal and -shm follow)
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         engine = sa.create_engine(url, connect_args={"timeout": BUSY_SECONDS, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_connect)
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     return sa.create_engine(
         url,
@@ -147,13 +151,24 @@ def _sqlite_connect(dbapi_connection, _record) -> None:
 
 def current_revision(engine: sa.engine.Engine) -> str | None:
     """The revision the database is at (None: no table yet), read without Alembic."""
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         try:
             return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
         except sa.exc.DBAPIError as e:
             if e.connection_invalidated or isinstance(e, sa.exc.InterfaceError):
                 raise
             return None  # no alembic_version table: a new database
+
+
+def _sqlite_begin(conn: sa.engine.Connection) -> None:
+    """Writers take the write lock at once (no deadlock between two upgrading readers); a read
+    (execution option readonly) takes a snapshot and never holds up the server's writes."""
+    conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("readonly") else "BEGIN IMMEDIATE")
+
+
+def reading(engine: sa.engine.Engine) -> sa.engine.Connection:
+    """A connection for reads only."""
+    return engine.connect().execution_options(readonly=True)
 
 
 def migrate(engine: sa.engine.Engine) -> str | None:
@@ -282,7 +297,7 @@ def recent_labelled(engine: sa.engine.Engine, model_version: str, limit: int) ->
         .order_by(C.prediction_id.desc())
         .limit(limit)
     )
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         rows = conn.execute(query).all()
     return [float(p) for p, _ in rows], [int(y) for _, y in rows]
 
@@ -291,7 +306,7 @@ def read_predictions(engine: sa.engine.Engine, chunk: int = 50_000) -> Iterator[
     """Every row as (prediction_id, created_at UTC, model_version, probability, predicted_class,
     label or None), oldest first, in chunks: what the performance analysis reads."""
     columns = (C.prediction_id, C.created_at, C.model_version, C.probability, C.predicted_class, C.label)
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         result = conn.execution_options(yield_per=chunk).execute(sa.select(*columns).order_by(C.prediction_id))
         for part in result.partitions():
             yield [(pid, _utc(at), v, float(p), int(c), None if y is None else int(y)) for pid, at, v, p, c, y in part]
@@ -303,7 +318,7 @@ def _utc(when: datetime) -> datetime:
 
 
 def count_rows(engine: sa.engine.Engine) -> int:
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         return int(conn.execute(sa.select(sa.func.count()).select_from(predictions)).scalar_one())
 
 
@@ -319,7 +334,7 @@ def apply_retention(engine: sa.engine.Engine, days: float, max_rows: int, now: d
         cutoff = id_floor(int((now - timedelta(days=days)).timestamp() * 1000))
         deleted += _delete_below(engine, cutoff, inclusive=False)
     if max_rows:
-        with engine.connect() as conn:
+        with reading(engine) as conn:
             query = sa.select(C.prediction_id).order_by(C.prediction_id.desc()).offset(max_rows).limit(1)
             newest_excess = conn.execute(query).scalar()
         if newest_excess is not None:

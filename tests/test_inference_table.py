@@ -6,6 +6,7 @@ two writers race), retention by age and by count, and the URLs it accepts."""
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -241,3 +242,21 @@ def test_urls_it_refuses_say_why_without_the_password(url, why):
     with pytest.raises(ValueError) as e:
         table.normalised_url(url)
     assert why in str(e.value) and "secret" not in str(e.value)
+
+
+def test_a_sqlite_table_is_its_owners_only_and_a_long_read_never_blocks_the_writer(tmp_path):
+    """Health data: the file is created 0600. A reader holding its snapshot (monitor_performance.py on
+    a big table) does not stop the server's writes, which would otherwise wait on its lock."""
+    import stat
+
+    engine = table.engine_for(f"sqlite:///{tmp_path / 'inference.db'}")
+    table.migrate(engine)
+    assert stat.S_IMODE((tmp_path / "inference.db").stat().st_mode) == 0o600
+    write(engine, records(3))
+    with table.reading(engine) as reader:
+        reader.execute(sa.select(table.C.prediction_id)).first()  # the read transaction is open
+        started = time.monotonic()
+        write(engine, records(2))
+        assert time.monotonic() - started < 1
+    assert table.count_rows(engine) == 5
+    engine.dispose()
