@@ -8,6 +8,7 @@ without it (heart.serving.table_writer counts the delayed rows), as when it goes
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -48,6 +49,8 @@ def check_sqlite_file(url: str) -> str | None:
     path = Path(url.removeprefix("sqlite:///"))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():  # health data: its owner's only, as heart.inference_table creates it
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         with sqlite3.connect(path, timeout=5) as conn:
             conn.isolation_level = None
             conn.execute("PRAGMA schema_version")  # reads the header: "file is not a database"
