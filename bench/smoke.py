@@ -67,7 +67,7 @@ class Step:
 
 SERVER = Step("python heart_fastapi.py", 30, "")  # budget: until /ready_check answers 200
 STEPS = (
-    Step("python train.py", 150, "wrote model.joblib and model.card.json (model_version "),
+    Step("python train.py", 150, "wrote model.zip and model.card.json (model_version "),
     Step("python fairness_check.py", 60, "wrote reports/fairness_gender.json and reports/fairness_gender.png"),
     Step("python explainability.py", 30, "wrote reports/explainability.json, reports/shap_bar.png"),
     Step("python drift_analysis_ks.py", 30, "wrote reports/drift.json and reports/drift.png"),
