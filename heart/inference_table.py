@@ -17,6 +17,7 @@ a partial index holding the labelled rows only.
 
 from __future__ import annotations
 
+import operator
 import os
 import uuid
 from collections.abc import Iterable, Iterator
@@ -206,8 +207,41 @@ def rows_of(batch: PredictionRecords) -> list[dict]:
     ]
 
 
+ROW_KEYS = (
+    "prediction_id",
+    "created_at",
+    "model_version",
+    "trace_id",
+    "probability",
+    "predicted_class",
+    *FEATURE_NAMES,
+)
+_INSERTS: dict[str, tuple[str, tuple[str, ...] | None]] = {}  # dialect -> (SQL, the order of positional params)
+SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy stores a DateTime in SQLite (and reads it back)
+
+
 def insert(conn: sa.engine.Connection, rows: list[dict]) -> None:
-    conn.execute(predictions.insert(), rows)
+    """Insert rows_of's rows: the table's own INSERT, compiled once per dialect by SQLAlchemy,
+    executed with the values already in the driver's types. A third of the cost of
+    conn.execute(insert(), rows), whose per-row type processing was most of the writer's time."""
+    dialect = conn.dialect
+    if dialect.name not in _INSERTS:
+        compiled = predictions.insert().compile(dialect=dialect, column_keys=list(ROW_KEYS))
+        _INSERTS[dialect.name] = (str(compiled), compiled.positiontup)
+    sql, order = _INSERTS[dialect.name]
+    if dialect.name == "sqlite":  # ids stay hex (CHAR(32)); times as SQLAlchemy's text, in UTC
+        get, at = operator.itemgetter(*order), order.index("created_at")
+        texts: dict[int, str] = {}
+        params = []
+        for values in map(get, rows):
+            t = values[at]
+            text = texts.get(id(t)) or texts.setdefault(id(t), t.astimezone(UTC).strftime(SQLITE_TIME))
+            params.append((*values[:at], text, *values[at + 1 :]))
+    else:  # PostgreSQL: uuid values, aware times
+        params = [{**r, "prediction_id": uuid.UUID(hex=r["prediction_id"])} for r in rows]
+        if order is not None:
+            params = [tuple(p[k] for k in order) for p in params]
+    conn.exec_driver_sql(sql, params)
 
 
 # ---------------------------------------------------------------------------------- labels
