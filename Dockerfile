@@ -78,7 +78,11 @@ ENV PATH=/opt/venv/bin:$PATH \
     MODEL_PATH=/app/model.zip \
     MODEL_SHA256_FILE=/app/model.sha256 \
     REQUIRE_MODEL_PIN=true \
+    INFERENCE_DB=/tmp/inference.db \
     HOME=/tmp
+# INFERENCE_DB: the inference table's SQLite file, where the server's user may write (/app is
+# read-only to it); it goes with the container: give DATABASE_URL for a table that lasts and that
+# every replica shares (docs/monitoring.md, "The inference table").
 # A fixed numeric uid, so Kubernetes' runAsNonRoot can verify it without a passwd lookup.
 RUN groupadd --system --gid 10001 app \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin app

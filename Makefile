@@ -64,12 +64,16 @@ test: $(STAMP) install-tools browser  ## install and run the whole test suite (T
 # renders the overlays in tests/test_overlays.py) is the apt package `kubectl` of the Kubernetes or
 # Google Cloud apt repository: GitHub's runners and this project's machines come with it; elsewhere
 # add one of those repositories first (docs/deploy.md, "From zero to a cluster"). checkov goes into
-# its own venv (requirements-tools.txt).
-install-tools: $(TOOLS_STAMP)  ## install the non-Python test tools: promtool, kubectl (apt) and checkov (.venv-tools)
+# its own venv (requirements-tools.txt). PostgreSQL's server binaries (Debian's `postgresql`: initdb
+# and pg_ctl under /usr/lib/postgresql/VERSION/bin) for the inference table's tests, which start
+# their own server (tests/postgres.py); the cluster the package may start is not used.
+install-tools: $(TOOLS_STAMP)  ## install the non-Python test tools: promtool, kubectl, PostgreSQL (apt) and checkov (.venv-tools)
 	@command -v promtool >/dev/null || { $(APT_GET) update -qq && $(APT_GET) install -y -qq --no-install-recommends prometheus; }
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null || { $(APT_GET) update -qq && $(APT_GET) install -y -qq --no-install-recommends postgresql; }
 	@command -v kubectl >/dev/null || { $(APT_GET) update -qq && $(APT_GET) install -y -qq kubectl; } || { \
 	  echo "install-tools: kubectl is missing and apt has no kubectl package: add the Kubernetes apt repository (docs/deploy.md)" >&2; exit 1; }
 	@promtool --version | head -1
+	@$$(ls /usr/lib/postgresql/*/bin/pg_ctl 2>/dev/null | tail -1 || command -v pg_ctl) --version
 	@kubectl version --client 2>/dev/null | grep -i kustomize
 	@$(TOOLS_VENV)/bin/checkov --version
 
@@ -121,8 +125,8 @@ poisoning: $(MODEL)  ## label-flip attacks, 0-50% sweep and confident-learning d
 	$(PY) data_poisoning.py --model $(MODEL) --data $(DATA) --out-dir $(REPORTS)
 	$(REPORT_HTML) --section poisoning
 
-# Needs served predictions: LOG (default $PREDICTION_LOG), and LABELS if any have come back.
-performance: $(STAMP)  ## realized and estimated (CBPE) performance per day from the prediction log (LOG=, LABELS=) -> reports/
+# Needs served predictions: the inference table (default) or LOG, and LABELS if any have come back.
+performance: $(STAMP)  ## realized and estimated (CBPE) performance per day from the inference table (or LOG=), LABELS= stored first -> reports/
 	$(PY) monitor_performance.py $(if $(LOG),--log $(LOG)) $(if $(LABELS),--labels $(LABELS)) --card $(basename $(MODEL)).card.json --out-dir $(REPORTS)
 	$(REPORT_HTML) --section performance
 

@@ -1,4 +1,4 @@
-"""Performance in production: python monitor_performance.py [--log FILE ...] [--labels FILE]
+"""Performance in production: python monitor_performance.py [--table URL | --log FILE ...] [--labels FILE]
 
 Per time window (--window, daily by default, UTC) at the model card's decision threshold:
 realized ROC AUC, Brier, recall, specificity and accuracy over the predictions that have a
@@ -6,9 +6,13 @@ label, with bootstrap 95% intervals and the label coverage; and the same figures
 the served probabilities alone (CBPE), for every window, labelled or not. The estimate assumes
 the model stays calibrated and the disease given the features has not changed (docs/monitoring.md).
 
-Predictions: the API's prediction log(s) (--log, repeatable; default $PREDICTION_LOG). Labels:
---labels FILE, a CSV or JSON lines of prediction_id and label (yes/no or 1/0, as the training
-data). Writes <out-dir>/performance.json and performance.png, and <out-dir>/index.html with its
+Predictions: the server's inference table by default (--table: a database URL or a SQLite file;
+default $DATABASE_URL, else the file $DATABASE_URL_FILE names, else $INFERENCE_DB, else
+inference.db beside the card, where `make run` writes it), with the labels it holds; or the
+API's prediction log(s) (--log, repeatable). Labels: --labels FILE, a CSV or JSON lines of
+prediction_id and label (yes/no or 1/0, as the training data): stored into the table as POST
+/feedback stores them (a label that contradicts a stored one is an error and nothing is
+stored), or, with --log, joined to the logs in memory. Writes <out-dir>/performance.json and performance.png, and <out-dir>/index.html with its
 section (heart.analyses.html_report). --fail-on-degradation exits 1 when a window's figure is
 below a --minimum (for a cron job or CI).
 """
@@ -45,8 +49,15 @@ def argument(parse, keep_text: bool = False):
 
 def parse_args(argv):
     p = cli.parser(__doc__)
-    p.add_argument("--log", action="append", help="a prediction log (JSON lines); repeatable (default $PREDICTION_LOG)")
-    p.add_argument("--labels", help="CSV or JSON lines of prediction_id and label, joined to the predictions by id")
+    p.add_argument(
+        "--table",
+        help="the inference table: a database URL (postgresql://...) or a SQLite file (default $DATABASE_URL, "
+        "$DATABASE_URL_FILE's, $INFERENCE_DB, else inference.db beside --card)",
+    )
+    p.add_argument("--log", action="append", help="prediction log(s) (JSON lines) instead of the table; repeatable")
+    p.add_argument(
+        "--labels", help="CSV or JSON lines of prediction_id and label: stored into the table (or joined to --log)"
+    )
     p.add_argument("--card", default="model.card.json", help="the model card: its decision threshold")
     p.add_argument(
         "--window",
@@ -68,17 +79,50 @@ def parse_args(argv):
     p.add_argument("--seed", type=int, default=0, help="seed of the resampling")
     p.add_argument("--out-dir", default="reports", help="where performance.json and performance.png go")
     p.add_argument("--fail-on-degradation", action="store_true", help="exit 1 when a window is below a minimum")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.log and args.table:
+        p.error("--table and --log are two sources of predictions: give one")
+    return args
+
+
+def table_url(args) -> str:
+    """--table, else the server's own settings' order: DATABASE_URL, DATABASE_URL_FILE, INFERENCE_DB, the default."""
+    given = args.table or os.environ.get("DATABASE_URL", "").strip()
+    url_file = os.environ.get("DATABASE_URL_FILE", "").strip()
+    if not given and url_file and Path(url_file).is_file():
+        given = Path(url_file).read_text(encoding="utf-8-sig").strip()
+    if not given:
+        given = os.environ.get("INFERENCE_DB", "").strip() or str(Path(args.card).parent / "inference.db")
+    return given if "://" in given else f"sqlite:///{Path(given).expanduser().resolve()}"
 
 
 def read_predictions(args) -> pd.DataFrame:
-    """The predictions of every source given, as one frame (heart.analyses.outcomes' columns).
-    A new source (the inference table) is one more entry in `frames`."""
-    logs = args.log or ([os.environ["PREDICTION_LOG"]] if os.environ.get("PREDICTION_LOG") else [])
-    frames = [outcomes.read_prediction_log(path) for path in logs]
-    if not frames:
-        raise DataError("--log", "no predictions to read: give --log FILE (the API's PREDICTION_LOG)")
-    return outcomes.combine(frames)
+    """The predictions of every source given, as one frame (heart.analyses.outcomes' columns): the
+    prediction logs (--log), or the inference table with its labels."""
+    if args.log:
+        return outcomes.combine([outcomes.read_prediction_log(path) for path in args.log])
+    return outcomes.read_table(table_url(args))
+
+
+def store_labels(args, frame: pd.DataFrame | None, source: dict) -> pd.DataFrame | None:
+    """--labels: joined to the logs in memory, or stored into the table (before it is read)."""
+    labels = outcomes.read_labels(args.labels)
+    source["labels"] = args.labels
+    if args.log:
+        frame, counts = outcomes.attach_labels(frame, labels)
+        source["label_counts"] = vars(counts)
+        print(
+            f"labels: {args.labels}: {counts.given} rows, {counts.matched} matched a prediction, {counts.repeated} "
+            f"repeated, {len(counts.unknown)} for predictions not in these logs"
+        )
+        return frame
+    counts = outcomes.label_table(table_url(args), labels)
+    source["label_counts"] = counts
+    print(
+        f"labels: {args.labels}: {labels.rows} rows, {counts['accepted']} stored, {counts['duplicate']} already "
+        f"stored, {counts['unknown']} for predictions not in the inference table"
+    )
+    return None
 
 
 def read_card(path: str) -> dict:
@@ -98,22 +142,20 @@ def read_card(path: str) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     card = read_card(args.card)
-    frame = read_predictions(args)
-    source = {"logs": sorted(set(frame["source"])), "card": args.card, "model_version": card.get("model_version")}
+    source: dict = {"card": args.card, "model_version": card.get("model_version")}
+    frame = read_predictions(args) if args.log else None
     if args.labels:
-        labels = outcomes.read_labels(args.labels)
-        frame, counts = outcomes.attach_labels(frame, labels)
-        source.update(labels=args.labels, label_counts=vars(counts))
-        print(
-            f"labels: {args.labels}: {counts.given} rows, {counts.matched} matched a prediction, {counts.repeated} "
-            f"repeated, {len(counts.unknown)} for predictions not in these logs"
-        )
+        frame = store_labels(args, frame, source)
+    if frame is None:
+        frame = read_predictions(args)
+    source["logs" if args.log else "table"] = sorted(set(frame["source"]))
+    kind = "logs" if args.log else "table"
     minimums = args.minimum or list(performance.DEFAULT_MINIMUMS)
     report = performance.analyze(
         frame, threshold_of(card), args.window, args.bootstrap, args.seed, minimums, args.min_rows
     )
     versions = sorted(set(frame["model_version"]))
-    print(f"predictions: {', '.join(source['logs'])}: {len(frame)} records of model {', '.join(versions)}")
+    print(f"predictions: {', '.join(source[kind])}: {len(frame)} records of model {', '.join(versions)}")
     if report.class_mismatches:
         print(f"note: {report.class_mismatches} served classes differ from the card's threshold", file=sys.stderr)
     if card.get("model_version") not in versions:

@@ -164,6 +164,9 @@ def plan_targets(args, tmp: Path) -> tuple[dict, dict, list]:
     py = sys.executable
     env = {
         "PREDICTION_LOG": str(tmp / "predictions.jsonl"),
+        "INFERENCE_DB": str(
+            tmp / "inference.db"
+        ),  # the inference table, as `make run` writes it (a checkout before it ignores this)
         "LOG_INPUTS": "true",
         "OTEL_EXPORTER_OTLP_ENDPOINT": None,
         "OTEL_TRACES_EXPORTER": None,

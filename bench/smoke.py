@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -49,6 +50,9 @@ CLEARED_ENV = (
     "MODEL_SHA256_FILE",
     "REQUIRE_MODEL_PIN",
     "PREDICTION_LOG",
+    "DATABASE_URL",
+    "DATABASE_URL_FILE",
+    "INFERENCE_DB",
 )
 
 
@@ -77,6 +81,35 @@ STEPS = (
     Step("python -m heart.analyses.html_report", 30, "wrote reports/index.html"),
     Step("python test.py", 90, " passed in "),
 )
+
+
+FEEDBACK_EXAMPLE = "curl /predict, then /feedback with its prediction_id (readme.md)"
+
+
+def feedback_example(workdir: Path, port: int) -> float:
+    """readme.md's two curl commands against the smoke server: /predict prints a prediction_id, and
+    /feedback with that id in place of the example's answers that the label was accepted."""
+    start = time.monotonic()
+    predict = next(c for _, c, _ in runnable_commands([workdir / "readme.md"]) if "localhost:8000/predict " in c)
+    lines = (workdir / "readme.md").read_text().splitlines()
+    feedback = next(line for line in lines if line.startswith("curl -s localhost:8000/feedback "))
+
+    def curl(line: str) -> str:
+        argv = [a.replace("localhost:8000", f"127.0.0.1:{port}") for a in shlex.split(line)]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        if proc.returncode != 0:
+            raise SmokeError(f"`{line[:60]}...` exited {proc.returncode}{_tail(proc.stderr)}")
+        return proc.stdout
+
+    answer = curl(predict)
+    served = re.search(r'"prediction_id":"([0-9a-f]{32})"', answer)
+    documented = re.search(r'"prediction_id": "([0-9a-f]{32})"', feedback)
+    if not served or not documented:
+        raise SmokeError(f"{FEEDBACK_EXAMPLE}: no prediction_id in{_tail(answer)}")
+    stored = curl(feedback.replace(documented.group(1), served.group(1)))
+    if '"accepted":1' not in stored:
+        raise SmokeError(f"{FEEDBACK_EXAMPLE}: the label was not accepted{_tail(stored)}")
+    return time.monotonic() - start
 
 
 class SmokeError(RuntimeError):
@@ -219,7 +252,8 @@ def smoke(workdir: Path) -> list[dict]:
     fresh_copy(workdir)
     env = {k: v for k, v in os.environ.items() if k not in CLEARED_ENV}
     port = free_port()
-    # The server writes its prediction log where monitor_performance.py reads it by default ($PREDICTION_LOG).
+    # The server writes its prediction log, and its inference table beside the model, where
+    # monitor_performance.py reads it by default (the readme's /feedback has labelled one prediction).
     env["PREDICTION_LOG"] = str(workdir / "predictions.jsonl")
     env_server = {**env, "PORT": str(port)}
     env_client = {**env, "API_URL": f"http://127.0.0.1:{port}/predict"}
@@ -237,6 +271,9 @@ def smoke(workdir: Path) -> list[dict]:
         for step in STEPS:
             if step is SERVER:
                 server, wall = start_server(workdir, env_server, workdir / "server.log")
+                rows.append({"command": step.command, "budget_s": step.budget_s, "wall_s": round(wall, 1)})
+                print(f"ok   {wall:6.1f} s  {step.command}", flush=True)
+                step, wall = Step(FEEDBACK_EXAMPLE, 30, ""), feedback_example(workdir, port)
             else:
                 wall = run_step(step, workdir, env_client if "batch_predict" in step.command else env)
             rows.append({"command": step.command, "budget_s": step.budget_s, "wall_s": round(wall, 1)})

@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from heart.clients.harness import ApiServer
+from tests import postgres as postgres_tools
 from tests.support import CLEAN_SERVER_ENV, make_app
 
 
@@ -39,3 +40,21 @@ def real_server(model_path):
         )
 
     return start
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server for the session (tests/postgres.py), started on first use."""
+    server = postgres_tools.start()
+    yield server
+    postgres_tools.stop(server)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    """The inference table's database, once a SQLite file and once a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'inference.db'}"
+        return
+    with postgres_tools.database(request.getfixturevalue("postgres")) as url:
+        yield url

@@ -17,7 +17,7 @@ from conftest import ROOT
 
 K8S = ROOT / "k8s"
 DEPLOY = ROOT / "deploy"
-OVERLAYS = ("dev", "prod")
+OVERLAYS = ("dev", "dev-postgres", "prod")
 # The oldest Kubernetes the manifests promise to work on (every field they use exists there).
 KUBERNETES_VERSION = "1.30.0"
 API = "heart-disease-api"  # the predictor's Deployment (and its Service, HPA, PDB, Ingress)

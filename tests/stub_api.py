@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 LABELS = {0: "no heart disease", 1: "heart disease"}
@@ -16,7 +17,13 @@ LABELS = {0: "no heart disease", 1: "heart disease"}
 
 def predict_row(patient: dict) -> dict:
     cls = int(patient.get("age", 0) >= 55)
-    return {"predicted_class": cls, "label": LABELS[cls], "probability": 0.75 if cls else 0.25, "imputed": []}
+    return {
+        "prediction_id": uuid.uuid4().hex,
+        "predicted_class": cls,
+        "label": LABELS[cls],
+        "probability": 0.75 if cls else 0.25,
+        "imputed": [],
+    }
 
 
 class StubAPI:

@@ -49,6 +49,7 @@ def make_app(model_path, tmp_path=None, spans=None, **values):
     knobs = {"background_load": False, **{k: values.pop(k) for k in APP_KNOBS if k in values}}
     if tmp_path is not None:
         values.setdefault("prediction_log", tmp_path / "predictions.jsonl")
+        values.setdefault("inference_db", tmp_path / "inference.db")
     return create_app(settings_for(model_path, **values), tracer_provider_=provider, **knobs)
 
 

@@ -27,6 +27,7 @@ from conftest import ROOT
 
 TRACE = "0123456789abcdef0123456789abcdef"
 VALID = {
+    "prediction_id": "0190f0a1b2c37d4e8f9a0b1c2d3e4f50",
     "predicted_class": 1,
     "label": "heart disease",
     "probability": 0.8,
@@ -69,6 +70,8 @@ def test_a_contract_prediction_is_valid():
         ({"trace_id": TRACE[:-1]}, "trace_id"),
         ({"model_version": ""}, "model_version"),
         ({"imputed": ["cholesterol"]}, "imputed"),
+        ({"prediction_id": VALID["prediction_id"].upper()}, "prediction_id"),
+        ({"prediction_id": None}, "prediction_id"),
     ],
 )
 def test_each_wrong_field_is_named(change, why):
@@ -81,7 +84,7 @@ def test_a_missing_field_and_a_non_object_are_caught():
 
 
 def test_batch_rows_are_checked_and_counted():
-    row = {k: VALID[k] for k in ("predicted_class", "label", "probability", "imputed")}
+    row = {k: VALID[k] for k in ("prediction_id", "predicted_class", "label", "probability", "imputed")}
     body = {"model_version": "v1", "trace_id": TRACE, "predictions": [row, row]}
     assert batch_problem(body, 2) is None
     assert "list of 3 rows" in batch_problem(body, 3)

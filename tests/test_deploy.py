@@ -277,6 +277,8 @@ ROTATE_AT_MIB = 64  # the log is rotated by size ...
 LOG_FILES_ON_POD = 2  # ... and one rotated file waits to be shipped
 CACHES_MIB = 16  # HOME, matplotlib, onnxruntime, numba: 160 KiB measured
 CONTAINER_LOG_MIB = 50  # the kubelet's default stdout rotation: 10 MiB x 5 files
+TABLE_MIB = 32  # the SQLite inference table without a database Secret: INFERENCE_RETENTION_ROWS rows ...
+PLANNED_BYTES_PER_ROW = 256  # ... at 215 B measured (python -m bench.table_size), + its WAL
 
 
 def test_ephemeral_storage_fits_the_prediction_log():
@@ -290,8 +292,11 @@ def test_ephemeral_storage_fits_the_prediction_log():
     limit = mebibytes(container()["resources"]["limits"]["ephemeral-storage"])
     log_mib = LOG_FILES_ON_POD * ROTATE_AT_MIB
     assert log_mib * 2**20 // PLANNED_BYTES_PER_RECORD == 262_144  # records kept on the pod
-    # big enough for the log and the caches, not a blank cheque (within 25%)
-    assert log_mib + CACHES_MIB <= size_limit <= 1.25 * (log_mib + CACHES_MIB)
+    assert env["INFERENCE_DB"].startswith(mount["mountPath"] + "/")  # the table too, when it is SQLite
+    assert int(env["INFERENCE_RETENTION_ROWS"]) * PLANNED_BYTES_PER_ROW <= 0.8 * TABLE_MIB * 2**20  # 20% for the WAL
+    # big enough for the log, the table and the caches, not a blank cheque (within 25%)
+    planned = log_mib + TABLE_MIB + CACHES_MIB
+    assert planned <= size_limit <= 1.25 * planned
     assert size_limit + CONTAINER_LOG_MIB <= request <= limit <= 1.5 * request
 
 

@@ -77,8 +77,11 @@ def check_secret(argv: list[str], namespace: str, objects) -> None:
     secret = json.loads(result.stdout)
     kubernetes_validate.validate(secret, KUBERNETES_VERSION, strict=True)
     pod = objects[namespace][("Deployment", "heart-disease-api")]["spec"]["template"]["spec"]
-    (volume,) = [v["secret"] for v in pod["volumes"] if "secret" in v]
-    assert secret["metadata"]["name"] == volume["secretName"]
+    mounted = [
+        v["secret"] for v in pod["volumes"] if v.get("secret", {}).get("secretName") == secret["metadata"]["name"]
+    ]
+    assert len(mounted) == 1, f"the pods mount no Secret {secret['metadata']['name']}"
+    (volume,) = mounted
     assert set(secret["data"]) == {item["key"] for item in volume["items"]}
 
 

@@ -11,6 +11,7 @@ MAX_EXAMPLES = 100  # per operation and mode; keeps the whole file well under a 
 MODES = [schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE]
 V1_POST = (200, 413, 422)  # FastAPI's validation error
 V2_POST = (200, 400, 404, 413, 415)  # the protocol's: a rule broken, an unknown model or version
+FEEDBACK_POST = (202, 404, 409, 413, 422)  # stored (or each item's outcome), one unknown id, one conflicting label
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +33,7 @@ def test_the_schema_lists_every_operation(fuzz_schema):
         "POST /predict/",
         "POST /predict/batch",
         "POST /explain",
+        "POST /feedback",
         "GET /live_check",
         "GET /ready_check",
         "GET /model",
@@ -78,7 +80,9 @@ def test_no_generated_input_gets_a_5xx(fuzz_schema, mode):
                 f"{case.method} {case.path} {case.body!r:.300} -> {response.status_code}: {response.text[:300]}"
             )
             if case.method == "POST":
-                allowed = V2_POST if case.path.startswith("/v2/") else V1_POST
+                allowed = (
+                    V2_POST if case.path.startswith("/v2/") else FEEDBACK_POST if case.path == "/feedback" else V1_POST
+                )
                 assert response.status_code in allowed, (case.path, response.status_code, response.text[:300])
 
         fuzz()
@@ -90,3 +94,4 @@ def test_no_generated_input_gets_a_5xx(fuzz_schema, mode):
     else:
         assert 200 in [status for _, status in posted]
     assert any(path.startswith("/v2/") for path, _ in posted), "V2 was fuzzed too"
+    assert any(path == "/feedback" for path, _ in posted), "/feedback was fuzzed too"

@@ -164,5 +164,5 @@ def test_the_mounted_tokens_secret_is_the_one_k8s_uses():
     predictor = copy.deepcopy(isvc()["spec"]["predictor"])
     (secret,) = [v["secret"] for v in predictor["volumes"] if "secret" in v]
     base_pod = [d for d in base_docs() if d["kind"] == "Deployment"][0]["spec"]["template"]["spec"]
-    (base_secret,) = [v["secret"] for v in base_pod["volumes"] if "secret" in v]
+    (base_secret,) = [v["secret"] for v in base_pod["volumes"] if v.get("name") == "tokens"]
     assert secret["secretName"] == base_secret["secretName"] and secret["items"] == base_secret["items"]

@@ -33,6 +33,8 @@ ALERTS = {
     "HeartInputDrift",
     "HeartPredictedPositiveRateOutOfBand",
     "HeartPredictionLogRecordsLost",
+    "HeartInferenceTableDown",
+    "HeartInferenceTableRowsLost",
     "HeartPerformanceEstimatedLow",
     "HeartPerformanceRealizedLow",
 }
@@ -142,6 +144,15 @@ def test_every_alert_is_tested_firing_and_silent():
         ("heart_performance_labelled_rows >= 200", "heart_performance_labelled_rows > 200"),
         ("heart_performance_labelled_rows >= 200", "heart_performance_labelled_rows >= 100"),
         ("        for: 1h\n", "        for: 30m\n"),
+        ("heart_inference_table_up == 0\n", "heart_inference_table_up < 0\n"),
+        (
+            '        for: 5m\n        labels:\n          severity: warning\n        annotations:\n          summary: "Heart API: {{ $labels.instance }} cannot',
+            '        for: 2m\n        labels:\n          severity: warning\n        annotations:\n          summary: "Heart API: {{ $labels.instance }} cannot',
+        ),
+        (
+            "increase(heart_inference_table_rows_lost_total[10m]) > 0",
+            "increase(heart_inference_table_rows_lost_total[10m]) > 1000",
+        ),
     ],
 )
 def test_the_unit_tests_pin_each_threshold(promtool, tmp_path, old, new):
@@ -172,11 +183,12 @@ def label_regex(expr: str, op: str) -> re.Pattern:
 
 
 def test_the_prediction_routes_are_those_the_app_serves():
-    """The routes named above are the app's POST routes: a new prediction route fails here first."""
+    """The routes named above are the app's POST routes (but /feedback, which takes labels and predicts
+    nothing): a new prediction route fails here first."""
     import heart_fastapi
 
     posts = {r.path for r in heart_fastapi.app.routes if "POST" in (getattr(r, "methods", None) or ())}
-    assert posts == PREDICTION_ROUTES
+    assert posts == PREDICTION_ROUTES | {"/feedback"}
 
 
 def test_latency_and_error_rules_and_panels_see_every_prediction_route():

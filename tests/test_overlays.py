@@ -42,6 +42,8 @@ CRD_KINDS = {"PrometheusRule", "PodMonitor"}  # checked by test_deploy.py agains
 TOKENS_MOUNT = "/etc/heart-disease-api/tokens"
 SERVERS = (API, EXPLAINER)  # the two Deployments: the predictor and the explainer
 IMAGES = {API: TEST_IMAGE, EXPLAINER: TEST_EXPLAINER_IMAGE}  # what prod runs once pinned
+DATABASE_MOUNT = "/etc/heart-disease-api/database"
+POSTGRES = ("StatefulSet", "heart-disease-postgres")
 
 
 @pytest.fixture(scope="module")
@@ -141,8 +143,8 @@ def test_the_base_requires_tokens_from_a_mounted_secret_and_exports_no_traces(na
     assert env["API_TOKENS_FILE"]["value"].startswith(TOKENS_MOUNT + "/")
     assert "API_TOKENS" not in env and "OTEL_EXPORTER_OTLP_ENDPOINT" not in env
     assert not any("valueFrom" in e and "secretKeyRef" in e["valueFrom"] for e in env.values())
-    (volume,) = [v for v in pod["volumes"] if "secret" in v]
-    assert volume["secret"]["secretName"] == "heart-disease-api-tokens" and not volume["secret"].get("optional")
+    (volume,) = [v for v in pod["volumes"] if v.get("secret", {}).get("secretName") == "heart-disease-api-tokens"]
+    assert not volume["secret"].get("optional")
     assert [i["key"] for i in volume["secret"]["items"]] == ["tokens"]
     mount = {m["name"]: m for m in api_container(base_docs(), name)["volumeMounts"]}[volume["name"]]
     assert mount["mountPath"] == TOKENS_MOUNT and mount["readOnly"] is True
@@ -160,8 +162,48 @@ def test_dev_is_one_open_pod_without_collector_or_autoscaler(rendered, name):
     assert env["API_AUTH"]["value"] == "open" and "API_TOKENS_FILE" not in env
     assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in env
     pod = deployment(docs, name)["spec"]["template"]["spec"]
-    assert not [v for v in pod["volumes"] if "secret" in v]
+    secrets = [v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v]
+    assert secrets == (["heart-disease-api-database"] if name == API else [])
     assert TOKENS_MOUNT not in {m["mountPath"] for m in api_container(docs, name)["volumeMounts"]}
+
+
+def test_the_base_reads_an_optional_database_secret_and_keeps_sqlite_on_the_emptydir():
+    """No database Secret: SQLite on the emptyDir (one table per pod); with it, the URL as a file."""
+    api = by_key(base_docs())[("Deployment", "heart-disease-api")]
+    (container,) = api["spec"]["template"]["spec"]["containers"]
+    env = env_of(container)
+    (volume,) = [v for v in api["spec"]["template"]["spec"]["volumes"] if v["name"] == "database"]
+    assert volume["secret"]["secretName"] == "heart-disease-api-database" and volume["secret"]["optional"] is True
+    assert [i["key"] for i in volume["secret"]["items"]] == ["url"]
+    mount = {m["name"]: m for m in container["volumeMounts"]}["database"]
+    assert mount["mountPath"] == DATABASE_MOUNT and mount["readOnly"] is True
+    assert env["DATABASE_URL_FILE"]["value"] == f"{DATABASE_MOUNT}/{volume['secret']['items'][0]['path']}"
+    assert env["INFERENCE_DB"]["value"].startswith("/tmp/") and "DATABASE_URL" not in env
+
+
+def test_dev_postgres_shares_one_table_between_two_pods(rendered):
+    docs = rendered["dev-postgres"]
+    objects = by_key(docs)
+    assert deployment(docs)["spec"]["replicas"] == 2
+    postgres = objects[POSTGRES]
+    pod = postgres["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    env = env_of(c)
+    (secret,) = [v["secret"] for v in pod["volumes"] if "secret" in v]
+    assert env["POSTGRES_PASSWORD_FILE"]["value"].endswith("/" + secret["items"][0]["path"])
+    assert secret["secretName"] == "heart-disease-postgres" and not secret.get("optional")
+    service = objects[("Service", "heart-disease-postgres")]
+    assert service["spec"]["selector"] == postgres["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["ports"][0]["port"] == 5432 and c["ports"][0]["containerPort"] == 5432
+    policy = objects[("NetworkPolicy", "heart-disease-postgres")]
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["from"] == [{"podSelector": {"matchLabels": deployment(docs)["spec"]["selector"]["matchLabels"]}}]
+    assert c["securityContext"]["readOnlyRootFilesystem"] and pod["securityContext"]["runAsNonRoot"]
+    assert postgres["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "2Gi"
+    # the URL the docs tell you to put in heart-disease-api-database names this Service, user and database
+    docs_url = "postgresql://heart:$PW@heart-disease-postgres:5432/heart"
+    assert docs_url in (DEPLOY / "components" / "postgres" / "kustomization.yaml").read_text()
+    assert (env["POSTGRES_USER"]["value"], env["POSTGRES_DB"]["value"]) == ("heart", "heart")
 
 
 def test_prod_requires_tokens_pins_the_digest_and_adds_ingress_collector_and_operator_rules(rendered):
@@ -244,7 +286,13 @@ def dev_edits(doc: dict) -> None:
         c["env"] = [e for e in c["env"] if e["name"] != "API_TOKENS_FILE"]
         env_of(c)["API_AUTH"]["value"] = "open"
         c["volumeMounts"] = [m for m in c["volumeMounts"] if m["mountPath"] != TOKENS_MOUNT]
-        pod["volumes"] = [v for v in pod["volumes"] if "secret" not in v]
+        pod["volumes"] = [v for v in pod["volumes"] if v["name"] != "tokens"]
+
+
+def dev_postgres_edits(doc: dict) -> None:
+    dev_edits(doc)
+    if doc["kind"] == "Deployment":
+        doc["spec"]["replicas"] = 2
 
 
 def prod_edits(doc: dict) -> None:
@@ -269,6 +317,12 @@ def prod_edits(doc: dict) -> None:
 
 DRIFT = {
     "dev": ("heart-dev", dev_edits, {("HorizontalPodAutoscaler", "heart-disease-api")}, {"checkov.io/skip3"}),
+    "dev-postgres": (
+        "heart-dev",
+        dev_postgres_edits,
+        {("HorizontalPodAutoscaler", "heart-disease-api")},
+        {"checkov.io/skip3"},
+    ),
     "prod": ("heart-disease", prod_edits, set(), {"checkov.io/skip1", "checkov.io/skip2", "checkov.io/skip3"}),
 }
 
@@ -311,6 +365,7 @@ EXPECTED_SKIPS = {
     },
     "prometheus": set(),
     "dev": {("CKV_K8S_43", "Deployment"), ("CKV_K8S_15", "Deployment")},
+    "dev-postgres": {("CKV_K8S_43", "Deployment"), ("CKV_K8S_15", "Deployment"), ("CKV_K8S_43", "StatefulSet")},
     "prod": set(),
 }
 

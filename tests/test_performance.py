@@ -517,7 +517,10 @@ def test_bad_input_is_one_line_naming_file_line_and_field(served, tmp_path, monk
     cases = [
         (["--log", str(broken)], f"error: {broken}: line 401, column 'probability': -1 is not a number"),
         (["--log", str(s["log"]), "--labels", str(bad_labels)], f"error: {bad_labels}: line 2, column 'target'"),
-        ([], "error: --log: no predictions to read: give --log FILE"),
+        (
+            [],
+            f"error: {s['card'].parent / 'inference.db'}: file not found: the server writes the inference table there",
+        ),
         (["--log", str(tmp_path / "nope.jsonl")], f"error: {tmp_path / 'nope.jsonl'}: file not found"),
     ]
     for argv, message in cases:
@@ -528,8 +531,9 @@ def test_bad_input_is_one_line_naming_file_line_and_field(served, tmp_path, monk
     (tmp_path / "card.json").write_text("{}")
     s["out"].mkdir()
     (s["out"] / "drift.json").write_text("{broken")  # another analysis' report: the page is left alone
-    monkeypatch.setenv("PREDICTION_LOG", str(s["log"]))  # the API's setting is the default source
-    code, out, err = run_script("--card", str(tmp_path / "card.json"), "--bootstrap", "100", "--out-dir", str(s["out"]))
+    code, out, err = run_script(
+        "--log", str(s["log"]), "--card", str(tmp_path / "card.json"), "--bootstrap", "100", "--out-dir", str(s["out"])
+    )
     assert code == 0 and "card.json is model None: is it the model that served these?" in err
     assert f"note: {s['out'] / 'index.html'} not updated: {s['out'] / 'drift.json'}: not valid JSON" in err
     assert (s["out"] / "performance.json").exists() and not (s["out"] / "index.html").exists()

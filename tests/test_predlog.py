@@ -2,7 +2,11 @@
 
 import json
 import logging
+import re
+import time
+import uuid
 
+import numpy as np
 import orjson
 import pytest
 
@@ -41,6 +45,7 @@ def records(inputs=INPUTS):
         imputed=[[], [n for n in FEATURE_NAMES if n not in ("age", "gender")]],
         predicted_class=[1, 0],
         probability=[0.75, 0.25],
+        prediction_id=["0" * 31 + "1", "0" * 31 + "2"],
     )
 
 
@@ -50,6 +55,31 @@ def test_lines_hold_every_field_in_order_and_leave_inputs_out_when_told():
     assert lines[1]["inputs"]["chol"] is None and lines[1]["predicted_class"] == 0 and lines[1]["probability"] == 0.25
     private = [json.loads(line) for line in records(inputs=None).lines()]
     assert [list(line) for line in private] == [[f for f in FIELDS if f != "inputs"]] * 2
+
+
+@pytest.mark.parametrize("n", [1, 2, 1000])
+def test_prediction_ids_are_uuid7_hex_time_first_and_distinct(n):
+    before = time.time_ns() // 1_000_000
+    ids = predlog.new_prediction_ids(n)
+    after = time.time_ns() // 1_000_000
+    assert len(ids) == len(set(ids)) == n
+    for pid in ids:
+        assert re.fullmatch("[0-9a-f]{32}", pid)
+        u = uuid.UUID(hex=pid)
+        assert u.version == 7 and u.variant == uuid.RFC_4122
+        assert before <= int(pid[:12], 16) <= after  # the Unix time in ms comes first
+    assert predlog.id_floor(before) <= min(ids) and max(ids) < predlog.id_floor(after + 1)
+    assert len({pid[12:] for pid in ids}) == n  # the random part differs, not only the clock
+
+
+def test_the_random_bits_are_random():
+    """74 random bits per id: each of them is 1 in about half of 2,000 ids (no bit stuck)."""
+    bits = np.array([[b == "1" for b in f"{int(pid, 16):0128b}"] for pid in predlog.new_prediction_ids(2000)])
+    share = bits.mean(axis=0)
+    fixed = [*range(48), 48, 49, 50, 51, 64, 65]  # time, version 0111, variant 10
+    random_bits = [i for i in range(128) if i not in fixed]
+    assert len(random_bits) == 74 and ((share[random_bits] > 0.4) & (share[random_bits] < 0.6)).all()
+    assert share[48:52].tolist() == [0, 1, 1, 1] and share[64:66].tolist() == [1, 0]
 
 
 def test_file_and_stdout_get_the_same_record(tmp_path, capsys):
@@ -91,8 +121,10 @@ def test_what_is_written_reads_back_through_the_schema(tmp_path):
     writer.file.write([orjson.dumps({"event": "startup"})])
     writer.write(records())
     writer.close()
+    with path.open("ab") as f:  # a line written before prediction ids existed reads as before
+        f.write(orjson.dumps({k: v for k, v in records().records()[0].items() if k != "prediction_id"}) + b"\n")
     data = load_prediction_log(path)
-    assert data.n_rows == 2 and data.y is None
+    assert data.n_rows == 3 and data.y is None
     assert data.X.iloc[0].tolist() == [float(CODED[n]) for n in FEATURE_NAMES]
     assert data.X.iloc[1]["age"] == 50 and data.X.iloc[1].isna().sum() == 11
 

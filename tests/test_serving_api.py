@@ -1,6 +1,7 @@
 """The API (heart/serving) with FastAPI's TestClient: every endpoint, every bad input, tracing, logs, metrics, readiness."""
 
 import json
+import re
 import shutil
 import threading
 
@@ -17,7 +18,16 @@ from heart.serving.contract import EXAMPLE
 from heart.serving.tracing import span_exporters, tracer_provider
 from tests.support import make_app, proba, settings_for
 
-CONTRACT_KEYS = {"predicted_class", "label", "probability", "model_version", "trace_id", "imputed", "legacy_codes"}
+CONTRACT_KEYS = {
+    "prediction_id",
+    "predicted_class",
+    "label",
+    "probability",
+    "model_version",
+    "trace_id",
+    "imputed",
+    "legacy_codes",
+}
 
 
 # ------------------------------------------------------------------------------- predict
@@ -34,6 +44,7 @@ def test_predict_answers_both_paths_without_redirect(client, loaded, path):
     assert abs(body["probability"] - proba(loaded, [EXAMPLE])[0]) <= 1e-6
     assert body["model_version"] == loaded.version and body["imputed"] == []
     assert len(body["trace_id"]) == 32 and int(body["trace_id"], 16) and body["trace_id"] == body["trace_id"].lower()
+    assert re.fullmatch("[0-9a-f]{32}", body["prediction_id"]) and body["prediction_id"] != body["trace_id"]
 
 
 def test_missing_optional_features_are_imputed_and_listed(client, loaded):
@@ -59,7 +70,15 @@ def test_batch_keeps_input_order_and_matches_the_pipeline(client, loaded, datase
     got = np.array([p["probability"] for p in body["predictions"]])
     assert np.abs(got - loaded.pipeline.predict_proba(dataset.X.iloc[:200])[:, 1]).max() <= 1e-6
     assert [p["predicted_class"] for p in body["predictions"]] == loaded.pipeline.predict(dataset.X.iloc[:200]).tolist()
-    assert set(body["predictions"][0]) == {"predicted_class", "label", "probability", "imputed", "legacy_codes"}
+    assert set(body["predictions"][0]) == {
+        "prediction_id",
+        "predicted_class",
+        "label",
+        "probability",
+        "imputed",
+        "legacy_codes",
+    }
+    assert len({p["prediction_id"] for p in body["predictions"]}) == 200  # one id per row, not per request
     missing = [i for i in range(200) if dataset.X.iloc[i].isna().any()]
     assert missing and all(body["predictions"][i]["imputed"] for i in missing)
 
@@ -307,6 +326,7 @@ def test_prediction_log_file_one_line_per_patient(client):
     for line, pred in zip(lines, r["predictions"]):
         assert set(line) == {
             "event",
+            "prediction_id",
             "timestamp",
             "trace_id",
             "span_id",
@@ -318,6 +338,7 @@ def test_prediction_log_file_one_line_per_patient(client):
             "latency_ms",
         }
         assert line["event"] == "prediction" and line["trace_id"] == r["trace_id"]
+        assert line["prediction_id"] == pred["prediction_id"]
         assert line["probability"] == pred["probability"] and line["predicted_class"] == pred["predicted_class"]
         assert "T" in line["timestamp"] and line["timestamp"].endswith("+00:00")
     assert lines[1]["inputs"]["gender"] == 0 and lines[1]["inputs"]["thal"] is None

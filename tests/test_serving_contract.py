@@ -502,7 +502,13 @@ def test_an_empty_batch_is_refused():
 # ------------------------------------------------------------------------- the responses
 
 
-RESULT = {"predicted_class": 1, "label": "heart disease", "probability": 0.8, "imputed": ["ca"]}
+RESULT = {
+    "prediction_id": "0190f0a1b2c37d4e8f9a0b1c2d3e4f50",
+    "predicted_class": 1,
+    "label": "heart disease",
+    "probability": 0.8,
+    "imputed": ["ca"],
+}
 
 
 def test_legacy_codes_the_schema_declares_pass():

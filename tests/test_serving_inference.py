@@ -229,6 +229,8 @@ def test_predict_answers_each_patient_in_order_with_its_label_imputed_and_legacy
     trace_id, results = asyncio.run(core.predict(patients(*bodies), "batch"))
 
     rest = [n for n in FEATURE_NAMES if n not in ("age", "gender")]
+    ids = [r.pop("prediction_id") for r in results]  # each row its own id, the same the record holds
+    assert len(set(ids)) == 3 and all(len(i) == 32 and int(i, 16) for i in ids)
     assert results == [
         {"predicted_class": 1, "label": "heart disease", "probability": 0.8, "imputed": [], "legacy_codes": {}},
         {
@@ -266,6 +268,7 @@ def test_predict_answers_each_patient_in_order_with_its_label_imputed_and_legacy
     assert batch.inputs == to_rows(patients(*bodies)).inputs and batch.imputed == [[], ["chol", "ca"], rest]
     assert batch.predicted_class == [1, 0, 1] and batch.probability == [0.8, 0.2, 0.5]
     assert batch.timestamp.endswith("+00:00") and "T" in batch.timestamp
+    assert batch.prediction_id == ids
 
 
 def test_the_inference_span_names_version_size_engine_and_endpoint(spans):
@@ -370,11 +373,15 @@ def test_explain_applies_the_cards_threshold(spans, card, p, cls):
 
 
 def test_explain_answers_contributions_with_the_inputs_imputed_and_legacy_codes(spans, api_log):
-    explainer = FakeExplainer(explanation())
-    core = make(spans, FakeState(explainer=explainer, card={"threshold": 0.6}))
+    explainer, writer = FakeExplainer(explanation()), FakeWriter()
+    core = make(spans, FakeState(explainer=explainer, card={"threshold": 0.6}), writer)
     body = asyncio.run(core.explain(patients({**EXAMPLE, "ca": 4, "chol": None})[0]))
     (span,) = spans[0].get_finished_spans()
     trace_id = format(span.context.trace_id, "032x")
+    # an explained patient is a prediction like any other: recorded, so its label can come back
+    (batch,) = writer.batches
+    assert batch.prediction_id == [body.pop("prediction_id")] and batch.probability == [0.65]
+    assert batch.predicted_class == [1] and batch.trace_id == trace_id
     assert body == {
         "predicted_class": 1,
         "label": "heart disease",

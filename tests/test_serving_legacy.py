@@ -114,6 +114,7 @@ def test_the_prediction_log_records_a_legacy_code_as_null_and_the_drift_reader_r
 
 
 VALID = {
+    "prediction_id": "0190f0a1b2c37d4e8f9a0b1c2d3e4f50",
     "predicted_class": 1,
     "label": "heart disease",
     "probability": 0.8,

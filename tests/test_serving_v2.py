@@ -2,6 +2,7 @@
 error path with TestClient, and the same observability as /predict."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -60,6 +61,10 @@ def assert_same_as_batch(url: str, frame, result) -> None:
     labels = [v.decode() if isinstance(v, bytes) else v for v in result.as_numpy("label")]  # binary: bytes
     assert labels == [p["label"] for p in expected]
     assert result.as_numpy("probability").dtype == np.float64 and result.as_numpy("predicted_class").dtype == np.int64
+    if result.get_output("prediction_id") is not None:  # asked for (or all outputs by default)
+        ids = [v.decode() if isinstance(v, bytes) else v for v in result.as_numpy("prediction_id")]
+        assert len(set(ids)) == len(expected) and all(re.fullmatch("[0-9a-f]{32}", i) for i in ids)
+        assert not set(ids) & {p["prediction_id"] for p in expected}  # each prediction its own id
 
 
 # ----------------------------------------------------------------- tritonclient, real server
@@ -101,6 +106,7 @@ def test_tritonclient_health_and_metadata(server, loaded):
         "predicted_class": ("INT64", [-1]),
         "probability": ("FP64", [-1]),
         "label": ("BYTES", [-1]),
+        "prediction_id": ("BYTES", [-1]),
     }
     with pytest.raises(InferenceServerException, match="unknown version 'v0'"):
         client.get_model_metadata(NAME, "v0")
@@ -260,7 +266,7 @@ def test_unknown_output_or_input_name(client):
     outputs = [{"name": "probability"}, {"name": "risk"}]
     assert (
         error(post(client, tensors([EXAMPLE]), outputs=outputs))
-        == "unknown output 'risk': expected one of predicted_class, probability, label"
+        == "unknown output 'risk': expected one of predicted_class, probability, label, prediction_id"
     )
     assert "unknown input 'sex'" in error(
         post(client, [*tensors([EXAMPLE]), {"name": "sex", "shape": [1], "datatype": "FP64", "data": [1]}])

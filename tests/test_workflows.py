@@ -280,7 +280,7 @@ def test_make_installs_apt_packages_with_sudo_only_when_not_root(tmp_path, uid, 
     )
     assert result.returncode == 0, result.stderr
     apt = [line for line in result.stdout.splitlines() if "apt-get" in line]
-    assert len(apt) == 3  # chromium, promtool (prometheus), kubectl
+    assert len(apt) == 4  # chromium, promtool (prometheus), postgresql, kubectl
     for line in apt:
         calls = re.findall(r"(sudo )?env DEBIAN_FRONTEND=noninteractive apt-get", line)
         assert len(calls) == line.count("apt-get") == 2 and all(c == prefix for c in calls), line

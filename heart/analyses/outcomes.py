@@ -7,6 +7,9 @@ probability, predicted_class, label as nullable Int64: NA = no label yet), plus 
 prediction logs  the API's PREDICTION_LOG (JSON lines, event "prediction"); only the fields the
                  analysis needs are read, each checked. Records written before prediction ids
                  existed have none: they are estimated, never labelled.
+inference table  the server's table of predictions (heart.inference_table: SQLite or PostgreSQL),
+                 with the labels it holds (read_table); a labels file can be stored into it
+                 (label_table), with the rules POST /feedback applies.
 labels file      CSV or JSON lines of prediction_id and label (or target), the label in any
                  spelling the training data loader accepts (heart.data.parse_target).
 
@@ -262,3 +265,94 @@ def attach_labels(predictions: pd.DataFrame, labels: Labels) -> tuple[pd.DataFra
         unknown=[pid for pid in labels.frame["prediction_id"] if pid not in known],
     )
     return predictions.assign(label=had.fillna(given)), counts
+
+
+# ---------------------------------------------------------------------------------- the inference table
+
+
+def _table(url: str):
+    """An engine on an existing inference table (never created here: the server does that), or a
+    DataError naming the database (its password hidden) and why it cannot be read."""
+    import sqlalchemy as sa
+
+    from .. import inference_table
+
+    try:
+        source = inference_table.display(inference_table.normalised_url(url))
+    except ValueError as e:
+        raise DataError("--table", f"the database URL {e}") from None
+    if source.startswith("sqlite:///") and not Path(source.removeprefix("sqlite:///")).is_file():
+        raise DataError(
+            source.removeprefix("sqlite:///"), "file not found: the server writes the inference table there"
+        )
+    engine = inference_table.engine_for(url)
+    try:
+        if not sa.inspect(engine).has_table(inference_table.predictions.name):
+            raise DataError(source, "no inference table in this database (the server creates it when it starts)")
+    except sa.exc.SQLAlchemyError as e:
+        engine.dispose()
+        raise DataError(source, f"cannot be read: {_db_error(e)}") from None
+    return engine, source
+
+
+def _db_error(e: Exception) -> str:
+    orig = getattr(e, "orig", None) or e
+    return f"{type(orig).__name__}: {str(orig).strip().splitlines()[0] if str(orig).strip() else ''}"[:300]
+
+
+def read_table(url: str) -> pd.DataFrame:
+    """The inference table's predictions, with the labels it holds, as this module's frame (`line`
+    is the row's place in prediction_id order)."""
+    import sqlalchemy as sa
+
+    from .. import inference_table
+
+    engine, source = _table(url)
+    try:
+        rows = [row for part in inference_table.read_predictions(engine) for row in part]
+    except sa.exc.SQLAlchemyError as e:
+        raise DataError(source, f"cannot be read: {_db_error(e)}") from None
+    finally:
+        engine.dispose()
+    if not rows:
+        raise DataError(source, "no predictions in the inference table yet")
+    frame = pd.DataFrame(
+        rows, columns=["prediction_id", "timestamp", "model_version", "probability", "predicted_class", "label"]
+    )
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+    frame["label"] = pd.array(frame["label"].tolist(), dtype="Int64")
+    frame["source"] = source
+    frame["line"] = np.arange(1, len(frame) + 1)
+    return frame[list(empty().columns)]
+
+
+def label_table(url: str, labels: Labels) -> dict[str, int]:
+    """Store a labels file's labels in the inference table, as POST /feedback does, in one
+    transaction: a label that contradicts a stored one is a DataError naming its line, and then
+    nothing is stored. The counts of accepted, duplicate (already stored) and unknown ids."""
+    import sqlalchemy as sa
+
+    from .. import inference_table
+
+    engine, source = _table(url)
+    items = [(pid, int(label)) for pid, label in zip(labels.frame["prediction_id"], labels.frame["label"])]
+    try:
+        outcomes = inference_table.store_labels(engine, items, all_or_nothing=True)
+    except inference_table.LabelConflict as e:
+        lines = dict(zip(labels.frame["prediction_id"], labels.frame["line"]))
+        problems = [
+            Problem(
+                int(lines[o.prediction_id]),
+                "label",
+                f"{o.prediction_id} is labelled {o.label} here and {o.stored_label} in the inference table "
+                "(a label is never overwritten)",
+            )
+            for o in e.outcomes
+            if o.status == "conflict"
+        ]
+        raise DataError(labels.source, problems + [Problem(None, None, "nothing was stored")]) from None
+    except sa.exc.SQLAlchemyError as e:
+        raise DataError(source, f"cannot be written: {_db_error(e)}") from None
+    finally:
+        engine.dispose()
+    return inference_table.count_statuses(outcomes)

@@ -134,6 +134,7 @@ class Record:
     error: str | None = None
     attempts: int = 0
     kind: str = "ok"  # ok | http | bad_response | timeout | connection | error
+    prediction_id: str | None = None  # what POST /feedback takes the label by
 
     @property
     def ok(self) -> bool:
@@ -235,6 +236,7 @@ def _fill(rec: Record, out: _Outcome, row: Any, problem: Callable[[Any], str | N
         rec.error, rec.kind = f"bad response: {why}", "bad_response"
         return rec
     rec.predicted_class, rec.probability = row["predicted_class"], float(row["probability"])
+    rec.prediction_id = row["prediction_id"]
     rec.trace_id = envelope.get("trace_id")
     return rec
 

@@ -10,6 +10,9 @@ v2           the Open Inference Protocol (KServe V2) routes
 tensors      V2 tensors checked (shape first, nesting exact, bounded) and turned into feature columns
 pages        the page at /, offline /docs and /redoc
 inference    validated patients -> predictions, traced, counted and logged
+feedback     POST /feedback: labels for served predictions, joined by prediction_id in the inference table
+table_writer the inference table from the server's side: rows written off the request path, labels, realized gauges
+database     where the inference table is (DATABASE_URL, DATABASE_URL_FILE, INFERENCE_DB), checked at start
 state        model loading (read, never unpickled, for predictions), the parity check, readiness
 live_drift   the recent inputs tested against the training data (gauges)
 auth         bearer tokens, deny by default: every path but the public list

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import threading
+import time
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -13,7 +14,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from .. import __version__
 from ..predlog import PredictionWriter
-from . import errors, routes, v2
+from . import errors, feedback, routes, v2
 from .auth import BearerAuth
 from .inference import Inference
 from .live_drift import live_drift_for
@@ -24,10 +25,11 @@ from .middleware import MAX_BODY_BYTES, BodyLimit, ObservabilityMiddleware
 from .pages import install_front_doors
 from .settings import Settings, load_settings
 from .state import ServingState
+from .table_writer import TableWriter, table_writer_for
 from .tracing import SERVICE_NAME, ServerSpans, tracer_provider
 
 log = logging.getLogger(__name__)
-TRACE_FLUSH_SECONDS = 5.0  # at most this long flushing spans at shutdown
+TRACE_FLUSH_SECONDS = 5.0  # at most this long flushing spans at shutdown (and, at the same time, the inference table)
 
 
 def create_app(
@@ -51,11 +53,12 @@ def create_app(
     provider = tracer_provider_ or tracer_provider(__version__)
     metrics = Metrics()
     state = ServingState(settings=settings, metrics=metrics)
-    writer = PredictionWriter(settings.prediction_log, metrics.registry, STDOUT_HANDLER)
+    table = table_writer_for(settings, state, metrics)
+    writer = PredictionWriter(settings.prediction_log, metrics.registry, STDOUT_HANDLER, table=table)
     app = FastAPI(
         title="Heart-disease prediction API",
         version=__version__,
-        lifespan=_lifespan(state, writer, provider if tracer_provider_ is None else None, background_load),
+        lifespan=_lifespan(state, writer, table, provider if tracer_provider_ is None else None, background_load),
         docs_url=None,
         redoc_url=None,  # served from local assets: pages.install_front_doors
         description="Predicts angiographic heart disease from 13 clinical features "
@@ -64,6 +67,7 @@ def create_app(
     app.state.serving = state
     app.state.metrics = metrics
     app.state.tracer_provider = provider
+    app.state.table = table
     app.state.live_drift = drift = live_drift_for(settings, state, metrics)
     tracer = provider.get_tracer("heart.serving", __version__)
     app.state.inference = Inference(
@@ -102,7 +106,9 @@ def _observed(app: FastAPI, metrics: Metrics, tracer) -> None:
 def _routes(app: FastAPI, settings: Settings, state: ServingState) -> None:
     """The routers' APIRoutes go straight into the app's table: FastAPI 0.165's include_router
     adds a lazily resolved group instead, which has no .path (route labels, deploy checks)."""
-    app.router.routes.extend([*routes.predictions.routes, *routes.operations.routes, *v2.router.routes])
+    app.router.routes.extend(
+        [*routes.predictions.routes, *feedback.router.routes, *routes.operations.routes, *v2.router.routes]
+    )
     if settings.metrics_port is not None:  # /metrics is served on METRICS_PORT only: off the public port
         app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) != "/metrics"]
     install_front_doors(app, lambda: routes.about(state))
@@ -110,7 +116,13 @@ def _routes(app: FastAPI, settings: Settings, state: ServingState) -> None:
     app.openapi = lambda: routes.openapi(app)
 
 
-def _lifespan(state: ServingState, writer: PredictionWriter, own_provider: TracerProvider | None, background: bool):
+def _lifespan(
+    state: ServingState,
+    writer: PredictionWriter,
+    table: TableWriter,
+    own_provider: TracerProvider | None,
+    background: bool,
+):
     """Start-up loads the model (in the background unless told otherwise); shutdown flushes."""
     settings = state.settings
 
@@ -126,6 +138,7 @@ def _lifespan(state: ServingState, writer: PredictionWriter, own_provider: Trace
                 "log_inputs": settings.log_inputs,
                 "prediction_log": str(settings.prediction_log or ""),
                 "auth": app.state.auth,
+                "inference_table": table.url.split(":", 1)[0].split("+")[0],
             },
         )
         # One worker serves its own registry; with more, the supervisor serves them all (heart_fastapi.py).
@@ -140,6 +153,7 @@ def _lifespan(state: ServingState, writer: PredictionWriter, own_provider: Trace
         drift = app.state.live_drift
         if drift is not None:
             drift.start()
+        table.start()
         try:
             yield
         finally:
@@ -152,16 +166,21 @@ def _lifespan(state: ServingState, writer: PredictionWriter, own_provider: Trace
             if task is not None and not task.done():
                 await asyncio.wait([task], timeout=30)
             writer.close()
-            if own_provider is not None:
-                _flush(own_provider)
+            _flush(own_provider, table)
 
     return lifespan
 
 
-def _flush(provider: TracerProvider) -> None:
-    """Flush the spans, but never hold up shutdown for an unreachable collector."""
-    flusher = threading.Thread(target=provider.shutdown, name="otel-shutdown", daemon=True)
-    flusher.start()
-    flusher.join(TRACE_FLUSH_SECONDS)
-    if flusher.is_alive():
-        log.warning("trace_flush_timeout", extra={"seconds": TRACE_FLUSH_SECONDS})
+def _flush(provider: TracerProvider | None, table: TableWriter) -> None:
+    """Flush the spans and the inference table's last rows side by side, within TRACE_FLUSH_SECONDS:
+    never hold up shutdown for an unreachable collector or database."""
+    deadline = time.monotonic() + TRACE_FLUSH_SECONDS
+    flusher = None
+    if provider is not None:
+        flusher = threading.Thread(target=provider.shutdown, name="otel-shutdown", daemon=True)
+        flusher.start()
+    table.stop(TRACE_FLUSH_SECONDS)
+    if flusher is not None:
+        flusher.join(max(0.0, deadline - time.monotonic()))
+        if flusher.is_alive():
+            log.warning("trace_flush_timeout", extra={"seconds": TRACE_FLUSH_SECONDS})

@@ -229,10 +229,20 @@ Probability = Annotated[float, Field(strict=True, ge=0.0, le=1.0)]
 ClassCode = Annotated[int, Field(strict=True, ge=0, le=1)]
 FeatureName = Literal[tuple(FEATURE_NAMES)]  # type: ignore[valid-type]
 TraceId = Annotated[str, StringConstraints(strict=True, pattern=r"^[0-9a-f]{32}$")]
+PREDICTION_ID_RULE = "32 lowercase hexadecimal digits, as a prediction's prediction_id"
+PredictionId = Annotated[
+    str,
+    StringConstraints(strict=True, pattern=r"^[0-9a-f]{32}$"),
+    Field(
+        description="this patient's prediction (32 hex, time-ordered like a UUIDv7): send it back to "
+        "POST /feedback with the label when it is known"
+    ),
+]
 ModelVersion = Annotated[str, StringConstraints(strict=True, min_length=1)]
 
 
 class PredictionResult(BaseModel):
+    prediction_id: PredictionId
     predicted_class: ClassCode = Field(description="1 = heart disease, 0 = no heart disease")
     label: str = Field(description="the predicted class in words")
     probability: Probability = Field(description="P(heart disease)")
@@ -289,6 +299,7 @@ class Contribution(BaseModel):
 
 
 class ExplainResponse(BaseModel):
+    prediction_id: PredictionId
     predicted_class: int
     label: str
     probability: float

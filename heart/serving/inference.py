@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException
 
 from ..artifact import ModelError
 from ..decision import decide, threshold_of
-from ..predlog import PredictionRecords, PredictionWriter, now_iso
+from ..predlog import PredictionRecords, PredictionWriter, new_prediction_ids, now_iso
 from ..schema import FEATURE_NAMES, FEATURES
 from .contract import LABELS, LegacyCode
 from .errors import PredictionFailed
@@ -125,7 +125,7 @@ class Inference:
     def _predict_sync(self, rows: Rows, endpoint: str, trace_id: str, span_id: str) -> list[dict]:
         """Predict, then count and log: inline for small ONNX calls, else in a worker thread."""
         predictor, version = self.state.predictor, self.state.model.version
-        imputed, inputs = rows.imputed, rows.inputs
+        imputed = rows.imputed
         t0 = time.perf_counter()
         classes, proba = predictor.predict(rows.values)
         seconds = time.perf_counter() - t0
@@ -133,25 +133,21 @@ class Inference:
         if self.drift_window is not None:
             self.drift_window.append(rows.values, classes)
         classes, proba = classes.tolist(), proba.tolist()
+        ids = new_prediction_ids(len(classes))
         self.metrics.count_classes(classes.count(1), len(classes))
         self.metrics.count_imputed(imputed)
         if self.writer.enabled():
-            self.writer.write(
-                PredictionRecords(
-                    timestamp=now_iso(),
-                    trace_id=trace_id,
-                    span_id=span_id,
-                    model_version=version,
-                    latency_ms=round(seconds * 1000, 4),
-                    inputs=inputs if self.log_inputs else None,
-                    imputed=imputed,
-                    predicted_class=classes,
-                    probability=proba,
-                )
-            )
+            self._record((trace_id, span_id), version, seconds, rows, classes, proba, ids)
         return [
-            {"predicted_class": c, "label": LABELS[c], "probability": p, "imputed": miss, "legacy_codes": codes}
-            for c, p, miss, codes in zip(classes, proba, imputed, rows.legacy)
+            {
+                "prediction_id": i,
+                "predicted_class": c,
+                "label": LABELS[c],
+                "probability": p,
+                "imputed": miss,
+                "legacy_codes": codes,
+            }
+            for i, c, p, miss, codes in zip(ids, classes, proba, imputed, rows.legacy)
         ]
 
     async def explain(self, patient: BaseModel) -> dict:
@@ -163,6 +159,7 @@ class Inference:
             "explain", attributes={"model.version": state.model.version, "batch.size": 1}, **SPAN_ERRORS_BY_HAND
         ) as span:
             trace_id, span_id = current_ids()
+            t0 = time.perf_counter()
             try:
                 explanation = await run_in_threadpool(self._explain_sync, rows)
             except HTTPException:
@@ -174,9 +171,14 @@ class Inference:
                 self._failed(span, e, "explain", trace_id, span_id, "explain_failed")
         threshold = threshold_of(state.model.card)
         cls = int(decide(explanation.probability, threshold)[0])
+        (pid,) = new_prediction_ids(1)
+        # A prediction like any other: recorded (log, inference table), so its label can come back.
+        seconds, row = time.perf_counter() - t0, Rows(rows, imputed, inputs, legacy)
+        self._record((trace_id, span_id), state.model.version, seconds, row, [cls], [explanation.probability], [pid])
         log.info(
             "explanation",
             extra={
+                "prediction_id": pid,
                 "trace_id": trace_id,
                 "span_id": span_id,
                 "model_version": state.model.version,
@@ -185,6 +187,7 @@ class Inference:
             },
         )
         return {
+            "prediction_id": pid,
             "predicted_class": cls,
             "label": LABELS[cls],
             "probability": explanation.probability,
@@ -206,6 +209,23 @@ class Inference:
         import pandas as pd
 
         return explainer.explain(pd.DataFrame(rows, columns=list(FEATURE_NAMES)))
+
+    def _record(self, ids: tuple[str, str], version: str, seconds: float, rows: Rows, classes, proba, pids) -> None:
+        """The prediction records of one request, to the log and the inference table (PredictionWriter)."""
+        self.writer.write(
+            PredictionRecords(
+                timestamp=now_iso(),
+                trace_id=ids[0],
+                span_id=ids[1],
+                model_version=version,
+                latency_ms=round(seconds * 1000, 4),
+                inputs=rows.inputs if self.log_inputs else None,
+                imputed=rows.imputed,
+                predicted_class=classes,
+                probability=proba,
+                prediction_id=pids,
+            )
+        )
 
     def _failed(self, span, error: Exception, endpoint: str, trace_id: str, span_id: str, event: str, **extra):
         span.record_exception(error)

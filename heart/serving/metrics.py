@@ -115,6 +115,7 @@ class Metrics:
         self._children: dict[tuple, tuple] = {}
         self._drift_gauges(r)
         self._performance_gauges(r)
+        self._table_metrics(r)
 
     def _drift_gauges(self, r: CollectorRegistry) -> None:
         """Set by heart/serving/live_drift.py from the window of recent inputs."""
@@ -183,6 +184,43 @@ class Metrics:
             "Labelled predictions the realized performance was computed on",
             registry=r,
             multiprocess_mode=mode,
+        )
+
+    def _table_metrics(self, r: CollectorRegistry) -> None:
+        """The inference table's writer (heart/serving/table_writer.py) and POST /feedback."""
+        self.table_written = Counter(
+            "heart_inference_table_rows_written_total", "Prediction rows written to the inference table", registry=r
+        )
+        self.table_delayed = Counter(
+            "heart_inference_table_rows_delayed_total",
+            "Prediction rows whose first write failed (database down, locked, unreachable): kept and retried",
+            registry=r,
+        )
+        self.table_lost = Counter(
+            "heart_inference_table_rows_lost_total",
+            "Prediction rows never written to the inference table (the predictions were still served), by reason: "
+            "buffer_full (the database was down too long), rejected (the database refused them), shutdown",
+            ["reason"],
+            registry=r,
+        )
+        self.table_pending = Gauge(
+            "heart_inference_table_pending_rows",
+            "Prediction rows waiting to be written (summed over the workers)",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.table_up = Gauge(
+            "heart_inference_table_up",
+            "1 when the last attempt to reach the inference table succeeded, 0 when it failed (with several "
+            "workers: the lowest)",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self.feedback = Counter(
+            "heart_feedback_labels_total",
+            "Labels given to POST /feedback, by outcome: accepted, duplicate, conflict, unknown",
+            ["status"],
+            registry=r,
         )
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:

@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.routing import Route
 
 from .. import __version__
+from . import feedback
 from .auth import PUBLIC
 from .contract import MAX_BATCH, Batch, BatchResponse, ExplainResponse, Patient, PredictResponse
 from .errors import RESPONSES
@@ -138,7 +139,8 @@ def about(state) -> dict:
 
 
 def openapi(app: FastAPI) -> dict:
-    """FastAPI's schema plus the request bodies the routes parse themselves (Patient, Batch, InferRequest)."""
+    """FastAPI's schema plus the request bodies the routes parse themselves (Patient, Batch, InferRequest,
+    the feedback)."""
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         components = schema.setdefault("components", {}).setdefault("schemas", {})
@@ -149,6 +151,7 @@ def openapi(app: FastAPI) -> dict:
         infer = InferRequest.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(infer.pop("$defs", {}))
         components["InferRequest"] = infer
+        components.update(feedback.schemas())
         if getattr(app.state, "auth", "open") == "tokens":
             _declare_bearer_auth(schema)
         app.openapi_schema = schema

@@ -18,6 +18,7 @@ import typing
 
 from .. import cli
 from ..artifact import ModelError
+from .database import table_url
 from .settings import FLAGS, Settings, SettingsError, load_settings
 
 log = logging.getLogger(__name__)
@@ -43,12 +44,16 @@ HTTP), OTEL_TRACES_EXPORTER=console, none by default. See docs/serving.md.
 def parse_args(argv) -> argparse.Namespace:
     """The flags, validated with the environment into args.settings (also copied onto args)."""
     p = cli.parser(USAGE)
+    # No abbreviations: `--database-url URL` (a secret has no flag) must not be taken as a prefix of
+    # --database-url-file, which would put the password in `ps` and quietly serve without it.
+    p.allow_abbrev = False
     for name, flag in FLAGS.items():
         p.add_argument(flag, *_aliases(name), dest=name, default=argparse.SUPPRESS, **_flag_options(name))
     args = p.parse_args(argv)
     try:
         args.settings = load_settings({name: getattr(args, name) for name in FLAGS if hasattr(args, name)})
         args.settings.check()  # an empty token Secret is an error now, not an open API later
+        table_url(args.settings)  # a DATABASE_URL that cannot be one, named without its password
     except SettingsError as e:
         p.exit(cli.EXIT_BAD_INPUT, f"error: {e}\n")
     vars(args).update({name: getattr(args.settings, name) for name in FLAGS})
@@ -200,6 +205,7 @@ def announce_access(settings: Settings) -> None:
 def startup_checks(settings: Settings) -> None:
     """What would otherwise fail later, hang, or fail in every worker: checked once, exit 2 with one line."""
     check_prediction_log(settings)
+    check_inference_table(settings)
     try:
         settings.pin(require=False)  # a pin file that is unreadable, blank or not a sha256
     except ModelError as e:
@@ -217,6 +223,16 @@ def check_prediction_log(settings: Settings) -> None:
         PredictionLog(settings.prediction_log).close()
     except PredictionLogError as e:
         fail(f"PREDICTION_LOG (flag --prediction-log) {e.strerror}")
+
+
+def check_inference_table(settings: Settings) -> None:
+    """The SQLite file of the inference table cannot be written: exit 2 with one line naming it."""
+    from .database import check_sqlite_file
+
+    why = check_sqlite_file(table_url(settings))
+    if why is not None:
+        setting_name = "DATABASE_URL" if settings.database_url else "INFERENCE_DB (flag --inference-db)"
+        fail(f"{setting_name} {why}")
 
 
 def check_metrics_port(settings: Settings) -> None:

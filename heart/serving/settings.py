@@ -102,6 +102,47 @@ class Settings(BaseSettings):
         le=86_400,
         allow_inf_nan=False,
     )
+    # The inference table (heart/inference_table.py; docs/monitoring.md, "The inference table"):
+    database_url: str | None = setting(
+        None,
+        "DATABASE_URL",
+        "a postgresql://user:password@host:5432/dbname URL (or sqlite:////path/to/file.db)",
+        "the inference table's database, shared by every pod (unset = the SQLite file INFERENCE_DB)",
+        flag=False,
+        secure=True,
+        repr=False,
+    )
+    database_url_file: Path | None = setting(
+        None,
+        "DATABASE_URL_FILE",
+        "a file path",
+        "a file holding DATABASE_URL (a mounted Secret); a file that does not exist counts as unset, as an "
+        "optional Secret not created; DATABASE_URL wins when both are set",
+        secure=True,
+    )
+    inference_db: Path | None = setting(
+        None,
+        "INFERENCE_DB",
+        "a file path",
+        "the inference table's SQLite file when there is no DATABASE_URL (default: inference.db beside the model)",
+    )
+    retention_days: float = setting(
+        90.0,
+        "INFERENCE_RETENTION_DAYS",
+        "a number of days from 0 to 36500 (0 = no age limit)",
+        "predictions older than this are deleted from the inference table",
+        ge=0,
+        le=36_500,
+        allow_inf_nan=False,
+    )
+    retention_rows: int = setting(
+        1_000_000,
+        "INFERENCE_RETENTION_ROWS",
+        "a whole number from 0 to 10000000000 (0 = no limit)",
+        "the inference table keeps at most this many predictions, the newest",
+        ge=0,
+        le=10**10,
+    )
     # Hardening (docs/serving.md, "Reliability"):
     request_timeout: float = setting(
         15.0,
@@ -221,6 +262,11 @@ class Settings(BaseSettings):
         """What no single field can say: a SettingsError naming the settings that disagree."""
         if self.metrics_port is not None and self.metrics_port == self.port:
             raise SettingsError(f"METRICS_PORT (flag --metrics-port) must differ from PORT ({self.port})")
+        if not self.retention_days and not self.retention_rows:
+            raise SettingsError(
+                "INFERENCE_RETENTION_DAYS and INFERENCE_RETENTION_ROWS are both 0: the inference table would "
+                "grow without bound; give one of them a limit"
+            )
         self.bearer_tokens()
 
     def bearer_tokens(self) -> list[str]:
@@ -342,7 +388,7 @@ def describe(error: ValidationError) -> str:
             where = FLAGS.get(name, name)
         if err["type"] == "blank":
             parts.append(f"{where} is set but blank: give {rule}, or unset it")
-        elif name == "api_tokens":  # a secret: never echoed
+        elif name in ("api_tokens", "database_url"):  # a secret: never echoed
             parts.append(f"{where} must be {rule}")
         else:
             got = repr(err["input"])

@@ -10,7 +10,8 @@ FP64, FP32 or INT64 (BYTES for features that have text codes: gender), NaN = mis
 optional feature; or one [N, 13] FP64/FP32 tensor named `input`, columns in schema order.
 The metadata lists `input` (what a client should send) and describes the per-feature
 tensors in its `parameters` as the alternative: either, never both.
-Outputs: predicted_class (INT64), probability (FP64), label (BYTES), each [N].
+Outputs: predicted_class (INT64), probability (FP64), label (BYTES) and prediction_id (BYTES: the
+id POST /feedback takes the label by), each [N].
 The binary tensor data extension is supported both ways (tritonclient's default).
 """
 
@@ -37,7 +38,7 @@ from .tracing import SERVICE_NAME
 
 MODEL_NAME = "heart-disease"
 HEADER_LENGTH = "inference-header-content-length"  # binary tensor data extension
-OUTPUTS = {"predicted_class": "INT64", "probability": "FP64", "label": "BYTES"}
+OUTPUTS = {"predicted_class": "INT64", "probability": "FP64", "label": "BYTES", "prediction_id": "BYTES"}
 MAX_ERRORS = 5  # rule errors quoted in one {"error"} string
 
 _patients = TypeAdapter(list[Patient])  # type: ignore[valid-type]
