@@ -248,10 +248,16 @@ def test_the_explainer_runs_the_explainer_image_of_the_same_model_locked_down_li
         assert env[var] == api_env[var], var
     assert env["API_AUTH"]["value"] == "tokens" and "API_TOKENS" not in env
     pod, api_pod = deployment["spec"]["template"]["spec"], by_kind("Deployment")["spec"]["template"]["spec"]
-    (secret,) = [v for v in pod["volumes"] if "secret" in v]
-    assert secret in api_pod["volumes"]
-    mounts = {m["name"]: m for m in explainer["volumeMounts"]}
-    assert mounts[secret["name"]] == {m["name"]: m for m in api["volumeMounts"]}[secret["name"]]
+    secrets = [v for v in pod["volumes"] if "secret" in v]  # the tokens, and the optional database URL
+    assert sorted(v["secret"]["secretName"] for v in secrets) == [
+        "heart-disease-api-database",
+        "heart-disease-api-tokens",
+    ]
+    mounts, api_mounts = ({m["name"]: m for m in c["volumeMounts"]} for c in (explainer, api))
+    for secret in secrets:
+        assert secret in api_pod["volumes"] and mounts[secret["name"]] == api_mounts[secret["name"]]
+    for var in ("DATABASE_URL_FILE", "INFERENCE_DB"):  # /explain's predictions go to the same table
+        assert env[var] == api_env[var], var
     # Locked down alike: the container's and the pod's security context, no service-account token
     assert explainer["securityContext"] == api["securityContext"]
     assert pod["securityContext"] == api_pod["securityContext"] and pod["automountServiceAccountToken"] is False
