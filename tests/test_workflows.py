@@ -77,7 +77,7 @@ def test_ci_runs_what_ci_run_runs():
     assert commands == ["make lint", "make test", "make smoke", "make container-check"]
     doc = workflow("ci.yml")
     runs = [step.get("run", "") for step in steps(doc)]
-    assert any(r.strip() == "make test" for r in runs)
+    assert any(r.strip() == "make test" for r in runs) and any(r.strip() == "make smoke" for r in runs)
     assert any(r.strip().endswith("make container-check") for r in runs)
     # the manifests and alert rules, validated as a job of their own (fast feedback)
     assert any("tests/test_deploy.py" in r and "tests/test_monitoring.py" in r for r in runs)
