@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -156,6 +159,20 @@ def read_text(source: str, kind: str, max_bytes: int = MAX_DATA_BYTES, encoding:
         raise DataError(
             source, [Problem(line, None, f"not UTF-8 text (byte 0x{blob[e.start]:02x}): expected {kind}")]
         ) from None
+
+
+def json_lines(text: str, problems: list[Problem]) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) of each non-blank line of a JSON-lines text; a line that is not
+    JSON is a Problem appended to `problems`, so a reader can report every bad line at once."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except ValueError as e:
+            problems.append(Problem(number, None, f"not valid JSON ({e.msg})"))
+            continue
+        yield number, value
 
 
 def _read_csv(source: str, max_bytes: int = MAX_DATA_BYTES) -> pd.DataFrame:

@@ -16,7 +16,6 @@ take them as they are.
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import stat
@@ -311,19 +310,11 @@ def load_prediction_log(path: str | Path) -> Dataset:
     import pandas as pd
 
     from .artifact import sha256_file
-    from .data import DataError, Dataset, Problem, parse_features, read_text
+    from .data import DataError, Dataset, Problem, json_lines, parse_features, read_text
 
     source = str(path)
-    text_lines = read_text(source, "a JSON-lines log", MAX_LOG_BYTES).splitlines()
     rows, lines, problems, without_inputs = [], [], [], 0
-    for number, line in enumerate(text_lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError as e:
-            problems.append(Problem(number, None, f"not valid JSON ({e.msg})"))
-            continue
+    for number, record in json_lines(read_text(source, "a JSON-lines log", MAX_LOG_BYTES), problems):
         if not isinstance(record, dict) or record.get("event", EVENT) != EVENT:
             continue
         inputs = record.get("inputs")

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..data import MISSING_TOKENS, DataError, Problem, parse_target, read_text
+from ..data import MISSING_TOKENS, DataError, Problem, json_lines, parse_target, read_text
 from ..predlog import EVENT, MAX_LOG_BYTES
 
 PREDICTION_ID = re.compile(r"[0-9a-f]{32}")
@@ -86,14 +86,7 @@ def read_prediction_log(path: str | Path) -> pd.DataFrame:
     """One PREDICTION_LOG file's prediction records (other events skipped)."""
     source = str(path)
     rows, problems = [], []
-    for number, line in enumerate(read_text(source, "a JSON-lines log", MAX_LOG_BYTES).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError as e:
-            problems.append(Problem(number, None, f"not valid JSON ({e.msg})"))
-            continue
+    for number, record in json_lines(read_text(source, "a JSON-lines log", MAX_LOG_BYTES), problems):
         if not isinstance(record, dict) or record.get("event", EVENT) != EVENT:
             continue
         row, problem = _field_problem(record, number)
@@ -179,14 +172,7 @@ def _label_rows(source: str, text: str) -> list[tuple[int, object, object]]:
 
 def _json_label_rows(source: str, text: str) -> list[tuple[int, object, object]]:
     rows, problems = [], []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError as e:
-            problems.append(Problem(number, None, f"not valid JSON ({e.msg})"))
-            continue
+    for number, record in json_lines(text, problems):
         if not isinstance(record, dict):
             problems.append(Problem(number, None, 'must be a JSON object {"prediction_id": ..., "label": ...}'))
             continue
