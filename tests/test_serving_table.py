@@ -57,8 +57,12 @@ def table_env(url: str) -> dict:
 
 
 def table_rows(url: str) -> dict[str, int | None]:
+    """prediction_id -> label of every stored row; {} while the writer has not created the table
+    (its first migration may come after the first answers on a loaded machine)."""
     engine = inference_table.engine_for(url)
     try:
+        if inference_table.current_revision(engine) is None:
+            return {}
         return {row[0]: row[5] for part in inference_table.read_predictions(engine) for row in part}
     finally:
         engine.dispose()
