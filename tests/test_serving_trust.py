@@ -204,12 +204,14 @@ def test_reference_probabilities_that_do_not_match_the_graph_are_refused(copy_of
     assert reason.endswith("on 2303 rows (tolerance 1e-05); refusing to serve it")
 
 
-def test_predictions_never_unpickle_and_explain_refuses_a_pipeline_replaced_since_the_load(copy_of_model, tmp_path):
+def test_predictions_never_unpickle_and_explain_refuses_a_pipeline_replaced_since_the_load(
+    copy_of_model, tmp_path, caplog
+):
     """Served unpinned, the file is then rewritten with a pickle payload: /predict goes on (the graph was
     read at load), /explain refuses to unpickle a file that is no longer the one verified, and the
     payload never runs. INFERENCE_ENGINE=sklearn loads the Pipeline at start, from the verified file."""
     marker = tmp_path / "pwned"
-    app = app_for(copy_of_model)
+    app = app_for(copy_of_model, configure_logging=False)  # records reach caplog
     with TestClient(app) as c:
         assert c.get("/ready_check").json()["status"] == "ready"
         forge(copy_of_model, **{"pipeline.joblib": dump(Payload(marker))})
@@ -218,6 +220,10 @@ def test_predictions_never_unpickle_and_explain_refuses_a_pipeline_replaced_sinc
         r = c.post("/explain", json=EXAMPLE)
         assert r.status_code == 503 and r.json()["detail"].startswith(f"cannot explain: {copy_of_model}: sha256 ")
         assert "is no longer the" in r.json()["detail"] and "refusing to unpickle its Pipeline" in r.json()["detail"]
+        (logged,) = [rec for rec in caplog.records if rec.getMessage() == "explain_refused"]
+        assert logged.levelname == "ERROR" and logged.name == "heart.serving.inference"
+        assert logged.trace_id == r.headers["x-trace-id"]  # the operator finds the refused request by its id
+        assert f"cannot explain: {logged.reason}" == r.json()["detail"]
         assert c.post("/predict", json=EXAMPLE).status_code == 200  # predictions unaffected
     assert not marker.exists() and app.state.serving.pipeline is None
 
