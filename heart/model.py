@@ -27,6 +27,7 @@ from sklearn.metrics import accuracy_score, brier_score_loss, f1_score, recall_s
 from sklearn.model_selection import RepeatedStratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.utils.parallel import Parallel, delayed
 
 from . import __version__
 from .data import Dataset
@@ -164,8 +165,9 @@ def cross_validate(
     # fast with identical scores (issue 12: 64 and 93 s on threads, 74 and 81 s on loky, same busy
     # 2-core machine), and a killed train.py leaves no worker processes behind.
     folds = []
-    for fold in joblib.Parallel(n_jobs=n_jobs, backend="threading", return_as="generator")(
-        joblib.delayed(_fold)(clone(pipeline), X, y, tr, te) for tr, te in cv.split(X, y)
+    # scikit-learn's Parallel/delayed: the folds' fits see the caller's sklearn config (set_config).
+    for fold in Parallel(n_jobs=n_jobs, backend="threading", return_as="generator")(
+        delayed(_fold)(clone(pipeline), X, y, tr, te) for tr, te in cv.split(X, y)
     ):
         folds.append(fold)
         if progress is not None:
