@@ -57,7 +57,7 @@ run: $(MODEL)  ## set everything up, train if there is no model, show the model 
 TEST_WORKERS ?= 4
 
 test: $(STAMP) install-tools browser  ## install and run the whole test suite (TEST_WORKERS=0: in one process)
-	$(PY) -m pytest -n $(TEST_WORKERS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --durations=10
 
 # The non-Python test tools, each installed only if missing; apt through sudo when not root.
 # promtool (tests/test_monitoring.py) ships in Debian's prometheus package. kubectl (its `kustomize`
