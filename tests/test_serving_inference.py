@@ -19,8 +19,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
+from starlette.exceptions import HTTPException
 
 import heart.serving.inference as inference
+from heart.artifact import ModelError
 from heart.attribution import Explanation
 from heart.schema import FEATURE_NAMES
 from heart.serving.contract import EXAMPLE, Patient
@@ -372,7 +374,8 @@ def test_explain_applies_the_cards_threshold(spans, card, p, cls):
     assert body["threshold"] == (card or {}).get("threshold", 0.5)  # the page states the rule that decided
 
 
-def test_explain_answers_contributions_with_the_inputs_imputed_and_legacy_codes(spans, api_log):
+def test_explain_answers_contributions_with_the_inputs_imputed_and_legacy_codes(spans, api_log, monkeypatch):
+    monkeypatch.setattr(inference, "time", Clock(7.0, 7.25))  # 250 ms, measured from t0 = 7 s
     explainer, writer = FakeExplainer(explanation()), FakeWriter()
     core = make(spans, FakeState(explainer=explainer, card={"threshold": 0.6}), writer)
     body = asyncio.run(core.explain(patients({**EXAMPLE, "ca": 4, "chol": None})[0]))
@@ -380,8 +383,10 @@ def test_explain_answers_contributions_with_the_inputs_imputed_and_legacy_codes(
     trace_id = format(span.context.trace_id, "032x")
     # an explained patient is a prediction like any other: recorded, so its label can come back
     (batch,) = writer.batches
-    assert batch.prediction_id == [body.pop("prediction_id")] and batch.probability == [0.65]
-    assert batch.predicted_class == [1] and batch.trace_id == trace_id
+    pid = body.pop("prediction_id")
+    assert batch.prediction_id == [pid] and batch.probability == [0.65] and batch.latency_ms == 250.0
+    assert batch.predicted_class == [1] and batch.trace_id == trace_id and batch.model_version == "v-test"
+    assert batch.inputs == [{**EXAMPLE, "gender": 1, "ca": None, "chol": None}] and batch.imputed == [["chol", "ca"]]
     assert body == {
         "predicted_class": 1,
         "label": "heart disease",
@@ -405,8 +410,26 @@ def test_explain_answers_contributions_with_the_inputs_imputed_and_legacy_codes(
     (record,) = [r for r in api_log if r.getMessage() == "explanation"]
     assert record.levelno == logging.INFO
     assert (record.trace_id, record.span_id) == (trace_id, format(span.context.span_id, "016x"))
-    assert record.model_version == "v-test" and record.probability == 0.65
+    assert record.model_version == "v-test" and record.probability == 0.65 and record.prediction_id == pid
     assert record.inputs == {**EXAMPLE, "gender": 1, "ca": None, "chol": None}
+
+
+def test_explain_refuses_a_model_file_it_cannot_trust_with_a_503_and_one_error_line(spans, api_log):
+    """The Pipeline's file changed since it was verified (heart.artifact raises ModelError): a 503 that
+    says why, one error line with the request's trace id, nothing recorded, no prediction error counted."""
+    metrics, writer = Metrics(), FakeWriter()
+    refused = FakeExplainer(None, error=ModelError("model.zip: sha256 0123 is no longer the one verified"))
+    core = make(spans, FakeState(explainer=refused), writer, metrics=metrics)
+    with pytest.raises(HTTPException) as e:
+        asyncio.run(core.explain(patients(EXAMPLE)[0]))
+    assert e.value.status_code == 503
+    assert e.value.detail == "cannot explain: model.zip: sha256 0123 is no longer the one verified"
+    (span,) = spans[0].get_finished_spans()
+    (record,) = api_log
+    assert (record.levelno, record.getMessage()) == (logging.ERROR, "explain_refused")
+    assert record.trace_id == format(span.context.trace_id, "032x")
+    assert record.reason == "model.zip: sha256 0123 is no longer the one verified"
+    assert writer.batches == [] and value(metrics, "heart_prediction_errors_total", endpoint="explain") == 0
 
 
 def test_explain_without_log_inputs_logs_no_features(spans, api_log):

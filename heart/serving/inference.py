@@ -8,7 +8,6 @@ imports pandas or scikit-learn: only /explain does, on its first call.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import NamedTuple
 
@@ -48,7 +47,7 @@ class Rows(NamedTuple):
 def to_rows(patients: list[BaseModel]) -> Rows:
     """Validated patients -> model input, with what was imputed (legacy codes included, as nulls)."""
     values, imputed, inputs, legacy = [], [], [], []
-    names, as_int, nan = FEATURE_NAMES, _INT_FEATURES, math.nan
+    names, as_int = FEATURE_NAMES, _INT_FEATURES
     for p in patients:
         d = p.__dict__
         row = [d[n] for n in names]
@@ -60,11 +59,11 @@ def to_rows(patients: list[BaseModel]) -> Rows:
         if None in row:
             imputed.append([n for n, v in zip(names, row) if v is None])
             inputs.append({n: (None if v is None else int(v) if i else v) for n, v, i in zip(names, row, as_int)})
-            row = [nan if v is None else v for v in row]
         else:
             imputed.append([])
             inputs.append({n: int(v) if i else v for n, v, i in zip(names, row, as_int)})
         values.append(row)
+    # dtype=float reads None as NaN: the model imputes it
     return Rows(np.array(values, dtype=float).reshape(len(patients), len(names)), imputed, inputs, legacy)
 
 
@@ -99,7 +98,7 @@ class Inference:
         rows = to_rows(patients)
         # Started, not made current: nothing inside opens a span, and the context switch would cost
         # more than the rest of the span (bench/breakdown.py). Its attributes only if it records.
-        span = self.tracer.start_span("inference", **SPAN_ERRORS_BY_HAND)
+        span = self.tracer.start_span("inference")  # not a context manager: errors are recorded by _failed
         try:
             if span.is_recording():
                 span.set_attributes(
@@ -154,14 +153,14 @@ class Inference:
         """One patient's probability with each feature's SHAP contribution (the sklearn Pipeline's)."""
         state = self.state
         state.require_ready()
-        rows, imputed, inputs, legacy = to_rows([patient])  # legacy codes: imputed (NaN), inputs null
+        rows = to_rows([patient])  # legacy codes: imputed (NaN), inputs null
         with self.tracer.start_as_current_span(
             "explain", attributes={"model.version": state.model.version, "batch.size": 1}, **SPAN_ERRORS_BY_HAND
         ) as span:
             trace_id, span_id = current_ids()
             t0 = time.perf_counter()
             try:
-                explanation = await run_in_threadpool(self._explain_sync, rows)
+                explanation = await run_in_threadpool(self._explain_sync, rows.values)
             except HTTPException:
                 raise  # no explainer in this image: a 503 that says where /explain is served
             except ModelError as e:  # the file changed since it was loaded: never unpickle it
@@ -173,8 +172,8 @@ class Inference:
         cls = int(decide(explanation.probability, threshold)[0])
         (pid,) = new_prediction_ids(1)
         # A prediction like any other: recorded (log, inference table), so its label can come back.
-        seconds, row = time.perf_counter() - t0, Rows(rows, imputed, inputs, legacy)
-        self._record((trace_id, span_id), state.model.version, seconds, row, [cls], [explanation.probability], [pid])
+        seconds, inputs = time.perf_counter() - t0, rows.inputs[0]
+        self._record((trace_id, span_id), state.model.version, seconds, rows, [cls], [explanation.probability], [pid])
         log.info(
             "explanation",
             extra={
@@ -183,7 +182,7 @@ class Inference:
                 "span_id": span_id,
                 "model_version": state.model.version,
                 "probability": explanation.probability,
-                **({"inputs": inputs[0]} if self.log_inputs else {}),
+                **({"inputs": inputs} if self.log_inputs else {}),
             },
         )
         return {
@@ -194,11 +193,11 @@ class Inference:
             "threshold": threshold,
             "base_value": explanation.base_value,
             "contributions": [
-                {"feature": name, "value": inputs[0][name], "contribution": value}
+                {"feature": name, "value": inputs[name], "contribution": value}
                 for name, value in explanation.contributions
             ],
-            "imputed": imputed[0],
-            "legacy_codes": legacy[0],
+            "imputed": rows.imputed[0],
+            "legacy_codes": rows.legacy[0],
             "model_version": state.model.version,
             "trace_id": trace_id,
         }
