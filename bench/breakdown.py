@@ -10,8 +10,8 @@ switched off:
   inference   + the real /predict route: ONNX Runtime, the decision, the answer
   record      + the prediction record (the PREDICTION_LOG file and the JSON log line)
   metrics     + the Prometheus metrics (request, inference, classes, imputed, live drift window)
-  tracing     + the server span and the inference span (the default sampler: every request
-                recorded, as `make bench` runs it): the whole app
+  tracing     + the server span and the inference span, every request's recorded (as with a
+                collector configured; the export itself is not in the process): the whole app
   instrumentor  (for comparison) the whole app traced by opentelemetry-instrumentation-fastapi, as
                 before issue 22, when it is installed (requirements-dev.txt)
   bare_fastapi  (for comparison) `make bench`'s bare endpoint (bench/servers.py), in process too
@@ -77,9 +77,11 @@ def build(level: str, model_path: Path, log_file: Path):
     from opentelemetry.trace import NoOpTracer
 
     from heart.serving.app import create_app
+    from heart.serving.tracing import tracer_provider
 
     settings = load_settings({"model_path": model_path, "prediction_log": log_file, "log_inputs": True})
-    app = create_app(settings, background_load=False, configure_logging=True)
+    recording = tracer_provider("breakdown", exporters=[])  # every span recorded, as with a collector
+    app = create_app(settings, recording, background_load=False, configure_logging=True)
     app.state.serving.load()  # the lifespan's work (no ASGI lifespan here)
     rank = LEVELS.index(level) if level in LEVELS else len(LEVELS)
     routes = {"bare": bare, "validation": validation}

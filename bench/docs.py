@@ -22,14 +22,16 @@ def replace_block(path: str | Path, name: str, text: str) -> None:
 
 
 LABELS = {
-    "predict": "this API, everything on",
+    "predict": "this API, defaults (no collector: trace ids, no span recorded)",
+    "predict_traced": "this API, every request traced and exported to a collector",
+    "predict_sampled": "this API, traces sampled at 10% and exported (the deployment's setting)",
     "predict_batch": "this API, 1,000 patients per request",
     "v2_infer": "this API, V2 infer, 1,000 patients per request",
     "bare": "bare FastAPI, same request model, constant answer",
     "original_style": "original style (DataFrame + sklearn, blocking)",
-    "predict_sampled": "this API, traces sampled at 10% (informational)",
-    "baseline_predict": "before issue 22 (--baseline), everything on",
-    "baseline_batch": "before issue 22 (--baseline), 1,000 patients",
+    "baseline_predict": "the baseline (--baseline), `/predict`",
+    "baseline_batch": "the baseline (--baseline), 1,000 patients",
+    "baseline_v2": "the baseline (--baseline), V2 infer, 1,000 patients",
 }
 
 
@@ -59,10 +61,15 @@ def bench_table(report: dict, container_figures: str | Path = "") -> str:
             )
             + "."
         )
+    traced = [
+        f"{goals[f'{name}_vs_bare']:.2f}x {what}"
+        for name, what in (("predict_traced", "with every request traced and exported"), ("predict_sampled", "at 10%"))
+        if f"{name}_vs_bare" in goals
+    ]
+    if traced:
+        notes.append(f"Traced, `/predict` against the bare endpoint: {', '.join(traced)}.")
     if "predict_vs_baseline" in goals:
-        notes.append(
-            f"Against the code before issue 22 in the same rounds: `/predict` {goals['predict_vs_baseline']:.2f}x."
-        )
+        notes.append(f"Against the baseline in the same rounds: `/predict` {goals['predict_vs_baseline']:.2f}x.")
     ready, rss = report["ready_seconds"], report["rss_mib_after_rounds"].get("full")
     notes.append(
         f"The server (outside a container): ready {sorted(ready)[len(ready) // 2]:.2f} s after it is spawned "

@@ -65,3 +65,43 @@ def original_app() -> FastAPI:
         return {"status": "ready"}
 
     return app
+
+
+class Collector:
+    """A stand-in OTLP/HTTP collector on 127.0.0.1 (a thread of the bench's process): answers every
+    export 200 and counts the spans it received, so the traced servers pay the real export."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+        collector = self
+        self.spans = self.exports = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                request = ExportTraceServiceRequest.FromString(body)
+                collector.exports += 1
+                collector.spans += sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> "Collector":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -223,6 +223,30 @@ def test_no_endpoint_means_no_exporter():
     )
 
 
+@pytest.mark.parametrize(
+    "environ, records",
+    [({}, False), ({"OTEL_TRACES_EXPORTER": "none"}, False), ({"OTEL_TRACES_EXPORTER": "console"}, True)],
+    ids=["nothing set", "none", "console"],
+)
+def test_without_an_exporter_no_span_is_recorded_and_every_reply_still_has_its_trace_id(
+    model_path, monkeypatch, environ, records
+):
+    """Recording a span nobody receives costs about as much as the prediction: without an exporter
+    the spans are not recorded, yet each reply and log line has its own trace id, and a caller's."""
+    recorded = []
+    real = ServerSpans._attributes
+    monkeypatch.setattr(ServerSpans, "_attributes", staticmethod(lambda *a: recorded.append(1) or real(*a)))
+    provider = tracing.tracer_provider("9.9", environ=environ)
+    assert provider.resource.attributes["service.version"] == "9.9"
+    app = create_app(settings_for(model_path), provider, background_load=False)
+    with TestClient(app) as c:
+        ids = [c.post("/predict", json=EXAMPLE).json()["trace_id"] for _ in range(5)]
+        r = c.post("/predict", json=EXAMPLE, headers={"traceparent": TRACEPARENT})
+    assert len(set(ids)) == 5 and all(len(t) == 32 and int(t, 16) for t in ids)
+    assert r.json()["trace_id"] == r.headers["x-trace-id"] == "0af7651916cd43dd8448eb211c80319c"
+    assert len(recorded) == (6 if records else 0)
+
+
 class Failing:
     def __init__(self):
         self.results = []

@@ -1,8 +1,8 @@
 """OpenTelemetry tracing, configured from the standard OTEL_* variables, never from code edits.
 
 Traces go to any OTLP collector when OTEL_EXPORTER_OTLP_ENDPOINT is set, to the console when
-OTEL_TRACES_EXPORTER=console, and nowhere otherwise: no exporter, so no export warnings (spans
-still exist, so every response and log line carries a trace_id). A collector that is set but
+OTEL_TRACES_EXPORTER=console, and nowhere otherwise: no exporter, no export warnings, and no span
+recorded (each still has ids, so every response and log line carries a trace_id). A collector that is set but
 unreachable is reported by one warning per EXPORT_WARNING_SECONDS (ReportingExporter), not by
 the OTLP exporter's warning per retry. Each app gets its own TracerProvider, so tests can build many.
 
@@ -33,6 +33,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
     SpanExportResult,
 )
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 SERVICE_NAME = "heart-disease-api"
@@ -81,13 +82,19 @@ def tracer_provider(
     """A TracerProvider with service.name/service.version; exporters default to the env's choice.
 
     OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES still apply; the sampler follows
-    OTEL_TRACES_SAMPLER as the SDK reads it.
+    OTEL_TRACES_SAMPLER as the SDK reads it. With no exporter configured, no span is recorded
+    (ALWAYS_OFF): recording one costs about as much as the prediction (docs/performance.md), and
+    nothing would read it. The ids are still made, so replies and log lines keep their trace_id.
     """
     resource = Resource.create(
         {"service.name": environ.get("OTEL_SERVICE_NAME", SERVICE_NAME), "service.version": service_version}
     )
+    if exporters is None:
+        exporters = span_exporters(environ)
+        if not exporters:  # nothing would receive a span: none is recorded, each still has its ids
+            return TracerProvider(resource=resource, sampler=ALWAYS_OFF)
     provider = TracerProvider(resource=resource)
-    for exporter in span_exporters(environ) if exporters is None else exporters:
+    for exporter in exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider
 
