@@ -184,3 +184,17 @@ def test_one_worker_keeps_the_plain_registry(monkeypatch, model_path, tmp_path):
         assert requests.post(api.url + "/predict", json=EXAMPLE, timeout=10).ok
         assert predictions(requests.get(api.url + "/metrics", timeout=10).text) == 1
         assert list(tmp_path.glob("heart-metrics-*")) == []
+
+
+def test_a_scrape_while_a_worker_creates_its_file_leaves_that_file_out(monkeypatch, tmp_path):
+    """A starting worker's file exists empty until prometheus_client sizes it; reading it raised
+    struct.error, and the scrape that met it answered 500 (seen once in the suite under load)."""
+    from prometheus_client.mmap_dict import MmapedDict, mmap_key
+
+    written = MmapedDict(str(tmp_path / "counter_101.db"))
+    key = mmap_key("heart_predictions", "heart_predictions_total", ["predicted_class"], ["1"], "Predictions")
+    written.write_value(key, 3.0, 0.0)
+    written.close()
+    (tmp_path / "counter_102.db").touch()  # the other worker, between open() and its truncate()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    assert predictions(metrics_payload(Metrics()).decode()) == 3

@@ -10,6 +10,7 @@ never exposes it.
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import shutil
@@ -264,8 +265,23 @@ def metrics_payload(metrics: Metrics) -> bytes:
     if path is None:
         return generate_latest(metrics.registry)
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=path)
+    SettledFiles(registry, path=path)
     return generate_latest(registry)
+
+
+class SettledFiles(multiprocess.MultiProcessCollector):
+    """prometheus_client's merge, without the file of a worker that is starting: it exists empty
+    until the worker has sized it, and prometheus_client's reader raises on it (a scrape's 500)."""
+
+    def collect(self):
+        return self.merge([f for f in glob.glob(os.path.join(self._path, "*.db")) if _sized(f)], accumulate=True)
+
+
+def _sized(path: str) -> bool:
+    try:
+        return os.path.getsize(path) > 0
+    except FileNotFoundError:  # a dead worker's live gauges, removed meanwhile
+        return False
 
 
 def mark_worker_dead(pid: int | None = None) -> None:
