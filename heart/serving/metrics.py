@@ -261,12 +261,8 @@ def multiprocess_dir(environ: Mapping[str, str] = os.environ) -> str | None:
 def metrics_payload(metrics: Metrics) -> bytes:
     """The text exposition of /metrics (and of the metrics port): every worker's values merged
     in multiprocess mode, else this app's registry (no file I/O on the single-process path)."""
-    path = multiprocess_dir()
-    if path is None:
-        return generate_latest(metrics.registry)
-    registry = CollectorRegistry()
-    SettledFiles(registry, path=path)
-    return generate_latest(registry)
+    merged = multiprocess_registry()
+    return generate_latest(metrics.registry if merged is None else merged)
 
 
 class SettledFiles(multiprocess.MultiProcessCollector):
@@ -311,5 +307,5 @@ def multiprocess_registry() -> CollectorRegistry | None:
     if multiprocess_dir() is None:
         return None
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)
+    SettledFiles(registry, path=multiprocess_dir())
     return registry
