@@ -223,13 +223,23 @@ def load_model(path: str | Path, expected_sha256: str | None = None) -> LoadedMo
     return LoadedModel(pipeline=load_pipeline(model), card=model.card, path=model.path, pinned=model.pinned)
 
 
+def check_model_file(path: Path) -> None:
+    """A ModelError saying why `path` cannot be a model file: missing, a directory, or not a
+    regular file (a device such as /dev/zero would be read forever)."""
+    if path.is_file():
+        return
+    if path.is_dir():
+        raise ModelError(f"{path}: a directory, not a model file: give the path of the model.zip train.py writes")
+    if path.exists():
+        raise ModelError(f"{path}: not a regular file (a device, a FIFO or a socket): give a model.zip")
+    old, hint = path.with_name("model.joblib"), ""
+    if path.name == DEFAULT_MODEL and old.is_file():
+        hint = f"; {old} beside it is the old format (heart-model/2), which this version no longer serves"
+    raise ModelError(f"{path}: model file not found (run `python train.py` to create it){hint}")
+
+
 def _read(path: Path) -> bytes:
-    if not path.is_file():
-        hint = ""
-        old = path.with_name("model.joblib")
-        if path.name == DEFAULT_MODEL and old.is_file():
-            hint = f"; {old} beside it is the old format (heart-model/2), which this version no longer serves"
-        raise ModelError(f"{path}: model file not found (run `python train.py` to create it){hint}")
+    check_model_file(path)
     try:
         return path.read_bytes()
     except OSError as e:

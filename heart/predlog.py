@@ -156,14 +156,15 @@ class PredictionLog:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:  # its directory is not made: a mistyped path is said at start, not a tree quietly created
             # O_NONBLOCK: a FIFO without a reader fails at once (ENXIO) instead of blocking start-up forever
             self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o644)
         except OSError as e:
             why = (
                 "a parent is not a directory"
                 if isinstance(e, (FileExistsError, NotADirectoryError))
+                else f"its directory {self.path.parent} does not exist"
+                if isinstance(e, FileNotFoundError)
                 else "not a regular file"
                 if e.errno == errno.ENXIO
                 else (e.strerror or str(e))

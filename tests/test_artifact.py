@@ -257,8 +257,16 @@ def test_a_heart_model_2_file_says_to_retrain(tmp_path, no_unpickling):
 
 
 def test_a_missing_model_says_how_to_create_it_and_names_an_old_one_beside_it(tmp_path):
-    for path in (tmp_path / "model.zip", tmp_path):  # absent, or a directory
-        assert refusal(path) == f"{path}: model file not found (run `python train.py` to create it)"
+    path = tmp_path / "model.zip"
+    assert refusal(path) == f"{path}: model file not found (run `python train.py` to create it)"
+    # main said "not found" for these too: a directory, and a device that would be read forever
+    assert (
+        refusal(tmp_path)
+        == f"{tmp_path}: a directory, not a model file: give the path of the model.zip train.py writes"
+    )
+    assert (
+        refusal(Path("/dev/zero")) == "/dev/zero: not a regular file (a device, a FIFO or a socket): give a model.zip"
+    )
     (tmp_path / "model.joblib").write_bytes(b"old")
     assert refusal(tmp_path / "model.zip").endswith(
         f"; {tmp_path / 'model.joblib'} beside it is the old format (heart-model/2), which this version no longer serves"

@@ -84,11 +84,11 @@ def test_the_random_bits_are_random():
 
 def test_file_and_stdout_get_the_same_record(tmp_path, capsys):
     setup_logging("info")
-    writer = PredictionWriter(tmp_path / "sub" / "p.jsonl", None, STDOUT_HANDLER)
+    writer = PredictionWriter(tmp_path / "p.jsonl", None, STDOUT_HANDLER)
     capsys.readouterr()
     writer.write(records())
     writer.close()
-    in_file = [json.loads(line) for line in (tmp_path / "sub" / "p.jsonl").read_text().splitlines()]
+    in_file = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
     on_stdout = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(in_file) == 2 and [{**r, "level": "INFO", "logger": "heart.predictions"} for r in in_file] == on_stdout
     assert list(on_stdout[0])[:3] == ["level", "logger", "event"]
@@ -167,18 +167,25 @@ def test_a_write_cut_short_never_glues_the_next_record_to_half_a_line(tmp_path, 
     assert len(lines[0]) == 10 and [orjson.loads(line)["predicted_class"] for line in lines[1:3]] == [1, 0]
 
 
-@pytest.mark.parametrize("make_bad", ["parent_is_a_file", "directory", "sys"])
+@pytest.mark.parametrize("make_bad", ["parent_is_a_file", "directory", "sys", "missing_directory"])
 def test_a_log_that_cannot_be_opened_names_the_path_and_why(tmp_path, make_bad):
     (tmp_path / "afile").write_text("")
-    path = {"parent_is_a_file": tmp_path / "afile" / "p.jsonl", "directory": tmp_path, "sys": "/sys/p.jsonl"}[make_bad]
+    path = {
+        "parent_is_a_file": tmp_path / "afile" / "p.jsonl",
+        "directory": tmp_path,
+        "sys": "/sys/p.jsonl",
+        "missing_directory": tmp_path / "missing" / "p.jsonl",
+    }[make_bad]
     why = {
         "parent_is_a_file": "a parent is not a directory",
         "directory": "Is a directory",
         "sys": "Permission denied",
+        "missing_directory": f"its directory {tmp_path / 'missing'} does not exist",  # main: made it
     }[make_bad]
     with pytest.raises(predlog.PredictionLogError) as e:
         predlog.PredictionLog(path)
     assert e.value.strerror == f"{path}: cannot be opened for appending ({why})"
+    assert not (tmp_path / "missing").exists()
 
 
 @pytest.mark.parametrize("t", [0.0, 1.0005, 1764900000.999, 1764900001.0, 1764900001.123456, 1764986399.9999])

@@ -57,6 +57,9 @@ def cases(tmp_path, port: int) -> dict[str, tuple[dict, str]]:
     latin1.write_bytes(b"caf\xe9-token\n")
     empty = tmp_path / "empty"
     empty.write_text("\n")
+    tokens = tmp_path / "tokens"
+    tokens.write_text("b\n")
+    missing = tmp_path / "missing"  # never created: the checks must not make it either
     return {
         "fifo-log": ({"PREDICTION_LOG": str(fifo)}, f"PREDICTION_LOG (flag --prediction-log) {fifo}: cannot be"),
         "device-log": ({"PREDICTION_LOG": "/dev/null"}, "PREDICTION_LOG (flag --prediction-log) /dev/null: cannot"),
@@ -90,10 +93,38 @@ def cases(tmp_path, port: int) -> dict[str, tuple[dict, str]]:
         "require-pin-blank": ({"REQUIRE_MODEL_PIN": ""}, "REQUIRE_MODEL_PIN (flag --require-model-pin) is set but"),
         "log-inputs-blank": ({"LOG_INPUTS": ""}, "LOG_INPUTS (flag --log-inputs) is set but blank"),
         "drift-interval-0": ({"DRIFT_INTERVAL_SECONDS": "0"}, "DRIFT_INTERVAL_SECONDS (flag --drift-interval) must"),
+        # A stranger's list: each gave a line that did not name the setting, or blamed another, or none.
+        "url-file-directory": (
+            {"DATABASE_URL_FILE": str(tmp_path)},
+            f"DATABASE_URL_FILE {tmp_path}: a directory, not a regular file",  # main: [Errno 21] Is a directory: 3
+        ),
+        "host-unresolvable": (
+            {"HOST": "not.a.host.invalid"},
+            "HOST (flag --host) 'not.a.host.invalid': not an address or a name that resolves",  # main: PORT
+        ),
+        "log-missing-dir": (
+            {"PREDICTION_LOG": str(missing / "x.jsonl")},
+            f"PREDICTION_LOG (flag --prediction-log) {missing / 'x.jsonl'}: cannot be opened for appending "
+            f"(its directory {missing} does not exist)",  # main: served, and made the directory
+        ),
+        "db-missing-dir": (
+            {"INFERENCE_DB": str(missing / "x.db")},
+            f"INFERENCE_DB (flag --inference-db) {missing / 'x.db'}: cannot be written "
+            f"(its directory {missing} does not exist)",
+        ),
+        "model-directory": ({"MODEL_PATH": str(tmp_path)}, f"{tmp_path}: a directory, not a model file"),
+        "model-device": ({"MODEL_PATH": "/dev/zero"}, "/dev/zero: not a regular file"),  # main: "not found"
+        "tokens-and-file": (
+            {"API_TOKENS": "a", "API_TOKENS_FILE": str(tokens)},  # main: both served, undocumented
+            "API_TOKENS and API_TOKENS_FILE are both set: set one of API_TOKENS or API_TOKENS_FILE",
+        ),
     }
 
 
-BOTH = {"fifo-log", "latin1-tokens", "metrics-port-in-use", "metrics-port-is-port", "blank-pin", "blank-pin-file"}
+BOTH = {
+    *("fifo-log", "latin1-tokens", "metrics-port-in-use", "metrics-port-is-port", "blank-pin", "blank-pin-file"),
+    *("url-file-directory", "log-missing-dir", "db-missing-dir", "tokens-and-file"),
+}
 
 
 @pytest.mark.parametrize("launcher", list(LAUNCHERS))
@@ -104,6 +135,7 @@ def test_every_start_up_check_exits_2_with_one_line_naming_the_setting(model_pat
         line = one_error_line(launch(LAUNCHERS[launcher], {"MODEL_PATH": str(model_path), **env}))
         assert words in line, (name, line)
         assert "caf" not in line and "'a b'" not in line, "a token is never echoed"
+    assert not (tmp_path / "missing").exists(), "a missing directory is said, not made"
 
 
 # -------------------------------------------------------------------------------- API_AUTH

@@ -328,3 +328,42 @@ def test_a_client_that_never_reads_its_answers_loses_its_slot_after_the_timeout(
             assert server.active == 0, "the connection still holds a slot"
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def bare_metrics_port():
+    from heart.serving.metrics import Metrics
+    from heart.serving.metrics_server import MetricsServer
+
+    server = MetricsServer(free_port(), Metrics().registry, "127.0.0.1", timeout=5)
+    yield server.port
+    server.stop()
+
+
+@pytest.mark.parametrize(
+    "accept_encoding, gzipped",
+    [
+        ("gzip", True),
+        ("gzip;q=0, br", False),  # main: gzip, though q=0 says "not acceptable" (RFC 9110, 12.5.3)
+        ("br, gzip;q=0.000", False),
+        ("GZIP;Q=0.5", True),
+        ("gzip;q=2", False),  # not a qvalue: as if not sent
+        ("x-gzip", True),
+        ("*", True),
+        ("*, gzip;q=0", False),
+        ("identity", False),
+        (None, False),
+    ],
+)
+def test_the_metrics_port_honours_accept_encodings_weights(bare_metrics_port, accept_encoding, gzipped):
+    """The API port's parser of q-weighted lists (heart.serving.negotiation), not prometheus_client's,
+    which reads `gzip;q=0` as a yes."""
+    header = b"" if accept_encoding is None else b"Accept-Encoding: %s\r\n" % accept_encoding.encode()
+    with socket.create_connection(("127.0.0.1", bare_metrics_port), timeout=5) as sock:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + header + b"\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, body = answer.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200")
+    assert (b"content-encoding: gzip" in head.lower()) == gzipped and body.startswith(b"\x1f\x8b") == gzipped

@@ -65,6 +65,7 @@ def test_every_route_answers_401_without_a_token_unless_it_is_public(secured):
         else:
             assert r.status_code == 401, (method, path, r.status_code)  # main: V2 infer answered 200
             assert r.headers["www-authenticate"].startswith("Bearer") and len(r.content) < 200
+            assert set(r.json()) == ({"error"} if path.startswith("/v2") else {"detail"}), (path, r.text)
         with_token = secured.request(method, path, headers={"authorization": f"Bearer {TOKEN}"})
         assert with_token.status_code != 401, (method, path)
     assert {p for _, p in public} == {*PUBLIC, STATIC_FILE} - {"/metrics"}
@@ -123,6 +124,63 @@ def test_an_open_api_answers_every_route_without_a_token(client):
         assert client.request(method, path).status_code != 401, (method, path)
 
 
+def test_more_than_one_authorization_header_is_refused_whatever_their_order(secured):
+    """The first header decided: `Bearer good` then `Bearer bad` passed, the reverse did not. Which
+    one a proxy or a framework reads is not agreed, so neither is taken (RFC 6750 invalid_request)."""
+    good, bad = f"Bearer {TOKEN}", "Bearer not-it"
+    for pair in ([good, bad], [bad, good], [good, good]):
+        for path in ("/model", INFER):
+            r = secured.get(path, headers=[("authorization", v) for v in pair])
+            assert r.status_code == 400 and 'error="invalid_request"' in r.headers["www-authenticate"], (pair, r.text)
+            assert next(iter(r.json().values())) == "send one Authorization header, not 2"
+    assert secured.get("/model", headers={"authorization": good}).status_code == 200
+    assert secured.get("/live_check", headers=[("authorization", bad), ("authorization", bad)]).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def small_body(model_path):
+    """Tokens on and a 1,000-byte body limit: every error a V2 client can meet before its route runs."""
+    app = make_app(model_path, api_tokens=TOKEN, max_body_bytes=1_000)
+    with TestClient(app, headers={"authorization": f"Bearer {TOKEN}"}) as c:
+        assert app.state.serving.wait(60)
+        yield c
+
+
+def chunks():
+    yield b"x" * 2_000  # no Content-Length: counted as it arrives
+
+
+@pytest.mark.parametrize(
+    "method, path, kwargs, status",
+    [
+        ("POST", INFER, {"headers": {"authorization": "Bearer not-it"}}, 401),
+        ("POST", INFER, {"headers": {"authorization": ""}}, 401),
+        ("POST", INFER, {"headers": {"content-length": "5000000"}, "content": b"{}"}, 413),
+        ("POST", INFER, {"content": chunks()}, 413),
+        ("GET", INFER, {}, 405),
+        ("DELETE", "/v2", {}, 405),
+        ("GET", "/v2/models/heart-disease/explain", {}, 404),
+        ("GET", "/v2/nothing", {}, 404),
+        ("POST", INFER, {"headers": {"x-big": "h" * 70_000}}, 431),
+    ],
+    ids=["401-wrong", "401-none", "413-declared", "413-chunked", "405-infer", "405-v2", "404-model", "404-v2", "431"],
+)
+def test_every_v2_error_is_in_the_protocols_shape_whoever_answers(small_body, method, path, kwargs, status):
+    """Auth, the body limit and the router answered V2 clients {"detail"}, and the 413 spoke of
+    patients per batch: the error layer picks the shape by path, for every layer."""
+    r = small_body.request(method, path, **kwargs)
+    assert r.status_code == status and set(r.json()) == {"error"}, r.text
+    assert r.headers["content-type"] == "application/json"
+    if status == 413:
+        assert r.json()["error"] == "request body over the limit of 1,000 bytes; send at most 1,000 rows per request"
+    headers = {"content-type": "application/json", **kwargs.get("headers", {})}
+    v1 = small_body.post("/predict", content=chunks() if status == 413 else b"{}", headers=headers)
+    if status in (401, 413, 431):  # the same layer, v1's shape and words
+        assert v1.status_code == status and set(v1.json()) == {"detail"}, v1.text
+    if status == 413:
+        assert v1.json()["detail"].endswith("send at most 1,000 patients per batch")
+
+
 # -------------------------------------------------------------------- bounded error replies
 
 
@@ -149,6 +207,32 @@ def test_v2_error_replies_are_bounded_and_cut_what_they_quote(client, case):
     assert r.status_code == 400, r.text[:300]
     assert len(r.content) <= 2_000, (case, len(r.content))  # main: up to 3.5 MB
     assert "x" * 301 not in r.text and "y" * 301 not in r.text  # a quote is cut to 300 characters at most
+
+
+def test_the_v2_id_is_echoed_up_to_256_characters_and_refused_beyond(client):
+    """A 1 MB id came back whole in a 200 (1 MB answers for 1 MB requests, of any client's choosing)."""
+    assert client.post(INFER, content=infer_body(id="i" * 256)).json()["id"] == "i" * 256
+    r = client.post(INFER, content=infer_body(id="i" * 1_000_000))
+    assert r.status_code == 400 and r.json() == {"error": "id: at most 256 characters, got 1,000,000"}
+    assert client.post(INFER, content=infer_body(id="i" * 257)).json() == {
+        "error": "id: at most 256 characters, got 257"
+    }
+
+
+def test_a_value_cut_short_is_said_at_its_true_length(client):
+    """The value was cut (to 81 bytes, or a repr of 160 characters) before it was measured: "(81
+    characters)" for a 100 KB body, "(162 characters)" for a 100,000-character name."""
+    name = "x" * 100_000
+    r = client.post(INFER, content=infer_body([{"name": name, "shape": [1], "datatype": "FP64", "data": [1]}]))
+    assert "... (100,000 characters)" in r.json()["error"] and "162" not in r.json()["error"]
+    r = client.get("/v2/models/heart-disease/versions/" + "v" * 5_000)
+    assert r.status_code == 404 and "... (5,000 characters)" in r.json()["error"]
+    body = '{"age":50,"gender":1,"cp":"' + "z" * 100_000  # unterminated: pydantic quotes the raw bytes
+    r = client.post("/predict", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["detail"][0]["input"].endswith(f"... ({len(body):,} bytes)")
+    short = "y" * 90
+    r = client.post(INFER, content=infer_body([{"name": short, "shape": [1], "datatype": "FP64", "data": [1]}]))
+    assert "... (90 characters)" in r.json()["error"]
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,9 @@ Prometheus the token, or use METRICS_PORT, a separate listener kept off the Serv
 every other V2 route. Tokens are compared as SHA-256 digests with hmac.compare_digest,
 against every configured token, so neither a token's length nor its first differing byte
 shows in the time taken. A missing or wrong token gets a 401 with `WWW-Authenticate: Bearer`
-(RFC 6750).
+(RFC 6750); more than one Authorization header is a 400 (invalid_request), whatever their
+order: which one a server or a proxy reads is not agreed, so none is. Replies are in the
+route family's error shape (errors.error_body: {"error"} under /v2).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import hashlib
 import hmac
 from collections.abc import Iterable
 
-import orjson
+from .errors import error_body, error_json, route_path
 
 PROBES = ("/live_check", "/ready_check", "/v2/health/live", "/v2/health/ready")
 PAGES = ("/", "/docs", "/redoc", "/openapi.json")
@@ -30,9 +32,7 @@ REALM = b'Bearer realm="heart-disease-api"'
 
 def is_public(scope) -> bool:
     """The path as the router matches it (without a --root-path prefix) is on the public list."""
-    path, root = scope["path"], scope.get("root_path", "")
-    if root and path.startswith(root):
-        path = path[len(root) :]
+    path = route_path(scope)
     return path in PUBLIC or path.startswith(PUBLIC_PREFIXES)
 
 
@@ -40,18 +40,25 @@ def _digest(token: bytes) -> bytes:
     return hashlib.sha256(token).digest()
 
 
-def _reply(detail: str, challenge: bytes) -> tuple[list, bytes]:
-    body = orjson.dumps({"detail": detail})
+MISSING = "a valid bearer token is required: send Authorization: Bearer <token>"
+INVALID = "the bearer token is not valid"
+SEVERAL = "send one Authorization header, not {n}"
+INVALID_CHALLENGE = REALM + b', error="invalid_token"'
+SEVERAL_CHALLENGE = REALM + b', error="invalid_request"'
+
+
+def _refusal(scope, status: int, message: str, challenge: bytes) -> tuple[dict, dict]:
+    """The 401/400's two ASGI messages, its body in the path's error shape."""
+    body = error_json(error_body(scope, message))
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
         (b"www-authenticate", challenge),
     ]
-    return headers, body
-
-
-MISSING = _reply("a valid bearer token is required: send Authorization: Bearer <token>", REALM)
-INVALID = _reply("the bearer token is not valid", REALM + b', error="invalid_token"')
+    return {"type": "http.response.start", "status": status, "headers": headers}, {
+        "type": "http.response.body",
+        "body": body,
+    }
 
 
 class BearerAuth:
@@ -77,11 +84,16 @@ class BearerAuth:
         kind = scope["type"]
         if kind == "lifespan" or (kind == "http" and is_public(scope)):
             return await self.app(scope, receive, send)
-        header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
-        if self.authorised(header):
+        given = [v for k, v in scope["headers"] if k == b"authorization"]
+        if len(given) == 1 and self.authorised(given[0]):
             return await self.app(scope, receive, send)
         if kind != "http":  # a websocket (none is served): refused before it is accepted
             return await send({"type": "websocket.close", "code": 1008})
-        headers, body = INVALID if header is not None else MISSING
-        await send({"type": "http.response.start", "status": 401, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        if len(given) > 1:
+            start, body = _refusal(scope, 400, SEVERAL.format(n=len(given)), SEVERAL_CHALLENGE)
+        elif given:
+            start, body = _refusal(scope, 401, INVALID, INVALID_CHALLENGE)
+        else:
+            start, body = _refusal(scope, 401, MISSING, REALM)
+        await send(start)
+        await send(body)

@@ -41,14 +41,14 @@ def table_url(settings: Settings) -> str:
 
 
 def check_sqlite_file(url: str) -> str | None:
-    """Why a sqlite:/// URL's file cannot hold the table (None if it can): its directory made, the
-    file opened and the write lock taken and given back, as the writer will. Not a database file,
-    a directory, a read-only place: each said here, at start, not as lost rows later."""
+    """Why a sqlite:/// URL's file cannot hold the table (None if it can): the file opened and the
+    write lock taken and given back, as the writer will. A missing directory (never made: a
+    mistyped path is said, not created), not a database file, a directory, a read-only place:
+    each said here, at start, not as lost rows later."""
     if not url.startswith("sqlite:///"):
         return None
     path = Path(url.removeprefix("sqlite:///"))
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists():  # health data: its owner's only, as heart.inference_table creates it
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         with sqlite3.connect(path, timeout=5) as conn:
@@ -58,6 +58,12 @@ def check_sqlite_file(url: str) -> str | None:
             conn.execute("ROLLBACK")
         conn.close()
     except (sqlite3.Error, OSError) as e:
-        why = "a parent is not a directory" if isinstance(e, (FileExistsError, NotADirectoryError)) else str(e)
+        why = (
+            "a parent is not a directory"
+            if isinstance(e, (FileExistsError, NotADirectoryError))
+            else f"its directory {path.parent} does not exist"
+            if isinstance(e, FileNotFoundError)
+            else str(e)
+        )
         return f"{path}: cannot be written ({why})"
     return None

@@ -2,7 +2,9 @@
 
 One layer for every route family (v1, V2, the pages, the metrics port): each error reply is
 an ErrorResponse (or error_json's bytes), at most MAX_REPLY_BYTES whatever the input, with
-echoed names and values cut (cut()) and header values never echoed.
+echoed names and values cut (cut()) and header values never echoed. The shape is chosen here,
+by path, once (error_body): under /v2 the Open Inference Protocol's {"error": "..."}, whoever
+answers (a route, the router's 404/405, the body limit's 413, auth's 401); elsewhere {"detail"}.
 422: FastAPI's standard `detail` list, each item's msg worded by the schema's rule, bounded
 (the first MAX_ERRORS problems, `more_errors` counting the rest, echoed values cut: at most
 MAX_REPLY_BYTES whatever the input); 503: the model is not ready, with the reason; 500: a
@@ -35,6 +37,7 @@ MAX_ECHO_CHARS = 80  # an echoed input, key or message is cut to this many chara
 MAX_MSG_CHARS = 300  # a rule's message (some quote the input)
 MAX_REPLY_BYTES = 16_384  # no error reply is larger, whatever the input
 CLIENT_CLOSED = 499  # the common convention (nginx) for "the client went away"
+V2_PREFIX = "/v2"  # the Open Inference Protocol's routes: errors in its {"error": "..."} shape
 
 RESPONSES = {
     422: {
@@ -45,6 +48,28 @@ RESPONSES = {
     503: {"description": "the model is not loaded (yet), or was refused; the body says why"},
     500: {"description": "failure inside the model; the body carries the trace_id"},
 }
+
+
+def route_path(scope) -> str:
+    """The path as the router matches it: without a --root-path prefix."""
+    path, root = scope.get("path", ""), scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
+def is_v2(scope) -> bool:
+    """The request is the Open Inference Protocol's (/v2 or under it): its errors are {"error"}."""
+    path = route_path(scope)
+    return path == V2_PREFIX or path.startswith(V2_PREFIX + "/")
+
+
+def error_body(scope, message: Any, **extra: Any) -> dict:
+    """The one place an error's shape is chosen: V2's {"error": text} (extra folded into the
+    text: the protocol has no other field), else {"detail": message, **extra}."""
+    if not is_v2(scope):
+        return {"detail": message, **extra}
+    if not isinstance(message, str):  # a 422 list (no V2 route declares a body FastAPI validates)
+        message = "; ".join(f"{'.'.join(map(str, i.get('loc', ())))}: {i.get('msg', '')}" for i in message)
+    return {"error": "; ".join([message, *(f"{k} {v}" for k, v in extra.items())])}
 
 
 class PredictionFailed(Exception):
@@ -107,14 +132,14 @@ async def validation_error(request: Request, exc: RequestValidationError) -> Res
     while len(orjson.dumps(body, default=str)) > MAX_REPLY_BYTES and len(detail) > 1:  # the cuts make it rare
         body["more_errors"] = body.get("more_errors", 0) + 1
         detail.pop()
-    return ErrorResponse(body, status_code=422)
+    return ErrorResponse(error_body(request.scope, detail) if is_v2(request.scope) else body, status_code=422)
 
 
 async def http_error(request: Request, exc: HTTPException) -> Response:
     """404, 405, 413, 415...: Starlette's shape ({"detail"}), bounded; no body where none is allowed."""
     if exc.status_code in (204, 304):
         return Response(status_code=exc.status_code, headers=exc.headers)
-    return ErrorResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+    return ErrorResponse(error_body(request.scope, exc.detail), status_code=exc.status_code, headers=exc.headers)
 
 
 def _item(err: dict) -> dict:
@@ -147,7 +172,7 @@ async def client_disconnected(request: Request, exc: ClientDisconnect) -> Respon
 async def not_ready(request: Request, exc: NotReady) -> Response:
     state = request.app.state.serving
     return ErrorResponse(
-        {"detail": f"model not ready: {state.reason}", "status": state.status},
+        error_body(request.scope, f"model not ready: {state.reason}", status=state.status),
         status_code=503,
         headers={"Retry-After": "5"},
     )
@@ -155,7 +180,9 @@ async def not_ready(request: Request, exc: NotReady) -> Response:
 
 async def prediction_failed(request: Request, exc: PredictionFailed) -> Response:
     return ErrorResponse(
-        {"detail": "internal error while predicting; the trace_id finds it in the logs", "trace_id": exc.trace_id},
+        error_body(
+            request.scope, "internal error while predicting; the trace_id finds it in the logs", trace_id=exc.trace_id
+        ),
         status_code=500,
     )
 
@@ -165,13 +192,14 @@ async def unexpected(request: Request, exc: Exception) -> Response:
     log.error(
         "unhandled_error", exc_info=exc, extra={"trace_id": trace_id, "span_id": span_id, "path": request.url.path}
     )
-    return ErrorResponse({"detail": "internal server error", "trace_id": trace_id}, status_code=500)
+    return ErrorResponse(error_body(request.scope, "internal server error", trace_id=trace_id), status_code=500)
 
 
-def cut(value: Any, limit: int = MAX_ECHO_CHARS) -> Any:
-    """A string echoed from the input, cut to `limit` characters (its full length said)."""
+def cut(value: Any, limit: int = MAX_ECHO_CHARS, length: int | None = None, unit: str = "characters") -> Any:
+    """A string echoed from the input, cut to `limit` characters, its full length said: `length`
+    when `value` is only a prefix (or the repr of one) of what came in, which must be measured whole."""
     if isinstance(value, str) and len(value) > limit:
-        return f"{value[:limit]}... ({len(value):,} characters)"
+        return f"{value[:limit]}... ({len(value) if length is None else length:,} {unit})"
     return value
 
 
@@ -198,5 +226,5 @@ def _sanitize(value: Any, depth: int = 0) -> Any:
     if isinstance(value, (int, type(None), bool, float)):
         return value if not isinstance(value, int) or abs(value) < 2**63 else cut(repr_int(value))
     if isinstance(value, (bytes, bytearray)):
-        return cut(bytes(value[: MAX_ECHO_CHARS + 1]).decode("utf-8", "replace"))
+        return cut(bytes(value[: MAX_ECHO_CHARS + 1]).decode("utf-8", "replace"), length=len(value), unit="bytes")
     return cut(str(value))

@@ -11,7 +11,8 @@ requests: 2,000 threads, +50 MB). This server is one asyncio loop in one daemon 
 - errors are the API's bounded JSON (errors.error_json), never echoing a header.
 
 Prometheus' scrape (keep-alive, `Accept-Encoding: gzip`, OpenMetrics negotiation) is served
-as prometheus_client's own handler would.
+as prometheus_client's own handler would, except that Accept-Encoding's weights count
+(negotiation.accepts_gzip: `gzip;q=0` gets no gzip; prometheus_client's ignores q).
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ import socket
 import threading
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder, generate_latest, gzip_accepted
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder, generate_latest
 
 from .errors import error_json
+from .negotiation import accepts_gzip
 
 log = logging.getLogger(__name__)
 MAX_CONNECTIONS = 64  # Prometheus needs one or two; the rest is room for people and probes
@@ -198,7 +200,7 @@ class MetricsServer:
             encoder, content_type = generate_latest, CONTENT_TYPE_PLAIN_0_0_4
         body = encoder(self.registry)
         out = [(b"content-type", content_type.encode())]
-        if gzip_accepted(headers.get(b"accept-encoding", b"").decode("latin-1")):
+        if accepts_gzip(headers.get(b"accept-encoding", b"").decode("latin-1")):  # q=0 refuses (RFC 9110)
             body = gzip.compress(body)
             out.append((b"content-encoding", b"gzip"))
         return body, out

@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from .contract import MAX_BATCH
-from .errors import MAX_ERRORS, BoundedValidationError, ErrorResponse
+from .errors import MAX_ERRORS, BoundedValidationError, ErrorResponse, error_body, is_v2
 from .metrics import Metrics
 from .tracing import ServerSpans
 
@@ -77,15 +77,17 @@ class ObservabilityMiddleware:
 class BodyLimit:
     """A 413 in JSON, like every other error, for a body over the limit: FastAPI's own
     max_body_size answers plain text when Content-Length is over. A declared length is checked
-    once, before anything is read; only chunked bodies pay for counting."""
+    once, before anything is read; only chunked bodies pay for counting. The reply is in the
+    route family's shape and words (errors.error_body): V2 counts rows, v1 patients."""
 
     def __init__(self, app, max_bytes: int, max_header_bytes: int = 65_536):
         self.app = app
         self.max_bytes = max_bytes
         self.max_header_bytes = max_header_bytes
-        self.detail = (
-            f"request body over the limit of {max_bytes:,} bytes; send at most {MAX_BATCH:,} patients per batch"
-        )
+
+    def too_large(self, scope) -> str:
+        per = f"{MAX_BATCH:,} rows per request" if is_v2(scope) else f"{MAX_BATCH:,} patients per batch"
+        return f"request body over the limit of {self.max_bytes:,} bytes; send at most {per}"
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -97,12 +99,13 @@ class BodyLimit:
             if name == b"content-length" and value.isdigit() and len(value) <= 18:  # else: counted as it arrives
                 declared = int(value)
         if header_bytes > self.max_header_bytes:  # a second line: heart.serving.protocol stops them sooner
-            return await ErrorResponse(
-                {"detail": f"request headers over {self.max_header_bytes:,} bytes"}, status_code=431
-            )(scope, receive, send)
+            message = f"request headers over {self.max_header_bytes:,} bytes"
+            return await ErrorResponse(error_body(scope, message), status_code=431)(scope, receive, send)
         if declared is not None:
             if declared > self.max_bytes:
-                return await ErrorResponse({"detail": self.detail}, status_code=413)(scope, receive, send)
+                return await ErrorResponse(error_body(scope, self.too_large(scope)), status_code=413)(
+                    scope, receive, send
+                )
             return await self.app(scope, receive, send)
         received = 0
 
@@ -111,7 +114,7 @@ class BodyLimit:
             message = await receive()
             received += len(message.get("body", b""))
             if received > self.max_bytes:  # raised inside the route's body read: a JSON 413 response
-                raise HTTPException(status_code=413, detail=self.detail)
+                raise HTTPException(status_code=413, detail=self.too_large(scope))
             return message
 
         await self.app(scope, counted, send)

@@ -8,7 +8,6 @@ that ask for HTML: curl and every other JSON client keep getting the service's J
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from fastapi.staticfiles import StaticFiles
 
 from ..schema import FEATURES, TARGET, Feature
 from ..templates import templates
+from .negotiation import weights
 
 HERE = Path(__file__).resolve().parent.parent  # heart/: static/ lives there
 STATIC_DIR = HERE / "static"
@@ -84,27 +84,15 @@ def render_page() -> str:
     )
 
 
-QVALUE = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?")  # RFC 9110, 12.4.2: weight = q= qvalue, in [0, 1]
-
-
 def wants_html(accept: str | None) -> bool:
     """True when the Accept header prefers text/html to JSON (RFC 9110, 12.5.1).
 
     Each type's quality is that of the most specific range naming it (text/html over text/* over
-    */*); a q that is not a qvalue (q=2, q=inf, q=-1, q=abc) makes its range ignored. On a tie
-    JSON wins unless HTML is named: browsers name text/html; curl sends */* and API clients
-    application/json, and they keep getting JSON.
+    */*); a q that is not a qvalue (q=2, q=inf, q=-1, q=abc) makes its range ignored
+    (negotiation.weights). On a tie JSON wins unless HTML is named: browsers name text/html;
+    curl sends */* and API clients application/json, and they keep getting JSON.
     """
-    ranges: dict[str, float] = {}
-    for part in (accept or "").split(","):
-        media, *params = [p.strip() for p in part.split(";")]
-        q = 1.0
-        for p in params:
-            if p[:2].lower() == "q=":
-                q = float(p[2:]) if QVALUE.fullmatch(p[2:]) else -1.0
-        if q >= 0 and media:
-            media = media.lower()
-            ranges[media] = max(q, ranges.get(media, 0.0))
+    ranges = weights(accept)
 
     def quality(kind: str, subtype: str) -> float:
         for media in (f"{kind}/{subtype}", f"{kind}/*", "*/*"):

@@ -17,7 +17,7 @@ import sys
 import typing
 
 from .. import cli
-from ..artifact import ModelError
+from ..artifact import ModelError, check_model_file
 from .database import table_url
 from .settings import FLAGS, Settings, SettingsError, load_settings
 
@@ -88,8 +88,7 @@ def main(argv=None) -> int:
     from .metrics import multiprocess_metrics
 
     settings = parse_args(argv).settings
-    if not settings.model_path.is_file():
-        raise ModelError(f"{settings.model_path}: model file not found (run `make train` or `python train.py`)")
+    check_model_file(settings.model_path)  # missing, a directory or a device: exit 2 with one line
     startup_checks(settings)  # here, before any worker exists: no supervisor restarting them forever
     check_listen(settings.host, settings.port, "PORT (flag --port)")  # uvicorn's own launcher binds its --port
     setup_logging(settings.log_level)
@@ -242,9 +241,14 @@ def check_metrics_port(settings: Settings) -> None:
 
 
 def check_listen(host: str, port: int, setting_name: str) -> None:
-    """A port another process listens on: exit 2 with one line naming the setting."""
+    """A port another process listens on: exit 2 with one line naming the setting (HOST when
+    the host is no address of this machine's resolver: the port is not to blame)."""
     from .metrics_server import address_family
 
+    try:  # create_server re-raises a resolver error as a bind error on the port
+        socket.getaddrinfo(host, port, address_family(host), socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        fail(f"HOST (flag --host) {host!r}: not an address or a name that resolves ({e.strerror or e})")
     try:
         with socket.create_server((host, port), family=address_family(host)):
             pass

@@ -203,7 +203,7 @@ class Settings(BaseSettings):
         None,
         "API_TOKENS_FILE",
         "a readable file",
-        "a file of bearer tokens, one a line or comma-separated (a mounted Kubernetes Secret)",
+        "a file of bearer tokens, one a line or comma-separated (a mounted Kubernetes Secret); not with API_TOKENS",
         secure=True,
     )
     # Trust (docs/security.md): the pin comes from whoever deploys the model, never from the artifact.
@@ -281,9 +281,9 @@ class Settings(BaseSettings):
             if self.api_auth == "tokens":
                 raise SettingsError("API_AUTH is tokens but neither API_TOKENS nor API_TOKENS_FILE is set")
             return []
-        text = self.api_tokens or ""
-        if self.api_tokens_file is not None:
-            text += "," + read_secret_file(self.api_tokens_file, "API_TOKENS_FILE")
+        if self.api_tokens is not None and self.api_tokens_file is not None:  # which one counts? neither
+            raise SettingsError("API_TOKENS and API_TOKENS_FILE are both set: set one of API_TOKENS or API_TOKENS_FILE")
+        text = self.api_tokens or read_secret_file(self.api_tokens_file, "API_TOKENS_FILE")  # type: ignore[arg-type]
         tokens = [t.strip() for t in text.replace("\n", ",").split(",") if t.strip()]
         if not tokens:
             raise SettingsError("API_TOKENS / API_TOKENS_FILE is set but holds no token")
@@ -351,9 +351,12 @@ def read_secret_file(path: Path, setting_name: str, errors: str = "strict") -> s
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as e:
         raise SettingsError(f"{setting_name} {path}: cannot be read ({e.strerror})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):  # before fdopen, which refuses a directory in its own words ("[Errno 21]... 3")
+        os.close(fd)
+        kind = "a directory, not a regular file" if stat.S_ISDIR(mode) else "not a regular file"
+        raise SettingsError(f"{setting_name} {path}: {kind}")
     with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise SettingsError(f"{setting_name} {path}: not a regular file")
         try:
             raw = fh.read(MAX_SECRET_FILE_BYTES + 1)
         except OSError as e:

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..schema import BY_NAME, FEATURE_NAMES, FEATURES
 from .contract import MAX_BATCH
-from .errors import cut, repr_int
+from .errors import MAX_ECHO_CHARS, cut, repr_int
 
 MATRIX_INPUT = "input"  # the [N, 13] alternative to one tensor per feature
 WIDTH = len(FEATURE_NAMES)
@@ -43,8 +43,8 @@ def quote(value: Any) -> str:
         return repr(value)
     if isinstance(value, int):
         return repr_int(value)
-    if isinstance(value, str):
-        return cut(repr(value[: 2 * 80]))
+    if isinstance(value, str):  # the repr of a prefix only (never of 1 MB), the length of the whole
+        return cut(repr(value[: 2 * MAX_ECHO_CHARS]), length=len(value))
     if isinstance(value, list):
         return f"a list of {len(value):,}"
     if isinstance(value, dict):

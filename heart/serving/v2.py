@@ -40,6 +40,7 @@ MODEL_NAME = "heart-disease"
 HEADER_LENGTH = "inference-header-content-length"  # binary tensor data extension
 OUTPUTS = {"predicted_class": "INT64", "probability": "FP64", "label": "BYTES", "prediction_id": "BYTES"}
 MAX_ERRORS = 5  # rule errors quoted in one {"error"} string
+MAX_ID_CHARS = 256  # the request's `id`, echoed in the answer: a correlation id, not a payload
 
 _patients = TypeAdapter(list[Patient])  # type: ignore[valid-type]
 router = APIRouter(tags=["Open Inference Protocol (V2)"])
@@ -68,7 +69,7 @@ class InferRequest(BaseModel):
     """$inference_request of the protocol (unknown keys are ignored, as the spec allows)."""
 
     model_config = ConfigDict(extra="ignore")
-    id: str | None = None
+    id: str | None = Field(None, max_length=MAX_ID_CHARS, description="echoed in the answer")
     parameters: dict[str, Any] | None = None
     inputs: list[InferTensor] = Field(min_length=1)
     outputs: list[RequestedOutput] | None = None
@@ -277,6 +278,8 @@ def _parse(body: bytes, length: str | None) -> tuple[InferRequest, list]:
         req = InferRequest.model_validate_json(header)
     except ValidationError as e:
         err = e.errors(include_url=False)[0]
+        if err["loc"] == ("id",) and err["type"] == "string_too_long":  # never echoed: it may be 1 MB
+            raise V2Error(f"id: at most {MAX_ID_CHARS} characters, got {len(err['input']):,}") from None
         where = ".".join(str(p) for p in err["loc"])
         raise V2Error(cut(f"malformed inference request: {where + ': ' if where else ''}{err['msg']}", 300)) from None
     _check_parameters(req)
