@@ -65,10 +65,11 @@ def broken_links(path: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def generate_from(tmp_path_factory):
-    """bench.docgen on the model `python train.py` writes, made by train.py's own main without its CV
-    (the same seeds give the same Pipeline and model_version in 2 s; the smoke stage checks these
-    passages again with the real train.py's model). Not the session's model: under pytest-xdist that
-    one comes through a joblib round trip, whose pickle (and so model_version) differs."""
+    """bench.docgen on the model `python train.py --no-cv` writes in a process of its own (the same
+    seeds give the same Pipeline and model_version in seconds; the smoke stage checks these passages
+    again with the real train.py's model). Not the session's model, nor one trained in this process:
+    model_version hashes the Pipeline's pickle, whose bytes depend on what the process ran before
+    (a full suite run once gave another version, in a pytest-xdist worker that had run other tests)."""
     docgen.use(docgen.trained_model(tmp_path_factory.mktemp("docgen")))
     yield
     docgen.use(None)
