@@ -34,6 +34,8 @@ from heart.data import load_dataset
 from heart.samples import MODES, sample, to_records
 from heart.serving.contract import MAX_BATCH
 
+MAX_PATIENTS = 100_000  # all held in memory until the one report is written: ~0.9 GB RSS at this (docs/clients.md)
+
 
 def api_url(value: str) -> str:
     why = check_url(value)
@@ -50,8 +52,15 @@ def parse_args(argv):
         default=os.environ.get("API_URL", DEFAULT_URL),
         help="the API's /predict URL (environment: API_URL); --batch derives /predict/batch from it",
     )
-    p.add_argument("-n", "--n", type=cli.integer(1), default=100, help="number of random patients")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random patients")
+    p.add_argument(
+        "-n",
+        "--n",
+        type=cli.integer(1, MAX_PATIENTS),
+        default=100,
+        help=f"number of random patients, at most {MAX_PATIENTS:,} (held in memory; for more, run again with "
+        "another --seed)",
+    )
+    p.add_argument("--seed", type=cli.seed, default=0, help=f"seed of the random patients (0 to {cli.SEED_MAX})")
     p.add_argument(
         "--sampling",
         choices=MODES,
@@ -77,7 +86,10 @@ def parse_args(argv):
         "--batch-size", type=cli.integer(1, MAX_BATCH), default=MAX_BATCH, help="rows per /predict/batch request"
     )
     p.add_argument(
-        "--out", default="batch_prediction_results.json", help="JSON report: summary and per-patient records"
+        "--out",
+        type=cli.output_file,
+        default="batch_prediction_results.json",
+        help="JSON report: summary and per-patient records (a new file, or a regular file to replace)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)

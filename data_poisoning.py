@@ -33,14 +33,18 @@ def parse_args(argv):
         help="share of training labels flipped in the main attack",
     )
     p.add_argument("--seeds", type=cli.integer(1), default=3, help="attack seeds per flip rate (seed, seed+1, ...)")
-    p.add_argument("--seed", type=int, default=0, help="first attack seed")
+    p.add_argument("--seed", type=cli.seed, default=0, help=f"first attack seed (the last is at most {cli.SEED_MAX})")
     p.add_argument(
         "--step", type=cli.number(0, 0.5, low_open=True), default=0.1, help="flip-rate step of the sweep from 0 to 0.5"
     )
     p.add_argument("--defense", default="drop", choices=("drop", "relabel"), help="what to do with suspicious labels")
-    p.add_argument("--jobs", type=int, default=2, help="parallel fits")
+    cli.add_jobs_arg(p, "parallel fits")
     cli.add_quiet_arg(p)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.seed + args.seeds - 1 > cli.SEED_MAX:
+        p.error(f"argument --seed: the last attack seed (--seed + --seeds - 1) must be at most {cli.SEED_MAX}")
+    cli.check_report_files(p, args, "poisoning.json", "poisoning.png")
+    return args
 
 
 def main(argv=None) -> int:

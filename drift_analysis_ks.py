@@ -42,7 +42,9 @@ def parse_args(argv):
         help="random patients: uniform over the schema's typical ranges (drifts by design), or "
         "drawn from the training marginals",
     )
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed for the random patients")
+    p.add_argument(
+        "--seed", type=cli.seed, default=DEFAULT_SEED, help=f"seed for the random patients (0 to {cli.SEED_MAX})"
+    )
     p.add_argument(
         "--alpha",
         type=cli.number(0, 1, low_open=True),
@@ -61,9 +63,11 @@ def parse_args(argv):
         default=drift.SHARE_THRESHOLD,
         help="data-set drift when at least this share of features drifted",
     )
-    p.add_argument("--out-dir", default="reports", help="where drift.json and drift.png go")
+    p.add_argument("--out-dir", type=cli.output_dir, default="reports", help="where drift.json and drift.png go")
     p.add_argument("--fail-on-drift", action="store_true", help="exit 1 when the data set drifted (for CI / cron)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    cli.check_report_files(p, args, "drift.json", "drift.png")
+    return args
 
 
 def read_current(args, reference: Dataset) -> tuple[pd.DataFrame, dict]:

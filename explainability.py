@@ -23,7 +23,9 @@ def parse_args(argv):
         "default: the first false negative, else the first explained row",
     )
     p.add_argument("--top", type=cli.integer(1), default=3, help="features named in each plain-English summary")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    cli.check_report_files(p, args, "explainability.json", "shap_bar.png", "shap_beeswarm.png", "shap_waterfall.png")
+    return args
 
 
 def main(argv=None) -> int:

@@ -32,11 +32,16 @@ def parse_args(argv):
         "--bootstrap", type=cli.integer(10), default=fairness.N_BOOT, help="bootstrap resamples for the 95%% intervals"
     )
     p.add_argument(
-        "--seed", type=int, default=DEFAULT_SEED, help="seed for CV folds, bootstrap and randomised thresholds"
+        "--seed",
+        type=cli.seed,
+        default=DEFAULT_SEED,
+        help=f"seed for CV folds, bootstrap and randomised thresholds (0 to {cli.SEED_MAX})",
     )
-    p.add_argument("--jobs", type=int, default=2, help="parallel CV fits")
+    cli.add_jobs_arg(p, "parallel CV fits")
     cli.add_quiet_arg(p)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    cli.check_report_files(p, args, f"fairness_{args.sensitive}.json", f"fairness_{args.sensitive}.png")
+    return args
 
 
 def main(argv=None) -> int:

@@ -76,12 +76,15 @@ def parse_args(argv):
         "--min-rows", type=cli.integer(1), default=performance.MIN_ROWS, help="rows a window needs to be judged"
     )
     p.add_argument("--bootstrap", type=cli.integer(100), default=performance.N_BOOT, help="resamples and label draws")
-    p.add_argument("--seed", type=int, default=0, help="seed of the resampling")
-    p.add_argument("--out-dir", default="reports", help="where performance.json and performance.png go")
+    p.add_argument("--seed", type=cli.seed, default=0, help=f"seed of the resampling (0 to {cli.SEED_MAX})")
+    p.add_argument(
+        "--out-dir", type=cli.output_dir, default="reports", help="where performance.json and performance.png go"
+    )
     p.add_argument("--fail-on-degradation", action="store_true", help="exit 1 when a window is below a minimum")
     args = p.parse_args(argv)
     if args.log and args.table:
         p.error("--table and --log are two sources of predictions: give one")
+    cli.check_report_files(p, args, "performance.json", "performance.png")
     return args
 
 
@@ -134,8 +137,14 @@ def read_card(path: str) -> dict:
         ) from None
     except (ValueError, IsADirectoryError) as e:
         raise DataError(path, f"not a JSON model card ({e})") from None
-    if not isinstance(card, dict) or not 0 < threshold_of(card) < 1:
-        raise DataError(path, "not a model card with a threshold between 0 and 1")
+    if not isinstance(card, dict):
+        raise DataError(path, "not a model card: expected a JSON object (train.py writes one)")
+    missing = [key for key in ("model_version", "threshold") if key not in card]
+    if missing:
+        raise DataError(path, f"not a model card: no {' and no '.join(missing)} (train.py writes both)")
+    threshold = card["threshold"]
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
+        raise DataError(path, f"'threshold' must be a number between 0 and 1, got {threshold!r}")
     return card
 
 

@@ -46,8 +46,18 @@ def max_features(value: str):
 def parse_args(argv):
     p = cli.parser(__doc__)
     p.add_argument("--data", default="data/data.csv", help="training CSV (see readme.md, 'Data card')")
-    p.add_argument("--out", default="model.zip", help="model path; the card goes beside it as <name>.card.json")
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed for the split, the CV folds and the forest")
+    p.add_argument(
+        "--out",
+        type=cli.output_file,
+        default="model.zip",
+        help="model path; the card goes beside it as <name>.card.json",
+    )
+    p.add_argument(
+        "--seed",
+        type=cli.seed,
+        default=DEFAULT_SEED,
+        help=f"seed for the split, the CV folds and the forest (0 to {cli.SEED_MAX})",
+    )
     p.add_argument("--test-size", type=cli.number(0.05, 0.5), default=DEFAULT_TEST_SIZE, help="held-out fraction")
     p.add_argument(
         "--n-estimators", type=cli.integer(1), default=FOREST_DEFAULTS["n_estimators"], help="trees in the forest"
@@ -76,7 +86,7 @@ def parse_args(argv):
     p.add_argument(
         "--no-cv", action="store_true", help="skip cross-validation (faster; the card then has test metrics only)"
     )
-    p.add_argument("--jobs", type=int, default=2, help="parallel CV fits")
+    cli.add_jobs_arg(p, "parallel CV fits")
     cli.add_quiet_arg(p)
     cli.add_label_args(p)
     p.add_argument(
@@ -85,7 +95,9 @@ def parse_args(argv):
         default=MAX_DATA_BYTES / 1e6,
         help="refuse a data file larger than this (it is read whole)",
     )
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    cli.check_outputs(p, "--out", [card_path_for(args.out)])
+    return args
 
 
 def main(argv=None) -> int:

@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import re
+import stat
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -88,8 +89,15 @@ def parse_sha256(text: str, where: str) -> str:
 
 
 def atomic_write(path: str | Path, blob: bytes) -> None:
-    """Readers see the old file or the new one, never half of one."""
-    path = Path(path)
+    """Readers see the old file or the new one, never half of one. A symlink stays and its target is
+    replaced; a directory, device or FIFO (behind a symlink or not) is refused, never replaced by a file."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        raise FileExistsError(f"{path} exists and is not a regular file: not replaced")
+    path = Path(os.path.realpath(path))
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:

@@ -273,15 +273,16 @@ def parse_column(feature: Feature, text: pd.Series, lines: np.ndarray) -> tuple[
     return values, problems, n_sentinel
 
 
-def parse_target(text: pd.Series, lines: np.ndarray) -> tuple[np.ndarray, list[Problem]]:
+def parse_target(text: pd.Series, lines: np.ndarray, column: str = TARGET.name) -> tuple[np.ndarray, list[Problem]]:
     """Labels as text (yes/no, 1/0, any case) -> 0/1 codes (-1 where invalid) and the problems,
-    by line: the training data's rule, also for labels that come back later (feedback, files)."""
+    by line and `column` (the file's name for it): the training data's rule, also for labels that
+    come back later (feedback, files)."""
     clean = text.str.strip()
     codes = clean.str.lower().map(TARGET.text_codes)
     problems = [
         Problem(
             int(lines[i]),
-            TARGET.name,
+            column,
             f"'{clean.iloc[i]}' is not a known label: must be yes/no or 1/0"
             if clean.iloc[i]
             else "blank label: every training row needs yes/no or 1/0",

@@ -183,3 +183,65 @@ def test_explainability_patient_outside_the_explained_rows(model_path, tmp_path)
     proc = run("explainability.py", "--model", model_path, "--patient", 0, "--out-dir", tmp_path / "out")
     assert_one_line_error(proc, "--patient 0 is not among the explained rows")
     assert not (tmp_path / "out").exists()
+
+
+def assert_usage_error(proc, message):
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.splitlines()[-1].endswith(f"error: {message}"), proc.stderr
+
+
+SCRIPTS = ["fairness_check.py", "explainability.py", "drift_analysis_ks.py", "data_poisoning.py"]
+REPORT = {
+    "fairness_check.py": "fairness_gender.json",
+    "explainability.py": "shap_waterfall.png",
+    "drift_analysis_ks.py": "drift.png",
+    "data_poisoning.py": "poisoning.json",
+}
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_an_out_dir_that_cannot_hold_the_reports_is_refused_before_any_work(script, tmp_path):
+    assert_usage_error(
+        run(script, "--out-dir", DATA),
+        f"argument --out-dir: {DATA} is a regular file, not a directory",
+    )
+    assert_usage_error(
+        run(script, "--out-dir", DATA / "reports"),
+        f"argument --out-dir: cannot create {DATA / 'reports'}: {DATA} is a regular file, not a directory",
+    )
+    report = tmp_path / "out" / REPORT[script]
+    report.mkdir(parents=True)
+    assert_usage_error(
+        run(script, "--out-dir", tmp_path / "out"),
+        f"argument --out-dir: {report} is a directory, not a regular file: give a new path or a regular file to replace",
+    )
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [REPORT[script]]
+
+
+@pytest.mark.parametrize(
+    "script, args, message",
+    [
+        (script, ["--seed", "-1"], "argument --seed: must be between 0 and 4294967295, got -1")
+        for script in ("fairness_check.py", "drift_analysis_ks.py", "data_poisoning.py")
+    ]
+    + [
+        (script, ["--jobs", jobs], f"argument --jobs: must be -1 (one per core) or between 1 and 256, got {jobs}")
+        for script in ("fairness_check.py", "data_poisoning.py")
+        for jobs in ("0", "-3")
+    ]
+    + [
+        (
+            "data_poisoning.py",
+            ["--seed", str(2**32 - 2), "--seeds", "3"],
+            "argument --seed: the last attack seed (--seed + --seeds - 1) must be at most 4294967295",
+        )
+    ],
+)
+def test_seeds_and_jobs_out_of_range_are_usage_errors(script, args, message, tmp_path):
+    assert_usage_error(run(script, *args, "--out-dir", tmp_path / "out"), message)
+    assert not (tmp_path / "out").exists()
+
+
+def test_jobs_minus_one_means_every_core_and_says_so():
+    proc = run("data_poisoning.py", "--help")
+    assert "--jobs JOBS" in proc.stdout and "-1 for one per core" in " ".join(proc.stdout.split())

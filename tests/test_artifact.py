@@ -608,6 +608,24 @@ def test_atomic_write_stages_the_file_in_the_destination_directory(tmp_path, mon
     assert list(elsewhere.iterdir()) == []
 
 
+def test_atomic_write_replaces_a_symlinks_target_and_never_a_directory_or_device(tmp_path):
+    target = tmp_path / "real" / "r.json"
+    target.parent.mkdir()
+    target.write_bytes(b"old")
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    artifact.atomic_write(link, b"new")
+    assert link.is_symlink() and target.read_bytes() == b"new"
+    device = tmp_path / "device"
+    device.symlink_to("/dev/null")
+    (tmp_path / "dir").mkdir()
+    for path in (tmp_path / "dir", device, Path("/dev/null")):
+        with pytest.raises(FileExistsError, match=f"^{path} exists and is not a regular file: not replaced$"):
+            artifact.atomic_write(path, b"x")
+    assert device.is_symlink() and Path("/dev/null").is_char_device() and (tmp_path / "dir").is_dir()
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["device", "dir", "link.json", "r.json", "real"]
+
+
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600), (0o002, 0o664)])
 def test_atomic_write_gives_the_file_the_permissions_of_an_ordinary_file(tmp_path, umask, mode):
     """0o666 less the umask, as open() would give (mkstemp alone gives 0o600); the umask is left as it was."""

@@ -232,6 +232,9 @@ def test_an_api_that_requires_a_token_gets_api_token_and_refuses_without(tmp_pat
     "args",
     [
         ["-n", "0"],
+        ["-n", "100001"],
+        ["--seed", "-1"],
+        ["--seed", str(2**32)],
         ["--concurrency", "0"],
         ["--batch-size", "1001"],
         ["--retries", "-1"],
@@ -249,6 +252,36 @@ def test_bad_flags_are_usage_errors(args, capsys):
     assert exit_.value.code == 2 and "error: argument" in capsys.readouterr().err
 
 
+def test_an_out_that_is_not_a_regular_file_is_refused_before_any_request(tmp_path):
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "device.json").symlink_to("/dev/null")
+    with StubAPI() as stub:
+        for out, what in (
+            (tmp_path, "is a directory"),
+            (tmp_path / "fifo", "is a FIFO (named pipe)"),
+            (tmp_path / "device.json", "(a symlink to /dev/null) is a character device"),
+        ):
+            proc = batch_predict("-n", 5, "--url", stub.url + "/predict", "--out", out)
+            assert proc.returncode == 2 and "Traceback" not in proc.stderr
+            assert proc.stderr.splitlines()[-1] == (
+                f"batch_predict.py: error: argument --out: {out} {what}, not a regular file: "
+                "give a new path or a regular file to replace"
+            )
+        assert stub.requests == []
+    assert (tmp_path / "device.json").is_symlink() and (tmp_path / "fifo").is_fifo()
+
+
+def test_an_out_symlink_to_a_file_is_written_through_and_kept(tmp_path):
+    target = tmp_path / "reports" / "r.json"
+    target.parent.mkdir()
+    target.write_text("old")
+    (tmp_path / "link.json").symlink_to(target)
+    with StubAPI() as stub:
+        proc = batch_predict("-n", 5, "--url", stub.url + "/predict", "--out", tmp_path / "link.json")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "link.json").is_symlink() and len(json.loads(target.read_text())["records"]) == 5
+
+
 def test_help_explains_every_option():
     proc = subprocess.run([sys.executable, str(ROOT / "batch_predict.py"), "--help"], capture_output=True, text=True)
     for flag in (
@@ -264,6 +297,7 @@ def test_help_explains_every_option():
         "--out",
     ):
         assert flag in proc.stdout
+    assert "at most 100,000" in proc.stdout  # -n's limit, and why
 
 
 # --- against the real API process ---------------------------------------------------------------

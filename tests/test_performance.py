@@ -385,7 +385,7 @@ def test_labels_in_every_spelling_the_loader_accepts(tmp_path):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("prediction_id,label\n{a},maybe\n", "line 2, column 'target': 'maybe' is not a known label"),
+        ("prediction_id,label\n{a},maybe\n", "line 2, column 'label': 'maybe' is not a known label"),
         ("prediction_id,label\n{a},\n", "line 2, column 'label': no label"),
         ("prediction_id,label\n{a},1\nxyz,0\n", "line 3, column 'prediction_id': 'xyz' is not 32"),
         (
@@ -395,7 +395,7 @@ def test_labels_in_every_spelling_the_loader_accepts(tmp_path):
         ("id,label\n{a},1\n", "line 1, column 'prediction_id': required column is missing"),
         ("prediction_id\n{a}\n", "line 1, column 'label': required column is missing"),
         ("prediction_id,label\n", "no labels"),
-        ('{{"prediction_id": "{a}", "label": true}}\n', "line 1, column 'target': 'true' is not a known label"),
+        ('{{"prediction_id": "{a}", "label": true}}\n', "line 1, column 'label': 'true' is not a known label"),
         ('{{"prediction_id": "{a}", "label": 1}}\n[1]\n', "line 2: must be a JSON object"),
         ('{{"prediction_id": "{a}"}}\n', "line 1, column 'label': no label"),
     ],
@@ -500,6 +500,8 @@ def test_fail_on_degradation_exits_1_only_when_a_minimum_is_broken(served):
         (["--window", "daily"], "argument --window: window 'daily' is not a duration"),
         (["--minimum", "realized.brier=0.2"], "argument --minimum: 'realized.brier=0.2' is not KIND.METRIC=VALUE"),
         (["--bootstrap", "10"], "argument --bootstrap: must be at least 100"),
+        (["--seed", "-1"], "argument --seed: must be between 0 and 4294967295, got -1"),
+        (["--out-dir", "data/data.csv"], "argument --out-dir: data/data.csv is a regular file, not a directory"),
     ],
 )
 def test_bad_flags_are_usage_errors(served, argv, message):
@@ -516,7 +518,10 @@ def test_bad_input_is_one_line_naming_file_line_and_field(served, tmp_path, monk
     bad_labels.write_text("prediction_id,label\n" + "d" * 32 + ",perhaps\n")
     cases = [
         (["--log", str(broken)], f"error: {broken}: line 401, column 'probability': -1 is not a number"),
-        (["--log", str(s["log"]), "--labels", str(bad_labels)], f"error: {bad_labels}: line 2, column 'target'"),
+        (
+            ["--log", str(s["log"]), "--labels", str(bad_labels)],
+            f"error: {bad_labels}: line 2, column 'label': 'perhaps'",
+        ),
         (
             [],
             f"error: {s['card'].parent / 'inference.db'}: file not found: the server writes the inference table there",
@@ -528,15 +533,59 @@ def test_bad_input_is_one_line_naming_file_line_and_field(served, tmp_path, monk
         assert code == 2 and err.startswith(message) and err.count("\n") == 1, err
     code, _, err = run_script("--log", str(s["log"]), "--card", str(tmp_path / "none.json"))
     assert code == 2 and "none.json: file not found: the decision threshold is the model card's" in err
-    (tmp_path / "card.json").write_text("{}")
+    card = json.loads(s["card"].read_text())
+    (tmp_path / "card.json").write_text(json.dumps({**card, "model_version": "other"}))
     s["out"].mkdir()
     (s["out"] / "drift.json").write_text("{broken")  # another analysis' report: the page is left alone
     code, out, err = run_script(
         "--log", str(s["log"]), "--card", str(tmp_path / "card.json"), "--bootstrap", "100", "--out-dir", str(s["out"])
     )
-    assert code == 0 and "card.json is model None: is it the model that served these?" in err
+    assert code == 0 and "card.json is model other: is it the model that served these?" in err
     assert f"note: {s['out'] / 'index.html'} not updated: {s['out'] / 'drift.json'}: not valid JSON" in err
     assert (s["out"] / "performance.json").exists() and not (s["out"] / "index.html").exists()
+
+
+@pytest.mark.parametrize(
+    "card, rule",
+    [
+        ({}, "not a model card: no model_version and no threshold (train.py writes both)"),
+        ({"model_version": "m"}, "not a model card: no threshold (train.py writes both)"),
+        ({"threshold": 0.5}, "not a model card: no model_version (train.py writes both)"),
+        ({"model_version": "m", "threshold": "x"}, "'threshold' must be a number between 0 and 1, got 'x'"),
+        ({"model_version": "m", "threshold": True}, "'threshold' must be a number between 0 and 1, got True"),
+        ({"model_version": "m", "threshold": 5}, "'threshold' must be a number between 0 and 1, got 5"),
+        ([0.5], "not a model card: expected a JSON object (train.py writes one)"),
+    ],
+)
+def test_a_card_without_a_version_or_a_threshold_is_refused(served, tmp_path, card, rule):
+    path = tmp_path / "card.json"
+    path.write_text(json.dumps(card))
+    code, out, err = run_script("--log", str(served["log"]), "--card", str(path), "--out-dir", str(served["out"]))
+    assert (code, out, err) == (2, "", f"error: {path}: {rule}\n")
+    assert not served["out"].exists()
+
+
+def test_a_directory_given_as_the_table_is_named_so(served, tmp_path):
+    code, _, err = run_script("--table", str(tmp_path), "--card", str(served["card"]), "--out-dir", str(served["out"]))
+    assert (code, err) == (
+        2,
+        f"error: {tmp_path}: is a directory, not a SQLite file: give the inference table's file\n",
+    )
+
+
+def test_a_report_path_that_is_a_directory_is_refused_before_reading(served):
+    (served["out"] / "performance.png").mkdir(parents=True)
+    code, out, err = run_script(
+        "--log", str(served["log"]), "--card", str(served["card"]), "--out-dir", str(served["out"])
+    )
+    assert (
+        code == 2
+        and out == ""
+        and err.splitlines()[-1].endswith(
+            f"error: argument --out-dir: {served['out'] / 'performance.png'} is a directory, not a regular file: "
+            "give a new path or a regular file to replace"
+        )
+    )
 
 
 # ------------------------------------------------------------------------------ the live view

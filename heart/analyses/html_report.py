@@ -20,6 +20,7 @@ from jinja2 import UndefinedError
 from markupsafe import Markup
 
 from ..artifact import atomic_write
+from ..cli import output_file
 from ..templates import templates
 from .report import ReportError, mean_sd, num, read_json
 from .sections import BY_KEY, SECTIONS, Section
@@ -102,7 +103,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=list(BY_KEY),
         help="write only this section (repeatable); default: every section",
     )
-    p.add_argument("--out", help="output file (default <reports>/index.html, or <reports>/<section>.html)")
+    p.add_argument(
+        "--out", type=output_file, help="output file (default <reports>/index.html, or <reports>/<section>.html)"
+    )
     return p.parse_args(argv)
 
 

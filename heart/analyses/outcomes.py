@@ -208,7 +208,7 @@ def read_labels(path: str | Path) -> Labels:
     lines = np.array([n for n, _, _ in rows])
     blank = texts.str.strip().str.lower().isin(MISSING_TOKENS).to_numpy()
     problems += [Problem(int(n), "label", "no label: give yes/no or 1/0, or leave the row out") for n in lines[blank]]
-    codes, bad = parse_target(texts.where(~blank, "0"), lines)
+    codes, bad = parse_target(texts.where(~blank, "0"), lines, "label")
     problems += bad
     if problems:
         raise DataError(source, sorted(problems, key=lambda p: p.line))
@@ -268,8 +268,12 @@ def _table(url: str):
     except ValueError as e:
         raise DataError("--table", f"the database URL {e}") from None
     if source.startswith("sqlite:///") and not Path(source.removeprefix("sqlite:///")).is_file():
+        path = Path(source.removeprefix("sqlite:///"))
         raise DataError(
-            source.removeprefix("sqlite:///"), "file not found: the server writes the inference table there"
+            str(path),
+            "is a directory, not a SQLite file: give the inference table's file"
+            if path.is_dir()
+            else "file not found: the server writes the inference table there",
         )
     engine = inference_table.engine_for(url)
     try:
