@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from heart.artifact import atomic_write
+from heart.files import atomic_write
 
 
 def replace_block(path: str | Path, name: str, text: str) -> None:

@@ -28,10 +28,7 @@ import hashlib
 import io
 import json
 import logging
-import os
 import re
-import stat
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,32 +83,6 @@ def parse_sha256(text: str, where: str) -> str:
             f"{where} must be a sha256 (64 hex digits, as `sha256sum {DEFAULT_MODEL}` prints), got {text.strip()[:80]!r}"
         )
     return digest
-
-
-def atomic_write(path: str | Path, blob: bytes) -> None:
-    """Readers see the old file or the new one, never half of one. A symlink stays and its target is
-    replaced; a directory, device or FIFO (behind a symlink or not) is refused, never replaced by a file."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        mode = None
-    if mode is not None and not stat.S_ISREG(mode):
-        raise FileExistsError(f"{path} exists and is not a regular file: not replaced")
-    path = Path(os.path.realpath(path))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(blob)
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file ordinary permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def described(card: dict, path: Path, blob: bytes) -> dict:

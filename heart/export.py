@@ -31,13 +31,13 @@ from .artifact import (
     TRAILER_LEN,
     TRAILER_MAGIC,
     ModelError,
-    atomic_write,
     card_path_for,
     described,
     sha256_bytes,
 )
 from .decision import threshold_of
 from .fast import PARITY_TOLERANCE, OnnxPredictor, SklearnPredictor, check_parity
+from .files import atomic_write
 from .schema import FEATURE_NAMES, FEATURES
 
 if TYPE_CHECKING:

@@ -17,7 +17,7 @@ import joblib
 import numpy as np
 import pytest
 
-from heart import artifact, export
+from heart import artifact, export, files
 from heart.artifact import ModelError, card_path_for, load_model, load_pipeline, read_artifact, sha256_file
 from heart.cli import check_training_data
 from heart.data import load_dataset
@@ -526,7 +526,7 @@ def test_failed_write_leaves_the_previous_model_intact(small_model, monkeypatch)
     def broken_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(artifact.os, "replace", broken_replace)
+    monkeypatch.setattr(files.os, "replace", broken_replace)
     with pytest.raises(OSError, match="^disk full$"):
         export.write_artifact(
             small_model, {**CARD, "note": "new"}, {k: v for k, v in members().items() if k != "card.json"}
@@ -598,8 +598,8 @@ def test_atomic_write_stages_the_file_in_the_destination_directory(tmp_path, mon
         staged.append((src.parent, src.name, src.read_bytes(), Path(dst)))
         real_replace(src, dst)
 
-    monkeypatch.setattr(artifact.os, "replace", watching_replace)
-    artifact.atomic_write(dest_dir / "model.zip", b"new bytes")
+    monkeypatch.setattr(files.os, "replace", watching_replace)
+    files.atomic_write(dest_dir / "model.zip", b"new bytes")
     [(parent, name, blob, dst)] = staged
     assert parent == dest_dir and dst == dest_dir / "model.zip"
     assert name.startswith(".model.zip.") and name.endswith(".tmp"), name  # hidden, named after the target
@@ -614,14 +614,14 @@ def test_atomic_write_replaces_a_symlinks_target_and_never_a_directory_or_device
     target.write_bytes(b"old")
     link = tmp_path / "link.json"
     link.symlink_to(target)
-    artifact.atomic_write(link, b"new")
+    files.atomic_write(link, b"new")
     assert link.is_symlink() and target.read_bytes() == b"new"
     device = tmp_path / "device"
     device.symlink_to("/dev/null")
     (tmp_path / "dir").mkdir()
     for path in (tmp_path / "dir", device, Path("/dev/null")):
         with pytest.raises(FileExistsError, match=f"^{path} exists and is not a regular file: not replaced$"):
-            artifact.atomic_write(path, b"x")
+            files.atomic_write(path, b"x")
     assert device.is_symlink() and Path("/dev/null").is_char_device() and (tmp_path / "dir").is_dir()
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["device", "dir", "link.json", "r.json", "real"]
 
@@ -631,7 +631,7 @@ def test_atomic_write_gives_the_file_the_permissions_of_an_ordinary_file(tmp_pat
     """0o666 less the umask, as open() would give (mkstemp alone gives 0o600); the umask is left as it was."""
     old = os.umask(umask)
     try:
-        artifact.atomic_write(tmp_path / "f.bin", b"x")
+        files.atomic_write(tmp_path / "f.bin", b"x")
         after = os.umask(umask)
     finally:
         os.umask(old)
@@ -650,9 +650,9 @@ def test_a_failed_atomic_write_leaves_the_old_file_and_no_temporary_one(tmp_path
         tried.append(args)
         raise error
 
-    monkeypatch.setattr(artifact.os, fail_in, failing)
+    monkeypatch.setattr(files.os, fail_in, failing)
     with pytest.raises(type(error), match="^disk full$"):  # the original error, not one from the cleanup
-        artifact.atomic_write(target, b"the new model")
+        files.atomic_write(target, b"the new model")
     assert tried, f"os.{fail_in} was reached"
     assert target.read_bytes() == b"the old model"
     assert [p.name for p in tmp_path.iterdir()] == ["model.zip"]

@@ -19,8 +19,8 @@ from typing import Any
 from jinja2 import UndefinedError
 from markupsafe import Markup
 
-from ..artifact import atomic_write
 from ..cli import output_file
+from ..files import atomic_write
 from ..templates import templates
 from .report import ReportError, mean_sd, num, read_json
 from .sections import BY_KEY, SECTIONS, Section
