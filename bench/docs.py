@@ -68,8 +68,17 @@ def bench_table(report: dict, container_figures: str | Path = "") -> str:
     ]
     if traced:
         notes.append(f"Traced, `/predict` against the bare endpoint: {', '.join(traced)}.")
-    if "predict_vs_baseline" in goals:
-        notes.append(f"Against the baseline in the same rounds: `/predict` {goals['predict_vs_baseline']:.2f}x.")
+    against = [
+        f"{what} {goals[key]:.2f}x"
+        for key, what in (
+            ("predict_vs_baseline", "`/predict`"),
+            ("predict_batch_vs_baseline", "`/predict/batch`"),
+            ("v2_infer_vs_baseline", "V2 infer"),
+        )
+        if key in goals
+    ]
+    if against:
+        notes.append(f"Against the baseline in the same rounds: {', '.join(against)}.")
     ready, rss = report["ready_seconds"], report["rss_mib_after_rounds"].get("full")
     notes.append(
         f"The server (outside a container): ready {sorted(ready)[len(ready) // 2]:.2f} s after it is spawned "
