@@ -79,13 +79,16 @@ class Collector:
 
         collector = self
         self.spans = self.exports = 0
+        self.lock = threading.Lock()
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 request = ExportTraceServiceRequest.FromString(body)
-                collector.exports += 1
-                collector.spans += sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
+                spans = sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
+                with collector.lock:  # one handler thread per export
+                    collector.exports += 1
+                    collector.spans += spans
                 self.send_response(200)
                 self.send_header("content-type", "application/x-protobuf")
                 self.send_header("content-length", "0")

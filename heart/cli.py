@@ -234,6 +234,10 @@ def check_report_files(p: argparse.ArgumentParser, args: argparse.Namespace, *na
 def unwritable(path, directory: bool = False) -> str | None:
     """Why a script could not write `path` as a regular file (or create it as a directory); None if it can."""
     path = str(path)
+    if not path.strip():
+        return f"an empty path: give a {'directory' if directory else 'file'} name"
+    if not directory and path.endswith(("/", os.sep)):
+        return f"{path} ends with a slash: give a file name, not a directory"
     name = f"{path} (a symlink to {os.readlink(path)})" if os.path.islink(path) else path
     try:
         mode = os.stat(path).st_mode

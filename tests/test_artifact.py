@@ -626,6 +626,27 @@ def test_atomic_write_replaces_a_symlinks_target_and_never_a_directory_or_device
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["device", "dir", "link.json", "r.json", "real"]
 
 
+def test_atomic_write_never_follows_a_symlink_to_nothing_and_keeps_a_replaced_files_mode(tmp_path):
+    """A dangling link would send the write anywhere its target names (another directory): refused.
+    A replaced file keeps its permissions (a 0600 secret-bearing report stays 0600)."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    dangling = tmp_path / "report.json"
+    dangling.symlink_to(elsewhere / "victim.txt")
+    with pytest.raises(FileExistsError, match=f"^{dangling} is a symlink to a missing file: not followed$"):
+        files.atomic_write(dangling, b"pwned")
+    assert list(elsewhere.iterdir()) == [] and dangling.is_symlink()
+    private = tmp_path / "private.json"
+    private.write_bytes(b"old")
+    private.chmod(0o600)
+    link = tmp_path / "link.json"
+    link.symlink_to(private)
+    for path in (private, link):
+        files.atomic_write(path, b"new")
+        assert stat.S_IMODE(private.stat().st_mode) == 0o600 and private.read_bytes() == b"new"
+    assert link.is_symlink()
+
+
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600), (0o002, 0o664)])
 def test_atomic_write_gives_the_file_the_permissions_of_an_ordinary_file(tmp_path, umask, mode):
     """0o666 less the umask, as open() would give (mkstemp alone gives 0o600); the umask is left as it was."""

@@ -152,6 +152,22 @@ def test_an_output_path_that_is_not_a_regular_file_is_refused_by_name(tmp_path):
             cli.output_dir(str(value))
 
 
+def test_an_empty_output_path_or_a_file_path_ending_in_a_slash_is_refused_before_any_work():
+    """An empty path resolved to the working directory (train.py crashed in card_path_for, batch_predict sent
+    every request first); "newdir/" made a file called newdir."""
+    from heart import cli
+
+    assert cli.unwritable("") == "an empty path: give a file name"
+    assert cli.unwritable("  ", directory=True) == "an empty path: give a directory name"
+    assert cli.unwritable("newdir/") == "newdir/ ends with a slash: give a file name, not a directory"
+    assert cli.unwritable("newdir/", directory=True) is None
+    for script, flag in (("train.py", "--out"), ("batch_predict.py", "--out"), ("fairness_check.py", "--out-dir")):
+        done = subprocess.run([sys.executable, script, flag, ""], cwd=ROOT, capture_output=True, text=True)
+        assert done.returncode == 2 and done.stderr.strip().endswith(
+            f"error: argument {flag}: an empty path: give a {'directory' if flag == '--out-dir' else 'file'} name"
+        )
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
 def test_an_output_under_a_read_only_directory_is_refused(tmp_path):
     from heart import cli

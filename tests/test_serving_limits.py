@@ -141,6 +141,23 @@ def test_30_requests_on_one_keep_alive_connection_under_a_1024_byte_header_limit
         assert sock.recv(65536).startswith(b"HTTP/1.1 431 ")
 
 
+@pytest.mark.parametrize(
+    "target, key",
+    [("/v2/models/heart-disease/infer", b"error"), ("/predict", b"detail"), ("http://x/v2/health/ready?q=1", b"error")],
+    ids=["v2", "v1", "v2-absolute-form"],
+)
+def test_the_protocols_431_is_in_the_route_familys_shape(small_limits, target, key):
+    """Sent before any route is chosen (the headers are refused as they arrive): the shape comes from
+    the request line's path, as every other error's does (errors.error_body)."""
+    with socket.create_connection(("127.0.0.1", small_limits.port), timeout=10) as sock:
+        sock.sendall(b"POST " + target.encode() + b" HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 4096 + b"\r\n\r\n")
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    head, body = reply.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 431 ") and json.loads(body) == {key.decode(): "request headers over 1024 bytes"}
+
+
 # ------------------------------------------------------------ every numeric setting's edges
 
 # (variable, minimum, just below it); 0 is tried for each too.

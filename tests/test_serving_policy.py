@@ -230,6 +230,10 @@ def test_a_value_cut_short_is_said_at_its_true_length(client):
     body = '{"age":50,"gender":1,"cp":"' + "z" * 100_000  # unterminated: pydantic quotes the raw bytes
     r = client.post("/predict", content=body, headers={"content-type": "application/json"})
     assert r.status_code == 422 and r.json()["detail"][0]["input"].endswith(f"... ({len(body):,} bytes)")
+    body = '{"age":50,"gender":1,"cp":"' + "é" * 100  # 227 bytes, 127 characters: cut, and said so
+    r = client.post("/predict", content=body.encode(), headers={"content-type": "application/json"})
+    echoed = r.json()["detail"][0]["input"]
+    assert echoed == body[:80] + f"... ({len(body.encode()):,} bytes)"
     short = "y" * 90
     r = client.post(INFER, content=infer_body([{"name": short, "shape": [1], "datatype": "FP64", "data": [1]}]))
     assert "... (90 characters)" in r.json()["error"]

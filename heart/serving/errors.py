@@ -225,6 +225,9 @@ def _sanitize(value: Any, depth: int = 0) -> Any:
         return cut(value)
     if isinstance(value, (int, type(None), bool, float)):
         return value if not isinstance(value, int) or abs(value) < 2**63 else cut(repr_int(value))
-    if isinstance(value, (bytes, bytearray)):
-        return cut(bytes(value[: MAX_ECHO_CHARS + 1]).decode("utf-8", "replace"), length=len(value), unit="bytes")
+    if isinstance(value, (bytes, bytearray)):  # a raw body: decoded from a prefix, its length in bytes
+        text = bytes(value[: 4 * MAX_ECHO_CHARS]).decode("utf-8", "replace")
+        if len(value) <= MAX_ECHO_CHARS:
+            return text
+        return f"{text[:MAX_ECHO_CHARS]}... ({len(value):,} bytes)"
     return cut(str(value))

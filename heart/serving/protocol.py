@@ -23,11 +23,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from urllib.parse import urlsplit
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = logging.getLogger(__name__)
 DRAIN_IDLE_SECONDS = 1.0  # an idle connection's last chance, at shutdown, to deliver a request
+START_BYTES = 2048  # of a request's head kept to read its path from (a longer request line: no path)
 
 
 @functools.cache
@@ -55,6 +57,7 @@ class HardenedProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._tail = b""  # the last bytes read, to find a blank line split across reads
         self._in_head = True  # waiting for (more of) a request's headers
+        self._start = b""  # the head's first bytes: the request line, whose path picks the error's shape
         self._deadline: asyncio.TimerHandle | None = None
         self._draining = False
 
@@ -86,7 +89,7 @@ class HardenedProtocol(HttpToolsProtocol):
             },
         )
         if self._in_head:
-            self.transport.write(_reply(b"408 Request Timeout", b'{"detail":"request not received in time"}'))
+            self.transport.write(_reply(b"408 Request Timeout", self._error("request not received in time")))
         self.transport.close()  # mid-body: the app's receive() gets http.disconnect
 
     def connection_lost(self, exc) -> None:
@@ -96,6 +99,8 @@ class HardenedProtocol(HttpToolsProtocol):
     # -- the header limit and the parser's milestones
     def data_received(self, data: bytes) -> None:
         if self._in_head:
+            if len(self._start) < START_BYTES:
+                self._start += data[: START_BYTES - len(self._start)]
             end = data.find(b"\r\n\r\n")
             if self._tail and (self._tail + data[:3]).find(b"\r\n\r\n") >= 0:
                 end = 0  # the blank line straddles two reads: no header bytes in this one
@@ -104,15 +109,20 @@ class HardenedProtocol(HttpToolsProtocol):
             if self._head_bytes > self.max_header_bytes:
                 log.warning("request_headers_too_large", extra={"limit_bytes": self.max_header_bytes})
                 self._disarm()
-                self.transport.write(
-                    _reply(
-                        b"431 Request Header Fields Too Large",
-                        b'{"detail":"request headers over %d bytes"}' % self.max_header_bytes,
-                    )
-                )
+                message = f"request headers over {self.max_header_bytes} bytes"
+                self.transport.write(_reply(b"431 Request Header Fields Too Large", self._error(message)))
                 self.transport.close()
                 return
         super().data_received(data)
+
+    def _error(self, message: str) -> bytes:
+        """The error body in the shape of the request's route family (errors.error_body), from the
+        request line as far as it arrived: no route has been chosen yet."""
+        from .errors import error_body, error_json
+
+        line = self._start.split(b"\r\n", 1)[0].split(b" ")
+        target = urlsplit(line[1].decode("latin-1")).path if len(line) > 1 else ""
+        return error_json(error_body({"path": target}, message))
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -127,7 +137,7 @@ class HardenedProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         self._disarm()
         super().on_message_complete()
-        self._in_head, self._head_bytes, self._tail = True, 0, b""  # the next request's headers, afresh
+        self._in_head, self._head_bytes, self._tail, self._start = True, 0, b"", b""  # the next request, afresh
 
     # -- shutdown
     def shutdown(self) -> None:
