@@ -59,7 +59,7 @@ CLEARED_ENV = (
 @dataclass(frozen=True)
 class Step:
     command: str  # as the docs show it; run as argv with this interpreter for "python"
-    budget_s: int  # about twice the typical wall time on a busy 2-core machine, at least 30 s (docs/testing.md)
+    budget_s: int  # about 3x the slowest wall time seen on the shared 2-core VM, at least 30 s (docs/testing.md)
     expect: str  # a line the docs say it prints (a substring of stdout)
 
     @property
@@ -70,16 +70,16 @@ class Step:
 
 SERVER = Step("python heart_fastapi.py", 30, "")  # budget: until /ready_check answers 200
 STEPS = (
-    Step("python train.py", 150, "wrote model.zip and model.card.json (model_version "),
-    Step("python fairness_check.py", 60, "wrote reports/fairness_gender.json and reports/fairness_gender.png"),
+    Step("python train.py", 400, "wrote model.zip and model.card.json (model_version "),
+    Step("python fairness_check.py", 150, "wrote reports/fairness_gender.json and reports/fairness_gender.png"),
     Step("python explainability.py", 30, "wrote reports/explainability.json, reports/shap_bar.png"),
     Step("python drift_analysis_ks.py", 30, "wrote reports/drift.json and reports/drift.png"),
-    Step("python data_poisoning.py", 300, "wrote reports/poisoning.json and reports/poisoning.png"),
+    Step("python data_poisoning.py", 600, "wrote reports/poisoning.json and reports/poisoning.png"),
     SERVER,
     Step("python batch_predict.py", 30, "wrote batch_prediction_results.json (100 records)"),
     Step("python monitor_performance.py", 30, "wrote reports/performance.json, reports/performance.png"),
     Step("python -m heart.analyses.html_report", 30, "wrote reports/index.html"),
-    Step("python test.py", 90, " passed in "),
+    Step("python test.py", 120, " passed in "),
 )
 
 
