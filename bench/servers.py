@@ -68,10 +68,11 @@ def original_app() -> FastAPI:
 
 
 class Collector:
-    """A stand-in OTLP/HTTP collector on 127.0.0.1 (a thread of the bench's process): answers every
-    export 200 and counts the spans it received, so the traced servers pay the real export."""
+    """A stand-in OTLP/HTTP collector on 127.0.0.1 (a thread of the caller's process): answers every
+    export 200 and counts the spans it received, so the traced servers pay the real export. With
+    keep=True it also keeps each export, (path, ExportTraceServiceRequest), for a test to read."""
 
-    def __init__(self):
+    def __init__(self, keep: bool = False):
         import http.server
         import threading
 
@@ -79,6 +80,7 @@ class Collector:
 
         collector = self
         self.spans = self.exports = 0
+        self.kept: list = []
         self.lock = threading.Lock()
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -89,6 +91,8 @@ class Collector:
                 with collector.lock:  # one handler thread per export
                     collector.exports += 1
                     collector.spans += spans
+                    if keep:
+                        collector.kept.append((self.path, request))
                 self.send_response(200)
                 self.send_header("content-type", "application/x-protobuf")
                 self.send_header("content-length", "0")

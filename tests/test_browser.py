@@ -58,6 +58,14 @@ def submit_with_keyboard(page):
     page.keyboard.press("Enter")
 
 
+def explain_on_the_page(page, url: str, patient: dict) -> None:
+    """The page opened, the form filled with `patient` and sent, its result shown."""
+    page.goto(url + "/")
+    fill(page, patient)
+    submit_with_keyboard(page)
+    page.locator("#result").wait_for(state="visible")
+
+
 def shown_percent(page) -> float:
     text = page.inner_text("#risk")
     assert text.endswith("%"), text
@@ -118,10 +126,7 @@ def test_a_blank_field_is_shown_as_imputed(server, chromium, first_row):
     expected = httpx.post(server.url + "/predict", json={k: v for k, v in patient.items() if v is not None}).json()
     assert sorted(expected["imputed"]) == ["chol", "thal"]
     with guarded_page(chromium) as (page, net):
-        page.goto(server.url + "/")
-        fill(page, patient)
-        submit_with_keyboard(page)
-        page.locator("#result").wait_for(state="visible")
+        explain_on_the_page(page, server.url, patient)
         imputed = page.inner_text("#imputed")
         assert "Serum cholesterol (chol)" in imputed and "Thallium stress test (thal)" in imputed
         assert "Resting systolic" not in imputed
@@ -177,10 +182,7 @@ def test_the_result_states_the_threshold_that_decided_the_class(server, chromium
     answer = httpx.post(server.url + "/explain", json=patient).json()
     assert answer["threshold"] == card_threshold
     with guarded_page(chromium) as (page, net):
-        page.goto(server.url + "/")
-        fill(page, patient)
-        submit_with_keyboard(page)
-        page.locator("#result").wait_for(state="visible")
+        explain_on_the_page(page, server.url, patient)
         text = page.inner_text("#decision")
         assert f" is {side} the decision threshold of {100 * card_threshold:.1f}% (the model card's)" in text
         assert f"The estimate, {page.inner_text('#risk')}," in text

@@ -463,35 +463,30 @@ def test_trace_exporters_follow_the_standard_env():
 
 def test_otlp_exporter_sends_the_responses_trace_to_the_collector(model_path, monkeypatch):
     """A stand-in OTLP/HTTP collector receives the spans whose trace_id the response gave."""
-    import http.server
+    from bench.servers import Collector
 
-    received = []
-
-    class Collector(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            received.append((self.path, self.rfile.read(int(self.headers["content-length"]))))
-            self.send_response(200)
-            self.send_header("content-type", "application/x-protobuf")
-            self.send_header("content-length", "0")
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Collector)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
-    monkeypatch.delenv("OTEL_TRACES_EXPORTER", raising=False)
-    try:
+    with Collector(keep=True) as collector:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url)
+        monkeypatch.delenv("OTEL_TRACES_EXPORTER", raising=False)
         app = create_app(settings_for(model_path), background_load=False)
         with TestClient(app) as c:
             trace_id = c.post("/predict", json=EXAMPLE).json()["trace_id"]
         # leaving the block ran the lifespan's shutdown, which flushes the spans
-    finally:
-        server.shutdown()
-    assert received and all(path == "/v1/traces" for path, _ in received)
-    assert any(bytes.fromhex(trace_id) in body for _, body in received)
-    assert any(b"heart-disease-api" in body and b"inference" in body for _, body in received)
+    assert collector.kept and all(path == "/v1/traces" for path, _ in collector.kept)
+    spans = [
+        (resource.resource, span)
+        for _, request in collector.kept
+        for resource in request.resource_spans
+        for scope in resource.scope_spans
+        for span in scope.spans
+    ]
+    ours = [(r, s) for r, s in spans if s.trace_id == bytes.fromhex(trace_id)]
+    assert {s.name for _, s in ours} == {"POST /predict", "inference"}
+    assert all({"key": "service.name", "value": "heart-disease-api"} in _attributes(r) for r, _ in ours)
+
+
+def _attributes(resource) -> list[dict]:
+    return [{"key": a.key, "value": a.value.string_value} for a in resource.attributes]
 
 
 def test_chunked_body_over_the_limit_is_413(model_path):
